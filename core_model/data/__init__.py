@@ -1,0 +1,6 @@
+"""Dataset readers. Each returns a :class:`~core_model.data.records.ReadResult`: usable records plus
+the rows it skipped, each with a reason. Readers never stop on one bad row."""
+
+from core_model.data.records import ReadResult, Record, Skipped
+
+__all__ = ["ReadResult", "Record", "Skipped"]

@@ -1,0 +1,40 @@
+"""Errors raised when an image file cannot be turned into pixels, each with a specific reason."""
+
+from __future__ import annotations
+
+from core_model.errors import UserError
+
+
+class ImageReadError(UserError):
+    """An image file could not be read. ``reason`` is a short machine-readable code."""
+
+    reason = "unreadable"
+
+    def __init__(self, message: str, *, reason: str | None = None):
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class NotDicomError(ImageReadError):
+    reason = "not_dicom"
+
+
+class NoPixelDataError(ImageReadError):
+    reason = "no_pixel_data"
+
+
+class TruncatedFileError(ImageReadError):
+    reason = "truncated"
+
+
+class PixelDataMismatchError(ImageReadError):
+    reason = "pixel_data_mismatch"
+
+
+class MissingDecoderError(ImageReadError):
+    reason = "missing_decoder"
+
+
+class UnsupportedImageError(ImageReadError):
+    reason = "unsupported"

@@ -1,0 +1,195 @@
+"""The one preprocessing function: DICOM / PNG / JPEG (or an array) -> model input.
+
+Training (precompute, fine-tuning) and the app's runtime both call :func:`prepare_input` with the
+:class:`PreprocessSpec` stored in the feature cache and the model bundle, so a model sees exactly
+the same pixels in both places. Pure numpy + Pillow + pydicom: no torch.
+
+Steps: 8-bit grayscale display (DICOMs through the full display pipeline of
+:mod:`core_model.imaging.dicom`) -> geometry (``letterbox``: pad to a square with black, keeping
+the whole image, then resize; ``center_crop``: the paper's resize of the shorter side then a
+centre crop) -> scale to [0, 1] -> ``(x - mean) / std`` -> channels repeated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from core_model.imaging.errors import ImageReadError, UnsupportedImageError
+
+ImageSource = Union[str, os.PathLike, np.ndarray]
+
+_PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+Image.MAX_IMAGE_PIXELS = 20000 * 20000  # large radiographs are normal; still refuse absurd sizes
+
+
+@dataclass(frozen=True)
+class PreprocessSpec:
+    size: int = 224
+    mean: float = 0.5
+    std: float = 0.5
+    channels: int = 3
+    resize: str = "letterbox"  # "letterbox" | "center_crop"
+    resize_to: int | None = None  # center_crop only: shorter side before cropping (paper: 256)
+
+    def __post_init__(self):
+        if self.resize not in ("letterbox", "center_crop"):
+            raise ValueError(f"unknown resize mode {self.resize!r} (letterbox or center_crop)")
+        if self.size < 8:
+            raise ValueError("input size must be at least 8 pixels")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessSpec":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _is_dicom(path: Path) -> bool:
+    from core_model.imaging.dicom import is_dicom_file
+
+    return path.suffix.lower() in (".dcm", ".dicom") or is_dicom_file(path)
+
+
+def load_display(source: ImageSource, *, draft_size: int | None = None) -> np.ndarray:
+    """Any supported image -> 8-bit grayscale display array (H, W), as the viewer shows it.
+
+    ``draft_size`` lets Pillow decode a large JPEG at a reduced scale (never below that size).
+    """
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim == 3:
+            arr = arr[..., :3].mean(axis=-1) if arr.shape[-1] in (3, 4) else arr[0]
+        if arr.dtype == np.uint8:
+            return arr
+        arr = arr.astype(np.float64)
+        if arr.max() <= 1.0 and arr.min() >= 0.0:
+            return np.rint(arr * 255).astype(np.uint8)
+        lo, hi = float(arr.min()), float(arr.max())
+        return np.rint((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
+
+    path = Path(source)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found", reason="missing")
+    if path.suffix.lower() not in _PIL_SUFFIXES and _is_dicom(path):
+        from core_model.imaging.dicom import render_file
+
+        return render_file(path)
+    try:
+        with Image.open(path) as img:
+            if draft_size and img.format == "JPEG":
+                img.draft("L", (draft_size, draft_size))
+            return _pil_to_gray8(img)
+    except UnidentifiedImageError:
+        if _is_dicom(path):
+            from core_model.imaging.dicom import render_file
+
+            return render_file(path)
+        raise UnsupportedImageError(f"{path.name}: not a DICOM, PNG or JPEG image") from None
+    except (OSError, SyntaxError) as exc:
+        raise ImageReadError(f"{path.name}: image could not be decoded ({exc})", reason="truncated") from exc
+
+
+def _pil_to_gray8(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        return np.rint((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
+    if img.mode == "F":
+        return load_display(np.asarray(img))
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the original image lands inside the square model input."""
+
+    height: int  # original
+    width: int
+    scale: float  # model pixels per original pixel
+    top: float  # offset of the scaled image inside the square (negative when cropped)
+    left: float
+    size: int
+
+
+def geometry(height: int, width: int, spec: PreprocessSpec) -> Geometry:
+    if spec.resize == "letterbox":
+        scale = spec.size / max(height, width)
+        new_h, new_w = height * scale, width * scale
+        return Geometry(height, width, scale, (spec.size - new_h) / 2.0, (spec.size - new_w) / 2.0, spec.size)
+    short = spec.resize_to or spec.size
+    scale = short / min(height, width)
+    new_h, new_w = height * scale, width * scale
+    return Geometry(height, width, scale, (spec.size - new_h) / 2.0, (spec.size - new_w) / 2.0, spec.size)
+
+
+def to_square(gray: np.ndarray, spec: PreprocessSpec, *, resample: int = Image.BILINEAR) -> np.ndarray:
+    """Place a 2-D array into the model's square frame (same geometry for images and masks)."""
+    h, w = gray.shape
+    g = geometry(h, w, spec)
+    new_h, new_w = max(1, round(h * g.scale)), max(1, round(w * g.scale))
+    if gray.dtype == np.uint8:
+        resized = np.asarray(Image.fromarray(gray).resize((new_w, new_h), resample))
+    else:
+        resized = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize((new_w, new_h), resample))
+    out = np.zeros((spec.size, spec.size), dtype=resized.dtype)
+    top, left = int(round(g.top)), int(round(g.left))
+    # Paste with clipping (letterbox pads, centre crop cuts).
+    src_y0, src_x0 = max(0, -top), max(0, -left)
+    dst_y0, dst_x0 = max(0, top), max(0, left)
+    hh = min(new_h - src_y0, spec.size - dst_y0)
+    ww = min(new_w - src_x0, spec.size - dst_x0)
+    out[dst_y0:dst_y0 + hh, dst_x0:dst_x0 + ww] = resized[src_y0:src_y0 + hh, src_x0:src_x0 + ww]
+    return out
+
+
+def from_square(arr: np.ndarray, height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
+    """Map a map in model-input space (S x S, e.g. mask probabilities or a heatmap) back onto the
+    original image grid (H x W), bilinear. Regions cropped away by ``center_crop`` get 0."""
+    g = geometry(height, width, spec)
+    new_h, new_w = max(1, round(height * g.scale)), max(1, round(width * g.scale))
+    top, left = int(round(g.top)), int(round(g.left))
+    canvas = np.zeros((new_h, new_w), dtype=np.float32)
+    src_y0, src_x0 = max(0, top), max(0, left)
+    dst_y0, dst_x0 = max(0, -top), max(0, -left)
+    hh = min(spec.size - src_y0, new_h - dst_y0)
+    ww = min(spec.size - src_x0, new_w - dst_x0)
+    a = arr.astype(np.float32)
+    if a.shape != (spec.size, spec.size):
+        a = np.asarray(Image.fromarray(a, mode="F").resize((spec.size, spec.size), Image.BILINEAR))
+    canvas[dst_y0:dst_y0 + hh, dst_x0:dst_x0 + ww] = a[src_y0:src_y0 + hh, src_x0:src_x0 + ww]
+    return np.asarray(Image.fromarray(canvas, mode="F").resize((width, height), Image.BILINEAR))
+
+
+def normalize(square_u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    x = square_u8.astype(np.float32) * np.float32(1.0 / 255.0)
+    x = (x - np.float32(spec.mean)) / np.float32(spec.std)
+    return np.repeat(x[None], spec.channels, axis=0)
+
+
+def prepare_input(source: ImageSource, spec: PreprocessSpec | None = None) -> np.ndarray:
+    """DICOM / PNG / JPEG path or array -> float32 model input of shape (channels, size, size)."""
+    spec = spec or PreprocessSpec()
+    gray = load_display(source, draft_size=2 * spec.size)
+    return normalize(to_square(gray, spec), spec)
+
+
+def prepare_batch(sources: list[ImageSource], spec: PreprocessSpec | None = None) -> np.ndarray:
+    spec = spec or PreprocessSpec()
+    return np.stack([prepare_input(s, spec) for s in sources]).astype(np.float32)

@@ -1,0 +1,70 @@
+"""`adaptor-train`: precompute, pretrain, fine-tune, evaluate, export (research use only)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from core_model.errors import UserError
+
+# Each command lives in training_cli/commands/<name>.py with `add_parser(subparsers)` and `run(args)`.
+COMMANDS = [
+    "phantoms",
+    "precompute",
+    "pretrain",
+    "finetune_cls",
+    "finetune_seg",
+    "evaluate",
+    "export",
+    "demo",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="adaptor-train",
+        description="Train Adaptors on frozen chest X-ray image and report encoders. Research use only.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"training_cli.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"training_cli.commands.{name}":
+                continue  # not built yet
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"adaptor-train {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"adaptor-train {args.command}: interrupted; rerun with the same --out (and --resume"
+              " where offered) to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
