@@ -1,0 +1,157 @@
+"""Write chest X-ray DICOM files from arrays (phantoms, demo studies, test fixtures).
+
+Secondary capture-style DX/CR objects with the tags the library and the renderer read.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    PYDICOM_IMPLEMENTATION_UID,
+    generate_uid,
+)
+
+DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"  # Computed Radiography Image Storage
+
+
+@dataclass
+class DicomSpec:
+    """What to write besides the pixels. Stored values are written as given."""
+
+    patient_name: str = "PHANTOM^SYNTHETIC"
+    patient_id: str = "PHANTOM-0001"
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    study_uid: str | None = None
+    series_uid: str | None = None
+    sop_uid: str | None = None
+    study_date: str = ""  # YYYYMMDD
+    study_description: str = "CHEST"
+    accession_number: str = ""
+    modality: str = "DX"  # DX | CR
+    view_position: str = "PA"
+    body_part: str = "CHEST"
+    photometric: str = "MONOCHROME2"
+    bits_stored: int | None = None  # default: 8 for uint8 pixels, else 12
+    rescale_slope: float | None = None
+    rescale_intercept: float | None = None
+    windows: list[tuple[float, float]] = field(default_factory=list)  # (center, width)
+    window_explanations: list[str] = field(default_factory=list)
+    voi_lut_function: str | None = None
+    presentation_lut_shape: str | None = None
+    imager_pixel_spacing: tuple[float, float] | None = (0.2, 0.2)  # mm, detector plane
+    pixel_spacing: tuple[float, float] | None = None  # mm, calibrated
+    series_number: int = 1
+    instance_number: int = 1
+    series_description: str = ""
+    extra: dict = field(default_factory=dict)  # keyword -> value
+
+
+def build_dataset(pixels: np.ndarray, spec: DicomSpec | None = None) -> Dataset:
+    """A complete, uncompressed (explicit VR little endian) dataset for a 2-D array."""
+    spec = spec or DicomSpec()
+    if pixels.ndim != 2:
+        raise ValueError("pixels must be a 2-D array")
+    signed = pixels.dtype.kind == "i"
+    if pixels.dtype == np.uint8:
+        bits_alloc = 8
+    elif pixels.dtype in (np.uint16, np.int16):
+        bits_alloc = 16
+    else:
+        raise ValueError(f"unsupported pixel dtype {pixels.dtype}; use uint8, uint16 or int16")
+    bits_stored = spec.bits_stored or (8 if bits_alloc == 8 else 12)
+
+    sop_class = DX_STORAGE if spec.modality == "DX" else CR_STORAGE
+    sop_uid = spec.sop_uid or generate_uid()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = spec.study_uid or generate_uid()
+    ds.SeriesInstanceUID = spec.series_uid or generate_uid()
+    ds.PatientName = spec.patient_name
+    ds.PatientID = spec.patient_id
+    ds.PatientBirthDate = spec.patient_birth_date
+    ds.PatientSex = spec.patient_sex
+    today = _dt.date.today().strftime("%Y%m%d")
+    ds.StudyDate = spec.study_date or today
+    ds.ContentDate = ds.StudyDate
+    ds.StudyTime = "120000"
+    ds.StudyDescription = spec.study_description
+    ds.SeriesDescription = spec.series_description
+    ds.AccessionNumber = spec.accession_number
+    ds.StudyID = "1"
+    ds.Modality = spec.modality
+    ds.ViewPosition = spec.view_position
+    ds.BodyPartExamined = spec.body_part
+    ds.SeriesNumber = spec.series_number
+    ds.InstanceNumber = spec.instance_number
+    ds.ImageType = ["DERIVED", "SECONDARY"]
+    if spec.modality == "DX":
+        ds.PresentationIntentType = "FOR PRESENTATION"
+
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = spec.photometric
+    ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
+    ds.BitsAllocated = bits_alloc
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if spec.rescale_slope is not None or spec.rescale_intercept is not None:
+        ds.RescaleSlope = spec.rescale_slope if spec.rescale_slope is not None else 1
+        ds.RescaleIntercept = spec.rescale_intercept if spec.rescale_intercept is not None else 0
+        ds.RescaleType = "US"
+    if spec.windows:
+        centers = [c for c, _ in spec.windows]
+        widths = [w for _, w in spec.windows]
+        ds.WindowCenter = centers if len(centers) > 1 else centers[0]
+        ds.WindowWidth = widths if len(widths) > 1 else widths[0]
+        if spec.window_explanations:
+            ex = spec.window_explanations
+            ds.WindowCenterWidthExplanation = ex if len(ex) > 1 else ex[0]
+    if spec.voi_lut_function:
+        ds.VOILUTFunction = spec.voi_lut_function
+    if spec.presentation_lut_shape:
+        ds.PresentationLUTShape = spec.presentation_lut_shape
+    if spec.imager_pixel_spacing:
+        ds.ImagerPixelSpacing = list(spec.imager_pixel_spacing)
+    if spec.pixel_spacing:
+        ds.PixelSpacing = list(spec.pixel_spacing)
+    for key, value in spec.extra.items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    return ds
+
+
+def write_dicom(path: str | os.PathLike, pixels: np.ndarray, spec: DicomSpec | None = None,
+                transfer_syntax: str | None = None) -> Path:
+    """Write ``pixels`` as a DICOM file; ``transfer_syntax`` compresses it (see :func:`compress`)."""
+    ds = build_dataset(pixels, spec)
+    if transfer_syntax and transfer_syntax != ExplicitVRLittleEndian:
+        compress(ds, pixels, transfer_syntax)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    ds.save_as(tmp, enforce_file_format=True)
+    os.replace(tmp, path)
+    return path
+
+
+def compress(ds: Dataset, pixels: np.ndarray, transfer_syntax: str) -> Dataset:
+    """Compress in place with pydicom's encoders (RLE, JPEG-LS, JPEG 2000)."""
+    ds.compress(transfer_syntax, pixels, generate_instance_uid=False)
+    return ds

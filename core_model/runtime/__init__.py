@@ -1,0 +1,1 @@
+"""Torch-free inference over an exported model bundle (numpy + onnxruntime + tokenizers)."""
