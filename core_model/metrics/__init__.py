@@ -1,0 +1,1 @@
+"""Metrics (numpy / scikit-learn only; no torch, no Qt)."""
