@@ -1,0 +1,1 @@
+"""Training loops (torch): Adaptor pretraining on cached features, downstream fine-tuning."""

@@ -1,0 +1,46 @@
+"""`adaptor-train pretrain`: contrastive Adaptor pretraining on frozen, cached features."""
+
+from __future__ import annotations
+
+from training_cli.common import RESEARCH_NOTE, add_common, add_train_shortcuts, prepare_out, shortcut_overrides
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "pretrain", help="pretrain an Adaptor (features are precomputed first when missing)",
+        description="Align frozen image and report encoders with a small Adaptor trained by InfoNCE on "
+                    "cached features. Data (phantoms) and features are generated first when missing. "
+                    "Multi-GPU: torchrun --nproc_per_node N -m training_cli.main pretrain ... " + RESEARCH_NOTE,
+    )
+    add_common(p, out_help="run folder (config.yaml, metrics.json, log.csv, adaptor.safetensors, checkpoint/)")
+    add_train_shortcuts(p)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
+    from core_model.training.datasets import ensure_cache, load_records, summary
+    from core_model.training.pretrain import Pretrainer, dist_info, init_distributed_from_env
+
+    cfg = load_config(PRETRAIN_DEFAULTS, args.config, shortcut_overrides(args) + list(args.overrides))
+    out = prepare_out(args.out)
+    init_distributed_from_env()
+    rank, _ = dist_info()
+    result = load_records(cfg["data"])
+    if rank == 0:
+        print(f"data: {result.summary()}")
+        for s in result.skipped[:10]:
+            print(f"  skipped {s}")
+        save_config(cfg, out / "config.yaml")
+    cache = ensure_cache(cfg, result.records, progress=not args.no_progress)
+    records = result.records
+    trainer = Pretrainer(
+        cfg, out, cache,
+        reports=[r.report for r in records], findings=[r.finding for r in records], splits=[r.split for r in records],
+        progress=not args.no_progress, data_summary=summary(result),
+    )
+    trainer.run(resume=args.resume)
+    if rank == 0:
+        print(f"wrote {out / 'adaptor.safetensors'} and {out / 'metrics.json'}")
+    return 0
