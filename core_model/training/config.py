@@ -94,8 +94,25 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
                 raise ConfigError(f"config key {path!r} must be a mapping")
             out[key] = _merge(out[key], value, path)
         else:
-            out[key] = value
+            out[key] = _coerce(out[key], value, path)
     return out
+
+
+def _coerce(default: Any, value: Any, path: str) -> Any:
+    """Numbers given as strings (PyYAML reads ``2e-5`` as a string) become numbers."""
+    if isinstance(default, bool) or value is None:
+        return value
+    if isinstance(default, float) and isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"config key {path!r} must be a number, got {value!r}") from None
+    if isinstance(default, int) and isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"config key {path!r} must be an integer, got {value!r}") from None
+    return value
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

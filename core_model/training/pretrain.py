@@ -185,6 +185,10 @@ class Pretrainer:
             dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(dev)
         self.amp = self.device.type == "cuda"
+        if self.device.type == "cpu":
+            # CPU runs are bit-repeatable for a seed (some CPU kernels, e.g. attention backward,
+            # otherwise reduce in a thread-dependent order)
+            torch.use_deterministic_algorithms(True, warn_only=True)
 
         valid = cache.valid.copy()
         self.groups = report_groups(reports)
