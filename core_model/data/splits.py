@@ -80,8 +80,9 @@ class SplitAssignment:
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
     test: list[str] = field(default_factory=list)
-    protocol: str = ""
+    protocol: str = ""  # human-readable description
     notes: list[str] = field(default_factory=list)
+    protocol_id: str = "custom"  # mgca-rsna-classification / mgca-rsna-segmentation / mgca-covidx / mgca-siim / ...
 
     def mapping(self) -> dict[str, str]:
         """``{id: split}`` in train, val, test order."""
@@ -96,7 +97,7 @@ class SplitAssignment:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, str], protocol: str = "split file") -> "SplitAssignment":
-        out = cls(protocol=protocol)
+        out = cls(protocol=protocol, protocol_id="split-file")
         for i, s in mapping.items():
             getattr(out, s).append(i)
         return out
@@ -172,7 +173,8 @@ def rsna_splits(patient_ids: Iterable[str], task: str = "classification", fracti
         how = f"np.random.choice(n, int({fraction}*n)) with seed {fraction_seed}"
     else:
         raise DataError(f"RSNA task must be 'classification' or 'segmentation', not {task!r}")
-    out.protocol = f"mgca-rsna-{task}: patients sorted, train_test_split random_state={SPLIT_SEED}; train {how}"
+    out.protocol_id = f"mgca-rsna-{task}"
+    out.protocol = f"{out.protocol_id}: patients sorted, train_test_split random_state={SPLIT_SEED}; train {how}"
     return out
 
 
@@ -180,7 +182,8 @@ def covidx_splits(train_file_ids: Sequence[str], test_file_ids: Sequence[str], f
                   *, fraction_seed: int = FRACTION_SEED) -> SplitAssignment:
     """MGCA's COVIDx split: train file rows 80/20 (random_state 0) + the official test file."""
     train, val = sklearn_split(list(train_file_ids), train_size=COVIDX_TRAIN_SIZE, random_state=SPLIT_SEED)
-    out = SplitAssignment(train=pandas_sample(train, fraction, fraction_seed), val=val, test=list(test_file_ids))
+    out = SplitAssignment(train=pandas_sample(train, fraction, fraction_seed), val=val, test=list(test_file_ids),
+                          protocol_id="mgca-covidx")
     out.protocol = (f"mgca-covidx: train file 80/20 random_state={SPLIT_SEED}, official test; "
                     f"train pandas sample(frac={fraction}, random_state={fraction_seed})")
     return out
@@ -189,7 +192,7 @@ def covidx_splits(train_file_ids: Sequence[str], test_file_ids: Sequence[str], f
 def official_splits(ids_by_split: Mapping[str, Sequence[str]], fraction: float = 1.0,
                     *, fraction_seed: int = FRACTION_SEED, protocol: str = "official") -> SplitAssignment:
     """A dataset's own splits (CheXpert, MIMIC-CXR) with MGCA's label fraction on train."""
-    out = SplitAssignment(protocol=protocol)
+    out = SplitAssignment(protocol=protocol, protocol_id=protocol)
     for name, ids in ids_by_split.items():
         key = SPLIT_ALIASES.get(name.lower())
         if key is None:
@@ -244,6 +247,7 @@ def siim_splits(rows: Sequence[tuple[str, str]], fraction: float = 1.0, *, proto
     held = test_set | set(val_clean)
     train_clean = [i for i in train_ids if i not in held]
     out.train, out.val, out.test = train_clean, val_clean, list(test_ids)
+    out.protocol_id = "mgca-siim" if protocol == "mgca" and balance else f"{protocol}-siim"
     moved_val = len(val_ids) - len(val_clean)
     moved_train = len(train_ids) - len(train_clean)
     out.protocol = (f"{'mgca' if protocol == 'mgca' else 'image'}-siim: {protocol}-level 70/15/15 "
@@ -282,7 +286,7 @@ def grouped_split(ids: Sequence[str], groups: Sequence[str] | None = None,
     split_of_group = {}
     for rank, gi in enumerate(perm):
         split_of_group[uniq[gi]] = "train" if rank < n_train else ("val" if rank < n_train + n_val else "test")
-    out = SplitAssignment(protocol=f"grouped {fractions} seed {seed}")
+    out = SplitAssignment(protocol=f"grouped {fractions} seed {seed}", protocol_id="grouped")
     for i, g in zip(ids, groups):
         getattr(out, split_of_group[g]).append(i)
     return out
