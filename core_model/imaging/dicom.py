@@ -1,31 +1,56 @@
 """DICOM decoding and display rendering (numpy + pydicom only).
 
-The display pipeline follows DICOM PS3.3 C.11 / PS3.4 N.2 for grayscale images:
+The display pipeline follows the grayscale standard display pipeline of DICOM PS3.4 N.2 with
+the transformations of PS3.3 C.11:
 
-    stored values -> Modality LUT (rescale slope/intercept, may be negative, or LUT sequence)
-                  -> VOI (VOI LUT sequence, or window centre/width with VOILUTFunction
-                     LINEAR / LINEAR_EXACT / SIGMOID; full value range when the file has none)
-                  -> inversion for MONOCHROME1 or Presentation LUT Shape INVERSE (after VOI)
-                  -> 8-bit display
+    stored values  (pydicom masks to Bits Stored and sign-extends when Pixel Representation = 1)
+      -> Modality LUT        PS3.3 C.11.1: Rescale Slope / Intercept (the slope may be negative,
+                             common on CR) or a Modality LUT Sequence
+      -> VOI                 PS3.3 C.11.2: one VOI LUT Sequence item, or one Window Center /
+                             Width pair with VOI LUT Function LINEAR (default), LINEAR_EXACT or
+                             SIGMOID (C.11.2.1.2 / C.11.2.1.3); every window and LUT the file
+                             stores is offered as a preset with its explanation; when the file
+                             has none, the full range of the image (min..max) as viewers do
+      -> polarity            MONOCHROME1 (PS3.3 C.7.6.3.1.2: minimum value is white *after* the
+                             VOI transformation) or Presentation LUT Shape INVERSE (C.11.6.1.2,
+                             which DX/MG/IO files set together with MONOCHROME1: one inversion)
+      -> 8-bit display       the VOI output range mapped linearly onto 0..255
 
-The same rendering is what the viewer shows, what ``adaptor-review render`` writes and what the
-model preprocessing starts from.
+Defaults follow the order David Clunie's dicom3tools use: the first VOI LUT, else the first
+window, else the full range. The same rendering is what the viewer shows, what
+``adaptor-review render`` writes and what the model preprocessing starts from.
+
+Header-only checks (:func:`scan_header` + :func:`check_header`) read the header with
+``stop_before_pixels`` and then only the pixel data element's own header (and, for compressed
+data, the 8-byte header of each fragment, by seeking): enough to find a missing pixel data
+element, a truncated file, pixel data whose length disagrees with Rows x Columns x Bits
+Allocated x Samples x Frames, badly encapsulated fragments and a transfer syntax whose decoder
+is not installed, without reading the pixels.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
+from core_model.imaging.decoders import ensure_gdcm_importable, missing_decoder_message
 
-from core_model.imaging.errors import (
+ensure_gdcm_importable()  # before pydicom: see core_model.imaging.decoders
+
+import numpy as np  # noqa: E402
+import pydicom  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
+from pydicom.errors import InvalidDicomError  # noqa: E402
+from pydicom.pixels import apply_modality_lut  # noqa: E402
+from pydicom.uid import UID  # noqa: E402
+
+from core_model.imaging.errors import (  # noqa: E402
+    DecodeError,
     ImageReadError,
     MissingDecoderError,
     NoPixelDataError,
@@ -35,14 +60,13 @@ from core_model.imaging.errors import (
     UnsupportedImageError,
 )
 
-# pydicom plugin name -> the pip package(s) that provide it.
-_PLUGIN_PACKAGES = {
-    "gdcm": "python-gdcm",
-    "pylibjpeg": "pylibjpeg with pylibjpeg-openjpeg / pylibjpeg-libjpeg / pylibjpeg-rle",
-    "pyjpegls": "pyjpegls",
-    "pillow": "pillow",
-    "pydicom": "pydicom",
-}
+PIXEL_TAGS = (0x7FE00010, 0x7FE00009, 0x7FE00008)  # Pixel Data, Double Float, Float
+MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"}
+_MONO = ("MONOCHROME1", "MONOCHROME2")
+_KNOWN_PHOTOMETRIC = _MONO + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT",
+                              "YBR_PARTIAL_420", "PALETTE COLOR")
 
 
 @dataclass(frozen=True)
@@ -62,6 +86,10 @@ class WindowPreset:
         return self.name
 
 
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
 def is_dicom_file(path: str | os.PathLike) -> bool:
     """True when the file carries the DICM preamble marker (cheap check, reads 132 bytes)."""
     try:
@@ -72,74 +100,370 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_dataset(path: str | os.PathLike, *, header_only: bool = False) -> Dataset:
-    """Read a DICOM file. ``header_only`` stops before the pixel data (fast folder scans)."""
-    path = Path(path)
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=header_only)
-    except InvalidDicomError as exc:
-        raise NotDicomError(f"{path.name}: not a DICOM file ({exc})") from exc
-    except (EOFError, OSError) as exc:
-        raise TruncatedFileError(f"{path.name}: the file ends before its data does ({exc})") from exc
-    except Exception as exc:  # pydicom raises assorted errors on garbage input
-        raise NotDicomError(f"{path.name}: not a readable DICOM file ({exc})") from exc
+def _looks_like_raw_dataset(head: bytes) -> bool:
+    """A DICOM dataset written without the 128-byte preamble (old CDs, ACR-NEMA style): it
+    starts with a group 0x0002 or 0x0008 element, little endian."""
+    if len(head) < 8:
+        return False
+    group, _elem = struct.unpack("<HH", head[:4])
+    if group not in (0x0002, 0x0008):
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():  # explicit VR
+        return True
+    return struct.unpack("<I", head[4:8])[0] < 1024  # implicit VR: a short first value
+
+
+def _read(fp, *, header_only: bool, force: bool, source: str) -> Dataset:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=header_only, force=force)
+        except InvalidDicomError as exc:
+            raise NotDicomError(f"{source}: not a DICOM file") from exc
+        except (EOFError, struct.error) as exc:
+            raise TruncatedFileError(f"{source}: the file ends in the middle of its header") from exc
+        except MemoryError as exc:
+            raise NotDicomError(f"{source}: not a readable DICOM file (absurd element length)") from exc
+        except Exception as exc:  # pydicom raises assorted errors on garbage input
+            raise NotDicomError(f"{source}: not a readable DICOM file ({type(exc).__name__})") from exc
+    for w in caught:  # messages may quote element values: classify, never repeat them
+        text = str(w.message)
+        if "End of file reached" in text or "truncated" in text.lower():
+            raise TruncatedFileError(f"{source}: the file ends before its data does")
+    if force and len(ds) == 0:
+        raise NotDicomError(f"{source}: not a DICOM file")
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        # No file meta (no preamble): record the encoding pydicom found, so decoders know it.
+        from pydicom.dataset import FileMetaDataset
+        from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        if meta is None:
+            ds.file_meta = meta = FileMetaDataset()
+        meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit is not False else
+                                  ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
     return ds
 
 
-def _missing_decoder_message(ds: Dataset) -> str | None:
-    uid = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if uid is None or not uid.is_compressed:
-        return None
+def _open_kind(path: Path) -> bool:
+    """Return ``force`` for dcmread, or raise NotDicomError for files that are plainly not DICOM."""
     try:
-        from pydicom.pixels import get_decoder
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise ImageReadError(f"{path.name}: cannot be opened ({exc.strerror or exc})", reason="unreadable") from exc
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return False
+    if _looks_like_raw_dataset(head):
+        return True
+    raise NotDicomError(f"{path.name}: not a DICOM file (no DICM marker)")
 
-        decoder = get_decoder(uid)
-    except Exception:
-        return f"no decoder exists in pydicom for transfer syntax {uid.name} ({uid})"
-    if decoder.is_available:
+
+def read_dataset(path: str | os.PathLike, *, header_only: bool = False) -> Dataset:
+    """Read a DICOM file. ``header_only`` stops before the pixel data (fast folder scans).
+
+    Raises :class:`NotDicomError` or :class:`TruncatedFileError` (with a one-line message that
+    names the file, never a patient attribute)."""
+    path = Path(path)
+    force = _open_kind(path)
+    ds = _read(str(path), header_only=header_only, force=force, source=path.name)
+    if not header_only:
+        raw = _raw_pixel_element(ds)
+        if raw is None and _pixel_tag_in_file(path):
+            # pydicom drops an encapsulated element whose delimiter is missing
+            raise TruncatedFileError(f"{path.name}: the file ends before its pixel data does")
+        if raw is not None and _raw_is_short(raw):
+            raise TruncatedFileError(
+                f"{path.name}: the file ends {raw.length - len(raw.value)} bytes before its pixel data does"
+            )
+    return ds
+
+
+def _raw_pixel_element(ds: Dataset):
+    for tag in PIXEL_TAGS:
+        if tag in ds:
+            return ds.get_item(tag)
+    return None
+
+
+def _raw_is_short(raw) -> bool:
+    length = getattr(raw, "length", None)
+    value = getattr(raw, "value", None)
+    return (length is not None and length != 0xFFFFFFFF and isinstance(value, (bytes, bytearray))
+            and len(value) < length)
+
+
+def _pixel_tag_in_file(path: Path) -> bool:
+    """Whether the file has a pixel data element pydicom did not return; raises
+    TruncatedFileError when the header scan finds the file cut short."""
+    try:
+        return scan_header(path).pixel is not None
+    except TruncatedFileError:
+        raise
+    except ImageReadError:
+        return False
+
+
+@dataclass(frozen=True)
+class PixelElement:
+    """Where the pixel data element sits in the file, read without reading its value."""
+
+    tag: int
+    offset: int  # start of the element (its tag)
+    value_offset: int
+    length: int | None  # None: undefined length (encapsulated)
+    vr: str | None
+    end: int  # first byte after the element (as far as it could be walked)
+    truncated: bool
+    fragments: int = 0  # encapsulated: number of fragments after the basic offset table
+    malformed: str = ""  # encapsulated: what is wrong with the item structure
+
+
+@dataclass(frozen=True)
+class HeaderScan:
+    """A header-only read of one file."""
+
+    path: Path
+    dataset: Dataset  # without pixel data
+    file_size: int
+    pixel: PixelElement | None  # None: the file holds no pixel data element
+    positional: bool = True  # False when the layout could not be checked (deflated syntax)
+
+    @property
+    def transfer_syntax(self) -> UID | None:
+        meta = getattr(self.dataset, "file_meta", None)
+        uid = meta.get("TransferSyntaxUID") if meta is not None else None
+        return UID(str(uid)) if uid else None
+
+
+def scan_header(path: str | os.PathLike) -> HeaderScan:
+    """Header-only read plus the position, length and completeness of the pixel data element.
+
+    Costs one header parse and a few small reads/seeks, independent of the pixel data size."""
+    path = Path(path)
+    force = _open_kind(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        ds = _read(fp, header_only=True, force=force, source=path.name)
+        position = fp.tell()
+        meta = getattr(ds, "file_meta", None)
+        ts = UID(str(meta.get("TransferSyntaxUID"))) if meta is not None and meta.get("TransferSyntaxUID") else None
+        if ts == "1.2.840.10008.1.2.1.99":  # deflated: positions refer to the inflated stream
+            return HeaderScan(path, ds, size, _deflated_pixel_guess(path), positional=False)
+        implicit = ts == "1.2.840.10008.1.2" if ts is not None else bool(getattr(ds, "is_implicit_VR", False))
+        little = ts != "1.2.840.10008.1.2.2"
+        pixel = _locate_pixel_element(fp, position, size, implicit=implicit, little=little)
+    if pixel is None:
+        _check_last_element_complete(ds, size, path.name)
+    return HeaderScan(path, ds, size, pixel)
+
+
+def _deflated_pixel_guess(path: Path) -> PixelElement | None:
+    ds = _read(str(path), header_only=False, force=False, source=path.name)
+    raw = _raw_pixel_element(ds)
+    if raw is None:
         return None
-    wanted = sorted(
-        {_PLUGIN_PACKAGES.get(name, name) for name in decoder.missing_dependencies}
-    )
-    return (
-        f"transfer syntax {uid.name} ({uid}) needs a decoder that is not installed; "
-        f"install one of: {', '.join(wanted) or 'a pydicom pixel plugin'}"
-    )
+    length = None if raw.length == 0xFFFFFFFF else raw.length
+    return PixelElement(int(raw.tag), 0, 0, length, raw.VR, 0, _raw_is_short(raw), 1)
+
+
+def _check_last_element_complete(ds: Dataset, size: int, source: str) -> None:
+    """Without pixel data the file must end exactly where its last element does: shorter means
+    the last value is cut, longer means the file stops inside the next element's header."""
+    if not len(ds):
+        return
+    last = ds.get_item(max(ds.keys()))
+    tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
+    if tell is None or length in (None, 0xFFFFFFFF):
+        return
+    if tell + length != size:
+        raise TruncatedFileError(f"{source}: the file ends before its data does")
+
+
+def _locate_pixel_element(fp, position: int, size: int, *, implicit: bool, little: bool) -> PixelElement | None:
+    end = "<" if little else ">"
+    fp.seek(position)
+    head = fp.read(12)
+    if len(head) < 8:
+        return None
+    group, elem = struct.unpack(end + "HH", head[:4])
+    tag = group << 16 | elem
+    if tag not in PIXEL_TAGS:
+        return None
+    if implicit:
+        (length,) = struct.unpack(end + "I", head[4:8])
+        vr, value_offset = None, position + 8
+    else:
+        vr_bytes = head[4:6]
+        vr = vr_bytes.decode("ascii", "replace")
+        if vr_bytes in _LONG_VRS:
+            if len(head) < 12:
+                return PixelElement(tag, position, position + 12, 0, vr, size, True)
+            (length,) = struct.unpack(end + "I", head[8:12])
+            value_offset = position + 12
+        else:
+            (length,) = struct.unpack(end + "H", head[6:8])
+            value_offset = position + 8
+    if length != 0xFFFFFFFF:
+        stop = value_offset + length
+        return PixelElement(tag, position, value_offset, length, vr, min(stop, size), stop > size)
+    # Encapsulated: walk the items (basic offset table, then fragments) by their 8-byte headers.
+    p, items, malformed, truncated = value_offset, 0, "", False
+    while True:
+        fp.seek(p)
+        item = fp.read(8)
+        if len(item) < 8:
+            truncated = True
+            break
+        g, e, n = struct.unpack(end + "HHI", item)
+        if (g, e) == (0xFFFE, 0xE0DD):
+            p += 8
+            break
+        if (g, e) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF:
+            malformed = f"unexpected element ({g:04X},{e:04X}) inside the encapsulated pixel data"
+            break
+        if p + 8 + n > size:
+            truncated = True
+            p = size
+            break
+        items += 1
+        p += 8 + n
+    return PixelElement(tag, position, value_offset, None, vr, p, truncated, max(items - 1, 0), malformed)
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def expected_native_length(ds: Dataset) -> int | None:
+    """Bytes of uncompressed pixel data the header describes (PS3.5 8.1.1), None if unknown."""
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    alloc, spp = _int(ds, "BitsAllocated"), _int(ds, "SamplesPerPixel") or 1
+    frames = _int(ds, "NumberOfFrames") or 1
+    if not rows or not cols or not alloc:
+        return None
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "YBR_FULL_422" and spp == 3:  # two of three samples subsampled
+        return rows * cols * 2 * (alloc // 8) * frames
+    bits = rows * cols * spp * frames * alloc
+    return (bits + 7) // 8
+
+
+def check_header(scan: HeaderScan) -> None:
+    """Raise the specific :class:`ImageReadError` a file would hit when decoded, using only its
+    header, the pixel element's position and length and the installed decoders."""
+    ds, name = scan.dataset, scan.path.name
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if sop_class == MEDIA_DIRECTORY_SOP_CLASS:
+        raise NoPixelDataError(f"{name}: a DICOMDIR (media directory), not an image")
+    pixel = scan.pixel
+    if pixel is None:
+        what = UID(sop_class).name if sop_class else ""
+        raise NoPixelDataError(f"{name}: no image pixel data" + (f" ({what})" if what else ""))
+    if pixel.truncated:
+        missing = (pixel.value_offset + pixel.length - scan.file_size) if pixel.length is not None else None
+        detail = f" ({missing} bytes missing)" if missing and missing > 0 else ""
+        raise TruncatedFileError(f"{name}: the file ends before its pixel data does{detail}")
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if not _int(ds, keyword):
+            raise PixelDataMismatchError(f"{name}: the image header lacks a valid {keyword}")
+    alloc, stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored") or _int(ds, "BitsAllocated")
+    if stored > alloc:
+        raise PixelDataMismatchError(f"{name}: Bits Stored ({stored}) exceeds Bits Allocated ({alloc})")
+    spp = _int(ds, "SamplesPerPixel") or 1
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
+    if spp not in (1, 3) or (photometric and photometric not in _KNOWN_PHOTOMETRIC):
+        raise UnsupportedImageError(f"{name}: unsupported image type ({spp} samples, {photometric or 'no photometric interpretation'})")
+    ts = scan.transfer_syntax
+    compressed = bool(ts is not None and ts.is_compressed)
+    if scan.positional and pixel.tag == 0x7FE00010:
+        if compressed and pixel.length is not None:
+            raise PixelDataMismatchError(f"{name}: the transfer syntax is compressed but the pixel data is not encapsulated")
+        if not compressed and pixel.length is None:
+            raise PixelDataMismatchError(f"{name}: encapsulated pixel data in an uncompressed transfer syntax")
+        if compressed:
+            if pixel.malformed:
+                raise PixelDataMismatchError(f"{name}: compressed pixel data is malformed ({pixel.malformed})")
+            frames = _int(ds, "NumberOfFrames") or 1
+            if pixel.fragments == 0:
+                raise PixelDataMismatchError(f"{name}: the compressed pixel data holds no frame")
+            if pixel.fragments < frames:
+                raise PixelDataMismatchError(
+                    f"{name}: {frames} frames announced but only {pixel.fragments} compressed fragments stored")
+        else:
+            expected = expected_native_length(ds)
+            if expected is not None and pixel.length < expected:
+                raise PixelDataMismatchError(
+                    f"{name}: pixel data inconsistent with its header ({pixel.length} bytes stored, "
+                    f"{expected} expected for {ds.Rows} x {ds.Columns} x {alloc} bits"
+                    f"{' x ' + str(spp) + ' samples' if spp > 1 else ''})")
+    if ts is not None:
+        missing = missing_decoder_message(ts)
+        if missing:
+            raise MissingDecoderError(f"{name}: {missing}")
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
 
 
 def decode_pixels(ds: Dataset, *, source: str = "") -> np.ndarray:
-    """Decoded stored values of the first frame (2-D; colour images are converted to luminance)."""
+    """Decoded stored values of the first frame (2-D; colour images become PS3.3 luminance)."""
     name = f"{source}: " if source else ""
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        sop = str(ds.get("SOPClassUID", "")) and getattr(ds.SOPClassUID, "name", "")
-        what = f" ({sop})" if sop else ""
-        raise NoPixelDataError(f"{name}the file holds no image pixel data{what}")
-    missing = _missing_decoder_message(ds)
-    if missing:
-        raise MissingDecoderError(name + missing)
+    raw = _raw_pixel_element(ds)
+    if raw is None:
+        filename = getattr(ds, "filename", None)
+        if isinstance(filename, (str, os.PathLike)) and os.path.exists(filename) and _pixel_tag_in_file(Path(filename)):
+            raise TruncatedFileError(f"{name}the file ends before its pixel data does")
+        sop = ds.get("SOPClassUID")
+        what = f" ({UID(str(sop)).name})" if sop else ""
+        raise NoPixelDataError(f"{name}no image pixel data{what}")
+    if _raw_is_short(raw):
+        raise TruncatedFileError(f"{name}the file ends {raw.length - len(raw.value)} bytes before its pixel data does")
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is not None:
+        missing = missing_decoder_message(ts)
+        if missing:
+            raise MissingDecoderError(name + missing)
+    for keyword in ("Rows", "Columns", "BitsAllocated"):
+        if not _int(ds, keyword):
+            raise PixelDataMismatchError(f"{name}the image header lacks a valid {keyword}")
     try:
-        arr = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            arr = ds.pixel_array
     except ValueError as exc:
         msg = str(exc)
-        if "length" in msg.lower() or "expected" in msg.lower():
-            raise PixelDataMismatchError(
-                f"{name}pixel data inconsistent with its header ({msg})"
-            ) from exc
-        raise ImageReadError(f"{name}pixel data could not be decoded ({msg})") from exc
+        if "length" in msg.lower() or "expected" in msg.lower() or "bytes" in msg.lower():
+            raise PixelDataMismatchError(f"{name}pixel data inconsistent with its header ({msg})") from exc
+        raise DecodeError(f"{name}pixel data could not be decoded ({msg})") from exc
     except (EOFError, OSError) as exc:
         raise TruncatedFileError(f"{name}pixel data ends early ({exc})") from exc
-    except (RuntimeError, NotImplementedError) as exc:
-        raise MissingDecoderError(f"{name}pixel data could not be decoded ({exc})") from exc
-    except AttributeError as exc:
+    except (AttributeError, KeyError, TypeError) as exc:
         raise PixelDataMismatchError(f"{name}image header incomplete ({exc})") from exc
-    except Exception as exc:
-        raise ImageReadError(f"{name}pixel data could not be decoded ({exc})") from exc
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except Exception as exc:  # a decoder rejected the stream: corrupt or unsupported variant
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DecodeError(f"{name}compressed pixel data could not be decoded ({first})") from exc
+    frames = _int(ds, "NumberOfFrames") or 1
+    spp = _int(ds, "SamplesPerPixel") or 1
     if frames > 1:
         arr = arr[0]
-    if arr.ndim == 3:  # colour: PS3.3 luminance
-        if arr.shape[-1] != 3:
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if photometric == "PALETTE COLOR" and arr.ndim == 2:
+        from pydicom.pixels import apply_color_lut
+
+        arr = apply_color_lut(arr, ds)
+    if arr.ndim == 3:
+        if arr.shape[-1] != 3 or spp not in (1, 3):
             raise UnsupportedImageError(f"{name}unsupported pixel layout {arr.shape}")
+        # pydicom returns RGB (YBR converted); luminance per ITU-R BT.601 as in PS3.3 C.7.6.3.1.2
         arr = arr.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
     if arr.ndim != 2:
         raise UnsupportedImageError(f"{name}unsupported pixel array shape {arr.shape}")
@@ -147,123 +471,182 @@ def decode_pixels(ds: Dataset, *, source: str = "") -> np.ndarray:
 
 
 def modality_values(ds: Dataset, stored: np.ndarray | None = None) -> np.ndarray:
-    """Stored values -> modality values (rescale slope/intercept or Modality LUT Sequence)."""
+    """Stored values -> modality values (PS3.3 C.11.1: rescale slope/intercept or Modality LUT
+    Sequence). Colour images (already luminance) pass through."""
     if stored is None:
         stored = decode_pixels(ds)
-    if stored.dtype.kind == "f":  # already luminance from colour, or float pixel data
+    if stored.dtype.kind == "f":
+        return stored.astype(np.float64)
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() not in _MONO:
         return stored.astype(np.float64)
     return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
 
 
+# --------------------------------------------------------------------------------------------
+# VOI
+
+
 def _as_list(value: Any) -> list:
-    if value is None:
+    if value is None or value == "":
         return []
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
         return list(value)
     return [value]
 
 
+def voi_function(ds: Dataset) -> str:
+    """The file's VOI LUT Function (C.11.2.1.3); unknown or absent values mean LINEAR."""
+    value = str(ds.get("VOILUTFunction", "") or "").strip().upper()
+    return value if value in VOI_FUNCTIONS else "LINEAR"
+
+
+def _valid_width(width: float, function: str) -> bool:
+    # C.11.2.1.2: Window Width >= 1 for LINEAR, > 0 for LINEAR_EXACT and SIGMOID
+    return math.isfinite(width) and (width >= 1 if function == "LINEAR" else width > 0)
+
+
 def window_presets(ds: Dataset) -> list[WindowPreset]:
-    """Every VOI the file offers, in file order: VOI LUTs first (pydicom's ``prefer_lut``
-    order), then each window centre/width pair, with the file's explanation when present.
-    Always ends with a full-range preset."""
+    """Every VOI the file offers, in file order: VOI LUT Sequence items first, then each Window
+    Center / Width pair (with its Window Center & Width Explanation when present). Windows
+    with an invalid width are left out. Always ends with a full-range preset."""
     presets: list[WindowPreset] = []
     for i, item in enumerate(ds.get("VOILUTSequence", []) or []):
-        name = str(item.get("LUTExplanation", "") or f"VOI LUT {i + 1}")
+        if "LUTDescriptor" not in item or "LUTData" not in item:
+            continue
+        name = str(item.get("LUTExplanation", "") or "").strip() or f"VOI LUT {i + 1}"
         presets.append(WindowPreset(index=i, kind="voi_lut", name=name))
     centers = _as_list(ds.get("WindowCenter"))
     widths = _as_list(ds.get("WindowWidth"))
     explanations = _as_list(ds.get("WindowCenterWidthExplanation"))
-    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    function = voi_function(ds)
     for i, (c, w) in enumerate(zip(centers, widths)):
-        name = str(explanations[i]) if i < len(explanations) and explanations[i] else f"Window {i + 1}"
-        presets.append(
-            WindowPreset(index=i, kind="window", name=name, center=float(c), width=float(w), function=function)
-        )
+        try:
+            center, width = float(c), float(w)
+        except (TypeError, ValueError):
+            continue
+        if not (math.isfinite(center) and _valid_width(width, function)):
+            continue
+        name = str(explanations[i]).strip() if i < len(explanations) and explanations[i] else ""
+        presets.append(WindowPreset(index=i, kind="window", name=name or f"Window {i + 1}",
+                                    center=center, width=width, function=function))
     presets.append(WindowPreset(index=0, kind="full_range", name="Full range (min-max)"))
     return presets
 
 
-def _windowing_output_range(ds: Dataset) -> tuple[float, float]:
-    """The output range pydicom's apply_windowing maps into (PS3.3 C.11.2.1.2)."""
-    if ds.get("ModalityLUTSequence"):
-        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
-        y_min, y_max = 0.0, float(2**bits - 1)
-    elif int(ds.get("PixelRepresentation", 0)) == 0:
-        y_min, y_max = 0.0, float(2 ** int(ds.BitsStored) - 1)
+def voi_window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """PS3.3 C.11.2.1.2 / C.11.2.1.3 with y_min = 0 and y_max = 1."""
+    x = np.asarray(values, dtype=np.float64)
+    c, w = float(center), float(width)
+    function = (function or "LINEAR").upper()
+    if function == "SIGMOID":
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
+    if function == "LINEAR_EXACT":
+        y = (x - c) / w + 0.5
+        y = np.where(x <= c - w / 2.0, 0.0, y)
+        return np.where(x > c + w / 2.0, 1.0, y)
+    w = max(w, 1.0)  # LINEAR needs w >= 1
+    if w == 1.0:  # the formula divides by w - 1: a threshold at c - 0.5
+        return np.where(x > c - 0.5, 1.0, 0.0)
+    y = (x - (c - 0.5)) / (w - 1.0) + 0.5
+    y = np.where(x <= c - 0.5 - (w - 1.0) / 2.0, 0.0, y)
+    return np.where(x > c - 0.5 + (w - 1.0) / 2.0, 1.0, y)
+
+
+def _lut_table(item: Dataset, ds: Dataset, values: np.ndarray) -> tuple[int, np.ndarray, float]:
+    """(first input value mapped, entries, output maximum) of a LUT item (PS3.3 C.11.2.1.1)."""
+    descriptor = [int(v) for v in _as_list(item.LUTDescriptor)]
+    if len(descriptor) != 3:
+        raise UnsupportedImageError("VOI LUT descriptor must hold three values")
+    entries, first, bits = descriptor
+    entries = entries or 65536  # 0 means 2^16
+    data = item.LUTData
+    if isinstance(data, (bytes, bytearray)):
+        little = getattr(ds, "original_encoding", (None, True))[1] is not False
+        if bits <= 8 and len(data) in (entries, entries + 1):
+            table = np.frombuffer(bytes(data), dtype=np.uint8)
+        else:
+            table = np.frombuffer(bytes(data)[: len(data) // 2 * 2], dtype="<u2" if little else ">u2")
     else:
-        y_min, y_max = float(-(2 ** (int(ds.BitsStored) - 1))), float(2 ** (int(ds.BitsStored) - 1) - 1)
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    if slope is not None and intercept is not None:
-        y_min, y_max = y_min * float(slope) + float(intercept), y_max * float(slope) + float(intercept)
-    return y_min, y_max
+        table = np.asarray(_as_list(data), dtype=np.float64)
+    table = np.asarray(table[:entries], dtype=np.float64)
+    if table.size == 0:
+        raise UnsupportedImageError("VOI LUT holds no entries")
+    if first >= 32768 and float(np.min(values)) < 0:  # first value mapped written as US but meant SS
+        first -= 65536
+    top = float(2 ** bits - 1) if 8 <= bits <= 16 else 0.0
+    if table.max() > top:  # malformed: entries exceed the declared depth; use the depth they need
+        top = float(2 ** int(math.ceil(math.log2(table.max() + 1))) - 1)
+    return first, table, max(top, 1.0)
 
 
-def _lut_output_range(item: Dataset) -> tuple[float, float]:
-    bits = int(item.LUTDescriptor[2])
-    data = np.asarray(item.LUTData if isinstance(item.LUTData, (list, pydicom.multival.MultiValue)) else [0])
-    top = float(2**bits - 1)
-    # Some writers declare 16 bits but fill 12; the standard's range is still the declared one.
-    return 0.0, max(top, float(data.max()) if data.size else top)
+def voi_lut(values: np.ndarray, item: Dataset, ds: Dataset) -> np.ndarray:
+    """One VOI LUT Sequence item -> [0, 1]: inputs below the first mapped value take the first
+    entry, above the last take the last (C.11.2.1.1); output scaled by 2^bits - 1."""
+    first, table, top = _lut_table(item, ds, values)
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, table.size - 1)
+    return table[index] / top
+
+
+def _full_range(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    data = values
+    padding = ds.get("PixelPaddingValue")
+    if padding is not None and str(ds.get("PhotometricInterpretation", "")).upper() in _MONO:
+        # C.7.5.1.1.2: padding pixels are not image; keep them out of the automatic range
+        try:
+            stored_pad = float(padding)
+            limit = ds.get("PixelPaddingRangeLimit")
+            slope = float(ds.get("RescaleSlope", 1) or 1)
+            intercept = float(ds.get("RescaleIntercept", 0) or 0)
+            lo_pad = stored_pad * slope + intercept
+            hi_pad = (float(limit) * slope + intercept) if limit is not None else lo_pad
+            lo_pad, hi_pad = min(lo_pad, hi_pad), max(lo_pad, hi_pad)
+            keep = (values < lo_pad) | (values > hi_pad)
+            if keep.any():
+                data = values[keep]
+        except (TypeError, ValueError):
+            pass
+    lo, hi = float(data.min()), float(data.max())
+    if hi <= lo:
+        return np.zeros_like(values, dtype=np.float64)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
 
 def apply_voi(values: np.ndarray, ds: Dataset, preset: WindowPreset | None = None,
-              *, center: float | None = None, width: float | None = None) -> np.ndarray:
-    """Modality values -> [0, 1] (0 = darkest before any inversion).
+              *, center: float | None = None, width: float | None = None,
+              function: str | None = None) -> np.ndarray:
+    """Modality values -> [0, 1] VOI output (0 = lowest output, before any inversion).
 
-    ``center``/``width`` override the file (manual window/level, LINEAR function).
-    ``preset`` None means the default: the first VOI the file offers, else full range.
-    """
+    ``center``/``width`` override the file (manual window/level in the viewer); they use
+    ``function`` or else the file's VOI LUT Function. ``preset`` None means the default: the
+    first VOI the file offers, else the full range."""
+    values = np.asarray(values, dtype=np.float64)
     if center is not None and width is not None:
-        width = max(float(width), 1e-6)
-        lo = center - width / 2.0
-        return np.clip((values - lo) / width, 0.0, 1.0)
-    presets = window_presets(ds)
+        fn = (function or voi_function(ds)).upper()
+        fn = fn if fn in VOI_FUNCTIONS else "LINEAR"
+        w = float(width)
+        if not _valid_width(w, fn):
+            w = 1.0 if fn == "LINEAR" else 1e-6
+        return voi_window(values, float(center), w, fn)
     if preset is None:
-        preset = presets[0]
+        preset = window_presets(ds)[0]
     if preset.kind == "full_range":
-        lo, hi = float(values.min()), float(values.max())
-        if hi <= lo:
-            return np.zeros_like(values, dtype=np.float64)
-        return (values - lo) / (hi - lo)
+        return _full_range(values, ds)
     if preset.kind == "voi_lut":
-        out = np.asarray(apply_voi_lut(values.copy(), ds, index=preset.index, prefer_lut=True), dtype=np.float64)
-        lo, hi = _lut_output_range(ds.VOILUTSequence[preset.index])
-    else:
-        # Apply only this window: a copy of the header with the chosen values, so the
-        # multi-valued file window is honoured without touching the caller's dataset.
-        tmp = Dataset()
-        for key in ("PhotometricInterpretation", "BitsStored", "PixelRepresentation",
-                    "RescaleSlope", "RescaleIntercept", "ModalityLUTSequence"):
-            if key in ds:
-                tmp[key] = ds[key]
-        tmp.WindowCenter = preset.center
-        tmp.WindowWidth = preset.width
-        tmp.VOILUTFunction = preset.function
-        if "PhotometricInterpretation" not in tmp or tmp.PhotometricInterpretation not in ("MONOCHROME1", "MONOCHROME2"):
-            tmp.PhotometricInterpretation = "MONOCHROME2"
-        if "BitsStored" not in tmp:
-            tmp.BitsStored = 16
-        if "PixelRepresentation" not in tmp:
-            tmp.PixelRepresentation = 0
-        from pydicom.pixels import apply_windowing
-
-        out = np.asarray(apply_windowing(values.copy(), tmp), dtype=np.float64)
-        lo, hi = _windowing_output_range(tmp)
-    if hi == lo:
-        return np.zeros_like(out)
-    return np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+        return voi_lut(values, ds.VOILUTSequence[preset.index], ds)
+    return voi_window(values, preset.center, preset.width, preset.function)
 
 
 def needs_inversion(ds: Dataset) -> bool:
-    """MONOCHROME1 (higher values darker) or an INVERSE presentation LUT shape."""
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    shape = str(ds.get("PresentationLUTShape", "") or "").upper()
+    """MONOCHROME1 (higher values darker) or an INVERSE Presentation LUT Shape. DX files carry
+    both together (C.8.11.3: INVERSE "shall be used if" MONOCHROME1); that is one inversion."""
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     return photometric == "MONOCHROME1" or shape == "INVERSE"
 
 
 def to_display(unit: np.ndarray, invert: bool) -> np.ndarray:
-    """[0, 1] -> uint8 display values, inverting after VOI when asked."""
+    """[0, 1] -> uint8 display values (round half to even), inverting after VOI when asked."""
     if invert:
         unit = 1.0 - unit
     return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
@@ -275,22 +658,25 @@ def render_dataset(ds: Dataset, preset: int | WindowPreset | None = None, *,
                    source: str = "") -> np.ndarray:
     """Full display pipeline for one dataset -> uint8 image at native resolution.
 
-    ``preset`` is an index into :func:`window_presets` (or a preset); None = the default.
+    ``preset`` is a 0-based index into :func:`window_presets` (or a preset); None = default.
     The file's own inversion (MONOCHROME1 / INVERSE) is always applied; ``user_invert``
-    inverts once more on top of it (the viewer's "i" key).
-    """
+    inverts once more on top of it (the viewer's "i" key)."""
     if values is None:
         values = modality_values(ds, decode_pixels(ds, source=source))
-    if isinstance(preset, int):
+    if isinstance(preset, int) and not isinstance(preset, bool):
         presets = window_presets(ds)
         if not 0 <= preset < len(presets):
-            raise IndexError(f"preset {preset + 1} does not exist; the file offers {len(presets)}")
+            raise UnsupportedImageError(
+                f"{source + ': ' if source else ''}preset {preset + 1} does not exist; the file offers "
+                f"{len(presets)} (" + ", ".join(p.label() for p in presets) + ")", reason="bad_preset")
         preset = presets[preset]
     unit = apply_voi(values, ds, preset, center=center, width=width)
-    return to_display(unit, needs_inversion(ds) != user_invert)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    file_invert = needs_inversion(ds) if photometric in _MONO else False
+    return to_display(unit, file_invert != user_invert)
 
 
 def render_file(path: str | os.PathLike, preset: int | None = None) -> np.ndarray:
-    """Read and render a DICOM file with its default display."""
+    """Read and render a DICOM file with its default display (or the 0-based ``preset``)."""
     ds = read_dataset(path)
     return render_dataset(ds, preset, source=Path(path).name)

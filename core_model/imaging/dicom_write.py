@@ -1,20 +1,42 @@
 """Write chest X-ray DICOM files from arrays (phantoms, demo studies, test fixtures).
 
-Secondary capture-style DX/CR objects with the tags the library and the renderer read.
+Secondary capture-style DX/CR objects with the tags the library and the renderer read, in every
+transfer syntax the app decodes:
+
+| transfer syntax | encoder |
+|---|---|
+| Explicit / Implicit VR Little Endian | pydicom |
+| RLE Lossless | pydicom (numpy; pylibjpeg-rle / gdcm when present) |
+| JPEG-LS Lossless / Near-Lossless | pydicom + pyjpegls |
+| JPEG 2000 (Lossless) | pydicom + pylibjpeg-openjpeg |
+| JPEG Baseline (8-bit only, lossy) | Pillow, encapsulated with ``pydicom.encaps`` |
+| JPEG Lossless (Process 14) and SV1 | python-gdcm (``gdcm.ImageChangeTransferSyntax``) |
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import (
-    ExplicitVRLittleEndian,
+from core_model.imaging.decoders import ensure_gdcm_importable
+
+ensure_gdcm_importable()  # before pydicom: see core_model.imaging.decoders
+
+import numpy as np  # noqa: E402
+import pydicom  # noqa: E402
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import (  # noqa: E402
     PYDICOM_IMPLEMENTATION_UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    UID,
     generate_uid,
 )
 
@@ -138,20 +160,96 @@ def build_dataset(pixels: np.ndarray, spec: DicomSpec | None = None) -> Dataset:
 
 
 def write_dicom(path: str | os.PathLike, pixels: np.ndarray, spec: DicomSpec | None = None,
-                transfer_syntax: str | None = None) -> Path:
-    """Write ``pixels`` as a DICOM file; ``transfer_syntax`` compresses it (see :func:`compress`)."""
+                transfer_syntax: str | None = None, *, jpeg_quality: int = 90) -> Path:
+    """Write ``pixels`` as a DICOM file (atomically); ``transfer_syntax`` compresses it (see
+    :func:`compress`)."""
     ds = build_dataset(pixels, spec)
     if transfer_syntax and transfer_syntax != ExplicitVRLittleEndian:
-        compress(ds, pixels, transfer_syntax)
+        compress(ds, pixels, transfer_syntax, jpeg_quality=jpeg_quality)
+    return save_atomic(ds, path)
+
+
+def save_atomic(ds: Dataset, path: str | os.PathLike) -> Path:
+    """``ds.save_as`` through a ``.part`` file and ``os.replace``: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    ds.save_as(tmp, enforce_file_format=True)
-    os.replace(tmp, path)
+    try:
+        ds.save_as(tmp, enforce_file_format=True)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path
 
 
-def compress(ds: Dataset, pixels: np.ndarray, transfer_syntax: str) -> Dataset:
-    """Compress in place with pydicom's encoders (RLE, JPEG-LS, JPEG 2000)."""
-    ds.compress(transfer_syntax, pixels, generate_instance_uid=False)
+def compress(ds: Dataset, pixels: np.ndarray, transfer_syntax: str, *, jpeg_quality: int = 90) -> Dataset:
+    """Compress ``ds`` in place into ``transfer_syntax``.
+
+    Implicit VR Little Endian only changes the encoding. JPEG Baseline takes 8-bit grayscale
+    (lossy; sets Lossy Image Compression). JPEG Lossless (SV1 or Process 14) goes through GDCM,
+    the others through pydicom's own encoders."""
+    uid = UID(str(transfer_syntax))
+    if uid == ImplicitVRLittleEndian:
+        ds.file_meta.TransferSyntaxUID = uid
+        return ds
+    if uid == JPEGBaseline8Bit:
+        return _compress_jpeg_baseline(ds, pixels, quality=jpeg_quality)
+    if uid in (JPEGLosslessSV1, JPEGLossless):
+        return _compress_gdcm(ds, uid)
+    ds.compress(uid, pixels, generate_instance_uid=False)
+    return ds
+
+
+def _compress_jpeg_baseline(ds: Dataset, pixels: np.ndarray, *, quality: int) -> Dataset:
+    from PIL import Image
+    from pydicom.encaps import encapsulate
+
+    if pixels.dtype != np.uint8 or pixels.ndim != 2:
+        raise ValueError("JPEG Baseline holds 8-bit samples: pass a 2-D uint8 array")
+    buf = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buf, format="JPEG", quality=quality, subsampling=0)
+    ds.PixelData = encapsulate([buf.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    return ds
+
+
+def _compress_gdcm(ds: Dataset, uid: UID) -> Dataset:
+    """Encode with GDCM (the only JPEG Lossless encoder installed) and keep only its pixel data,
+    so every other attribute stays exactly as :func:`build_dataset` wrote it."""
+    try:
+        import gdcm
+    except ImportError as exc:  # pragma: no cover - gdcm is part of the app install
+        raise RuntimeError("JPEG Lossless encoding needs python-gdcm") from exc
+    target = {JPEGLosslessSV1: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
+              JPEGLossless: gdcm.TransferSyntax.JPEGLosslessProcess14}[uid]
+    with tempfile.TemporaryDirectory(prefix="cxr-gdcm-") as tmp:
+        src, dst = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
+        ds.save_as(src, enforce_file_format=True)
+        reader = gdcm.ImageReader()
+        reader.SetFileName(src)
+        if not reader.Read():
+            raise RuntimeError("GDCM could not read the uncompressed dataset")
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(target))
+        change.SetInput(reader.GetImage())
+        if not change.Change():
+            raise RuntimeError(f"GDCM could not encode {uid.name}")
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(dst)
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        if not writer.Write():
+            raise RuntimeError("GDCM could not write the encoded dataset")
+        encoded = pydicom.dcmread(dst)
+        if str(encoded.file_meta.TransferSyntaxUID) != str(uid):
+            raise RuntimeError(f"GDCM wrote {encoded.file_meta.TransferSyntaxUID} instead of {uid}")
+        ds.PixelData = encoded.PixelData
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    ds.file_meta.TransferSyntaxUID = uid
     return ds

@@ -38,3 +38,9 @@ class MissingDecoderError(ImageReadError):
 
 class UnsupportedImageError(ImageReadError):
     reason = "unsupported"
+
+
+class DecodeError(ImageReadError):
+    """A decoder is installed but rejected the compressed stream (corrupt or unsupported variant)."""
+
+    reason = "decode_failed"
