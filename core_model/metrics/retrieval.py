@@ -22,9 +22,16 @@ def recall_at_k(sim: np.ndarray, ks=(1, 5, 10)) -> dict[int, float]:
     """sim[i, j] = similarity of query i to candidate j; the correct candidate of i is j == i."""
     n = sim.shape[0]
     diag = sim[np.arange(n), np.arange(n)]
-    # rank of the true pair = number of candidates scoring strictly higher (ties count in favour)
-    rank = (sim > diag[:, None]).sum(axis=1)
-    return {k: float((rank < k).mean()) for k in ks}
+    # rank of the true pair = number of candidates scoring strictly higher; candidates scoring
+    # exactly the same are ordered at random, and we take the expectation over that order (a
+    # collapsed model whose embeddings are all equal then scores chance, K/N, not 1.0)
+    greater = (sim > diag[:, None]).sum(axis=1)
+    tied = (sim == diag[:, None]).sum(axis=1) - 1  # other candidates with the same score
+    out = {}
+    for k in ks:
+        p_hit = np.clip((k - greater) / (tied + 1), 0.0, 1.0)
+        out[k] = float(p_hit.mean())
+    return out
 
 
 def precision_at_k(sim: np.ndarray, query_labels, candidate_labels, ks=(1, 5)) -> dict[int, float]:
