@@ -48,6 +48,13 @@ Split files: CSV with header ``id,split`` (``train`` / ``val`` / ``test``; ``val
 ``validate`` and ``validation`` are read as ``val``), one row per record used by the run, in
 order. Records absent from a split file are not used. :func:`write_split_file` writes one
 atomically; :func:`read_split_file` reads a user's own (``--split-file``).
+
+Typical use::
+
+    table = read_rsna_labels(labels_csv)                   # or read_rsna(labels_csv, image_dir)
+    split = rsna_splits(table.all_patient_ids, "classification", fraction=0.01)
+    write_split_file(out_dir / "splits.csv", split)       # split.protocol_id -> reports
+    data = apply_splits(read_rsna(labels_csv, image_dir), split)   # or read_split_file(user_csv)
 """
 
 from __future__ import annotations

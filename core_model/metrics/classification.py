@@ -393,6 +393,8 @@ def evaluate_classification(y_test, logits_test, *, class_names: Sequence[str], 
                       "method": "percentile", "dropped_resamples": boot["dropped_resamples"]},
         "threshold_method": threshold_method if not isinstance(threshold_method, tuple) else list(threshold_method),
         "thresholds": {name: per_class[name]["operating_point"]["threshold"] for name in class_names},
+        "threshold_applies_to": ("softmax(logits / temperature)[class]" if multiclass
+                                 else "sigmoid(logit / temperature)"),
         "temperature": temperature,
         "ece_bins": N_BINS,
         "ece_uncalibrated": expected_calibration_error(yt_idx if multiclass else yt, p_raw, multiclass=multiclass),

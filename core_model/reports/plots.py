@@ -70,14 +70,14 @@ def plot_roc_pr(y, scores, class_name: str, path, *, threshold: float | None = N
     auroc = roc_auc_score(y, s)
     auprc = auc(rec, prec)
     prevalence = float(y.mean())
-    fig = _figure(10.0, 4.9)
+    fig = _figure(10.0, 6.0)
     ax1, ax2 = fig.subplots(1, 2)
     label = f"AUROC {auroc:.3f}"
     if auroc_ci and all(map(math.isfinite, auroc_ci)):
         label += f" (95% CI {auroc_ci[0]:.3f}-{auroc_ci[1]:.3f})"
     ax1.plot(fpr, tpr, color=_COLORS[0], lw=2, label=label)
     ax1.plot([0, 1], [0, 1], ls="--", color="0.55", lw=1, label="chance (0.5)")
-    ax2.plot(rec, prec, color=_COLORS[1], lw=2, label=f"area {auprc:.3f}")
+    ax2.plot(rec, prec, color=_COLORS[1], lw=2, label=f"area under the curve {auprc:.3f}")
     ax2.axhline(prevalence, ls="--", color="0.55", lw=1, label=f"chance (prevalence {prevalence:.3f})")
     if threshold is not None and math.isfinite(threshold):
         pred = s >= threshold
@@ -97,12 +97,13 @@ def plot_roc_pr(y, scores, class_name: str, path, *, threshold: float | None = N
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.set_aspect("equal")
-        ax.legend(loc="lower right" if ax is ax1 else "lower left", fontsize=8, framealpha=0.9)
+        # below the axes, so the legend never hides a part of the curve
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize=8.5, frameon=False)
     n_pos = int(y.sum())
     head = f"{class_name}: {y.size} images, {n_pos} positive"
     fig.suptitle(head + (f" - {subtitle}" if subtitle else ""), fontsize=11)
     fig.text(0.5, 0.01, RESEARCH_LINE, ha="center", fontsize=8, color="0.35")
-    fig.tight_layout(rect=(0, 0.03, 1, 0.95))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.26, top=0.88, wspace=0.22)
     return _save(fig, path)
 
 
