@@ -22,6 +22,7 @@ class Record:
     labels: dict[str, float] = field(default_factory=dict)  # finding -> 1 / 0 / -1 (uncertain) / nan
     mask_path: str | None = None  # segmentation mask (PNG, nonzero = positive), when any
     finding: str | None = None  # single primary finding, when the dataset defines one
+    lesion_mask_path: str | None = None  # region of the finding (any kind) for scoring heatmaps, when any
 
     def label(self, name: str) -> float:
         value = self.labels.get(name, math.nan)
