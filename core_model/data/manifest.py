@@ -205,7 +205,7 @@ def read_manifest(path: str | os.PathLike, *, image_column: str = "image", base_
             result.skipped.append(Skipped(rid, "missing_mask", _cell(row, missing[0])))
             continue
         if verify_images:
-            problem = _verify_image(image_path)
+            problem = verify_image(image_path)
             if problem:
                 result.skipped.append(Skipped(rid, "unreadable_image", problem))
                 continue
@@ -219,7 +219,7 @@ def read_manifest(path: str | os.PathLike, *, image_column: str = "image", base_
     return result
 
 
-def _verify_image(path: str) -> str:
+def verify_image(path: str) -> str:
     """'' when the image decodes, else why not."""
     from core_model.imaging.preprocess import load_display
 
