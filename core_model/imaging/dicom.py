@@ -30,8 +30,10 @@ is not installed, without reading the pixels.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import struct
 import warnings
 from dataclasses import dataclass
@@ -59,6 +61,26 @@ from core_model.imaging.errors import (  # noqa: E402
     TruncatedFileError,
     UnsupportedImageError,
 )
+
+class _HideQuotedValues(logging.Filter):
+    """pydicom logs value-validation problems quoting the element value, which may be a
+    patient's name, ID or birth date. Keep the message, hide the quoted value."""
+
+    _QUOTED = re.compile(r"(['\"]).*?\1")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        if "'" in message or '"' in message:
+            record.msg, record.args = self._QUOTED.sub("'<hidden>'", message), ()
+        return True
+
+
+_pydicom_logger = logging.getLogger("pydicom")
+if not any(isinstance(f, _HideQuotedValues) for f in _pydicom_logger.filters):
+    _pydicom_logger.addFilter(_HideQuotedValues())
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00009, 0x7FE00008)  # Pixel Data, Double Float, Float
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"

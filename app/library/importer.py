@@ -1,0 +1,847 @@
+"""Import DICOM files, folders, DICOMDIRs, zip archives and PNG/JPEG images into a library.
+
+Design
+------
+* **Header-only.** DICOM files are read with ``stop_before_pixels``; the pixel data element is
+  located and checked from its own header and the file size
+  (:func:`core_model.imaging.dicom.scan_header` / ``check_header``). Header-only checks: not
+  DICOM, no pixel data, truncated (header or pixel data shorter than announced, missing
+  sequence delimiter), pixel data length inconsistent with Rows x Columns x Bits Allocated x
+  Samples x Frames, badly encapsulated fragments, fewer fragments than frames, missing
+  decoder for the transfer syntax. Only a full decode finds a corrupt compressed stream
+  (``verify=True`` / ``--verify`` decodes every new file; reason ``decode_failed``).
+* **De-duplication** by SOP Instance UID, against the database and within the run; PNG/JPEG
+  images get UIDs derived from a SHA-256 of their bytes, so re-importing them adds nothing.
+* **Copy or link.** ``copy`` writes ``managed/<bucket>/<uid>.dcm`` atomically (staging file,
+  fsync, rename) before the row that points at it is committed; ``link`` records the absolute
+  path. Zip members are always copied.
+* **Batched commits** (every ``batch_size`` files or ``commit_interval`` seconds) in
+  ``BEGIN IMMEDIATE`` transactions; the run row is updated in the same transaction, so after a
+  ``kill -9`` the database holds whole batches only and running the import again completes it.
+* **Progress** callbacks at most every ``progress_interval`` seconds (default 0.1: <= 10 per
+  second) plus one final call; **cancel** with a ``threading.Event`` or any callable.
+* **Rejections** are recorded per run with a reason code and a one-line message; one bad file
+  never stops the rest. Logs name files and UIDs, never patient names or IDs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import time
+import warnings
+import zipfile
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import insert, select, update
+
+from app.library.db import Library
+from app.library.models import ImportRun, Instance, Patient, RejectedFile, Report, Series, Study, utcnow
+from app.library.storage import atomic_copy, atomic_write_stream, managed_relpath, run_staging_dir
+from core_model.errors import UserError
+from core_model.imaging.dicom import (
+    MEDIA_DIRECTORY_SOP_CLASS,
+    check_header,
+    decode_pixels,
+    read_dataset,
+    scan_header,
+)
+from core_model.imaging.errors import ImageReadError
+
+log = logging.getLogger(__name__)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+ZIP_MAGIC = b"PK\x03\x04"
+IGNORED_NAMES = {"thumbs.db", "desktop.ini", "dicomdir", "lockfile", "version"}
+REPORT_MAX_BYTES = 1 << 20
+MAX_MEMBER_BYTES = 4 << 30  # refuse zip members that claim more than 4 GiB
+
+REASONS = {
+    "not_dicom": "not a DICOM, PNG or JPEG file",
+    "no_pixel_data": "a DICOM object without an image (e.g. a structured report)",
+    "truncated": "the file is shorter than its content",
+    "pixel_data_mismatch": "pixel data inconsistent with the image header",
+    "missing_decoder": "no decoder installed for the transfer syntax",
+    "decode_failed": "the compressed pixel data could not be decoded",
+    "unsupported": "an image type the app does not display",
+    "missing_uid": "no SOP Instance UID",
+    "missing": "the path does not exist",
+    "unreadable": "the file could not be read (permissions, I/O error)",
+    "unsafe_archive_member": "a zip entry with an absolute path, '..' or a symlink",
+    "bad_archive": "the zip archive is corrupt",
+    "copy_failed": "the file could not be copied into the library",
+    "internal_error": "an unexpected error in the importer (a bug; the file was skipped)",
+}
+
+_MIMIC_STUDY = re.compile(r"^s(\d+)$")
+_MIMIC_PATIENT = re.compile(r"^p(\d+)$")
+_NIH_NAME = re.compile(r"^(\d{8})_(\d{3})$")
+
+
+@dataclass
+class ImportProgress:
+    done: int
+    total: int
+    imported: int
+    duplicates: int
+    rejected: int
+    current: str
+    elapsed: float
+
+
+@dataclass
+class Rejection:
+    path: str
+    reason: str
+    message: str
+
+
+@dataclass
+class ImportSummary:
+    run_id: int
+    mode: str
+    files_seen: int = 0
+    imported: int = 0
+    duplicates: int = 0
+    ignored: int = 0
+    reports: int = 0
+    cancelled: bool = False
+    elapsed_s: float = 0.0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files_seen / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rejected"] = [asdict(r) for r in self.rejected]
+        d["files_per_s"] = round(self.files_per_s, 1)
+        d["elapsed_s"] = round(self.elapsed_s, 3)
+        return d
+
+
+@dataclass
+class _Candidate:
+    display: str  # shown to the user and stored with rejections
+    path: Path | None  # a file on disk (None for zip members until extracted)
+    archive: Path | None = None
+    member: str | None = None
+    sidecars: tuple[tuple[str, bool], ...] = ()  # zip: (report member name, study-level)
+
+
+@dataclass
+class _Pending:
+    patient: dict
+    study: dict
+    series: dict
+    instance: dict
+    reports: list[dict]
+
+
+def _cancel_fn(cancel) -> Callable[[], bool]:
+    if cancel is None:
+        return lambda: False
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    if callable(cancel):
+        return lambda: bool(cancel())
+    raise TypeError("cancel must be a threading.Event or a callable")
+
+
+def _uid_from(text: str) -> str:
+    """A DICOM UID under the 2.25 root (ISO/IEC 9834-8 UUID form) derived from ``text``."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+    return "2.25." + str(int.from_bytes(digest, "big"))
+
+
+def _s(ds, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _date(value: str) -> str:
+    value = (value or "").strip()
+    return value if len(value) == 8 and value.isdigit() else ""
+
+
+def _name_search(name: str) -> str:
+    return " ".join(name.replace("^", " ").replace("=", " ").lower().split())
+
+
+def patient_key(patient_id: str, issuer: str, name: str, birth_date: str) -> str:
+    if patient_id:
+        return "id:" + hashlib.sha1(f"{issuer}\0{patient_id}".encode()).hexdigest()
+    if name:
+        return "name:" + hashlib.sha1(f"{name}\0{birth_date}".encode()).hexdigest()
+    return "unknown"
+
+
+def _spacing(ds) -> tuple[float | None, float | None, str | None]:
+    # PS3.3 10.7.1.3: PixelSpacing is calibrated (patient plane) where present; DX detectors give
+    # ImagerPixelSpacing (detector plane) always. Keep which one it is.
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        try:
+            if value is not None and len(value) == 2:
+                row, col = float(value[0]), float(value[1])
+                if row > 0 and col > 0:
+                    return row, col, keyword
+        except (TypeError, ValueError):
+            continue
+    return None, None, None
+
+
+class Importer:
+    """One import run. ``Importer(lib, mode="copy").run([paths])`` -> :class:`ImportSummary`."""
+
+    def __init__(self, library: Library, *, mode: str = "copy", batch_size: int = 250,
+                 commit_interval: float = 2.0, progress: Callable[[ImportProgress], None] | None = None,
+                 progress_interval: float = 0.1, cancel=None, verify: bool = False, fsync: bool = True):
+        if mode not in ("copy", "link"):
+            raise ValueError("mode must be 'copy' or 'link'")
+        self.lib = library
+        self.mode = mode
+        self.batch_size = max(1, int(batch_size))
+        self.commit_interval = commit_interval
+        self.progress = progress
+        self.progress_interval = progress_interval
+        self.cancelled = _cancel_fn(cancel)
+        self.verify = verify
+        self.fsync = fsync
+        self._pending: list[_Pending] = []
+        self._rejections: list[Rejection] = []
+        self._unsaved_rejections: list[Rejection] = []
+        self._known: set[str] = set()
+        self._patients: dict[str, int] = {}
+        self._studies: dict[str, int] = {}
+        self._series: dict[str, int] = {}
+        self._study_reports: set[tuple[str, str]] = set()
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self, paths: Iterable[str | os.PathLike]) -> ImportSummary:
+        paths = [Path(p).expanduser() for p in paths]
+        started = time.monotonic()
+        run_id = self._start_run(paths)
+        summary = ImportSummary(run_id=run_id, mode=self.mode)
+        self.summary = summary
+        self._staging = run_staging_dir(self.lib.staging_dir)
+        status = "failed"
+        try:
+            with self.lib.session() as s:
+                self._known = set(s.scalars(select(Instance.sop_instance_uid)))
+            candidates = self._collect(paths, summary)
+            total = len(candidates) + len(self._unsaved_rejections)
+            summary.files_seen = total
+            last_progress = last_commit = time.monotonic()
+            self._emit(0, total, "", started)
+            done = len(self._unsaved_rejections)
+            for cand in candidates:
+                if self.cancelled():
+                    summary.cancelled = True
+                    break
+                try:
+                    self._process(cand, summary)
+                except Exception as exc:  # a bug must not stop the run: record it and go on
+                    log.warning("unexpected %s while importing %s", type(exc).__name__, cand.display)
+                    self._reject(cand.display, "internal_error",
+                                 f"{Path(cand.display).name}: unexpected {type(exc).__name__} while importing; "
+                                 "please report this file")
+                done += 1
+                now = time.monotonic()
+                if (len(self._pending) + len(self._unsaved_rejections) >= self.batch_size
+                        or now - last_commit >= self.commit_interval):
+                    self._flush(summary)
+                    last_commit = now
+                if self.progress is not None and now - last_progress >= self.progress_interval:
+                    self._emit(done, total, cand.display, started)
+                    last_progress = now
+            summary.files_seen = done
+            self._flush(summary)
+            status = "cancelled" if summary.cancelled else "completed"
+        finally:
+            summary.elapsed_s = time.monotonic() - started
+            self._finish_run(run_id, status, summary)
+            import shutil
+
+            shutil.rmtree(self._staging, ignore_errors=True)
+        self._emit(summary.files_seen, summary.files_seen, "", started, final=True)
+        log.info("import run %d %s: %d imported, %d duplicates, %d rejected, %d ignored in %.2f s",
+                 run_id, status, summary.imported, summary.duplicates, len(summary.rejected),
+                 summary.ignored, summary.elapsed_s)
+        return summary
+
+    # -- run bookkeeping ---------------------------------------------------------------------
+    def _start_run(self, paths: list[Path]) -> int:
+        with self.lib.write_connection() as conn:
+            # runs left "running" by a process that no longer exists were killed
+            from app.library.storage import _pid_alive
+
+            host = socket.gethostname()
+            for rid, pid, rhost in conn.execute(select(ImportRun.id, ImportRun.pid, ImportRun.host)
+                                                .where(ImportRun.status == "running")):
+                if rhost == host and not _pid_alive(pid):
+                    conn.execute(update(ImportRun).where(ImportRun.id == rid)
+                                 .values(status="interrupted", finished_at=utcnow()))
+            result = conn.execute(insert(ImportRun).values(
+                mode=self.mode, sources=json.dumps([str(p) for p in paths]), pid=os.getpid(), host=host,
+                status="running", files_seen=0, imported=0, duplicates=0, rejected=0, ignored=0))
+            return int(result.inserted_primary_key[0])
+
+    def _finish_run(self, run_id: int, status: str, summary: ImportSummary) -> None:
+        try:
+            with self.lib.write_connection() as conn:
+                conn.execute(update(ImportRun).where(ImportRun.id == run_id).values(
+                    status=status, finished_at=utcnow(), files_seen=summary.files_seen,
+                    imported=summary.imported, duplicates=summary.duplicates,
+                    rejected=len(summary.rejected), ignored=summary.ignored))
+        except Exception:  # the run itself failed on the database: nothing more to record
+            log.exception("could not record the end of import run %d", run_id)
+
+    def _emit(self, done: int, total: int, current: str, started: float, final: bool = False) -> None:
+        if self.progress is None:
+            return
+        s = self.summary
+        self.progress(ImportProgress(done=done, total=total, imported=s.imported + self._pending_count(),
+                                     duplicates=s.duplicates, rejected=len(s.rejected), current=current,
+                                     elapsed=time.monotonic() - started))
+
+    def _pending_count(self) -> int:
+        return len(self._pending)
+
+    def _reject(self, display: str, reason: str, message: str) -> None:
+        rej = Rejection(display, reason, message)
+        self.summary.rejected.append(rej)
+        self._unsaved_rejections.append(rej)
+        log.debug("rejected %s: %s", display, reason)
+
+    # -- enumeration -------------------------------------------------------------------------
+    def _collect(self, paths: list[Path], summary: ImportSummary) -> list[_Candidate]:
+        out: list[_Candidate] = []
+        seen: set[str] = set()
+        data_dir = self.lib.data_dir.resolve()
+
+        def add(path: Path) -> None:
+            key = os.path.abspath(path)
+            if key not in seen:
+                seen.add(key)
+                out.append(_Candidate(display=str(path), path=path))
+
+        for root in paths:
+            if not root.exists():
+                self._reject(str(root), "missing", f"{root}: no such file or folder")
+                continue
+            if root.is_dir():
+                for dirpath, dirnames, filenames in os.walk(root):
+                    here = Path(dirpath)
+                    if here.resolve() == data_dir:
+                        dirnames[:] = []
+                        continue
+                    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                    for name in sorted(filenames):
+                        path = here / name
+                        kind = self._name_kind(name)
+                        if kind == "ignore":
+                            summary.ignored += 1
+                        elif kind == "zip":
+                            out.extend(self._zip_members(path))
+                        else:
+                            add(path)
+            elif root.name.upper() == "DICOMDIR" or self._is_dicomdir(root):
+                for path in self._dicomdir_files(root):
+                    add(path)
+            elif self._name_kind(root.name) == "zip" or self._has_magic(root, ZIP_MAGIC):
+                out.extend(self._zip_members(root))
+            else:
+                add(root)
+        return out
+
+    @staticmethod
+    def _name_kind(name: str) -> str:
+        lower = name.lower()
+        if lower.startswith(".") or lower in IGNORED_NAMES or lower.endswith((".txt", ".part")):
+            return "ignore"  # hidden files, OS clutter, DICOMDIR inside a walked folder, reports
+        if lower.endswith(".zip"):
+            return "zip"
+        return "file"
+
+    @staticmethod
+    def _has_magic(path: Path, magic: bytes) -> bool:
+        try:
+            with open(path, "rb") as f:
+                return f.read(len(magic)) == magic
+        except OSError:
+            return False
+
+    @staticmethod
+    def _is_dicomdir(path: Path) -> bool:
+        try:
+            scan = scan_header(path)
+        except ImageReadError:
+            return False
+        sop = _s(scan.dataset, "SOPClassUID") or _s(getattr(scan.dataset, "file_meta", {}), "MediaStorageSOPClassUID")
+        return sop == MEDIA_DIRECTORY_SOP_CLASS
+
+    def _dicomdir_files(self, dicomdir: Path) -> list[Path]:
+        import pydicom
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(dicomdir)
+        except Exception as exc:
+            self._reject(str(dicomdir), "not_dicom", f"{dicomdir.name}: unreadable DICOMDIR ({type(exc).__name__})")
+            return []
+        base = dicomdir.parent
+        files: list[Path] = []
+        for record in ds.get("DirectoryRecordSequence", []) or []:
+            fid = record.get("ReferencedFileID")
+            if not fid:
+                continue
+            parts = [fid] if isinstance(fid, str) else [str(p) for p in fid]
+            if any(p in ("..", "") or "/" in p or "\\" in p for p in parts):
+                self._reject("/".join(parts), "unsafe_archive_member",
+                             f"{dicomdir.name}: a referenced file leaves the DICOMDIR's folder")
+                continue
+            path = _resolve_case_insensitive(base, parts)
+            if path is None:
+                self._reject(str(base.joinpath(*parts)), "missing",
+                             f"{'/'.join(parts)}: listed in {dicomdir.name} but not present")
+                continue
+            files.append(path)
+        return files
+
+    def _zip_members(self, archive: Path) -> list[_Candidate]:
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            self._reject(str(archive), "bad_archive", f"{archive.name}: not a readable zip archive ({type(exc).__name__})")
+            return []
+        names = {i.filename for i in infos}
+        out = []
+        for info in infos:
+            display = f"{archive}!{info.filename}"
+            problem = _unsafe_member(info)
+            if problem:
+                self._reject(display, "unsafe_archive_member", f"{archive.name}: entry {info.filename!r} {problem}; not extracted")
+                continue
+            if info.is_dir():
+                continue
+            leaf = PurePosixPath(info.filename).name
+            kind = self._name_kind(leaf)
+            if kind == "ignore" or info.filename.startswith("__MACOSX/"):
+                self.summary.ignored += 1
+                continue
+            if kind == "zip":
+                self._reject(display, "unsupported", f"{archive.name}: nested archive {leaf}; extract it first")
+                continue
+            if info.file_size > MAX_MEMBER_BYTES:
+                self._reject(display, "unsupported", f"{archive.name}: entry {leaf} is larger than 4 GiB")
+                continue
+            member = PurePosixPath(info.filename)
+            sidecars: tuple[tuple[str, bool], ...] = ()
+            same_stem = str(member.with_suffix(".txt"))
+            if same_stem in names:
+                sidecars += ((same_stem, False),)
+            if _MIMIC_STUDY.match(member.parent.name):
+                study_txt = str(member.parent.parent / f"{member.parent.name}.txt")
+                if study_txt in names:
+                    sidecars += ((study_txt, True),)
+            out.append(_Candidate(display=display, path=None, archive=archive, member=info.filename,
+                                  sidecars=sidecars))
+        return out
+
+    # -- one file ----------------------------------------------------------------------------
+    def _process(self, cand: _Candidate, summary: ImportSummary) -> None:
+        extracted: Path | None = None
+        try:
+            if cand.archive is not None:
+                extracted = self._extract(cand)
+                if extracted is None:
+                    return
+                path = extracted
+            else:
+                path = cand.path
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(132)
+            except OSError as exc:
+                self._reject(cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})")
+                return
+            if head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC):
+                self._image(cand, path, "png" if head.startswith(PNG_MAGIC) else "jpeg", summary)
+            else:
+                self._dicom(cand, path, summary)
+        finally:
+            if extracted is not None and extracted.exists():
+                extracted.unlink()
+
+    def _extract(self, cand: _Candidate) -> Path | None:
+        tmp = self._staging / f"member-{hashlib.sha1(cand.display.encode()).hexdigest()[:16]}"
+        try:
+            with zipfile.ZipFile(cand.archive) as zf:
+                info = zf.getinfo(cand.member)
+                with zf.open(info) as src:
+                    limited = _LimitedReader(src, info.file_size)
+                    atomic_write_stream(limited, tmp, self._staging, fsync=False)
+        except _TooLarge:
+            self._reject(cand.display, "bad_archive", f"{cand.archive.name}: entry {cand.member} inflates beyond its declared size")
+            return None
+        except (zipfile.BadZipFile, OSError, KeyError, ValueError, NotImplementedError, EOFError,
+                zlib.error) as exc:
+            self._reject(cand.display, "bad_archive",
+                         f"{cand.archive.name}: entry {cand.member} cannot be extracted ({type(exc).__name__})")
+            return None
+        return tmp
+
+    def _dicom(self, cand: _Candidate, path: Path, summary: ImportSummary) -> None:
+        try:
+            scan = scan_header(path)
+            check_header(scan)
+        except ImageReadError as exc:
+            name = PurePosixPath(cand.member).name if cand.member else path.name
+            message = (f"{name}: not a DICOM, PNG or JPEG file" if exc.reason == "not_dicom"
+                       else _with_display(str(exc), path, cand))
+            self._reject(cand.display, exc.reason, message)
+            return
+        except OSError as exc:
+            self._reject(cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})")
+            return
+        ds = scan.dataset
+        with warnings.catch_warnings():  # pydicom's value warnings may quote patient data
+            warnings.simplefilter("ignore")
+            sop = _s(ds, "SOPInstanceUID") or _s(ds.file_meta, "MediaStorageSOPInstanceUID")
+            if not sop:
+                self._reject(cand.display, "missing_uid", f"{path.name}: the file has no SOP Instance UID")
+                return
+            if sop in self._known:
+                summary.duplicates += 1
+                return
+            if self.verify:
+                try:
+                    decode_pixels(read_dataset(path), source=path.name)
+                except ImageReadError as exc:
+                    self._reject(cand.display, exc.reason, _with_display(str(exc), path, cand))
+                    return
+            fields = self._dicom_fields(ds, sop, scan)
+        location = self._place(cand, path, sop, ".dcm")
+        if location is None:
+            return
+        file_path, storage, size = location
+        fields["instance"].update(file_path=file_path, storage=storage, file_size=size,
+                                  original_path=cand.display if cand.archive else os.path.abspath(path))
+        reports = self._sidecar_reports(cand, path)
+        self._known.add(sop)
+        self._pending.append(_Pending(reports=reports, **fields))
+
+    def _dicom_fields(self, ds, sop: str, scan) -> dict:
+        pid, issuer, name = _s(ds, "PatientID"), _s(ds, "IssuerOfPatientID"), _s(ds, "PatientName")
+        birth = _date(_s(ds, "PatientBirthDate"))
+        study_uid = _s(ds, "StudyInstanceUID") or _uid_from("study:" + sop)
+        series_uid = _s(ds, "SeriesInstanceUID") or _uid_from("series:" + sop)
+        study_date = next((d for d in (_date(_s(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d), "")
+        row, col, kind = _spacing(ds)
+        modality = _s(ds, "Modality")
+        ts = scan.transfer_syntax
+        return {
+            "patient": dict(patient_key=patient_key(pid, issuer, name, birth), patient_id=pid, issuer=issuer,
+                            name=name, name_search=_name_search(name), birth_date=birth, sex=_s(ds, "PatientSex")),
+            "study": dict(study_uid=study_uid, study_date=study_date, study_time=_s(ds, "StudyTime"),
+                          description=_s(ds, "StudyDescription"), accession_number=_s(ds, "AccessionNumber")),
+            "series": dict(series_uid=series_uid, modality=modality, series_number=_int_or_none(ds.get("SeriesNumber")),
+                           description=_s(ds, "SeriesDescription"), body_part=_s(ds, "BodyPartExamined")),
+            "instance": dict(
+                sop_instance_uid=sop, sop_class_uid=_s(ds, "SOPClassUID"), study_date=study_date,
+                instance_number=_int_or_none(ds.get("InstanceNumber")), source_format="dicom",
+                modality=modality, view_position=_s(ds, "ViewPosition").upper(),
+                photometric=_s(ds, "PhotometricInterpretation").upper(),
+                rows=_int_or_none(ds.get("Rows")) or 0, columns=_int_or_none(ds.get("Columns")) or 0,
+                frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
+                pixel_spacing_row=row, pixel_spacing_col=col, pixel_spacing_kind=kind,
+                transfer_syntax_uid=str(ts or ""), bits_allocated=_int_or_none(ds.get("BitsAllocated")) or 0,
+                bits_stored=_int_or_none(ds.get("BitsStored")) or _int_or_none(ds.get("BitsAllocated")) or 0,
+                pixel_representation=_int_or_none(ds.get("PixelRepresentation")) or 0,
+                burned_in_annotation=_s(ds, "BurnedInAnnotation").upper()),
+        }
+
+    def _image(self, cand: _Candidate, path: Path, fmt: str, summary: ImportSummary) -> None:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+            sop = "2.25." + str(int.from_bytes(digest.digest()[:16], "big"))
+            if sop in self._known:
+                summary.duplicates += 1
+                return
+            with Image.open(path) as img:
+                width, height, mode = img.width, img.height, img.mode
+                if fmt == "png":
+                    img.verify()  # CRC of every chunk: finds truncated / corrupt PNGs cheaply
+            if self.verify or fmt == "jpeg":
+                with Image.open(path) as img:
+                    img.load()  # JPEG has no checksums: decoding is the only check
+        except (UnidentifiedImageError, SyntaxError) as exc:
+            self._reject(cand.display, "not_dicom", f"{path.name}: not a readable {fmt.upper()} image ({type(exc).__name__})")
+            return
+        except OSError as exc:
+            reason = "truncated" if "truncat" in str(exc).lower() else "decode_failed"
+            self._reject(cand.display, reason, f"{path.name}: {fmt.upper()} image could not be read ({exc})")
+            return
+        except Image.DecompressionBombError:
+            self._reject(cand.display, "unsupported", f"{path.name}: image too large to display")
+            return
+        source_name = PurePosixPath(cand.member).name if cand.member else path.name
+        parent_names = (PurePosixPath(cand.member).parent.parts if cand.member else path.parent.parts)
+        study_folder = parent_names[-1] if parent_names else ""
+        patient_folder = parent_names[-2] if len(parent_names) > 1 else ""
+        m_study, m_patient = _MIMIC_STUDY.match(study_folder), _MIMIC_PATIENT.match(patient_folder)
+        nih = _NIH_NAME.match(Path(source_name).stem)
+        if m_study and m_patient:  # MIMIC-CXR(-JPG): files/pXX/p<subject>/s<study>/<dicom_id>.jpg
+            pid, study_key = m_patient.group(1), f"mimic:{m_patient.group(1)}:{m_study.group(1)}"
+        elif nih:  # NIH ChestX-ray14: <patient>_<follow-up>.png
+            pid, study_key = nih.group(1), f"nih:{nih.group(1)}_{nih.group(2)}"
+        else:
+            pid, study_key = "", f"image:{sop}"
+        study_uid = _uid_from("study:" + study_key)
+        fields = {
+            "patient": dict(patient_key=patient_key(pid, "", "", ""), patient_id=pid, issuer="", name="",
+                            name_search="", birth_date="", sex=""),
+            "study": dict(study_uid=study_uid, study_date="", study_time="", description="", accession_number=""),
+            "series": dict(series_uid=_uid_from("series:" + study_key), modality="", series_number=None,
+                           description=f"{fmt.upper()} images", body_part=""),
+            "instance": dict(
+                sop_instance_uid=sop, sop_class_uid="", study_date="", instance_number=None, source_format=fmt,
+                modality="", view_position="", photometric="MONOCHROME2" if mode in ("L", "I;16", "I", "1", "F") else "RGB",
+                rows=height, columns=width, frames=1, pixel_spacing_row=None, pixel_spacing_col=None,
+                pixel_spacing_kind=None, transfer_syntax_uid="",
+                bits_allocated=16 if mode.startswith("I") else 8, bits_stored=16 if mode.startswith("I") else 8,
+                pixel_representation=0, burned_in_annotation=""),
+        }
+        suffix = ".png" if fmt == "png" else ".jpg"
+        location = self._place(cand, path, sop, suffix)
+        if location is None:
+            return
+        file_path, storage, size = location
+        fields["instance"].update(file_path=file_path, storage=storage, file_size=size,
+                                  original_path=cand.display if cand.archive else os.path.abspath(path))
+        self._known.add(sop)
+        self._pending.append(_Pending(reports=self._sidecar_reports(cand, path), **fields))
+
+    def _place(self, cand: _Candidate, path: Path, sop: str, suffix: str) -> tuple[str, str, int] | None:
+        """Copy (or move, for extracted zip members) into the managed folder, or link."""
+        if self.mode == "link" and cand.archive is None:
+            try:
+                return os.path.abspath(path), "linked", path.stat().st_size
+            except OSError as exc:
+                self._reject(cand.display, "unreadable", f"{path.name}: {exc.strerror or type(exc).__name__}")
+                return None
+        rel = managed_relpath(sop, suffix)
+        dst = self.lib.data_dir / rel
+        try:
+            if cand.archive is not None:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if self.fsync:
+                    _fsync_file(path)
+                os.replace(path, dst)
+                size = dst.stat().st_size
+            else:
+                size = atomic_copy(path, dst, self._staging, fsync=self.fsync)
+        except OSError as exc:
+            self._reject(cand.display, "copy_failed", f"{path.name}: could not be copied into the library ({exc.strerror or type(exc).__name__})")
+            return None
+        return rel, "managed", size
+
+    def _sidecar_reports(self, cand: _Candidate, path: Path) -> list[dict]:
+        """``image.txt`` beside ``image.png`` (instance report), and the MIMIC-CXR layout's
+        ``s<study>.txt`` beside the ``s<study>/`` folder (study report)."""
+        found: list[tuple[str, str, bool]] = []  # (text, source path, study-level)
+        if cand.archive is not None:
+            try:
+                with zipfile.ZipFile(cand.archive) as zf:
+                    for name, study_level in cand.sidecars:
+                        info = zf.getinfo(name)
+                        if info.file_size <= REPORT_MAX_BYTES:
+                            text = zf.read(info).decode("utf-8", "replace")
+                            found.append((text, f"{cand.archive}!{name}", study_level))
+            except (zipfile.BadZipFile, OSError, KeyError, zlib.error):
+                pass
+        else:
+            same_stem = path.with_suffix(".txt")
+            if same_stem.is_file():
+                found.append((_read_text(same_stem), os.path.abspath(same_stem), False))
+            if _MIMIC_STUDY.match(path.parent.name):
+                study_txt = path.parent.parent / f"{path.parent.name}.txt"
+                if study_txt.is_file():
+                    found.append((_read_text(study_txt), os.path.abspath(study_txt), True))
+        return [dict(text=t.strip(), source="sidecar_txt", source_path=src, study_level=study_level)
+                for t, src, study_level in found if t and t.strip()]
+
+    # -- database ----------------------------------------------------------------------------
+    def _flush(self, summary: ImportSummary) -> None:
+        if not self._pending and not self._unsaved_rejections:
+            return
+        pending, rejections = self._pending, self._unsaved_rejections
+        with self.lib.write_connection() as conn:
+            rows = []
+            for item in pending:
+                patient_pk = self._get_or_create(conn, Patient, "patient_key", item.patient, self._patients)
+                study_pk = self._get_or_create(conn, Study, "study_uid", dict(item.study, patient_pk=patient_pk), self._studies)
+                series_pk = self._get_or_create(conn, Series, "series_uid", dict(item.series, study_pk=study_pk), self._series)
+                rows.append(dict(item.instance, series_pk=series_pk, patient_pk=patient_pk,
+                                 import_run_id=summary.run_id, imported_at=utcnow()))
+            uids = [r["sop_instance_uid"] for r in rows]
+            # another process may have imported some of them since we loaded the known set
+            taken = set(conn.execute(select(Instance.sop_instance_uid)
+                                     .where(Instance.sop_instance_uid.in_(uids))).scalars()) if uids else set()
+            fresh = [r for r in rows if r["sop_instance_uid"] not in taken]
+            if fresh:
+                conn.execute(insert(Instance), fresh)
+            report_rows = self._report_rows(conn, pending, taken)
+            if report_rows:
+                conn.execute(insert(Report), report_rows)
+            if rejections:
+                conn.execute(insert(RejectedFile), [dict(run_id=summary.run_id, path=r.path, reason=r.reason,
+                                                         message=r.message, created_at=utcnow()) for r in rejections])
+            conn.execute(update(ImportRun).where(ImportRun.id == summary.run_id).values(
+                imported=summary.imported + len(fresh), duplicates=summary.duplicates + len(taken),
+                rejected=len(summary.rejected), ignored=summary.ignored, files_seen=summary.files_seen))
+        summary.imported += len(fresh)
+        summary.duplicates += len(taken)
+        summary.reports += len(report_rows)
+        self._pending, self._unsaved_rejections = [], []
+
+    def _report_rows(self, conn, pending: list[_Pending], taken: set[str]) -> list[dict]:
+        wanted = [p for p in pending if p.reports and p.instance["sop_instance_uid"] not in taken]
+        if not wanted:
+            return []
+        ids = dict(conn.execute(select(Instance.sop_instance_uid, Instance.id).where(
+            Instance.sop_instance_uid.in_([p.instance["sop_instance_uid"] for p in wanted]))).all())
+        out = []
+        for p in wanted:
+            study_pk = self._studies[p.study["study_uid"]]
+            for rep in p.reports:
+                if rep["study_level"]:
+                    key = (p.study["study_uid"], rep["source_path"])
+                    if key in self._study_reports:
+                        continue
+                    exists = conn.execute(select(Report.id).where(Report.study_pk == study_pk,
+                                                                  Report.source_path == rep["source_path"])).first()
+                    self._study_reports.add(key)
+                    if exists:
+                        continue
+                    instance_pk = None
+                else:
+                    instance_pk = ids[p.instance["sop_instance_uid"]]
+                out.append(dict(study_pk=study_pk, instance_pk=instance_pk, text=rep["text"], source=rep["source"],
+                                source_path=rep["source_path"], created_at=utcnow()))
+        return out
+
+    @staticmethod
+    def _get_or_create(conn, model, key: str, values: dict, cache: dict[str, int]) -> int:
+        k = values[key]
+        pk = cache.get(k)
+        if pk is None:
+            pk = conn.execute(select(model.id).where(getattr(model, key) == k)).scalar()
+            if pk is None:
+                pk = int(conn.execute(insert(model).values(**values)).inserted_primary_key[0])
+            cache[k] = pk
+        return pk
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _LimitedReader:
+    """Reads a zip member but refuses to inflate past its declared size (zip bombs)."""
+
+    def __init__(self, src, limit: int):
+        self.src, self.left = src, limit
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n if n is not None and n >= 0 else -1)
+        self.left -= len(data)
+        if self.left < 0:
+            raise _TooLarge()
+        return data
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str:
+    name = info.filename
+    mode = (info.external_attr >> 16) & 0xFFFF
+    if mode and stat.S_ISLNK(mode):
+        return "is a symbolic link"
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return "has an absolute path"
+    parts = re.split(r"[\\/]", name)
+    if ".." in parts:
+        return "points outside the archive ('..')"
+    return ""
+
+
+def _resolve_case_insensitive(base: Path, parts: list[str]) -> Path | None:
+    path = base.joinpath(*parts)
+    if path.is_file():
+        return path
+    current = base
+    for part in parts:
+        try:
+            match = next((c for c in os.listdir(current) if c.lower() == part.lower()), None)
+        except OSError:
+            return None
+        if match is None:
+            return None
+        current = current / match
+    return current if current.is_file() else None
+
+
+def _read_text(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return f.read(REPORT_MAX_BYTES).decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _with_display(message: str, path: Path, cand: _Candidate) -> str:
+    """Messages from the imaging layer name the file; for zip members use the member name."""
+    if cand.member and message.startswith(path.name):
+        return PurePosixPath(cand.member).name + message[len(path.name):]
+    return message
+
+
+def import_paths(library: Library, paths: Iterable[str | os.PathLike], **options) -> ImportSummary:
+    """Convenience wrapper: ``Importer(library, **options).run(paths)``."""
+    paths = list(paths)
+    if not paths:
+        raise UserError("nothing to import: give at least one file or folder")
+    return Importer(library, **options).run(paths)

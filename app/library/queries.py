@@ -1,0 +1,390 @@
+"""The Qt-free query API the desktop app and the headless commands use.
+
+Searches read the denormalised instance columns (patient, study date, view, review status, top
+finding) so a filtered, sorted page over 100,000 instances stays within tens of milliseconds;
+the writers here (:func:`add_review`, :func:`add_analysis`, :func:`remove_instances`) keep
+those columns in step in the same transaction as the rows they summarise.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from app.library.db import Library
+from app.library.models import (
+    REVIEW_STATUSES,
+    Analysis,
+    ImportRun,
+    Instance,
+    Patient,
+    RejectedFile,
+    Report,
+    Review,
+    Series,
+    Study,
+    utcnow,
+)
+from app.library.storage import load_heatmap, load_mask, save_heatmap, save_mask
+from core_model.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstanceRow:
+    """One line of the viewer's study list."""
+
+    id: int
+    sop_instance_uid: str
+    patient_name: str
+    patient_id: str
+    birth_date: str
+    sex: str
+    study_uid: str
+    study_date: str
+    study_description: str
+    series_uid: str
+    modality: str
+    view_position: str
+    rows: int
+    columns: int
+    source_format: str
+    storage: str
+    file_path: str
+    review_status: str | None
+    top_finding: str | None
+    top_probability: float | None
+    imported_at: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    rows: list[InstanceRow]
+    total: int
+
+
+_ROW_COLUMNS = (
+    Instance.id, Instance.sop_instance_uid, Patient.name, Patient.patient_id, Patient.birth_date, Patient.sex,
+    Study.study_uid, Instance.study_date, Study.description, Series.series_uid, Instance.modality,
+    Instance.view_position, Instance.rows, Instance.columns, Instance.source_format, Instance.storage,
+    Instance.file_path, Instance.review_status, Instance.top_finding, Instance.top_probability,
+    Instance.imported_at,
+)
+
+SORT_KEYS = {
+    "study_date": Instance.study_date,
+    "patient_name": Patient.name_search,
+    "patient_id": Patient.patient_id,
+    "view": Instance.view_position,
+    "modality": Instance.modality,
+    "top_probability": Instance.top_probability,
+    "review_status": Instance.review_status,
+    "imported": Instance.imported_at,
+}
+
+
+def _norm_date(value: str | _dt.date | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, _dt.date):
+        return value.strftime("%Y%m%d")
+    digits = str(value).replace("-", "").replace(".", "").replace("/", "").strip()
+    if len(digits) != 8 or not digits.isdigit():
+        raise UserError(f"dates are YYYYMMDD or YYYY-MM-DD, not {value!r}")
+    return digits
+
+
+def _like(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def search_instances(session: Session, *, text: str | None = None, patient_name: str | None = None,
+                     patient_id: str | None = None, date_from: str | _dt.date | None = None,
+                     date_to: str | _dt.date | None = None, view: str | Sequence[str] | None = None,
+                     modality: str | Sequence[str] | None = None, review_status: str | None = None,
+                     top_finding: str | None = None, min_probability: float | None = None,
+                     sort: str = "study_date", descending: bool = True, limit: int | None = 200,
+                     offset: int = 0, with_total: bool = True) -> SearchResult:
+    """Filter, sort and page the instances.
+
+    ``text`` matches a patient name (any part, case-insensitive) or the start of a patient ID;
+    ``review_status`` is "approved", "flagged" or "unreviewed"; ``top_finding`` the finding with
+    the highest probability in the instance's latest analysis (``min_probability`` bounds it).
+    Ties are broken by instance id so paging is stable."""
+    if sort not in SORT_KEYS:
+        raise UserError(f"unknown sort key {sort!r}; use one of {', '.join(SORT_KEYS)}")
+    conditions = []
+    patient_conditions = []
+    if text:
+        term = text.strip()
+        patient_conditions.append(or_(Patient.name_search.like(_like(" ".join(term.lower().replace("^", " ").split())), escape="\\"),
+                                      Patient.patient_id.like(term.replace("%", "") + "%")))
+    if patient_name:
+        patient_conditions.append(Patient.name_search.like(
+            _like(" ".join(patient_name.lower().replace("^", " ").split())), escape="\\"))
+    if patient_id:
+        patient_conditions.append(Patient.patient_id == patient_id)
+    if patient_conditions:
+        conditions.append(Instance.patient_pk.in_(select(Patient.id).where(*patient_conditions)))
+    d0, d1 = _norm_date(date_from), _norm_date(date_to)
+    if d0:
+        conditions.append(Instance.study_date >= d0)
+    if d1:
+        conditions.append(and_(Instance.study_date <= d1, Instance.study_date != ""))
+    for column, value in ((Instance.view_position, view), (Instance.modality, modality)):
+        if value:
+            values = [value] if isinstance(value, str) else list(value)
+            conditions.append(column.in_([v.upper() for v in values]))
+    if review_status:
+        if review_status == "unreviewed":
+            conditions.append(Instance.review_status.is_(None))
+        elif review_status in REVIEW_STATUSES:
+            conditions.append(Instance.review_status == review_status)
+        else:
+            raise UserError(f"review status is approved, flagged or unreviewed, not {review_status!r}")
+    if top_finding:
+        conditions.append(Instance.top_finding == top_finding)
+    if min_probability is not None:
+        conditions.append(Instance.top_probability >= float(min_probability))
+
+    key = SORT_KEYS[sort]
+    order = [key.desc() if descending else key.asc(), Instance.id.desc() if descending else Instance.id.asc()]
+    query = (select(*_ROW_COLUMNS).select_from(Instance)
+             .join(Patient, Patient.id == Instance.patient_pk)
+             .join(Series, Series.id == Instance.series_pk)
+             .join(Study, Study.id == Series.study_pk)
+             .where(*conditions).order_by(*order).offset(offset))
+    if limit is not None:
+        query = query.limit(limit)
+    rows = [InstanceRow(*r) for r in session.execute(query).all()]
+    total = len(rows) + offset
+    if with_total and (limit is None or len(rows) == limit or offset):
+        total = session.execute(select(func.count()).select_from(Instance).where(*conditions)).scalar_one()
+    return SearchResult(rows, total)
+
+
+def get_instance(session: Session, uid: str) -> Instance | None:
+    return session.execute(select(Instance).where(Instance.sop_instance_uid == uid)).scalar_one_or_none()
+
+
+def instance_path(library: Library, instance: Instance) -> Path:
+    return library.resolve(instance.file_path, instance.storage)
+
+
+def resolve_uids(session: Session, uids: Iterable[str]) -> tuple[list[Instance], list[str]]:
+    """Instances for SOP Instance, Series or Study UIDs (any mix); returns (instances, unknown)."""
+    found: dict[int, Instance] = {}
+    unknown = []
+    for uid in uids:
+        hits = session.execute(select(Instance).where(Instance.sop_instance_uid == uid)).scalars().all()
+        if not hits:
+            hits = session.execute(select(Instance).join(Series).where(Series.series_uid == uid)).scalars().all()
+        if not hits:
+            hits = session.execute(select(Instance).join(Series).join(Study).where(Study.study_uid == uid)).scalars().all()
+        if not hits:
+            unknown.append(uid)
+        for inst in hits:
+            found[inst.id] = inst
+    return list(found.values()), unknown
+
+
+# -- tree listing ----------------------------------------------------------------------------
+
+
+def library_tree(session: Session) -> list[dict[str, Any]]:
+    """patients -> studies -> series -> instances, as plain dicts (for ``list`` and exports)."""
+    patients: dict[int, dict] = {}
+    studies: dict[int, dict] = {}
+    series: dict[int, dict] = {}
+    for p in session.execute(select(Patient).order_by(Patient.name_search, Patient.patient_id)).scalars():
+        patients[p.id] = dict(patient_id=p.patient_id, name=p.name, birth_date=p.birth_date, sex=p.sex, studies=[])
+    for s in session.execute(select(Study).order_by(Study.study_date, Study.id)).scalars():
+        studies[s.id] = dict(study_uid=s.study_uid, date=s.study_date, description=s.description,
+                             accession_number=s.accession_number, series=[])
+        patients[s.patient_pk]["studies"].append(studies[s.id])
+    for se in session.execute(select(Series).order_by(Series.series_number, Series.id)).scalars():
+        series[se.id] = dict(series_uid=se.series_uid, modality=se.modality, number=se.series_number,
+                             description=se.description, instances=[])
+        studies[se.study_pk]["series"].append(series[se.id])
+    for i in session.execute(select(Instance).order_by(Instance.instance_number, Instance.id)).scalars():
+        series[i.series_pk]["instances"].append(dict(
+            sop_instance_uid=i.sop_instance_uid, view=i.view_position, rows=i.rows, columns=i.columns,
+            photometric=i.photometric, transfer_syntax=i.transfer_syntax_uid, format=i.source_format,
+            storage=i.storage, file=i.file_path, review_status=i.review_status, top_finding=i.top_finding,
+            top_probability=i.top_probability))
+    return list(patients.values())
+
+
+def counts(session: Session) -> dict[str, int]:
+    return {name: session.execute(select(func.count()).select_from(model)).scalar_one()
+            for name, model in (("patients", Patient), ("studies", Study), ("series", Series),
+                                ("instances", Instance), ("reports", Report), ("analyses", Analysis),
+                                ("reviews", Review))}
+
+
+# -- reports, runs --------------------------------------------------------------------------
+
+
+def reports_for(session: Session, instance: Instance) -> list[Report]:
+    """The instance's own reports, then its study's study-level reports."""
+    study_pk = session.execute(select(Series.study_pk).where(Series.id == instance.series_pk)).scalar_one()
+    return list(session.execute(select(Report).where(or_(
+        Report.instance_pk == instance.id, and_(Report.study_pk == study_pk, Report.instance_pk.is_(None))))
+        .order_by(Report.instance_pk.is_(None), Report.id)).scalars())
+
+
+def add_report(library: Library, uid: str, text: str, source: str = "user") -> int:
+    with library.write() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            raise UserError(f"no instance {uid} in the library")
+        study_pk = s.execute(select(Series.study_pk).where(Series.id == inst.series_pk)).scalar_one()
+        rep = Report(study_pk=study_pk, instance_pk=inst.id, text=text, source=source, source_path="")
+        s.add(rep)
+        s.flush()
+        return rep.id
+
+
+def import_runs(session: Session, limit: int = 50) -> list[ImportRun]:
+    return list(session.execute(select(ImportRun).order_by(ImportRun.id.desc()).limit(limit)).scalars())
+
+
+def rejected_files(session: Session, run_id: int | None = None) -> list[RejectedFile]:
+    q = select(RejectedFile).order_by(RejectedFile.id)
+    if run_id is not None:
+        q = q.where(RejectedFile.run_id == run_id)
+    return list(session.execute(q).scalars())
+
+
+# -- reviews --------------------------------------------------------------------------------
+
+
+def add_review(library: Library, uid: str, status: str, comment: str = "", reviewer: str = "") -> int:
+    """Record a review; the instance's review status becomes this latest one."""
+    if status not in REVIEW_STATUSES:
+        raise UserError(f"review status is one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
+    with library.write() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            raise UserError(f"no instance {uid} in the library")
+        review = Review(instance_pk=inst.id, status=status, comment=comment, reviewer=reviewer, created_at=utcnow())
+        s.add(review)
+        inst.review_status = status
+        s.flush()
+        return review.id
+
+
+def reviews_for(session: Session, instance: Instance) -> list[Review]:
+    return list(session.execute(select(Review).where(Review.instance_pk == instance.id)
+                                .order_by(Review.created_at.desc(), Review.id.desc())).scalars())
+
+
+# -- analyses -------------------------------------------------------------------------------
+
+
+def _top(probabilities: dict[str, float]) -> tuple[str | None, float | None]:
+    clean = {k: float(v) for k, v in probabilities.items() if v is not None and math.isfinite(float(v))}
+    if not clean:
+        return None, None
+    name = max(clean, key=lambda k: (clean[k], k))
+    return name, clean[name]
+
+
+def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: str,
+                 probabilities: dict[str, float], mask: np.ndarray | None = None,
+                 heatmap: np.ndarray | None = None) -> int:
+    """Store a model's output for an instance. Mask and heatmap are written as files first
+    (atomically); the row and the instance's top finding are committed together afterwards.
+    If the commit fails the files are removed again."""
+    with library.session() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            raise UserError(f"no instance {uid} in the library")
+        instance_pk = inst.id
+    token = f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    written: list[Path] = []
+    try:
+        mask_rel = save_mask(library.data_dir, instance_pk, token, mask) if mask is not None else None
+        if mask_rel:
+            written.append(library.data_dir / mask_rel)
+        heat_rel = save_heatmap(library.data_dir, instance_pk, token, heatmap) if heatmap is not None else None
+        if heat_rel:
+            written.append(library.data_dir / heat_rel)
+        top_name, top_p = _top(probabilities)
+        with library.write() as s:
+            row = Analysis(instance_pk=instance_pk, bundle_id=bundle_id, bundle_version=bundle_version,
+                           probabilities=json.dumps({k: float(v) for k, v in probabilities.items()}, sort_keys=True),
+                           top_finding=top_name, top_probability=top_p, mask_path=mask_rel,
+                           heatmap_path=heat_rel, created_at=utcnow())
+            s.add(row)
+            s.flush()
+            s.execute(update(Instance).where(Instance.id == instance_pk)
+                      .values(top_finding=top_name, top_probability=top_p))
+            return row.id
+    except BaseException:
+        for path in written:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise
+
+
+def latest_analysis(session: Session, instance: Instance) -> Analysis | None:
+    return session.execute(select(Analysis).where(Analysis.instance_pk == instance.id)
+                           .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)).scalar_one_or_none()
+
+
+def analysis_probabilities(analysis: Analysis) -> dict[str, float]:
+    return json.loads(analysis.probabilities or "{}")
+
+
+def analysis_mask(library: Library, analysis: Analysis) -> np.ndarray | None:
+    return load_mask(library.data_dir, analysis.mask_path) if analysis.mask_path else None
+
+
+def analysis_heatmap(library: Library, analysis: Analysis) -> np.ndarray | None:
+    return load_heatmap(library.data_dir, analysis.heatmap_path) if analysis.heatmap_path else None
+
+
+# -- removal --------------------------------------------------------------------------------
+
+
+def remove_instances(library: Library, uids: Iterable[str], *, delete_managed_files: bool = True) -> int:
+    """Remove instances (and their reports, analyses, reviews; then series, studies and patients
+    left empty). Managed copies and analysis files are deleted after the commit; linked files
+    are never touched."""
+    uids = list(uids)
+    files: list[Path] = []
+    with library.write() as s:
+        insts = s.execute(select(Instance).where(Instance.sop_instance_uid.in_(uids))).scalars().all()
+        for inst in insts:
+            if inst.storage == "managed":
+                files.append(library.resolve(inst.file_path, inst.storage))
+            for a in s.execute(select(Analysis).where(Analysis.instance_pk == inst.id)).scalars():
+                files.extend(library.data_dir / p for p in (a.mask_path, a.heatmap_path) if p)
+        ids = [i.id for i in insts]
+        if ids:
+            s.execute(delete(Instance).where(Instance.id.in_(ids)))
+            s.execute(delete(Series).where(~exists().where(Instance.series_pk == Series.id)))
+            s.execute(delete(Study).where(~exists().where(Series.study_pk == Study.id)))
+            s.execute(delete(Patient).where(~exists().where(Study.patient_pk == Patient.id)))
+    if delete_managed_files:
+        for path in files:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    return len(ids)

@@ -1,0 +1,182 @@
+"""Files the library owns: managed copies of imported images and analysis outputs.
+
+Every file is written to a temporary name in the library's ``staging/<pid>-<token>/`` folder
+(same filesystem), flushed and fsynced, then moved into place with ``os.replace``: a managed
+copy or a mask is either complete or absent, never half written. A database row that points
+at a file is only committed after the file is in place; a crash in between leaves at worst an
+unreferenced complete file, which the next import of the same instance overwrites and
+:func:`collect_orphans` removes.
+
+Masks are stored as 8-bit PNG (lossless, viewable), heatmaps as float32 ``.npy`` (exact
+values for the colour bar), under ``derived/<instance id>/``; the database keeps their paths
+relative to the data folder, so a library folder can be moved or backed up as a whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+_COPY_CHUNK = 1 << 20
+
+
+def managed_relpath(sop_uid: str, suffix: str = ".dcm") -> str:
+    """``managed/<2 hex>/<uid><suffix>``: 256 buckets keep folders small; the UID is the name,
+    so re-importing the same instance after a crash lands on the same file."""
+    bucket = hashlib.sha1(sop_uid.encode()).hexdigest()[:2]
+    return f"managed/{bucket}/{sop_uid}{suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == errno.EPERM
+    return True
+
+
+def run_staging_dir(staging_root: Path) -> Path:
+    """A private staging folder for this process, after removing those of dead processes."""
+    staging_root.mkdir(parents=True, exist_ok=True)
+    for child in staging_root.iterdir():
+        pid = child.name.split("-", 1)[0]
+        if child.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(child, ignore_errors=True)
+    path = staging_root / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_stream(src: BinaryIO, dst: Path, staging: Path, *, fsync: bool = True) -> int:
+    """Copy ``src`` (an open binary file) to ``dst`` through ``staging``; returns the size."""
+    tmp = staging / f"{uuid.uuid4().hex}.part"
+    size = 0
+    try:
+        with open(tmp, "wb") as out:
+            while True:
+                chunk = src.read(_COPY_CHUNK)
+                if not chunk:
+                    break
+                out.write(chunk)
+                size += len(chunk)
+            out.flush()
+            if fsync:
+                os.fsync(out.fileno())
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return size
+
+
+def atomic_copy(src: Path, dst: Path, staging: Path, *, fsync: bool = True) -> int:
+    with open(src, "rb") as f:
+        return atomic_write_stream(f, dst, staging, fsync=fsync)
+
+
+def atomic_write_bytes(data: bytes, dst: Path, *, fsync: bool = True) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            if fsync:
+                os.fsync(out.fileno())
+        os.replace(tmp, dst)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def sync_folders(paths: set[Path]) -> None:
+    """fsync the folders that received new names, so the renames survive a power cut."""
+    for path in paths:
+        _fsync_dir(path)
+
+
+# -- analysis outputs -----------------------------------------------------------------------
+
+
+def save_mask(data_dir: Path, instance_pk: int, token: str, mask: np.ndarray) -> str:
+    """A 2-D mask (bool, 0/1, or probabilities in [0, 1], or uint8) -> 8-bit PNG; returns the
+    path relative to ``data_dir``."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    arr = np.asarray(mask)
+    if arr.ndim != 2:
+        raise ValueError("a mask must be a 2-D array")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        arr = np.clip(np.rint(np.asarray(arr, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    buf = BytesIO()
+    Image.fromarray(arr, mode="L").save(buf, format="PNG")
+    rel = f"derived/{instance_pk}/{token}-mask.png"
+    atomic_write_bytes(buf.getvalue(), data_dir / rel)
+    return rel
+
+
+def save_heatmap(data_dir: Path, instance_pk: int, token: str, heatmap: np.ndarray) -> str:
+    from io import BytesIO
+
+    arr = np.asarray(heatmap, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError("a heatmap must be a 2-D array")
+    buf = BytesIO()
+    np.save(buf, arr, allow_pickle=False)
+    rel = f"derived/{instance_pk}/{token}-heatmap.npy"
+    atomic_write_bytes(buf.getvalue(), data_dir / rel)
+    return rel
+
+
+def load_mask(data_dir: Path, rel: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(data_dir / rel) as img:
+        return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+
+
+def load_heatmap(data_dir: Path, rel: str) -> np.ndarray:
+    return np.load(data_dir / rel, allow_pickle=False)
+
+
+def collect_orphans(data_dir: Path, referenced: set[str], folder: str) -> list[Path]:
+    """Files under ``data_dir/folder`` that no row references (left by a crash between writing a
+    file and committing its row). Returns them; the caller decides whether to delete."""
+    root = data_dir / folder
+    if not root.exists():
+        return []
+    orphans = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            rel = path.relative_to(data_dir).as_posix()
+            if rel not in referenced and not name.endswith(".part"):
+                orphans.append(path)
+    return orphans
