@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.cli._common import NOTICE, add_db_argument
+from app.library.cli_common import NOTICE, add_db_argument
 from core_model.errors import UserError
 
 

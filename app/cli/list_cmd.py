@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.cli._common import NOTICE, add_db_argument
+from app.library.cli_common import NOTICE, add_db_argument
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from app.cli._common import NOTICE, add_db_argument
+from app.library.cli_common import NOTICE, add_db_argument
 from core_model.errors import UserError
 
 

@@ -87,7 +87,7 @@ REMOVE = (
     "AcquisitionDeviceProcessingDescription", "IconImageSequence", "GraphicAnnotationSequence",
     "DataSetTrailingPadding", "OriginalAttributesSequence", "ModifiedAttributesSequence",
     "DigitalSignaturesSequence", "MACParametersSequence", "EncryptedAttributesSequence",
-    "ContributingEquipmentSequence", "SourceImageSequence", "ReferencedImageSequence",
+    "ContributingEquipmentSequence",
     "TimezoneOffsetFromUTC", "PersonName", "ContentCreatorName", "VerifyingObserverSequence",
     "ConsultingPhysicianName", "ReferringPhysicianName", "PerformingPhysicianName",
     "NameOfPhysiciansReadingStudy", "OperatorsName", "PhysiciansOfRecord", "RequestingPhysician",

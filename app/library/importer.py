@@ -706,13 +706,18 @@ class Importer:
             return
         pending, rejections = self._pending, self._unsaved_rejections
         with self.lib.write_connection() as conn:
-            rows = []
-            for item in pending:
-                patient_pk = self._get_or_create(conn, Patient, "patient_key", item.patient, self._patients)
-                study_pk = self._get_or_create(conn, Study, "study_uid", dict(item.study, patient_pk=patient_pk), self._studies)
-                series_pk = self._get_or_create(conn, Series, "series_uid", dict(item.series, study_pk=study_pk), self._series)
-                rows.append(dict(item.instance, series_pk=series_pk, patient_pk=patient_pk,
-                                 import_run_id=summary.run_id, imported_at=utcnow()))
+            self._resolve(conn, Patient, "patient_key", {p.patient["patient_key"]: p.patient for p in pending},
+                          self._patients)
+            self._resolve(conn, Study, "study_uid", {
+                p.study["study_uid"]: dict(p.study, patient_pk=self._patients[p.patient["patient_key"]])
+                for p in pending}, self._studies)
+            self._resolve(conn, Series, "series_uid", {
+                p.series["series_uid"]: dict(p.series, study_pk=self._studies[p.study["study_uid"]])
+                for p in pending}, self._series)
+            now = utcnow()
+            rows = [dict(item.instance, series_pk=self._series[item.series["series_uid"]],
+                         patient_pk=self._patients[item.patient["patient_key"]],
+                         import_run_id=summary.run_id, imported_at=now) for item in pending]
             uids = [r["sop_instance_uid"] for r in rows]
             # another process may have imported some of them since we loaded the known set
             taken = set(conn.execute(select(Instance.sop_instance_uid)
@@ -761,15 +766,20 @@ class Importer:
         return out
 
     @staticmethod
-    def _get_or_create(conn, model, key: str, values: dict, cache: dict[str, int]) -> int:
-        k = values[key]
-        pk = cache.get(k)
-        if pk is None:
-            pk = conn.execute(select(model.id).where(getattr(model, key) == k)).scalar()
-            if pk is None:
-                pk = int(conn.execute(insert(model).values(**values)).inserted_primary_key[0])
-            cache[k] = pk
-        return pk
+    def _resolve(conn, model, key: str, wanted: dict[str, dict], cache: dict[str, int]) -> None:
+        """Primary keys for ``wanted`` (key -> row values): cached, else looked up, else inserted,
+        a few statements per batch rather than per file."""
+        missing = [k for k in wanted if k not in cache]
+        if not missing:
+            return
+        column = getattr(model, key)
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            cache.update(dict(conn.execute(select(column, model.id).where(column.in_(chunk))).all()))
+        new = [wanted[k] for k in missing if k not in cache]
+        if new:
+            for value, pk in conn.execute(insert(model).returning(column, model.id), new):
+                cache[value] = pk
 
 
 class _TooLarge(Exception):

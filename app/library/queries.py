@@ -106,8 +106,12 @@ def _norm_date(value: str | _dt.date | None) -> str | None:
     return digits
 
 
+def _escape(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _like(term: str) -> str:
-    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return "%" + _escape(term) + "%"
 
 
 def search_instances(session: Session, *, text: str | None = None, patient_name: str | None = None,
@@ -130,7 +134,7 @@ def search_instances(session: Session, *, text: str | None = None, patient_name:
     if text:
         term = text.strip()
         patient_conditions.append(or_(Patient.name_search.like(_like(" ".join(term.lower().replace("^", " ").split())), escape="\\"),
-                                      Patient.patient_id.like(term.replace("%", "") + "%")))
+                                      Patient.patient_id.like(_escape(term) + "%", escape="\\")))
     if patient_name:
         patient_conditions.append(Patient.name_search.like(
             _like(" ".join(patient_name.lower().replace("^", " ").split())), escape="\\"))

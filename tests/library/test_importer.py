@@ -448,6 +448,7 @@ def test_kill_9_mid_import_leaves_a_consistent_library_and_rerun_completes(tmp_p
 # --- privacy ---------------------------------------------------------------------------------
 
 
+@pytest.mark.filterwarnings("ignore:.*(PN component|Invalid value):UserWarning")  # the test writes bad values
 def test_patient_names_and_ids_never_reach_the_logs(lib, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)  # every logger, every level
     make_mixed(tmp_path / "export")

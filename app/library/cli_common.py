@@ -1,4 +1,4 @@
-"""Shared bits of the headless library commands (import, list, render, export-anonymized)."""
+"""Shared bits of the headless library commands in app/cli (import, list, render, export-anonymized)."""
 
 from __future__ import annotations
 
