@@ -100,14 +100,19 @@ class Instance(Base):
                         name="ck_instances_review_status"),
         CheckConstraint("pixel_spacing_kind IS NULL OR pixel_spacing_kind IN ('PixelSpacing', 'ImagerPixelSpacing')",
                         name="ck_instances_spacing_kind"),
+        # filter + default sort (study date) served by one index each; also single-column lookups
+        Index("ix_instances_patient_date", "patient_pk", "study_date"),
+        Index("ix_instances_view_date", "view_position", "study_date"),
+        Index("ix_instances_review_date", "review_status", "study_date"),
         Index("ix_instances_top_finding", "top_finding", "top_probability"),
+        Index("ix_instances_top_probability", "top_probability"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     sop_instance_uid: Mapped[str] = mapped_column(String(64), unique=True)
     sop_class_uid: Mapped[str] = mapped_column(String, default="")
     series_pk: Mapped[int] = mapped_column(ForeignKey("series.id", ondelete="CASCADE"), index=True)
-    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"), index=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id", ondelete="CASCADE"))
     study_date: Mapped[str] = mapped_column(String, default="", index=True)
     instance_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # File location: relative to the library's data folder when managed, absolute when linked.
@@ -117,7 +122,7 @@ class Instance(Base):
     original_path: Mapped[str] = mapped_column(Text, default="")  # where it was imported from
     file_size: Mapped[int] = mapped_column(Integer, default=0)
     modality: Mapped[str] = mapped_column(String, default="", index=True)
-    view_position: Mapped[str] = mapped_column(String, default="", index=True)
+    view_position: Mapped[str] = mapped_column(String, default="")
     photometric: Mapped[str] = mapped_column(String, default="")
     rows: Mapped[int] = mapped_column(Integer, default=0)
     columns: Mapped[int] = mapped_column(Integer, default=0)
@@ -132,7 +137,7 @@ class Instance(Base):
     burned_in_annotation: Mapped[str] = mapped_column(String, default="")  # YES | NO | ""
     imported_at: Mapped[str] = mapped_column(String, default=utcnow, index=True)
     import_run_id: Mapped[int | None] = mapped_column(ForeignKey("import_runs.id", ondelete="SET NULL"), nullable=True)
-    review_status: Mapped[str | None] = mapped_column(String, nullable=True, index=True)
+    review_status: Mapped[str | None] = mapped_column(String, nullable=True)
     top_finding: Mapped[str | None] = mapped_column(String, nullable=True)
     top_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
 

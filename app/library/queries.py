@@ -126,56 +126,102 @@ def search_instances(session: Session, *, text: str | None = None, patient_name:
     ``text`` matches a patient name (any part, case-insensitive) or the start of a patient ID;
     ``review_status`` is "approved", "flagged" or "unreviewed"; ``top_finding`` the finding with
     the highest probability in the instance's latest analysis (``min_probability`` bounds it).
-    Ties are broken by instance id so paging is stable."""
+    Ties are broken by instance id so paging is stable.
+
+    Query plan: matching patients are resolved first; then the page of instance ids is selected
+    on the instances table alone (patients joined only to sort by name or ID) and the display
+    columns are fetched for those ids only. Where SQLite's planner would pick the wrong index
+    (a filter index when few patients match, or when sorting many matches by patient name), the
+    filter columns are written as ``col || ''`` / ``col + 0``: same values and NULLs, no index."""
     if sort not in SORT_KEYS:
         raise UserError(f"unknown sort key {sort!r}; use one of {', '.join(SORT_KEYS)}")
-    conditions = []
+    if review_status and review_status != "unreviewed" and review_status not in REVIEW_STATUSES:
+        raise UserError(f"review status is approved, flagged or unreviewed, not {review_status!r}")
+    d0, d1 = _norm_date(date_from), _norm_date(date_to)
+
     patient_conditions = []
     if text:
         term = text.strip()
-        patient_conditions.append(or_(Patient.name_search.like(_like(" ".join(term.lower().replace("^", " ").split())), escape="\\"),
-                                      Patient.patient_id.like(_escape(term) + "%", escape="\\")))
+        patient_conditions.append(or_(
+            Patient.name_search.like(_like(" ".join(term.lower().replace("^", " ").split())), escape="\\"),
+            Patient.patient_id.like(_escape(term) + "%", escape="\\")))
     if patient_name:
         patient_conditions.append(Patient.name_search.like(
             _like(" ".join(patient_name.lower().replace("^", " ").split())), escape="\\"))
     if patient_id:
         patient_conditions.append(Patient.patient_id == patient_id)
+    patient_filter = None
+    few_patients = False
     if patient_conditions:
-        conditions.append(Instance.patient_pk.in_(select(Patient.id).where(*patient_conditions)))
-    d0, d1 = _norm_date(date_from), _norm_date(date_to)
-    if d0:
-        conditions.append(Instance.study_date >= d0)
-    if d1:
-        conditions.append(and_(Instance.study_date <= d1, Instance.study_date != ""))
-    for column, value in ((Instance.view_position, view), (Instance.modality, modality)):
-        if value:
-            values = [value] if isinstance(value, str) else list(value)
-            conditions.append(column.in_([v.upper() for v in values]))
-    if review_status:
+        # Up to 2,000 matching patients go in as a list (their index is the way in); more as a
+        # subquery, which SQLite turns into one temporary index per statement.
+        patient_ids = list(session.execute(select(Patient.id).where(*patient_conditions).limit(2001)).scalars())
+        if not patient_ids:
+            return SearchResult([], 0)
+        few_patients = len(patient_ids) <= 2000
+        patient_filter = (Instance.patient_pk.in_(patient_ids) if few_patients
+                          else Instance.patient_pk.in_(select(Patient.id).where(*patient_conditions)))
+
+    def build(hide: bool) -> list:
+        def col(column):
+            return column.concat("") if hide else column
+
+        out = [patient_filter] if patient_filter is not None else []
+        if d0:
+            out.append(col(Instance.study_date) >= d0)
+        if d1:
+            out.append(and_(col(Instance.study_date) <= d1, col(Instance.study_date) != ""))
+        for column, value in ((Instance.view_position, view), (Instance.modality, modality)):
+            if value:
+                values = [value] if isinstance(value, str) else list(value)
+                out.append(col(column).in_([v.upper() for v in values]))
         if review_status == "unreviewed":
-            conditions.append(Instance.review_status.is_(None))
-        elif review_status in REVIEW_STATUSES:
-            conditions.append(Instance.review_status == review_status)
-        else:
-            raise UserError(f"review status is approved, flagged or unreviewed, not {review_status!r}")
-    if top_finding:
-        conditions.append(Instance.top_finding == top_finding)
-    if min_probability is not None:
-        conditions.append(Instance.top_probability >= float(min_probability))
+            out.append(col(Instance.review_status).is_(None))
+        elif review_status:
+            out.append(col(Instance.review_status) == review_status)
+        if top_finding:
+            out.append(col(Instance.top_finding) == top_finding)
+        if min_probability is not None:
+            prob = (Instance.top_probability + 0) if hide else Instance.top_probability
+            out.append(prob >= float(min_probability))
+        return out
+
+    count_conditions = build(hide=few_patients)
+    total = None
+
+    def count() -> int:
+        return session.execute(select(func.count()).select_from(Instance).where(*count_conditions)).scalar_one()
+
+    patient_sort = sort in ("patient_name", "patient_id")
+    hide = few_patients
+    if patient_sort and not few_patients and len(count_conditions) > 0:
+        total = count()
+        hide = total > 3000  # many matches: walk patients in name order, the page fills fast
 
     key = SORT_KEYS[sort]
     order = [key.desc() if descending else key.asc(), Instance.id.desc() if descending else Instance.id.asc()]
-    query = (select(*_ROW_COLUMNS).select_from(Instance)
-             .join(Patient, Patient.id == Instance.patient_pk)
-             .join(Series, Series.id == Instance.series_pk)
-             .join(Study, Study.id == Series.study_pk)
-             .where(*conditions).order_by(*order).offset(offset))
+    ids_query = select(Instance.id).where(*build(hide))
+    if patient_sort:
+        ids_query = ids_query.join(Patient, Patient.id == Instance.patient_pk)
+    ids_query = ids_query.order_by(*order).offset(offset)
     if limit is not None:
-        query = query.limit(limit)
-    rows = [InstanceRow(*r) for r in session.execute(query).all()]
-    total = len(rows) + offset
-    if with_total and (limit is None or len(rows) == limit or offset):
-        total = session.execute(select(func.count()).select_from(Instance).where(*conditions)).scalar_one()
+        ids_query = ids_query.limit(limit)
+    ids = list(session.execute(ids_query).scalars())
+    rows: list[InstanceRow] = []
+    if ids:
+        found = {}
+        for start in range(0, len(ids), 20000):
+            chunk = ids[start:start + 20000]
+            query = (select(*_ROW_COLUMNS).select_from(Instance)
+                     .join(Patient, Patient.id == Instance.patient_pk)
+                     .join(Series, Series.id == Instance.series_pk)
+                     .join(Study, Study.id == Series.study_pk)
+                     .where(Instance.id.in_(chunk)))
+            found.update((r[0], InstanceRow(*r)) for r in session.execute(query).all())
+        rows = [found[i] for i in ids]
+    if total is None:
+        needs_count = with_total and (limit is None or len(rows) == limit or offset)
+        total = count() if needs_count else len(rows) + offset
     return SearchResult(rows, total)
 
 

@@ -117,10 +117,13 @@ def upgrade() -> None:
         sa.CheckConstraint("pixel_spacing_kind IS NULL OR pixel_spacing_kind IN ('PixelSpacing', 'ImagerPixelSpacing')",
                            name="ck_instances_spacing_kind"),
     )
-    for column in ("series_pk", "patient_pk", "study_date", "modality", "view_position", "imported_at",
-                   "review_status"):
+    for column in ("series_pk", "study_date", "modality", "imported_at"):
         op.create_index(f"ix_instances_{column}", "instances", [column])
+    op.create_index("ix_instances_patient_date", "instances", ["patient_pk", "study_date"])
+    op.create_index("ix_instances_view_date", "instances", ["view_position", "study_date"])
+    op.create_index("ix_instances_review_date", "instances", ["review_status", "study_date"])
     op.create_index("ix_instances_top_finding", "instances", ["top_finding", "top_probability"])
+    op.create_index("ix_instances_top_probability", "instances", ["top_probability"])
 
     op.create_table(
         "reports",
