@@ -8,7 +8,7 @@ Import (files/s, target >= 500 on a 2-core machine):
          transaction), progress throttled to <= 10 calls/s, files linked in place
   naive  full ``dcmread`` with pixel data, one commit per file through the ORM, a progress call
          and a log line per file (written to /dev/null), files linked in place
-  copy   ours again in --copy mode (managed copies, fsync per file), for information
+  copy   ours again in --copy mode (managed copies, synced per batch), for information
 
 Search (ms, target <= 50 for each query, count of all matches included):
   ours   the library's search_instances on denormalised, indexed instance columns
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'approach':58s} {'time s':>8s} {'files/s':>9s}")
         print(f"  {'ours  (header-only, batched commits, throttled progress)':58s} {ours_s:8.2f} {ours_rate:9.0f}")
         print(f"  {'naive (full dcmread, commit per file, progress per file)':58s} {naive_s:8.2f} {naive_rate:9.0f}")
-        print(f"  {'ours with --copy (managed copies, fsync per file)':58s} {copy_s:8.2f} {copy_rate:9.0f}")
+        print(f"  {'ours with --copy (managed copies, synced per batch)':58s} {copy_s:8.2f} {copy_rate:9.0f}")
         print(f"  speed-up ours / naive: {ours_rate / naive_rate:.1f}x; target >= 500 files/s: "
               f"{'PASS' if ours_rate >= 500 else 'FAIL'}")
 

@@ -1,11 +1,12 @@
 """Files the library owns: managed copies of imported images and analysis outputs.
 
 Every file is written to a temporary name in the library's ``staging/<pid>-<token>/`` folder
-(same filesystem), flushed and fsynced, then moved into place with ``os.replace``: a managed
-copy or a mask is either complete or absent, never half written. A database row that points
-at a file is only committed after the file is in place; a crash in between leaves at worst an
-unreferenced complete file, which the next import of the same instance overwrites and
-:func:`collect_orphans` removes.
+(same filesystem) and moved into place with ``os.replace``: a managed copy or a mask is either
+complete or absent, never half written. The importer then makes each batch of copies durable
+with one ``os.sync()`` (an fsync per file where that does not exist) before committing the rows
+that point at them; analysis files are fsynced one by one. A crash in between leaves at worst
+an unreferenced complete file, which the next import of the same instance overwrites and
+:func:`collect_orphans` finds.
 
 Masks are stored as 8-bit PNG (lossless, viewable), heatmaps as float32 ``.npy`` (exact
 values for the colour bar), under ``derived/<instance id>/``; the database keeps their paths
