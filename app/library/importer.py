@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import time
@@ -42,8 +43,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
-from app.library.db import Library
+from app.library.db import Library, LibraryError
 from app.library.models import ImportRun, Instance, Patient, RejectedFile, Report, Series, Study, utcnow
 from app.library.storage import atomic_copy, atomic_write_stream, managed_relpath, run_staging_dir
 from core_model.errors import UserError
@@ -241,7 +243,15 @@ class Importer:
 
     # -- public ----------------------------------------------------------------------------
     def run(self, paths: Iterable[str | os.PathLike]) -> ImportSummary:
-        paths = [Path(p).expanduser() for p in paths]
+        """Import ``paths``; returns the summary. Raises :class:`LibraryError` (one line) when the
+        database fails under the run: what was committed before stays committed."""
+        try:
+            return self._run([Path(p).expanduser() for p in paths])
+        except SQLAlchemyError as exc:
+            detail = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            raise LibraryError(f"import stopped: the library database failed ({detail})") from exc
+
+    def _run(self, paths: list[Path]) -> ImportSummary:
         started = time.monotonic()
         run_id = self._start_run(paths)
         summary = ImportSummary(run_id=run_id, mode=self.mode)
@@ -280,11 +290,12 @@ class Importer:
             summary.files_seen = done
             self._flush(summary)
             status = "cancelled" if summary.cancelled else "completed"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
         finally:
             summary.elapsed_s = time.monotonic() - started
             self._finish_run(run_id, status, summary)
-            import shutil
-
             shutil.rmtree(self._staging, ignore_errors=True)
         self._emit(summary.files_seen, summary.files_seen, "", started, final=True)
         log.info("import run %d %s: %d imported, %d duplicates, %d rejected, %d ignored in %.2f s",

@@ -134,3 +134,27 @@ def test_entry_point_runs_headless_without_qt_or_torch(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_database_failure_during_import_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    import app.library.importer as importer_mod
+
+    def full(self, summary):
+        raise OperationalError("INSERT ...", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(importer_mod.Importer, "_flush", full)
+    code, out, err = run_cli(capsys, "import", REAL_DCM, "--db", tmp_path / "l.db")
+    assert code == 2 and out == ""
+    assert "database or disk is full" in err and err.count("\n") == 1 and "Traceback" not in err
+    monkeypatch.undo()
+    from app.library import open_library
+    from app.library.queries import import_runs
+
+    lib = open_library(tmp_path / "l.db")
+    with lib.session() as s:
+        assert [r.status for r in import_runs(s)] == ["failed"]
+    lib.close()

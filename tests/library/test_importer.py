@@ -385,11 +385,14 @@ def test_cancel_stops_commits_what_was_done_and_a_rerun_completes(lib, tmp_path,
 
 _CHILD = """
 import sys
+import time
 from app.library import open_library
 from app.library.importer import Importer
 lib = open_library(sys.argv[1])
 def progress(p):
     print(p.imported, flush=True)
+    if p.imported >= 50:
+        time.sleep(0.01)  # leave the parent time to kill us mid-run, however loaded the machine
 Importer(lib, mode="copy", batch_size=15, progress=progress, progress_interval=0).run([sys.argv[2]])
 print("finished", flush=True)
 """
