@@ -40,7 +40,12 @@ def run(args: argparse.Namespace) -> int:
         from app.library import open_library
         from app.library.queries import get_instance
 
-        library = open_library(args.db, create=False)
+        from app.library import LibraryError
+
+        try:
+            library = open_library(args.db, create=False)
+        except LibraryError as exc:
+            raise UserError(f"{args.target} is not a file, and the instance UID cannot be looked up: {exc}") from exc
         try:
             with library.session() as s:
                 inst = get_instance(s, args.target)

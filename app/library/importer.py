@@ -240,6 +240,7 @@ class Importer:
         self._series: dict[str, int] = {}
         self._study_reports: set[tuple[str, str]] = set()
         self._unsynced: list[Path] = []
+        self._zips: dict[Path, zipfile.ZipFile] = {}
 
     # -- public ----------------------------------------------------------------------------
     def run(self, paths: Iterable[str | os.PathLike]) -> ImportSummary:
@@ -294,6 +295,9 @@ class Importer:
             status = "interrupted"
             raise
         finally:
+            for zf in self._zips.values():
+                zf.close()
+            self._zips.clear()
             summary.elapsed_s = time.monotonic() - started
             self._finish_run(run_id, status, summary)
             shutil.rmtree(self._staging, ignore_errors=True)
@@ -509,14 +513,21 @@ class Importer:
             if extracted is not None and extracted.exists():
                 extracted.unlink()
 
+    def _open_zip(self, archive: Path) -> zipfile.ZipFile:
+        """One open ZipFile per archive for the whole run (re-reading the central directory for
+        every member would make large archives quadratic)."""
+        zf = self._zips.get(archive)
+        if zf is None:
+            zf = self._zips[archive] = zipfile.ZipFile(archive)
+        return zf
+
     def _extract(self, cand: _Candidate) -> Path | None:
         tmp = self._staging / f"member-{hashlib.sha1(cand.display.encode()).hexdigest()[:16]}"
         try:
-            with zipfile.ZipFile(cand.archive) as zf:
-                info = zf.getinfo(cand.member)
-                with zf.open(info) as src:
-                    limited = _LimitedReader(src, info.file_size)
-                    atomic_write_stream(limited, tmp, self._staging, fsync=False)
+            zf = self._open_zip(cand.archive)
+            info = zf.getinfo(cand.member)
+            with zf.open(info) as src:
+                atomic_write_stream(_LimitedReader(src, info.file_size), tmp, self._staging, fsync=False)
         except _TooLarge:
             self._reject(cand.display, "bad_archive", f"{cand.archive.name}: entry {cand.member} inflates beyond its declared size")
             return None
@@ -692,12 +703,12 @@ class Importer:
         found: list[tuple[str, str, bool]] = []  # (text, source path, study-level)
         if cand.archive is not None:
             try:
-                with zipfile.ZipFile(cand.archive) as zf:
-                    for name, study_level in cand.sidecars:
-                        info = zf.getinfo(name)
-                        if info.file_size <= REPORT_MAX_BYTES:
-                            text = zf.read(info).decode("utf-8", "replace")
-                            found.append((text, f"{cand.archive}!{name}", study_level))
+                zf = self._open_zip(cand.archive)
+                for name, study_level in cand.sidecars:
+                    info = zf.getinfo(name)
+                    if info.file_size <= REPORT_MAX_BYTES:
+                        text = zf.read(info).decode("utf-8", "replace")
+                        found.append((text, f"{cand.archive}!{name}", study_level))
             except (zipfile.BadZipFile, OSError, KeyError, zlib.error):
                 pass
         else:

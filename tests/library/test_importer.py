@@ -480,3 +480,27 @@ def test_patient_names_and_ids_never_reach_the_logs(lib, tmp_path, caplog):
     with lib.session() as s:
         for r in s.execute(select(RejectedFile)).scalars():
             assert SECRET_ID not in r.message and "ZZSECRETNAME" not in r.message
+
+
+def test_zip_of_images_with_reports(lib, tmp_path):
+    from io import BytesIO
+
+    from PIL import Image
+
+    def jpg(k: int) -> bytes:
+        buf = BytesIO()
+        Image.fromarray(gradient(40, 40, bits=8) + k).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    archive = tmp_path / "mimic-sample.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("files/p10/p10000032/s50414267/a.jpg", jpg(0))
+        zf.writestr("files/p10/p10000032/s50414267/b.jpg", jpg(1))
+        zf.writestr("files/p10/p10000032/s50414267.txt", "FINDINGS: clear lungs.")
+        zf.writestr("extra/x.png", REAL_PNG.read_bytes())
+        zf.writestr("extra/x.txt", "Report for x.")
+    summary = import_paths(lib, [archive])
+    assert summary.imported == 3 and summary.reports == 2 and summary.rejected == []
+    with lib.session() as s:
+        texts = sorted((r.text, r.instance_pk is None) for r in s.execute(select(Report)).scalars())
+    assert texts == [("FINDINGS: clear lungs.", True), ("Report for x.", False)]
