@@ -105,7 +105,10 @@ def migrate(engine: Engine) -> None:
 
 
 class Library:
-    """An open study library. Thread-safe for reads; use one :meth:`write` block at a time."""
+    """An open study library (engine + data folder). Sessions are cheap: open one per task and
+    close it (a long-lived read session pins a WAL snapshot and keeps the WAL from being
+    checkpointed). Writes go through :meth:`write` / :meth:`write_connection` (BEGIN IMMEDIATE).
+    One Library may be shared by threads; each thread uses its own sessions."""
 
     def __init__(self, db_path: Path, engine: Engine):
         self.db_path = db_path
