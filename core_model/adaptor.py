@@ -50,6 +50,7 @@ class AdaptorConfig:
     text_pool: str = "mean"  # "mean" over real tokens | "first" ([CLS])
     cross_heads: int = 4
     patch_grid: tuple[int, int] | None = None  # (rows, cols) of the patch tokens, for heatmaps/segmentation
+    local_mixing: int = 0  # conv blocks over the patch grid before attention (locality + position)
 
     def __post_init__(self):
         if self.mode not in ("tokens", "pooled"):
@@ -178,6 +179,35 @@ class CrossAttention(nn.Module):
         return self.paired_logits(words, patches).softmax(dim=-1).mean(dim=1)
 
 
+class LocalMixing(nn.Module):
+    """Residual depthwise 3x3 conv + pointwise MLP over the patch grid (a convolutional positional
+    encoding, as in CPVT / ConvNeXt blocks): gives the patch tokens their neighbourhood and
+    position, which frozen ViT outputs carry only weakly. Works on any grid size."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, 2 * dim)
+        self.pw2 = nn.Linear(2 * dim, dim)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        b, p, d = x.shape
+        g = x.transpose(1, 2).reshape(b, d, grid[0], grid[1])
+        y = self.dw(g).flatten(2).transpose(1, 2)
+        return x + self.pw2(self.act(self.pw1(self.norm(y))))
+
+
+def grid_of(num_patches: int, hint: tuple[int, int] | None) -> tuple[int, int]:
+    if hint and hint[0] * hint[1] == num_patches:
+        return tuple(hint)
+    side = int(round(num_patches ** 0.5))
+    if side * side != num_patches:
+        raise ValueError(f"cannot lay {num_patches} patch tokens on a grid; give patch_grid")
+    return side, side
+
+
 class Adaptor(nn.Module):
     def __init__(self, config: AdaptorConfig):
         super().__init__()
@@ -198,6 +228,7 @@ class Adaptor(nn.Module):
         else:
             self.image_norm, self.text_norm = nn.Identity(), nn.Identity()
         self.cross = CrossAttention(c.dim, c.cross_heads) if c.mode == "tokens" else None
+        self.local = nn.ModuleList(LocalMixing(c.dim) for _ in range(c.local_mixing if c.mode == "tokens" else 0))
 
     # ---- unimodal sides -------------------------------------------------------------------
     def encode_image(self, pooled: torch.Tensor, patches: torch.Tensor | None = None) -> ImageOut:
@@ -211,6 +242,12 @@ class Adaptor(nn.Module):
         if patches is None:
             raise ValueError("the tokens Adaptor needs image patch tokens (precompute with tokens on)")
         x = self.image_proj(torch.cat([pooled.unsqueeze(1), patches], dim=1))
+        if len(self.local):
+            grid = grid_of(patches.shape[1], self.config.patch_grid)
+            cls, tok = x[:, :1], x[:, 1:]
+            for block in self.local:
+                tok = block(tok, grid)
+            x = torch.cat([cls, tok], dim=1)
         for layer in self.image_layers:
             x = layer(x)
         x = self.image_norm(x)

@@ -23,12 +23,9 @@ def load_records(data: dict) -> ReadResult:
     kind = data.get("kind")
     path = data.get("path")
     if kind == "phantoms":
-        from core_model.data.phantoms import ensure_phantoms
-
-        manifest = ensure_phantoms(Path(path), n=int(data["n"]), seed=int(data["seed"]), dicom=data.get("dicom", "none"))
         from core_model.data.manifest import read_manifest
 
-        result = read_manifest(manifest)
+        result = read_manifest(ensure_phantom_manifest(data))
     elif kind == "manifest":
         if not path:
             raise ConfigError("data.path must name the manifest CSV/JSONL")
@@ -53,6 +50,16 @@ def load_records(data: dict) -> ReadResult:
         result.records = result.records[: int(data["limit"])]
     assign_missing_splits(result.records, float(data.get("val_fraction", 0.1)), seed=int(data.get("seed", 0) or 0))
     return result
+
+
+def ensure_phantom_manifest(data: dict) -> Path:
+    """The phantom set a config names (synthetic data), generated when missing."""
+    from core_model.data.phantoms import ensure_phantoms
+
+    if not data.get("path"):
+        raise ConfigError("data.path must name the folder of the phantom set")
+    return ensure_phantoms(Path(data["path"]), n=int(data.get("n", 2000)), seed=int(data.get("seed", 0)),
+                           dicom=data.get("dicom") or "none")
 
 
 def assign_missing_splits(records: list[Record], val_fraction: float, seed: int = 0) -> None:
