@@ -184,6 +184,7 @@ def plan_cases(opts: PhantomOptions) -> list[Case]:
         view = "AP" if crng.random() < 0.35 else "PA"
         long_side = opts.size * crng.uniform(0.85, 1.15)
         aspect = crng.choice([crng.uniform(1.0, 1.3), crng.uniform(0.82, 1.0)], p=[0.7, 0.3])  # height / width
+        aspect = 1.12 + (aspect - 1.12) * _TUNE["geometry"]
         if aspect >= 1.0:
             h, w = long_side, long_side / aspect
         else:
@@ -453,6 +454,12 @@ def make_report(case: Case, rng) -> str:
 # Rendering
 
 
+# Strength of the findings and of the nuisance variation (exposure, contrast, noise); tuned so that
+# frozen random-weight ViT features still separate the findings at 224 px (see the tests).
+_TUNE = {"pneumonia_fill": 1.0, "pneumonia_size": 1.25, "covid_fill": 1.0, "pneumothorax_size": 1.15,
+         "pneumothorax_dark": 1.5, "nuisance": 0.5, "geometry": 0.5}
+
+
 def _ramp(v, width):
     """Soft step: 0 below -width/2, 1 above +width/2 (v and width in the same units)."""
     out = v * np.float32(1.0 / width)
@@ -530,13 +537,14 @@ def render_case(case: Case) -> Rendered:
 
     # --- geometry: thorax coordinates X (lateral, +: image right = patient left) and Y (0 apex,
     # 1 costophrenic angle), with positioning jitter and a small rotation.
-    hw = anat.thorax_half_width * W * rng.uniform(0.95, 1.05) * (1.04 if ap else 1.0)
-    th = anat.lung_height * H * rng.uniform(0.95, 1.05) * (0.94 if ap else 1.0)
-    x0 = W * (0.5 + rng.uniform(-0.04, 0.04))
-    y_apex = H * rng.uniform(0.10, 0.17)
+    g = _TUNE["geometry"]
+    hw = (0.375 + (anat.thorax_half_width - 0.375) * g) * W * (1 + (rng.uniform(0.95, 1.05) - 1) * g) * (1.04 if ap else 1.0)
+    th = (0.62 + (anat.lung_height - 0.62) * g) * H * (1 + (rng.uniform(0.95, 1.05) - 1) * g) * (0.94 if ap else 1.0)
+    x0 = W * (0.5 + rng.uniform(-0.04, 0.04) * g)
+    y_apex = H * (0.135 + (rng.uniform(0.10, 0.17) - 0.135) * g)
     if y_apex + th > H * 0.9:
         th = H * 0.9 - y_apex
-    angle = math.radians(rng.uniform(-4, 4) if not ap else rng.uniform(-6, 6))
+    angle = math.radians((rng.uniform(-4, 4) if not ap else rng.uniform(-6, 6)) * g)
     ca, sa = math.cos(angle), math.sin(angle)
     # Smooth anatomy is computed on a half-resolution grid (4x fewer pixels) and upsampled;
     # vessels, devices and noise are drawn at full resolution.
@@ -605,6 +613,7 @@ def render_case(case: Case) -> Rendered:
         t0, y_end = {"small": (rng.uniform(0.26, 0.33), rng.uniform(0.45, 0.6)),
                      "moderate": (rng.uniform(0.38, 0.46), rng.uniform(0.7, 0.9)),
                      "large": (rng.uniform(0.5, 0.6), 1.05)}[case.size]
+        t0 = min(0.7, t0 * _TUNE["pneumothorax_size"])
         t = t0 * _ramp(y_end - Y, 0.35) + 0.02
         # distance from the apical and lateral chest wall (the medial side counts as far away)
         dq = Q - qc
@@ -617,9 +626,19 @@ def render_case(case: Case) -> Rendered:
         pleural_line = (np.exp(-(((f_wall - t - 0.01) / line_w) ** 2)) * lung * side_mask
                         * _ramp(y_end - Y + 0.1, 0.2)).astype(np.float32)
 
+    # --- airspace opacities replace part of the air in the lung (never brighter than soft tissue)
+    lesion = None
+    fill = None
+    if case.finding == "pneumonia":
+        fill, lesion = _consolidation(case, rng, X, Q, Y, right, lung, px)
+    elif case.finding == "covid19":
+        fill, lesion = _covid(case, rng, Q, Y, f_out, lung, h, w, H, W)
+
     # --- assemble: display brightness before the exposure curve
     img = soft.astype(np.float32)
     img -= lung * depth * air
+    if fill is not None:  # thin lung at the edges: fill as if at least 90 % deep
+        img += lung * fill * (air * np.maximum(depth, np.float32(0.9)))
     # heart and great vessels (denser than mediastinal fat), spine, trachea
     above_dome = _ramp(dome - Y + 0.04, 0.08)
     img += 0.02 * _ramp(heart_f, 0.3) * above_dome + 0.015 * _ramp(knob_f, 0.3)
@@ -634,6 +653,8 @@ def render_case(case: Case) -> Rendered:
     # lung markings (hidden inside a pneumothorax)
     mark_gain = rng.uniform(0.05, 0.08)
     mark_weight = mark_gain * lung * (1.0 - ptx) * (1.0 + 0.6 * (case.finding == "pneumothorax") * (ptx == 0))
+    if fill is not None:
+        mark_weight = mark_weight * (1.0 - 0.7 * fill)  # vessels vanish into the opacity
     # interstitial texture
     tex = _smooth_noise(rng, (h, w), (H // 12, W // 12))
     img += 0.012 * tex * lung * (1.0 - ptx)
@@ -652,16 +673,8 @@ def render_case(case: Case) -> Rendered:
         for s in (-1, 1):
             br = np.clip(1 - ((X - s * 0.62) / 0.42) ** 2 - ((Y - 0.95) / 0.32) ** 2, 0, 1) ** 0.6
             img += 0.06 * br
-    # finding-specific opacities
-    lesion = None
-    if case.finding == "pneumonia":
-        op, lesion = _consolidation(case, rng, X, Q, Y, right, lung, px)
-        img += op
-    elif case.finding == "covid19":
-        op, lesion = _covid(case, rng, Q, Y, f_out, lung, h, w, H, W)
-        img += op
-    elif case.finding == "pneumothorax":
-        img -= ptx * rng.uniform(0.06, 0.09)
+    if case.finding == "pneumothorax":
+        img -= ptx * rng.uniform(0.06, 0.09) * _TUNE["pneumothorax_dark"]
         img += pleural_line * rng.uniform(0.07, 0.11)
         side_lung = lung * (1.0 - ptx) * (right if case.side == "right" else ~right)
         img += side_lung * {"small": 0.01, "moderate": 0.025, "large": 0.04}[case.size]  # collapsed lung
@@ -681,14 +694,15 @@ def render_case(case: Case) -> Rendered:
         lesion = lesion > 0.5
 
     # --- exposure, contrast, noise
-    gamma = rng.uniform(0.8, 1.25)
+    nu = _TUNE["nuisance"]
+    gamma = 1.0 + (rng.uniform(0.8, 1.25) - 1.0) * nu
     img = np.clip(img, 0, None) ** gamma
     lo = np.float32(np.percentile(img[:: 7, :: 7], 0.5))
     hi = np.float32(np.percentile(img[:: 7, :: 7], 99.8))
-    contrast = rng.uniform(0.8, 1.0)
-    brightness = rng.uniform(-0.05, 0.08)
+    contrast = 1.0 - (1.0 - rng.uniform(0.8, 1.0)) * nu
+    brightness = 0.015 + (rng.uniform(-0.05, 0.08) - 0.015) * nu
     img = (img - lo) / max(hi - lo, 1e-3) * contrast + brightness
-    sigma = rng.uniform(0.008, 0.03) * (1.3 if ap else 1.0)
+    sigma = rng.uniform(0.008, 0.03) * (1.3 if ap else 1.0) * nu
     noise = rng.standard_normal((H, W), dtype=np.float32)
     img += sigma * noise * (1.2 - 0.6 * np.clip(img, 0, 1))  # quantum noise: more in the dark
     img += 0.015 * _smooth_noise(rng, (H, W), (6, 6), upsample=Image.BILINEAR)
@@ -808,6 +822,7 @@ def _consolidation(case: Case, rng, X, Q, Y, right, lung_raw, px):
         qr, yr = _ZONES[case.region]
         fissure = None
     r = {"small": rng.uniform(0.15, 0.19), "moderate": rng.uniform(0.19, 0.25), "large": rng.uniform(0.25, 0.31)}[case.size]
+    r *= _TUNE["pneumonia_size"]
     lung_side = side_mask * lung_raw
     # at least ~40 % of the nominal blob area (a hemithorax is about 0.55 square units)
     target = 0.4 * np.pi * r * r / 0.55 * np.count_nonzero(lung_side > 0.5)
@@ -823,24 +838,24 @@ def _consolidation(case: Case, rng, X, Q, Y, right, lung_raw, px):
         if np.count_nonzero(region > 0.5) >= target:
             break
         qr = (qr[0] + 0.05, min(0.85, qr[1] + 0.05))
-    amp = rng.uniform(0.16, 0.26)
-    mottle = 0.8 + 0.2 * _smooth_noise(rng, (H, W), (H // 5, W // 5))
-    op = amp * region * mottle
-    return op.astype(np.float32), region.astype(np.float32)
+    amp = min(0.95, rng.uniform(0.7, 0.95) * _TUNE["pneumonia_fill"])
+    mottle = 0.85 + 0.15 * _smooth_noise(rng, (H, W), (H // 5, W // 5))
+    fill = np.clip(amp * region * mottle, 0.0, 0.95)
+    return fill.astype(np.float32), region.astype(np.float32)
 
 
 def _covid(case: Case, rng, Q, Y, f_out, lung_raw, h, w, H, W):
     extent = {"mild": 0.35, "moderate": 0.55, "extensive": 0.75}[case.size]
-    amp = {"mild": rng.uniform(0.12, 0.16), "moderate": rng.uniform(0.15, 0.2), "extensive": rng.uniform(0.18, 0.24)}[case.size]
+    amp = {"mild": rng.uniform(0.45, 0.55), "moderate": rng.uniform(0.52, 0.65), "extensive": rng.uniform(0.6, 0.75)}[case.size]
+    amp = min(0.9, amp * _TUNE["covid_fill"])
     peripheral = _ramp(Q - (0.62 - 0.3 * extent), 0.25)
     lower = _ramp(Y - (0.55 - 0.3 * extent), 0.3)
     n1 = _smooth_noise(rng, (h, w), (max(3, H // 40), max(3, W // 40)))
     n2 = _smooth_noise(rng, (h, w), (max(3, H // 16), max(3, W // 16)))
     patch = np.clip((n1 * 0.8 + n2 * 0.45 + 0.75 * extent) / 0.6, 0, 1)
     density = peripheral * lower * patch * lung_raw
-    # make sure both lungs carry opacities: boost the weaker side
-    op = amp * density
-    return op.astype(np.float32), np.clip(density + 0.1, 0, 1).astype(np.float32)  # > 0.5: density > 0.4
+    fill = amp * density
+    return fill.astype(np.float32), np.clip(density + 0.1, 0, 1).astype(np.float32)  # > 0.5: density > 0.4
 
 
 def _devices(rng, H, W, hw, th, x0, y_apex, ca, sa) -> np.ndarray:
