@@ -1,7 +1,11 @@
 """`adaptor-review`: the desktop review app and its headless commands. Research use only.
 
+    adaptor-review [--db FILE] [--bundle PATH] [--demo] [--screenshot PNG]   the desktop app
+    adaptor-review COMMAND ...                                               headless commands
+
 Never imports torch. Headless commands (import, list, render, export-anonymized, predict,
-analyze) never import Qt either, so they run on servers.
+analyze) never import Qt either, so they run on servers; the GUI (app.gui) is imported only
+when no command is given.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Review chest X-rays with an Adaptor model bundle. Research use only; not for diagnosis.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    gui = parser.add_argument_group("desktop app (when no COMMAND is given)")
+    gui.add_argument("--db", dest="gui_db", metavar="FILE", default=None,
+                     help="library database file (default: the user data folder, or $CXR_ADAPTOR_DB)")
+    gui.add_argument("--bundle", dest="gui_bundle", metavar="PATH", default=None,
+                     help="model bundle folder or .zip to load (default: the last one used)")
+    gui.add_argument("--demo", action="store_true",
+                     help="open a fresh temporary library with the demo studies and the demo model")
+    gui.add_argument("--screenshot", metavar="PNG", default=None,
+                     help="render the window offscreen after loading (and analysing the first image when a "
+                          "model is loaded), write it as PNG and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -43,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "command", None):
+        return _run_gui(args)
+    if getattr(args, "db", None) is None and args.gui_db is not None:
+        args.db = args.gui_db  # "adaptor-review --db FILE list" means the same as "list --db FILE"
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -53,6 +71,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(f"adaptor-review {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    try:
+        from app.gui.app import GuiOptions, run_app
+    except ImportError as exc:  # an installation without PySide6 / pyqtgraph (a server)
+        print(f"adaptor-review: the desktop app cannot start ({exc}); the headless commands work: "
+              "adaptor-review --help", file=sys.stderr)
+        return 2
+    options = GuiOptions(db=args.gui_db, bundle=args.gui_bundle, demo=args.demo, screenshot=args.screenshot,
+                         verbose=args.verbose)
+    try:
+        return run_app(options)
+    except UserError as exc:
+        print(f"adaptor-review: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
         return 130
 
 

@@ -1,0 +1,876 @@
+"""The main window: study browser, viewer, AI / reports / review panels, menus, and the
+controller that wires them to the library and the model through workers.
+
+Everything slow runs in :class:`~app.gui.workers.TaskRunner` lanes (import, image loading,
+analysis, heatmaps, retrieval, reviews, exports, thumbnails); results come back as signals and
+are dropped when the user has moved on to another image meanwhile. Results are cached in memory
+(the last few images, analyses and phrase heatmaps) and analyses in the library, so going back
+to an image is instant.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QScrollArea,
+    QWidget,
+)
+
+from app.gui.ai_panel import RESEARCH_NOTICE, AIPanel
+from app.gui.browser import BrowserWidget
+from app.gui.dialogs import ModelCardDialog, message
+from app.gui.jobs import JobsWidget
+from app.gui.reports_panel import ReportsPanel
+from app.gui.review_panel import ReviewPanel
+from app.gui.settings import Settings
+from app.gui.viewer import ViewerWidget
+from app.gui.workers import TaskRunner
+from app.logic import analysis as analysis_logic
+from app.logic.overlay import Layer, Legend, heatmap_rgba, mask_rgba
+
+log = logging.getLogger(__name__)
+
+
+class LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+    def fetch(self, key):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return None
+
+
+# -- task functions (worker threads; Qt-free) ----------------------------------------------------
+
+
+def _import_job(ctx, library, paths: list[str], mode: str):
+    from app.library.importer import Importer
+
+    def progress(p) -> None:
+        ctx.progress(p.done, p.total, f"{p.imported} imported, {p.duplicates} duplicates, {p.rejected} rejected")
+
+    return Importer(library, mode=mode, progress=progress, cancel=ctx.cancel_event).run(paths)
+
+
+def _load_image_job(ctx, library, uid: str):
+    from app.library.queries import get_instance
+    from app.logic.image import load_image
+
+    with library.session() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            from core_model.errors import UserError
+
+            raise UserError("this image is no longer in the library")
+        path = library.resolve(inst.file_path, inst.storage)
+        title = f"{inst.view_position or inst.source_format.upper()} {inst.modality}".strip()
+        name = (inst.original_path or "").replace("\\", "/").rsplit("/", 1)[-1] or path.name
+    return uid, load_image(path), f"{title} · {name}"
+
+
+def _open_bundle_job(ctx, path: str):
+    from app.logic.bundles import open_bundle
+
+    return path, open_bundle(path)
+
+
+def _analyze_job(ctx, library, bundle, uid: str, force: bool):
+    return analysis_logic.analyze_instance(library, bundle, uid, force=force, cancelled=ctx.cancelled)
+
+
+def _heatmap_job(ctx, library, bundle, result, uid: str, phrase: str, source: str):
+    return uid, phrase, source, analysis_logic.phrase_heatmap(library, bundle, result, uid, phrase)
+
+
+def _similar_job(ctx, library, bundle, result, uid: str):
+    return uid, analysis_logic.similar_reports(library, bundle, result, uid)
+
+
+def _analyze_all_job(ctx, library, bundle, uids: list[str]):
+    return analysis_logic.analyze_many(library, bundle, uids, progress=ctx.progress, cancelled=ctx.cancelled)
+
+
+def _review_job(ctx, library, uid: str, status: str, comment: str, reviewer: str):
+    from app.library.queries import add_review
+
+    add_review(library, uid, status, comment, reviewer)
+    return uid, status
+
+
+def _thumbnails_job(ctx, library, rows):
+    from app.logic.thumbnails import make_thumbnail
+
+    out = []
+    for row in rows:
+        if ctx.cancelled():
+            break
+        try:
+            out.append((row.sop_instance_uid, make_thumbnail(library, row.sop_instance_uid, row.file_path, row.storage)))
+        except Exception as exc:  # an unreadable image has no thumbnail; the viewer says why
+            log.debug("no thumbnail for %s: %s", row.sop_instance_uid, exc)
+            out.append((row.sop_instance_uid, None))
+    return out
+
+
+def _export_png_job(ctx, path: str, base, layers, view, legend):
+    from app.logic.overlay import export_view_png
+
+    return export_view_png(path, base, layers, view=view, legend=legend)
+
+
+def _export_csv_job(ctx, library, bundle, uids: list[str], path: str):
+    from app.logic.predictions_csv import prediction_rows, write_predictions_csv
+
+    results, errors = {}, {}
+    if bundle is not None:
+        for uid in uids:
+            r = analysis_logic.cached_analysis(library, uid, str(bundle.id), str(bundle.version), load_arrays=False)
+            if r is not None:
+                results[uid] = r
+    rows, classes = prediction_rows(library, uids, results, errors)
+    return write_predictions_csv(path, rows, classes), len(rows)
+
+
+# -- the window ---------------------------------------------------------------------------------
+
+
+class MainWindow(QMainWindow):
+    image_shown = Signal(str)  # uid
+    analysis_shown = Signal(str)  # uid
+    heatmap_shown = Signal(str)  # phrase
+    bundle_changed = Signal()
+    import_finished = Signal(object)  # ImportSummary
+    batch_finished = Signal(object)  # BatchSummary
+    review_saved = Signal(str)
+    error_shown = Signal(str)
+
+    def __init__(self, library, *, settings: Settings | None = None, restore_layout: bool = True,
+                 select_first: bool = True):
+        super().__init__()
+        self.library = library
+        self.settings = settings or Settings()
+        self.runner = TaskRunner(self)
+        self.bundle = None
+        self.bundle_path: str | None = None
+        self.bundle_error: str | None = None
+        self.bundle_loading = False
+        self.current_uid: str | None = None
+        self.current_result = None
+        self.current_heat: tuple[str, np.ndarray, str] | None = None  # phrase, heatmap, source
+        self.analysis_error: str | None = None
+        self.image_error: str | None = None
+        self.last_error: str | None = None
+        self.messages: list[str] = []
+        self.images = LRU(4)
+        self.results = LRU(64)
+        self.heatmaps = LRU(24)
+        self._tasks: dict[str, object] = {}
+        self._mask_sig = None
+        self._heat_sig = None
+        self._thumb_queue: list = []
+        self._last_refresh = 0.0
+        self._boxes: list = []
+
+        self.setWindowTitle(f"CXR Adaptor review - {Path(str(library.db_path)).name} - research use only")
+        self.setAccessibleName("CXR Adaptor review")
+        self.setObjectName("MainWindow")
+        self.setAcceptDrops(True)
+        self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
+
+        self.viewer = ViewerWidget()
+        self.setCentralWidget(self.viewer)
+        self.browser = BrowserWidget(library)
+        self.ai = AIPanel(self.settings)
+        self.reports = ReportsPanel()
+        self.review = ReviewPanel()
+        self.dock_browser = self._dock("Studies", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
+        ai_scroll = QScrollArea()
+        ai_scroll.setWidgetResizable(True)
+        ai_scroll.setWidget(self.ai)
+        self.dock_ai = self._dock("AI", ai_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.dock_reports = self._dock("Reports", self.reports, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.dock_review = self._dock("Review", self.review, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.dock_reports, self.dock_review)
+        self.dock_reports.raise_()
+
+        self.jobs = JobsWidget(self.runner)
+        self.notice = QLabel(f"<b>{RESEARCH_NOTICE}</b>")
+        self.notice.setAccessibleName("Research use notice")
+        self.notice.setStyleSheet("color: #b35900; padding: 0 6px;")
+        self.statusBar().addWidget(self.jobs)
+        self.statusBar().addPermanentWidget(self.notice)
+
+        self._make_actions()
+        self._connect()
+        fm = self.fontMetrics()
+        em = fm.horizontalAdvance("M")
+        self.resize(em * 150, fm.height() * 56)
+        self.resizeDocks([self.dock_browser, self.dock_ai], [em * 50, em * 42], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.dock_ai, self.dock_reports], [fm.height() * 33, fm.height() * 20],
+                         Qt.Orientation.Vertical)
+        if restore_layout:
+            self._restore_layout()
+        self._thumb_timer = QTimer(self)
+        self._thumb_timer.setSingleShot(True)
+        self._thumb_timer.setInterval(30)
+        self._thumb_timer.timeout.connect(self._start_thumbnails)
+        self.browser.apply_filters()
+        if select_first and self.browser.model.rows:
+            self.browser.select_row(0)
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower()}")
+        dock.setAccessibleName(f"{title} panel")
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    # -- actions and menus ------------------------------------------------------------------------
+    def _action(self, text: str, slot, shortcut=None, *, context=None, tip: str = "", checkable=False) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            seqs = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(s) for s in seqs])
+        if context is not None:
+            action.setShortcutContext(context)
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.setCheckable(checkable)
+        if checkable:
+            action.toggled.connect(slot)
+        else:
+            action.triggered.connect(lambda _checked=False: slot())
+        return action
+
+    def _make_actions(self) -> None:
+        W = Qt.ShortcutContext.WidgetWithChildrenShortcut
+        self.act_import_files = self._action("Import files…", self.import_files_dialog, QKeySequence.StandardKey.Open)
+        self.act_import_folder = self._action("Import folder…", self.import_folder_dialog, "Ctrl+Shift+O")
+        self.act_copy = self._action("Copy imported files into the library", self._set_copy_mode, checkable=True,
+                                     tip="Off: link files where they are (zip members are always copied)")
+        self.act_copy.setChecked(bool(self.settings.get("import/copy")))
+        self.act_bundle_dir = self._action("Choose model bundle folder…", self.choose_bundle_folder, "Ctrl+B")
+        self.act_bundle_zip = self._action("Choose model bundle (.zip)…", self.choose_bundle_zip)
+        self.act_card = self._action("Model card…", self.show_model_card)
+        self.act_export_png = self._action("Export view as PNG…", self.export_png_dialog, "Ctrl+E")
+        self.act_export_csv = self._action("Export predictions CSV for the selected images…", self.export_csv_dialog,
+                                           "Ctrl+Shift+E")
+        self.act_quit = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
+        file_menu = self.menuBar().addMenu("&File")
+        for a in (self.act_import_files, self.act_import_folder, self.act_copy, None, self.act_bundle_dir,
+                  self.act_bundle_zip, self.act_card, None, self.act_export_png, self.act_export_csv, None,
+                  self.act_quit):
+            file_menu.addSeparator() if a is None else file_menu.addAction(a)
+
+        # Viewer keys work while the viewer or the browser has the focus (not while typing).
+        self.act_presets = [self._action(f"Window preset {i + 1}", lambda i=i: self.viewer.set_preset(i), str(i + 1),
+                                         context=W) for i in range(5)]
+        self.act_invert = self._action("Invert", self.viewer.toggle_invert, "I", context=W)
+        self.act_reset = self._action("Reset view", self.viewer.reset, "Space", context=W)
+        self.act_fit = self._action("Fit to window", self.viewer.fit, "F", context=W)
+        self.act_zoom_in = self._action("Zoom in", lambda: self.viewer.zoom(1.25), "+", context=W)
+        self.act_zoom_out = self._action("Zoom out", lambda: self.viewer.zoom(0.8), "-", context=W)
+        self.act_measure = self._action("Measure distance", self.viewer.set_measure_mode, "M", context=W,
+                                        checkable=True)
+        self.act_next = self._action("Next image", lambda: self.browser.select_relative(1), ["Right", "Down"],
+                                     context=W)
+        self.act_prev = self._action("Previous image", lambda: self.browser.select_relative(-1), ["Left", "Up"],
+                                     context=W)
+        view_menu = self.menuBar().addMenu("&View")
+        for a in (*self.act_presets, None, self.act_invert, self.act_reset, self.act_fit, self.act_zoom_in,
+                  self.act_zoom_out, self.act_measure, None, self.act_next, self.act_prev, None):
+            view_menu.addSeparator() if a is None else view_menu.addAction(a)
+        for dock in (self.dock_browser, self.dock_ai, self.dock_reports, self.dock_review):
+            view_menu.addAction(dock.toggleViewAction())
+        viewer_keys = [*self.act_presets, self.act_invert, self.act_reset, self.act_fit, self.act_zoom_in,
+                       self.act_zoom_out, self.act_measure, self.act_next, self.act_prev]
+        self.viewer.addActions(viewer_keys)
+        self.browser.table.addActions(viewer_keys)
+
+        self.act_analyze = self._action("Analyze image again", lambda: self.analyze_current(force=True), "Ctrl+R")
+        self.act_analyze_all = self._action("Analyze all images", self.analyze_all, "Ctrl+Shift+R",
+                                            tip="Analyse every image without an analysis by this model")
+        self.act_cancel = self._action("Cancel running jobs", self.cancel_jobs)
+        ai_menu = self.menuBar().addMenu("&Analysis")
+        for a in (self.act_analyze, self.act_analyze_all, None, self.act_cancel):
+            ai_menu.addSeparator() if a is None else ai_menu.addAction(a)
+        self.act_about = self._action("About", self.show_about)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self.act_about)
+        self._update_actions()
+
+    def _connect(self) -> None:
+        self.browser.current_changed.connect(self.show_uid)
+        self.browser.thumbnails_needed.connect(self._queue_thumbnails)
+        self.viewer.message.connect(self.status_message)
+        self.ai.choose_model.connect(self.choose_bundle_folder)
+        self.ai.show_card.connect(self.show_model_card)
+        self.ai.analyze_requested.connect(lambda: self.analyze_current(force=True))
+        self.ai.cancel_requested.connect(lambda: self.runner.cancel(self._tasks.get("analysis")))
+        self.ai.phrase_requested.connect(lambda phrase: self.request_heatmap(phrase, "typed phrase"))
+        self.ai.mask_changed.connect(self._update_mask_layer)
+        self.ai.heatmap_changed.connect(self._update_heat_layer)
+        self.reports.sentence_clicked.connect(self.request_heatmap)
+        self.review.review_requested.connect(self.save_review)
+
+    def _update_actions(self) -> None:
+        loaded = self.bundle is not None
+        self.act_card.setEnabled(loaded)
+        self.act_analyze.setEnabled(loaded and self.current_uid is not None)
+        self.act_analyze_all.setEnabled(loaded)
+
+    # -- messages -------------------------------------------------------------------------------
+    def status_message(self, text: str, timeout_ms: int = 8000) -> None:
+        self.messages.append(text)
+        self.statusBar().showMessage(text, timeout_ms)
+
+    def show_error(self, title: str, text: str, details: str = "") -> None:
+        """Errors from workers and actions: a non-blocking message box and the status bar."""
+        self.last_error = text
+        self.status_message(f"{title}: {text}", 15000)
+        self.error_shown.emit(text)
+        self._boxes = [b for b in self._boxes if b is not None and _alive(b)]
+        self._boxes.append(message(self, title, text, details))
+
+    # -- selection, image, analysis -------------------------------------------------------------
+    def show_uid(self, uid: str | None) -> None:
+        self.current_uid = uid
+        self.current_result = None
+        self.current_heat = None
+        self.analysis_error = self.image_error = None
+        self.ai.set_result(None)
+        self.ai.set_heatmap_label(None)
+        self._update_actions()
+        for key in ("image", "analysis", "heatmap", "similar"):
+            self.runner.cancel(self._tasks.pop(key, None))
+        self._show_text_panels(uid)
+        if uid is None:
+            self.viewer.set_image(None, "No image selected")
+            return
+        cached = self.images.fetch(uid)
+        if cached is not None:
+            self._image_loaded((uid, *cached))
+            return
+        self.viewer.info.setText("Loading…")
+        self._tasks["image"] = self.runner.start("Load image", _load_image_job, self.library, uid,
+                                                 on_result=self._image_loaded,
+                                                 on_failed=lambda msg, uid=uid: self._image_failed(uid, msg))
+
+    def _show_text_panels(self, uid: str | None) -> None:
+        if uid is None:
+            self.reports.set_own([])
+            self.review.set_reviews(None)
+            self.reports.set_similar(None, "No image selected")
+            return
+        from app.library.queries import get_instance, reports_for, reviews_for
+
+        with self.library.session() as s:
+            inst = get_instance(s, uid)
+            if inst is None:
+                self.review.set_reviews(None)
+                return
+            texts = [r.text for r in reports_for(s, inst)]
+            reviews = [(r.status, r.comment, r.created_at) for r in reviews_for(s, inst)]
+        self.reports.set_own(texts)
+        self.review.set_reviews(reviews)
+        self.reports.set_similar(None, "Analysing…" if self.bundle is not None else
+                                 "No model loaded: choose a model bundle to find similar reports")
+
+    def _image_failed(self, uid: str, msg: str) -> None:
+        if uid != self.current_uid:
+            return
+        self.image_error = msg
+        self.viewer.show_message(f"This image cannot be shown: {msg}")
+        self.status_message(f"Cannot show the image: {msg}")
+        self.image_shown.emit(uid)
+
+    def _image_loaded(self, payload) -> None:
+        uid, image, title = payload
+        self.images.put(uid, (image, title))
+        if uid != self.current_uid:
+            return
+        self.viewer.set_image(image, title)
+        self.image_shown.emit(uid)
+        self.analyze_current()
+
+    def analyze_current(self, force: bool = False) -> None:
+        uid = self.current_uid
+        if uid is None or self.bundle is None:
+            return
+        key = (self._bundle_key(), uid)
+        cached = None if force else self.results.fetch(key)
+        if cached is not None:
+            self._analysis_done(cached)
+            return
+        self.runner.cancel(self._tasks.pop("analysis", None))
+        self.ai.set_busy("Analysing…", cancellable=True)
+        self._tasks["analysis"] = self.runner.start(
+            "Analysis", _analyze_job, self.library, self.bundle, uid, force,
+            on_result=self._analysis_done, on_failed=lambda msg, uid=uid: self._analysis_failed(uid, msg))
+
+    def _bundle_key(self):
+        return (str(self.bundle.id), str(self.bundle.version)) if self.bundle is not None else None
+
+    def _analysis_failed(self, uid: str, msg: str) -> None:
+        if uid != self.current_uid:
+            return
+        self.analysis_error = msg
+        self.ai.set_busy(f"Analysis failed: {msg}")
+        self.reports.set_similar(None, "No analysis")
+        self.analysis_shown.emit(uid)
+
+    def _analysis_done(self, result) -> None:
+        if result is None:
+            return
+        self.results.put(((result.bundle_id, result.bundle_version), result.uid), result)
+        if not result.from_cache:
+            self._maybe_refresh_browser(force=True)
+        if result.uid != self.current_uid or (result.bundle_id, result.bundle_version) != self._bundle_key():
+            return
+        self.current_result = result
+        self.ai.set_busy(None)
+        self.ai.set_result(result)
+        self._update_actions()
+        self._update_mask_layer()
+        if result.heatmap is not None and result.heatmap_phrase:
+            self._set_heat(result.heatmap_phrase, result.heatmap, "the top finding")
+            self.ai.phrase.setText(result.heatmap_phrase)
+        else:
+            self._set_heat(None, None, "")
+        if result.similar is not None:
+            self.reports.set_similar(result.similar, "The model's report bank is empty")
+        else:
+            self._tasks["similar"] = self.runner.start(
+                "Similar reports", _similar_job, self.library, self.bundle, result, result.uid,
+                on_result=self._similar_done,
+                on_failed=lambda msg: self.reports.set_similar(None, f"Similar reports unavailable: {msg}"))
+        self.analysis_shown.emit(result.uid)
+
+    def _similar_done(self, payload) -> None:
+        uid, hits = payload
+        if uid == self.current_uid:
+            self.reports.set_similar(hits, "The model's report bank is empty")
+            if self.current_result is not None:
+                self.current_result.similar = hits
+
+    # -- overlays -------------------------------------------------------------------------------
+    def _fit(self, arr: np.ndarray | None) -> np.ndarray | None:
+        """An overlay on the shown image's grid (a runtime that returned another size is resized)."""
+        if arr is None or self.viewer.image is None:
+            return None
+        shape = self.viewer.image.shape
+        if arr.shape == shape:
+            return arr
+        from PIL import Image
+
+        log.warning("overlay %s resized to the image %s", arr.shape, shape)
+        return np.asarray(Image.fromarray(np.asarray(arr, dtype=np.float32), "F").resize(
+            (shape[1], shape[0]), Image.BILINEAR))
+
+    def _update_mask_layer(self) -> None:
+        visible, opacity, mode = self.ai.mask_settings
+        self.settings.set("overlay/mask_visible", visible)
+        self.settings.set("overlay/mask_opacity", opacity)
+        self.settings.set("overlay/mask_mode", mode)
+        r = self.current_result
+        mask = self._fit(r.mask) if r is not None else None
+        if mask is None:
+            self._mask_sig = None
+            self.viewer.set_mask(None)
+            return
+        sig = (id(r), mode)
+        if sig != self._mask_sig or self.viewer.mask_layer is None:
+            self.viewer.set_mask(Layer(mask_rgba(mask, r.mask_threshold, mode), opacity, visible))
+            self._mask_sig = sig
+        else:
+            self.viewer.update_layer("mask", opacity=opacity, visible=visible)
+
+    def _set_heat(self, phrase: str | None, heat: np.ndarray | None, source: str) -> None:
+        heat = self._fit(heat)
+        self.current_heat = (phrase, heat, source) if phrase and heat is not None else None
+        self.ai.set_heatmap_label(phrase if self.current_heat else None, source)
+        self._heat_sig = None
+        self._update_heat_layer()
+        if self.current_heat:
+            self.heatmap_shown.emit(phrase)
+
+    def _update_heat_layer(self) -> None:
+        visible, opacity, cmap, threshold = self.ai.heatmap_settings
+        self.settings.set("overlay/heatmap_visible", visible)
+        self.settings.set("overlay/heatmap_opacity", opacity)
+        self.settings.set("overlay/colormap", cmap)
+        self.settings.set("overlay/heatmap_threshold", threshold)
+        if self.current_heat is None:
+            self.viewer.set_heatmap(None)
+            return
+        phrase, heat, _source = self.current_heat
+        sig = (id(heat), cmap, threshold)
+        if sig != self._heat_sig or self.viewer.heat_layer is None:
+            self.viewer.set_heatmap(Layer(heatmap_rgba(heat, self.ai.heatmap_table(), threshold), opacity, visible))
+            self._heat_sig = sig
+        else:
+            self.viewer.update_layer("heat", opacity=opacity, visible=visible)
+
+    def request_heatmap(self, phrase: str, source: str = "") -> None:
+        uid = self.current_uid
+        if uid is None:
+            return
+        if self.bundle is None:
+            self.status_message("Choose a model bundle first: heatmaps come from the model")
+            return
+        self.ai.phrase.setText(phrase)
+        key = (self._bundle_key(), uid, phrase)
+        cached = self.heatmaps.fetch(key)
+        if cached is not None:
+            self._set_heat(phrase, cached, source)
+            return
+        self.runner.cancel(self._tasks.pop("heatmap", None))
+        self.ai.set_busy(f"Computing the heatmap of “{phrase}”…")
+        self._tasks["heatmap"] = self.runner.start(
+            "Heatmap", _heatmap_job, self.library, self.bundle, self.current_result, uid, phrase, source,
+            on_result=lambda payload, key=key: self._heatmap_done(key, payload),
+            on_failed=lambda msg: self._heatmap_failed(msg))
+
+    def _heatmap_done(self, key, payload) -> None:
+        uid, phrase, source, heat = payload
+        self.heatmaps.put(key, heat)
+        if uid != self.current_uid:
+            return
+        self.ai.set_busy(None)
+        self._set_heat(phrase, heat, source)
+
+    def _heatmap_failed(self, msg: str) -> None:
+        self.ai.set_busy(f"Heatmap failed: {msg}")
+        self.status_message(f"Heatmap failed: {msg}")
+
+    # -- review ---------------------------------------------------------------------------------
+    def save_review(self, status: str, comment: str) -> None:
+        uid = self.current_uid
+        if uid is None:
+            return
+        try:
+            reviewer = getpass.getuser()
+        except Exception:
+            reviewer = ""
+        self.runner.start("Save review", _review_job, self.library, uid, status, comment, reviewer,
+                          on_result=self._review_done,
+                          on_failed=lambda msg: self.show_error("Review not saved", msg))
+
+    def _review_done(self, payload) -> None:
+        uid, status = payload
+        self.status_message(f"Review saved: {status}")
+        if uid == self.current_uid:
+            self.review.clear_comment()
+            self._show_text_panels(uid)
+            if self.current_result is not None and self.current_result.similar is not None:
+                self.reports.set_similar(self.current_result.similar)
+        self.browser.refresh()
+        self.review_saved.emit(uid)
+
+    # -- import ---------------------------------------------------------------------------------
+    def _set_copy_mode(self, on: bool) -> None:
+        self.settings.set("import/copy", bool(on))
+
+    def import_files_dialog(self) -> None:
+        start = self.settings.get("import/last_folder") or str(Path.home())
+        files, _ = QFileDialog.getOpenFileNames(self, "Import images", start,
+                                                "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.zip DICOMDIR);;All files (*)")
+        if files:
+            self.settings.set("import/last_folder", str(Path(files[0]).parent))
+            self.import_paths(files)
+
+    def import_folder_dialog(self) -> None:
+        start = self.settings.get("import/last_folder") or str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Import a folder", start)
+        if folder:
+            self.settings.set("import/last_folder", folder)
+            self.import_paths([folder])
+
+    def import_paths(self, paths: list[str]):
+        paths = [str(p) for p in paths]
+        if not paths:
+            return None
+        mode = "copy" if self.act_copy.isChecked() else "link"
+        task = self.runner.start("Import", _import_job, self.library, paths, mode, lane="background",
+                                 on_result=self._import_done,
+                                 on_failed=lambda msg: self.show_error("Import failed", msg),
+                                 on_progress=lambda *_: self._maybe_refresh_browser())
+        self.jobs.add(task, "Importing")
+        self.status_message(f"Importing {len(paths)} item(s)…")
+        return task
+
+    def _maybe_refresh_browser(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_refresh > 1.5:
+            self._last_refresh = now
+            had = self.browser.current_uid()
+            self.browser.refresh()
+            if had is None and self.browser.model.rows and self.current_uid is None:
+                self.browser.select_row(0)
+
+    def _import_done(self, summary) -> None:
+        self._maybe_refresh_browser(force=True)
+        self.browser.set_findings(list(self.bundle.classes) if self.bundle is not None else [],
+                                  dict(self.bundle.thresholds) if self.bundle is not None else None)
+        state = "Import cancelled" if summary.cancelled else "Import finished"
+        text = (f"{state}: {summary.imported} imported, {summary.duplicates} duplicates, "
+                f"{len(summary.rejected)} rejected ({summary.elapsed_s:.1f} s)")
+        self.status_message(text, 15000)
+        if summary.rejected:
+            details = "\n".join(f"{r.path}\n    {r.reason}: {r.message}" for r in summary.rejected[:500])
+            self._boxes.append(message(self, "Import", f"{text}. Some files were not imported.", details,
+                                       QMessageBox.Icon.Information))
+        self.import_finished.emit(summary)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.import_paths(paths)
+        else:
+            event.ignore()
+
+    # -- thumbnails -----------------------------------------------------------------------------
+    def _queue_thumbnails(self, rows) -> None:
+        self._thumb_queue.extend(rows)
+        if not self._thumb_timer.isActive():
+            self._thumb_timer.start()
+
+    def _start_thumbnails(self) -> None:
+        batch, self._thumb_queue = self._thumb_queue[:24], self._thumb_queue[24:]
+        if not batch:
+            return
+        self.runner.start("Thumbnails", _thumbnails_job, self.library, batch, lane="thumbnails",
+                          on_result=self._thumbnails_done)
+        if self._thumb_queue:
+            self._thumb_timer.start()
+
+    def _thumbnails_done(self, items) -> None:
+        for uid, pixels in items:
+            self.browser.model.set_thumbnail(uid, pixels)
+
+    # -- model ----------------------------------------------------------------------------------
+    def choose_bundle_folder(self) -> None:
+        start = str(Path(self.bundle_path).parent) if self.bundle_path else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Choose a model bundle folder", start)
+        if folder:
+            self.load_bundle(folder)
+
+    def choose_bundle_zip(self) -> None:
+        start = str(Path(self.bundle_path).parent) if self.bundle_path else str(Path.home())
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a model bundle", start, "Model bundles (*.zip)")
+        if path:
+            self.load_bundle(path)
+
+    def load_bundle(self, path: str, *, quiet: bool = False) -> None:
+        """Load in a worker; a failure keeps the library usable and says what is wrong."""
+        self.bundle_loading = True
+        self.ai.set_busy(f"Loading the model {Path(path).name}…")
+        self.runner.start("Load model", _open_bundle_job, str(path), on_result=self._bundle_loaded,
+                          on_failed=lambda msg, p=str(path): self._bundle_failed(p, msg, quiet))
+
+    def _bundle_failed(self, path: str, msg: str, quiet: bool) -> None:
+        self.bundle_loading = False
+        self.bundle_error = msg
+        self.ai.set_busy(None)
+        if self.bundle is None:
+            self.ai.set_model(None, error=msg)
+        if quiet:
+            self.status_message(f"Model not loaded: {msg}", 15000)
+        else:
+            keep = f" Still using {self.bundle.id} {self.bundle.version}." if self.bundle is not None else ""
+            self.show_error("Model not loaded", msg + keep)
+        self.bundle_changed.emit()
+
+    def _bundle_loaded(self, payload) -> None:
+        from app.logic.bundles import describe
+
+        path, bundle = payload
+        self.bundle_loading = False
+        self.bundle, self.bundle_path, self.bundle_error = bundle, path, None
+        self.settings.set("model/last_bundle", path)
+        self.ai.set_busy(None)
+        self.ai.set_model(describe(bundle), mask_label=getattr(bundle, "mask_label", None))
+        self.browser.set_findings(list(bundle.classes), dict(bundle.thresholds))
+        self.status_message(f"Model loaded: {describe(bundle)}")
+        self._update_actions()
+        self.bundle_changed.emit()
+        if self.current_uid is not None and self.viewer.image is not None:
+            self.reports.set_similar(None, "Analysing…")
+            self.analyze_current()
+
+    def show_model_card(self) -> None:
+        if self.bundle is None:
+            self.status_message("No model loaded")
+            return
+        dlg = ModelCardDialog(f"{self.bundle.id} {self.bundle.version}", getattr(self.bundle, "card_markdown", ""),
+                              self)
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self.model_card_dialog = dlg
+
+    # -- batch analysis -------------------------------------------------------------------------
+    def analyze_all(self):
+        if self.bundle is None:
+            self.show_error("Analyze all", "Choose a model bundle first.")
+            return None
+        uids = analysis_logic.unanalysed_uids(self.library, str(self.bundle.id), str(self.bundle.version))
+        if not uids:
+            self.status_message("Every image already has an analysis by this model")
+            return None
+        task = self.runner.start("Analyze all", _analyze_all_job, self.library, self.bundle, uids, lane="background",
+                                 on_result=self._batch_done,
+                                 on_failed=lambda msg: self.show_error("Analysis stopped", msg),
+                                 on_progress=lambda *_: self._maybe_refresh_browser())
+        self.jobs.add(task, "Analysing")
+        return task
+
+    def _batch_done(self, summary) -> None:
+        self._maybe_refresh_browser(force=True)
+        state = "Analysis cancelled" if summary.cancelled else "Analysis finished"
+        text = (f"{state}: {summary.analysed} analysed, {summary.cached} already done, "
+                f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)")
+        self.status_message(text, 15000)
+        if summary.failed:
+            details = "\n".join(f"{uid}: {msg}" for uid, msg in summary.failed[:500])
+            self._boxes.append(message(self, "Analyze all", f"{text}.", details))
+        self.batch_finished.emit(summary)
+
+    def cancel_jobs(self) -> None:
+        self.runner.cancel_all("background")
+        self.status_message("Cancelling…")
+
+    # -- export ---------------------------------------------------------------------------------
+    def export_png_dialog(self) -> None:
+        if self.viewer.display is None:
+            self.status_message("No image to export")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export the view as PNG", str(Path.home() / "view.png"),
+                                              "PNG images (*.png)")
+        if path:
+            self.export_png(path)
+
+    def export_legend(self) -> Legend:
+        lines = []
+        if self.bundle is not None:
+            lines.append(f"Model {self.bundle.id} {self.bundle.version}")
+        if self.current_result is not None and self.viewer.mask_layer is not None and self.viewer.mask_layer.visible:
+            _v, opacity, mode = self.ai.mask_settings
+            lines.append(f"Mask ({self.current_result.mask_label or 'segmentation'}, {mode}, opacity {opacity:.2f}): "
+                         f"probability >= {self.current_result.mask_threshold:.2f}")
+        table = None
+        label = ""
+        if self.current_heat is not None and self.viewer.heat_layer is not None and self.viewer.heat_layer.visible:
+            _v, opacity, cmap, thr = self.ai.heatmap_settings
+            phrase = self.current_heat[0]
+            lines.append(f"Heatmap of \"{phrase}\" ({cmap}, opacity {opacity:.2f}, hidden below {thr:.2f})")
+            table, label = self.ai.heatmap_table(), "heatmap value"
+        lines.append(f"Display: {self.viewer.window_text()}")
+        return Legend(tuple(lines), table, label)
+
+    def export_png(self, path: str):
+        if self.viewer.display is None:
+            self.status_message("No image to export")
+            return None
+        task = self.runner.start("Export PNG", _export_png_job, path, self.viewer.display.copy(),
+                                 list(self.viewer.layers()), self.viewer.view_rect(), self.export_legend(),
+                                 on_result=lambda p: self.status_message(f"Exported the view to {p}"),
+                                 on_failed=lambda msg: self.show_error("Export failed", msg))
+        return task
+
+    def export_csv_dialog(self) -> None:
+        uids = self.browser.selected_uids()
+        if not uids:
+            self.status_message("Select the images to export first (Ctrl+A selects all shown)")
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Export predictions", str(Path.home() / "predictions.csv"),
+                                              "CSV files (*.csv)")
+        if path:
+            self.export_csv(uids, path)
+
+    def export_csv(self, uids: list[str], path: str):
+        if not str(path).lower().endswith(".csv"):
+            path = str(path) + ".csv"
+        task = self.runner.start("Export CSV", _export_csv_job, self.library, self.bundle, list(uids), path,
+                                 on_result=lambda r: self.status_message(f"Wrote {r[1]} rows to {r[0]}"),
+                                 on_failed=lambda msg: self.show_error("Export failed", msg))
+        return task
+
+    # -- about, layout, close --------------------------------------------------------------------
+    def show_about(self) -> None:
+        self._boxes.append(message(
+            self, "About CXR Adaptor review",
+            "CXR Adaptor review: look at chest X-rays and at what an Adaptor model makes of them.\n\n"
+            f"{RESEARCH_NOTICE}. Not a medical device.\n\n"
+            "Keys: 1-5 window presets, I invert, Space reset, F fit, M measure, arrows next/previous image; "
+            "left drag window/level, right drag pan, wheel zoom.", icon=QMessageBox.Icon.Information))
+
+    def _restore_layout(self) -> None:
+        geometry = self.settings.get("window/geometry")
+        state = self.settings.get("window/state")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+
+    def save_layout(self) -> None:
+        self.settings.set("window/geometry", self.saveGeometry())
+        self.settings.set("window/state", self.saveState())
+        self.settings.sync()
+
+    def is_idle(self) -> bool:
+        return not self.bundle_loading and not self.runner.running()
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self._thumb_timer.stop()
+        self.save_layout()
+        self.runner.shutdown(15000)
+        for box in self._boxes:
+            if _alive(box):
+                box.close()
+        super().closeEvent(event)
+
+
+def _alive(obj) -> bool:
+    try:
+        from shiboken6 import isValid
+    except ImportError:  # pragma: no cover
+        return True
+    return isValid(obj)

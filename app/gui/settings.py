@@ -1,0 +1,65 @@
+"""Settings remembered between runs (QSettings, INI format, user scope).
+
+Tests point the user scope at a temporary folder with ``QSettings.setPath`` (tests/gui/conftest.py),
+so they never read or write the real user's settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QSettings
+
+ORG = "cxr-adaptor"
+APP = "adaptor-review"
+
+DEFAULTS: dict[str, Any] = {
+    "overlay/mask_visible": True,
+    "overlay/mask_opacity": 0.5,
+    "overlay/mask_mode": "filled",
+    "overlay/heatmap_visible": True,
+    "overlay/heatmap_opacity": 0.5,
+    "overlay/heatmap_threshold": 0.3,
+    "overlay/colormap": "inferno",
+    "import/copy": True,
+    "import/last_folder": "",
+    "model/last_bundle": "",
+    "browser/sort": "study_date",
+    "browser/descending": True,
+}
+
+
+def qsettings() -> QSettings:
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORG, APP)
+
+
+class Settings:
+    """Typed access with defaults (INI files store everything as text)."""
+
+    def __init__(self, store: QSettings | None = None):
+        self.store = store or qsettings()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        fallback = DEFAULTS.get(key, default)
+        value = self.store.value(key, fallback)
+        if value is None:
+            return fallback
+        if isinstance(fallback, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(fallback, float):
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                return fallback
+        if isinstance(fallback, int):
+            try:
+                return int(value)
+            except (TypeError, ValueError):
+                return fallback
+        return value
+
+    def set(self, key: str, value: Any) -> None:
+        self.store.setValue(key, value)
+
+    def sync(self) -> None:
+        self.store.sync()

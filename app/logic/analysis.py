@@ -1,0 +1,384 @@
+"""Running a model bundle on library instances, and the analysis cache policy (Qt-free).
+
+Cache policy
+------------
+An instance's analysis is reused when the library holds one made by the *same bundle id and
+version*; otherwise (no analysis, or one from another bundle or version) the model runs and the
+result is stored with :func:`app.library.queries.add_analysis` (probabilities, the mask
+probabilities as an 8-bit PNG, the default heatmap as float32 ``.npy``), so reopening a study is
+instant and the browser can sort and filter on the top finding. What ``add_analysis`` has no
+column for (mask threshold and area, the thresholds and classes of the bundle, the default
+heatmap's phrase, the pooled embedding and the similar reports) goes into a JSON file beside
+the mask: ``derived/<instance id>/analysis-<analysis id>.json``, written atomically; a missing
+or unreadable JSON only means those extras are recomputed on demand.
+
+The default heatmap is the one for the top finding other than "normal" (its phrase is
+:func:`finding_phrase`), so opening an abnormal study shows where the model looks for what it
+found. Heatmaps for other phrases (typed by the user, or a sentence of a report) are computed on
+demand and kept in memory by the app, not stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from core_model.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, str], None]
+CancelFn = Callable[[], bool]
+
+SIMILAR_K = 5
+_PHRASES = {"covid19": "covid-19 pneumonia", "covid-19": "covid-19 pneumonia"}
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    text: str
+    score: float
+
+
+@dataclass
+class AnalysisResult:
+    """What the AI panel, the reports panel and the CSV show for one instance."""
+
+    uid: str
+    bundle_id: str
+    bundle_version: str
+    probabilities: dict[str, float]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    mask: np.ndarray | None = None  # float32 probabilities on the image grid
+    mask_threshold: float = 0.5
+    mask_area_fraction: float | None = None
+    mask_label: str | None = None
+    heatmap: np.ndarray | None = None
+    heatmap_phrase: str | None = None
+    similar: list[Hit] | None = None
+    embedding: np.ndarray | None = None
+    analysis_id: int | None = None
+    created_at: str = ""
+    from_cache: bool = False
+    elapsed_s: float = 0.0
+    runtime: Any = None  # the runtime's Analysis (reused for phrase heatmaps); never stored
+
+    @property
+    def top_finding(self) -> tuple[str | None, float | None]:
+        if not self.probabilities:
+            return None, None
+        name = max(self.probabilities, key=lambda k: (self.probabilities[k], k))
+        return name, self.probabilities[name]
+
+    def above_threshold(self, name: str) -> bool | None:
+        t = self.thresholds.get(name)
+        p = self.probabilities.get(name)
+        if t is None or p is None:
+            return None
+        return p >= t
+
+
+def finding_phrase(name: str | None) -> str | None:
+    """The phrase whose heatmap is shown by default for a finding ("normal" has none)."""
+    if not name or name.lower() == "normal":
+        return None
+    return _PHRASES.get(name.lower(), name.replace("_", " "))
+
+
+def default_heatmap_phrase(probabilities: dict[str, float]) -> str | None:
+    abnormal = {k: v for k, v in probabilities.items() if k.lower() != "normal" and v is not None}
+    if not abnormal:
+        return None
+    return finding_phrase(max(abnormal, key=lambda k: (abnormal[k], k)))
+
+
+def _hits(raw) -> list[Hit]:
+    out = []
+    for h in raw or []:
+        if isinstance(h, Hit):
+            out.append(h)
+        elif isinstance(h, dict):
+            out.append(Hit(str(h.get("id", "")), str(h.get("text", "")), float(h.get("score", 0.0))))
+        else:  # the runtime's ReportHit(id, text, score) or a plain tuple
+            hid, text, score = (h.id, h.text, h.score) if hasattr(h, "text") else tuple(h)[:3]
+            out.append(Hit(str(hid), str(text), float(score)))
+    return out
+
+
+# -- the cache ------------------------------------------------------------------------------
+
+
+def _extras_path(library, instance_pk: int, analysis_id: int) -> Path:
+    return library.data_dir / "derived" / str(instance_pk) / f"analysis-{analysis_id}.json"
+
+
+def _write_extras(library, instance_pk: int, analysis_id: int, extras: dict) -> None:
+    from app.library.storage import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(json.dumps(extras).encode("utf-8"), _extras_path(library, instance_pk, analysis_id))
+    except OSError as exc:  # the analysis row is stored; only the extras are lost
+        log.warning("could not write the extras of analysis %d (%s)", analysis_id, exc.strerror or exc)
+
+
+def _read_extras(library, instance_pk: int, analysis_id: int) -> dict:
+    try:
+        return json.loads(_extras_path(library, instance_pk, analysis_id).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str,
+                    *, load_arrays: bool = True) -> AnalysisResult | None:
+    """The latest stored analysis of ``uid`` by this bundle id and version, or None."""
+    from sqlalchemy import select
+
+    from app.library.models import Analysis
+    from app.library.queries import analysis_heatmap, analysis_mask, analysis_probabilities, get_instance
+
+    with library.session() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            raise UserError(f"no instance {uid} in the library")
+        row = s.execute(select(Analysis).where(Analysis.instance_pk == inst.id, Analysis.bundle_id == bundle_id,
+                                               Analysis.bundle_version == bundle_version)
+                        .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)).scalar_one_or_none()
+        instance_pk = inst.id
+    if row is None:
+        return None
+    return _from_row(library, uid, instance_pk, row, load_arrays=load_arrays)
+
+
+def latest_any(library, uid: str) -> AnalysisResult | None:
+    """The latest stored analysis of ``uid`` by any bundle (what the CSV shows without a model)."""
+    from app.library.queries import get_instance, latest_analysis
+
+    with library.session() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            return None
+        row = latest_analysis(s, inst)
+        instance_pk = inst.id
+    return None if row is None else _from_row(library, uid, instance_pk, row, load_arrays=False)
+
+
+def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) -> AnalysisResult:
+    from app.library.queries import analysis_heatmap, analysis_mask, analysis_probabilities
+
+    from app.logic.overlay import to_unit
+
+    extras = _read_extras(library, instance_pk, row.id)
+    mask = heat = None
+    if load_arrays:
+        try:
+            m = analysis_mask(library, row)
+            mask = to_unit(m) if m is not None else None
+            heat = analysis_heatmap(library, row)
+        except (OSError, ValueError) as exc:  # files removed by hand: recompute
+            log.warning("analysis %d of %s has unreadable files (%s); it will be recomputed", row.id, uid, exc)
+            return None  # type: ignore[return-value]
+    emb = extras.get("embedding")
+    return AnalysisResult(
+        uid=uid, bundle_id=row.bundle_id, bundle_version=row.bundle_version,
+        probabilities=analysis_probabilities(row), thresholds=extras.get("thresholds", {}),
+        classes=extras.get("classes", []), mask=mask, mask_threshold=float(extras.get("mask_threshold", 0.5)),
+        mask_area_fraction=extras.get("mask_area_fraction"), mask_label=extras.get("mask_label"),
+        heatmap=heat, heatmap_phrase=extras.get("heatmap_phrase"),
+        similar=_hits(extras["similar"]) if "similar" in extras else None,
+        embedding=np.asarray(emb, dtype=np.float32) if emb is not None else None,
+        analysis_id=row.id, created_at=row.created_at, from_cache=True)
+
+
+# -- running the model ----------------------------------------------------------------------
+
+
+def instance_file(library, uid: str) -> Path:
+    from app.library.queries import get_instance
+
+    with library.session() as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            raise UserError(f"no instance {uid} in the library")
+        path = library.resolve(inst.file_path, inst.storage)
+    if not path.exists():
+        raise UserError(f"the file of this image is missing: {path}")
+    return path
+
+
+def _finite(d: dict) -> dict[str, float]:
+    return {str(k): float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
+
+
+def run_model(library, bundle, uid: str, *, heatmap: bool = True, similar_k: int = SIMILAR_K,
+              store: bool = True, cancelled: CancelFn | None = None) -> AnalysisResult:
+    """Analyse one instance with ``bundle`` (no cache lookup) and store the result."""
+    path = instance_file(library, uid)
+    started = time.perf_counter()
+    a = bundle.analyze(str(path))
+    probabilities = _finite(dict(a.probabilities))
+    mask = None if getattr(a, "mask", None) is None else np.asarray(a.mask, dtype=np.float32)
+    phrase = heat = None
+    if heatmap and not (cancelled and cancelled()):
+        phrase = default_heatmap_phrase(probabilities)
+        if phrase:
+            heat = np.asarray(bundle.heatmap(a, phrase), dtype=np.float32)
+    similar = None
+    if similar_k and not (cancelled and cancelled()):
+        try:
+            similar = _hits(bundle.similar_reports(a, k=similar_k))
+        except UserError as exc:  # e.g. a bundle without a report bank
+            log.info("no similar reports for %s: %s", uid, exc)
+            similar = []
+    embedding = getattr(a, "embedding", None)
+    result = AnalysisResult(
+        uid=uid, bundle_id=str(bundle.id), bundle_version=str(bundle.version), probabilities=probabilities,
+        thresholds=_finite(dict(getattr(bundle, "thresholds", {}) or {})),
+        classes=list(getattr(bundle, "classes", []) or probabilities), mask=mask,
+        mask_threshold=float(getattr(a, "mask_threshold", 0.5) or 0.5),
+        mask_area_fraction=(float(a.mask_area_fraction) if getattr(a, "mask_area_fraction", None) is not None
+                            else None),
+        mask_label=getattr(bundle, "mask_label", None), heatmap=heat, heatmap_phrase=phrase, similar=similar,
+        embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
+        runtime=a)
+    if store:
+        store_result(library, result)
+    result.elapsed_s = time.perf_counter() - started
+    return result
+
+
+def store_result(library, result: AnalysisResult) -> int:
+    from app.library.queries import add_analysis, get_instance
+
+    analysis_id = add_analysis(library, result.uid, bundle_id=result.bundle_id, bundle_version=result.bundle_version,
+                               probabilities=result.probabilities, mask=result.mask, heatmap=result.heatmap)
+    with library.session() as s:
+        inst = get_instance(s, result.uid)
+        instance_pk = inst.id
+    extras = dict(
+        thresholds=result.thresholds, classes=result.classes, mask_threshold=result.mask_threshold,
+        mask_area_fraction=result.mask_area_fraction, mask_label=result.mask_label,
+        heatmap_phrase=result.heatmap_phrase,
+        similar=None if result.similar is None else [dict(id=h.id, text=h.text, score=h.score) for h in result.similar],
+        embedding=None if result.embedding is None else [float(x) for x in result.embedding])
+    if extras["similar"] is None:
+        del extras["similar"]
+    _write_extras(library, instance_pk, analysis_id, extras)
+    result.analysis_id = analysis_id
+    return analysis_id
+
+
+def analyze_instance(library, bundle, uid: str, *, force: bool = False, heatmap: bool = True,
+                     cancelled: CancelFn | None = None) -> AnalysisResult:
+    """The cached analysis by this bundle when there is one (unless ``force``), else a new one."""
+    if not force:
+        cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version))
+        if cached is not None:
+            # bundle facts are the bundle's own (a cache written by an older app may lack them)
+            cached.thresholds = cached.thresholds or _finite(dict(getattr(bundle, "thresholds", {}) or {}))
+            cached.classes = cached.classes or list(getattr(bundle, "classes", []) or [])
+            cached.mask_label = cached.mask_label or getattr(bundle, "mask_label", None)
+            return cached
+    return run_model(library, bundle, uid, heatmap=heatmap, cancelled=cancelled)
+
+
+def phrase_heatmap(library, bundle, result: AnalysisResult | None, uid: str, phrase: str) -> np.ndarray:
+    """Where the model finds ``phrase`` in the image: (H, W) float32 in [0, 1]."""
+    phrase = " ".join((phrase or "").split())
+    if not phrase:
+        raise UserError("type a phrase first (e.g. 'left lower lobe consolidation')")
+    source = result.runtime if result is not None and result.runtime is not None else str(instance_file(library, uid))
+    return np.clip(np.asarray(bundle.heatmap(source, phrase), dtype=np.float32), 0.0, 1.0)
+
+
+def similar_reports(library, bundle, result: AnalysisResult | None, uid: str, k: int = SIMILAR_K) -> list[Hit]:
+    if result is not None and result.similar is not None and len(result.similar) >= k:
+        return result.similar[:k]
+    source = result.runtime if result is not None and result.runtime is not None else str(instance_file(library, uid))
+    return _hits(bundle.similar_reports(source, k=k))
+
+
+# -- batches --------------------------------------------------------------------------------
+
+
+@dataclass
+class BatchSummary:
+    total: int = 0
+    analysed: int = 0
+    cached: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (uid, message)
+    cancelled: bool = False
+    elapsed_s: float = 0.0
+    results: list[AnalysisResult] = field(default_factory=list)
+
+
+def analyze_many(library, bundle, uids: Iterable[str], *, force: bool = False, heatmap: bool = True,
+                 progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
+                 keep_results: bool = False, on_result: Callable[[AnalysisResult], None] | None = None,
+                 progress_interval: float = 0.1) -> BatchSummary:
+    """Analyse instances one by one (cache first); a failing image is recorded and skipped.
+    ``progress(done, total, text)`` at most every ``progress_interval`` s plus at the end;
+    ``cancelled()`` is checked between images."""
+    uids = list(dict.fromkeys(uids))
+    summary = BatchSummary(total=len(uids))
+    started = last = time.monotonic()
+    if progress:
+        progress(0, len(uids), "")
+    for i, uid in enumerate(uids):
+        if cancelled and cancelled():
+            summary.cancelled = True
+            break
+        try:
+            result = analyze_instance(library, bundle, uid, force=force, heatmap=heatmap, cancelled=cancelled)
+        except UserError as exc:
+            summary.failed.append((uid, str(exc)))
+        except Exception as exc:  # an unexpected failure on one image must not stop the batch
+            log.debug("analysis of %s failed", uid, exc_info=True)
+            summary.failed.append((uid, f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+        else:
+            if result.from_cache:
+                summary.cached += 1
+            else:
+                summary.analysed += 1
+            result.runtime = None  # do not keep every image's features alive
+            if keep_results:
+                summary.results.append(result)
+            if on_result:
+                on_result(result)
+        now = time.monotonic()
+        if progress and (now - last >= progress_interval or i + 1 == len(uids)):
+            progress(i + 1, len(uids), uid)
+            last = now
+    summary.elapsed_s = time.monotonic() - started
+    return summary
+
+
+def all_instance_uids(library) -> list[str]:
+    from sqlalchemy import select
+
+    from app.library.models import Instance
+
+    with library.session() as s:
+        return list(s.execute(select(Instance.sop_instance_uid).order_by(Instance.study_date.desc(),
+                                                                         Instance.id.desc())).scalars())
+
+
+def unanalysed_uids(library, bundle_id: str, bundle_version: str) -> list[str]:
+    """Instances without an analysis by this bundle id and version."""
+    from sqlalchemy import and_, exists, select
+
+    from app.library.models import Analysis, Instance
+
+    with library.session() as s:
+        done = exists().where(and_(Analysis.instance_pk == Instance.id, Analysis.bundle_id == bundle_id,
+                                   Analysis.bundle_version == bundle_version))
+        return list(s.execute(select(Instance.sop_instance_uid).where(~done)
+                              .order_by(Instance.study_date.desc(), Instance.id.desc())).scalars())

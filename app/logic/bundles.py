@@ -1,0 +1,60 @@
+"""Opening a model bundle for the app and the headless commands, with one clear message when it
+cannot be used (the library stays usable without a model).
+
+The runtime (:mod:`core_model.runtime`, numpy + onnxruntime + tokenizers) is imported only
+here and only when a bundle is opened, so starting the app does not pay for onnxruntime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from core_model.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class BundleOpenError(UserError):
+    """The bundle cannot be used; the message says why (one line)."""
+
+
+def open_bundle(path: str | os.PathLike):
+    """Load a bundle folder or .zip with :func:`core_model.runtime.load_bundle`.
+
+    Raises :class:`BundleOpenError` (a UserError) with a message for the user: the path is
+    missing, the runtime is not installed, or the runtime's own ``BundleError`` text (format
+    version, checksum, missing file, ...)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BundleOpenError(f"no model bundle at {path}")
+    try:
+        from core_model.runtime import load_bundle
+    except ImportError as exc:  # the runtime or one of its packages (onnxruntime, tokenizers)
+        missing = getattr(exc, "name", None) or str(exc)
+        raise BundleOpenError(f"{path.name}: the model runtime cannot be loaded in this installation "
+                              f"({missing} missing); the library works without a model") from exc
+    try:
+        return load_bundle(path)
+    except UserError as exc:
+        raise BundleOpenError(f"{path.name}: {exc}") from exc
+    except MemoryError as exc:
+        raise BundleOpenError(f"{path.name}: not enough memory to load the model") from exc
+    except Exception as exc:  # a broken file the runtime did not classify
+        log.debug("loading bundle %s failed", path, exc_info=True)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise BundleOpenError(f"{path.name}: not a usable model bundle ({type(exc).__name__}"
+                              + (f": {first}" if first else "") + ")") from exc
+
+
+def describe(bundle) -> str:
+    """One line: id, version, classes, segmentation head."""
+    classes = ", ".join(getattr(bundle, "classes", []) or [])
+    mask = getattr(bundle, "mask_label", None)
+    text = f"{bundle.id} {bundle.version}"
+    if classes:
+        text += f" - classes: {classes}"
+    if mask:
+        text += f"; segmentation: {mask}"
+    return text

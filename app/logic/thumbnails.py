@@ -1,0 +1,57 @@
+"""Small cached thumbnails for the study browser (Qt-free).
+
+A thumbnail is the library's default display (:func:`app.library.display.display_file`) shrunk
+to fit ``size`` pixels, kept as an 8-bit PNG under the library's data folder
+(``thumbnails/<2 hex>/<SOP Instance UID>.png``), written atomically. Making one decodes the
+whole image, so the app makes them in a worker thread, for the rows on screen only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+SIZE = 64
+
+
+def thumbnail_path(library, uid: str, size: int = SIZE) -> Path:
+    bucket = hashlib.sha1(uid.encode()).hexdigest()[:2]
+    return library.data_dir / "thumbnails" / f"{size}" / bucket / f"{uid}.png"
+
+
+def load_cached(library, uid: str, size: int = SIZE) -> np.ndarray | None:
+    from PIL import Image
+
+    path = thumbnail_path(library, uid, size)
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("L"), dtype=np.uint8).copy()
+    except (OSError, ValueError):
+        return None
+
+
+def make_thumbnail(library, uid: str, file_path: str, storage: str, size: int = SIZE) -> np.ndarray:
+    """The cached thumbnail, or a new one (decoding the image). Raises the imaging layer's
+    UserError when the image cannot be read."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from app.library.display import display_file
+    from app.library.storage import atomic_write_bytes
+
+    cached = load_cached(library, uid, size)
+    if cached is not None:
+        return cached
+    pixels = display_file(library.resolve(file_path, storage)).pixels
+    img = Image.fromarray(pixels, "L")
+    img.thumbnail((size, size), Image.BILINEAR, reducing_gap=2.0)
+    buf = BytesIO()
+    img.save(buf, format="PNG")
+    try:
+        atomic_write_bytes(buf.getvalue(), thumbnail_path(library, uid, size), fsync=False)
+    except OSError:
+        pass  # a read-only library still shows thumbnails, it only cannot keep them
+    return np.asarray(img, dtype=np.uint8).copy()
