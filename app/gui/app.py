@@ -112,7 +112,7 @@ def run_app(options: GuiOptions) -> int:
         if not options.screenshot:
             _install_excepthook(window_ref)
         settings = Settings()
-        window = MainWindow(library, settings=settings)
+        window = MainWindow(library, settings=settings, restore_layout=not options.screenshot)
         window_ref.append(window)
         bundle = str(demo.bundle) if demo else options.bundle
         if bundle:

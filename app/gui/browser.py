@@ -28,8 +28,8 @@ THUMB = 48  # logical pixels; thumbnails are made at 64 px, so they stay sharp a
 COLUMNS = [
     ("", None),
     ("Patient", "patient_name"),
-    ("Patient ID", "patient_id"),
-    ("Study date", "study_date"),
+    ("ID", "patient_id"),
+    ("Date", "study_date"),
     ("View", "view"),
     ("Status", "review_status"),
     ("Top finding", "top_probability"),
@@ -114,7 +114,9 @@ class StudyTableModel(QAbstractTableModel):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section][0]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return "Thumbnail" if section == 0 else f"Sort by {COLUMNS[section][0].lower()}"
+            return ["Thumbnail", "Sort by patient name", "Sort by patient ID", "Sort by study date",
+                    "Sort by view position", "Sort by review status",
+                    "Sort by the probability of the top finding"][section]
         return None
 
     def cell_text(self, row: InstanceRow, column: int) -> str:
@@ -330,33 +332,37 @@ class BrowserWidget(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """Query again (after an import, an analysis, a review), keeping the current image."""
-        keep = self.current_uid()
-        selected = set(self.selected_uids())
-        self._restoring = (keep, selected)
+        """Query again (after an import, an analysis, a review), keeping the shown image
+        selected. An image that the new filters leave out stays shown (nothing is emitted); it
+        is selected again when a later filter brings it back."""
+        self._restoring = set(self.selected_uids())
         self.model.refresh()
 
     def _after_reset(self) -> None:
-        keep, selected = getattr(self, "_restoring", (None, set()))
-        self._restoring = (None, set())
-        n, total = len(self.model.rows), self.model.total
+        selected = getattr(self, "_restoring", set())
+        self._restoring = set()
+        total = self.model.total
         self.count.setText(f"{total} image{'s' if total != 1 else ''}" + (" (filtered)" if self.model.filters else ""))
+        if not getattr(self, "_sized", False) and self.model.rows:
+            self._sized = True  # fit the columns to the first rows once; the user's widths stay
+            em = self.fontMetrics().horizontalAdvance("M")
+            for col in range(1, len(COLUMNS) - 1):
+                self.table.resizeColumnToContents(col)
+                self.table.setColumnWidth(col, min(self.table.columnWidth(col), 14 * em))
+            self.table.setColumnWidth(0, THUMB + 12)
+        keep = self._emitted
         row = self.model.row_of(keep)
+        if row is None:
+            return
         sm = self.table.selectionModel()
-        if row is not None:
-            sm.blockSignals(True)
-            idx = self.model.index(row, 1)
-            sm.setCurrentIndex(idx, sm.SelectionFlag.NoUpdate)
-            for uid in selected | {keep}:
-                r = self.model.row_of(uid)
-                if r is not None:
-                    sm.select(self.model.index(r, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
-            sm.blockSignals(False)
-            self.table.viewport().update()
-        elif keep is not None and self._emitted is not None:
-            self._emitted = None
-            self.current_changed.emit(None)
-        del n
+        sm.blockSignals(True)
+        sm.setCurrentIndex(self.model.index(row, 1), sm.SelectionFlag.NoUpdate)
+        for uid in selected | {keep}:
+            r = self.model.row_of(uid)
+            if r is not None:
+                sm.select(self.model.index(r, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
+        sm.blockSignals(False)
+        self.table.viewport().update()
 
     # -- selection ----------------------------------------------------------------------------
     def _current_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:

@@ -193,6 +193,7 @@ class MainWindow(QMainWindow):
         self._thumb_queue: list = []
         self._last_refresh = 0.0
         self._boxes: list = []
+        self.remember_layout = restore_layout  # screenshots use the default layout and keep none
 
         self.setWindowTitle(f"CXR Adaptor review - {Path(str(library.db_path)).name} - research use only")
         self.setAccessibleName("CXR Adaptor review")
@@ -201,6 +202,7 @@ class MainWindow(QMainWindow):
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
 
         self.viewer = ViewerWidget()
+        self.viewer.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 30)
         self.setCentralWidget(self.viewer)
         self.browser = BrowserWidget(library)
         self.ai = AIPanel(self.settings)
@@ -220,7 +222,7 @@ class MainWindow(QMainWindow):
         self.notice = QLabel(f"<b>{RESEARCH_NOTICE}</b>")
         self.notice.setAccessibleName("Research use notice")
         self.notice.setStyleSheet("color: #b35900; padding: 0 6px;")
-        self.statusBar().addWidget(self.jobs)
+        self.statusBar().addPermanentWidget(self.jobs, 1)
         self.statusBar().addPermanentWidget(self.notice)
 
         self._make_actions()
@@ -851,6 +853,8 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def save_layout(self) -> None:
+        if not self.remember_layout:
+            return
         self.settings.set("window/geometry", self.saveGeometry())
         self.settings.set("window/state", self.saveState())
         self.settings.sync()

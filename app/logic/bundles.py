@@ -34,7 +34,7 @@ def open_bundle(path: str | os.PathLike):
     except ImportError as exc:  # the runtime or one of its packages (onnxruntime, tokenizers)
         missing = getattr(exc, "name", None) or str(exc)
         raise BundleOpenError(f"{path.name}: the model runtime cannot be loaded in this installation "
-                              f"({missing} missing); the library works without a model") from exc
+                              f"({missing} missing)") from exc
     try:
         return load_bundle(path)
     except UserError as exc:

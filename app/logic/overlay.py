@@ -167,30 +167,57 @@ def colorbar_rgb(table: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(np.rint(back * (1 - a) + bar[..., :3] * a), 0, 255).astype(np.uint8)
 
 
+def _wrap(text: str, font, width: float) -> list[str]:
+    """Word-wrap ``text`` to ``width`` pixels (words longer than a line are cut)."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if font.getlength(candidate) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+        while font.getlength(line) > width and len(line) > 1:  # a single very long word
+            cut = len(line)
+            while cut > 1 and font.getlength(line[:cut]) > width:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    if line:
+        lines.append(line)
+    return lines or [""]
+
+
 def render_footer(width: int, legend: Legend, notice: str = NOTICE) -> np.ndarray:
+    """The export's footer: the notice, the legend lines (wrapped to the image width) and the
+    heatmap's colour bar with 0 and 1 marked."""
     from PIL import Image, ImageDraw, ImageFont
 
-    size = max(12, min(28, width // 45))
+    size = max(10, min(28, width // 40))
     font = ImageFont.load_default(size=size)
-    pad = size // 2
-    lines = [notice, *legend.lines]
+    pad = max(4, size // 2)
     line_h = size + size // 3
+    text_w = max(10, width - 2 * pad)
+    lines = [(text, i == 0) for i, raw in enumerate([notice, *legend.lines]) for text in _wrap(raw, font, text_w)]
     bar_h = size if legend.colorbar is not None else 0
-    height = pad * 2 + line_h * len(lines) + (bar_h + line_h if bar_h else 0)
+    height = pad * 2 + line_h * len(lines) + (bar_h + line_h + 2 if bar_h else 0)
     img = Image.new("RGB", (width, height), (24, 24, 24))
     draw = ImageDraw.Draw(img)
     y = pad
-    for i, text in enumerate(lines):
-        draw.text((pad, y), text, fill=(255, 200, 80) if i == 0 else (230, 230, 230), font=font)
+    for text, first in lines:
+        draw.text((pad, y), text, fill=(255, 200, 80) if first else (230, 230, 230), font=font)
         y += line_h
     if legend.colorbar is not None:
-        bar_w = max(16, min(width - 2 * pad, 40 * size))
+        bar_w = max(16, min(text_w, 40 * size))
         bar = colorbar_rgb(legend.colorbar, bar_w, bar_h)
         img.paste(Image.fromarray(bar, "RGB"), (pad, y))
-        draw.text((pad, y + bar_h + 2), "0", fill=(230, 230, 230), font=font)
-        draw.text((pad + bar_w - size // 2, y + bar_h + 2), "1", fill=(230, 230, 230), font=font)
-        if legend.colorbar_label:
-            draw.text((pad + bar_w + size, y), legend.colorbar_label, fill=(230, 230, 230), font=font)
+        ty = y + bar_h + 2
+        draw.text((pad, ty), "0", fill=(230, 230, 230), font=font)
+        draw.text((pad + bar_w - font.getlength("1"), ty), "1", fill=(230, 230, 230), font=font)
+        if legend.colorbar_label and font.getlength(legend.colorbar_label) < bar_w - 4 * size:
+            draw.text((pad + (bar_w - font.getlength(legend.colorbar_label)) / 2, ty), legend.colorbar_label,
+                      fill=(230, 230, 230), font=font)
     return np.asarray(img)
 
 

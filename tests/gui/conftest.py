@@ -56,7 +56,7 @@ def write_studies(folder: Path) -> dict[str, Path]:
     files["a_lat"] = write_dicom(folder / "anna_lat.dcm", chest(320, 256, 2), DicomSpec(
         patient_name="NOVAK^ANNA", patient_id="PAT-A", study_date="20240301", study_uid="1.2.826.0.1.3680043.8.498.1",
         view_position="LL", windows=[(1800, 2000)], window_explanations=["DEFAULT"], series_number=2))
-    files["b_cr"] = write_dicom(folder / "ben_cr.dcm", (4095 - chest(300, 280, 3, bright=1.0)).astype(np.uint16),
+    files["b_cr"] = write_dicom(folder / "ben_cr.dcm", chest(300, 280, 3, bright=1.0),
                                 DicomSpec(patient_name="OKAFOR^BEN", patient_id="PAT-B", study_date="20240415",
                                           modality="CR", view_position="AP", photometric="MONOCHROME1",
                                           rescale_slope=-1.0, rescale_intercept=4095.0, imager_pixel_spacing=None,
@@ -126,6 +126,10 @@ def uid_of(library, name: str) -> str:
 
 
 def close_window(qtbot, window) -> None:
+    from shiboken6 import isValid
+
+    if not isValid(window):
+        return
     window.close()
     window.runner.wait(15000)
     window.deleteLater()
@@ -141,7 +145,6 @@ def make_window(qtbot, library):
 
     def make(lib=None, bundle=None, **kwargs):
         window = MainWindow(lib or library, **kwargs)
-        qtbot.addWidget(window)
         window.show()
         qtbot.waitExposed(window)
         window.activateWindow()
@@ -152,8 +155,7 @@ def make_window(qtbot, library):
 
     yield make
     for window in made:
-        if window.isVisible() or window.runner.active:
-            close_window(qtbot, window)
+        close_window(qtbot, window)
 
 
 def shoot(widget, name: str) -> Path:

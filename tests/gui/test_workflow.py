@@ -1,0 +1,337 @@
+"""Browser, import (menu, drag-and-drop, progress, cancel), review, batch analysis, exports and
+remembered settings, through the real widgets against a real SQLite library."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, QRectF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent, QImage, QPainter
+from PySide6.QtWidgets import QApplication, QFileDialog
+
+from app.library.queries import get_instance, reviews_for
+from app.logic.overlay import composite, visible_box
+from app.logic.predictions_csv import read_predictions_csv
+from tests.gui.conftest import close_window, shoot, show_image, uid_of, write_studies
+from tests.gui.fakes import FakeBundle
+
+pytestmark = pytest.mark.qt
+
+
+def header_click(qtbot, window, column: int) -> None:
+    header = window.browser.table.horizontalHeader()
+    x = header.sectionViewportPosition(column) + header.sectionSize(column) // 2
+    from PySide6.QtCore import QPoint
+
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, header.height() // 2))
+
+
+def names(window) -> list[str]:
+    return [window.browser.model.cell_text(r, 1) for r in window.browser.model.rows]
+
+
+def test_browser_sorts_searches_and_shows_thumbnails(qtbot, make_window, library):
+    window = make_window()
+    model = window.browser.model
+    assert model.total == 7 and window.browser.count.text() == "7 images"
+    # default: newest study first
+    dates = [r.study_date for r in model.rows if r.study_date]
+    assert dates == sorted(dates, reverse=True)
+    header_click(qtbot, window, 1)  # Patient
+    first = names(window)
+    assert model.sort_key == "patient_name"
+    header_click(qtbot, window, 1)  # again: the other direction
+    assert names(window) == list(reversed(first)) or model.descending != (first == names(window))
+    header_click(qtbot, window, 4)  # View
+    assert model.sort_key == "view"
+    qtbot.keyClicks(window.browser.search, "okafor")
+    qtbot.waitUntil(lambda: model.total == 2, timeout=3000)
+    assert set(names(window)) == {"OKAFOR, BEN"} and "(filtered)" in window.browser.count.text()
+    window.browser.search.clear()
+    qtbot.keyClicks(window.browser.search, "PAT-C")  # the start of a patient ID
+    qtbot.waitUntil(lambda: model.total == 2 and set(names(window)) == {"SILVA, CARA"}, timeout=3000)
+    window.browser.search.clear()
+    qtbot.waitUntil(lambda: model.total == 7, timeout=3000)
+    # thumbnails: made in a worker for the rows on screen, kept under the library's data folder
+    qtbot.waitUntil(lambda: len(model.thumbs) == 7, timeout=20000)
+    from app.logic.thumbnails import thumbnail_path
+
+    assert all(thumbnail_path(library, r.sop_instance_uid).exists() for r in model.rows)
+    pix = model.data(model.index(0, 0), Qt.ItemDataRole.DecorationRole)
+    assert pix is not None and max(pix.width(), pix.height()) == 64
+    shoot(window, "browser_thumbnails")
+
+
+def test_import_from_the_file_menu_with_progress_and_drag_and_drop(qtbot, make_window, empty_library, tmp_path,
+                                                                  monkeypatch):
+    window = make_window(lib=empty_library)
+    assert window.browser.model.total == 0 and window.viewer.image is None
+    folder = tmp_path / "incoming"
+    write_studies(folder)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(folder))
+    progress = []
+    with qtbot.waitSignal(window.import_finished, timeout=30000) as blocker:
+        window.act_import_folder.trigger()
+        assert window.jobs.isVisible() and window.jobs.rows
+        row = next(iter(window.jobs.rows.values()))
+        row.task.signals.progress.connect(lambda d, t, s: progress.append((d, t)))
+    summary = blocker.args[0]
+    assert summary.imported == 7 and not summary.cancelled
+    assert progress and progress[-1][0] == progress[-1][1] == 7
+    assert not window.jobs.isVisible()  # the progress row goes away when done
+    assert window.browser.model.total == 7
+    qtbot.waitUntil(lambda: window.viewer.image is not None, timeout=10000)  # first image selected
+    assert "Import finished: 7 imported" in " ".join(window.messages)
+    # drag and drop of a file: the same import (here a duplicate and a new PNG)
+    Image.fromarray(np.full((40, 50), 90, np.uint8)).save(tmp_path / "dropped.png")
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "dropped.png")), QUrl.fromLocalFile(str(folder / "anna_pa.dcm"))])
+    enter = QDragEnterEvent(window.rect().center(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(QPointF(window.rect().center()), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                      Qt.KeyboardModifier.NoModifier)
+    with qtbot.waitSignal(window.import_finished, timeout=30000) as blocker:
+        QApplication.sendEvent(window, drop)
+    assert blocker.args[0].imported == 1 and blocker.args[0].duplicates == 1
+    assert window.browser.model.total == 8
+    # something that is not a file is refused
+    text = QMimeData()
+    text.setText("hello")
+    enter = QDragEnterEvent(window.rect().center(), Qt.DropAction.CopyAction, text, Qt.MouseButton.LeftButton,
+                            Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(window, enter)
+    assert not enter.isAccepted()
+
+
+def test_import_can_be_cancelled_and_rejections_are_reported(qtbot, make_window, empty_library, tmp_path):
+    from core_model.imaging.dicom_write import DicomSpec, write_dicom
+
+    folder = tmp_path / "many"
+    for i in range(400):
+        write_dicom(folder / f"f{i:04d}.dcm", np.full((8, 8), i, np.uint16), DicomSpec(patient_id=f"P{i % 7}"))
+    window = make_window(lib=empty_library)
+    task = window.import_paths([str(folder)])
+    row = window.jobs.rows[task.id]
+    qtbot.waitUntil(lambda: row.bar.maximum() > 0 and row.bar.value() > 0, timeout=20000)
+    with qtbot.waitSignal(window.import_finished, timeout=30000) as blocker:
+        qtbot.mouseClick(row.cancel, Qt.MouseButton.LeftButton)
+    summary = blocker.args[0]
+    assert summary.cancelled and 0 < summary.imported < 400
+    assert "Import cancelled" in window.messages[-1]
+    assert window.browser.model.total == summary.imported  # what was imported stays
+    # rejected files: reported in a message with the reasons
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.dcm").write_text("not dicom")
+    with qtbot.waitSignal(window.import_finished, timeout=30000):
+        window.import_paths([str(bad)])
+    box = window._boxes[-1]
+    assert "not imported" in box.text() and "not_dicom" in box.detailedText()
+    shoot(box, "import_rejections_message")
+
+
+def test_review_approve_flag_and_filter(qtbot, make_window, library):
+    window = make_window()
+    uid = uid_of(library, "ben_cr.dcm")
+    show_image(qtbot, window, uid)
+    window.review.comment.setFocus()
+    qtbot.mouseClick(window.review.flag, Qt.MouseButton.LeftButton)  # flag needs a comment
+    assert "comment is required" in window.review.current.text()
+    qtbot.keyClicks(window.review.comment, "possible apical pneumothorax, check lateral")
+    with qtbot.waitSignal(window.review_saved, timeout=10000):
+        qtbot.mouseClick(window.review.flag, Qt.MouseButton.LeftButton)
+    assert "flagged" in window.review.current.text()
+    assert "check lateral" in window.review.history.item(0).text()
+    with library.session() as s:
+        reviews = reviews_for(s, get_instance(s, uid))
+    assert [(r.status, r.comment) for r in reviews] == [("flagged", "possible apical pneumothorax, check lateral")]
+    other = uid_of(library, "cara_pa.dcm")
+    show_image(qtbot, window, other)
+    with qtbot.waitSignal(window.review_saved, timeout=10000):
+        qtbot.mouseClick(window.review.approve, Qt.MouseButton.LeftButton)
+    model = window.browser.model
+    assert model.cell_text(model.rows[model.row_of(other)], 5) == "✓ approved"
+    assert model.cell_text(model.rows[model.row_of(uid)], 5) == "⚑ flagged"
+    shoot(window, "review_flagged")
+    window.browser.status.setCurrentIndex(3)  # Flagged
+    assert [r.sop_instance_uid for r in model.rows] == [uid]
+    assert window.current_uid == other and window.viewer.image is not None
+    window.browser.status.setCurrentIndex(1)  # Unreviewed
+    assert model.total == 5 and uid not in [r.sop_instance_uid for r in model.rows]
+    window.browser.status.setCurrentIndex(2)  # Approved
+    assert [r.sop_instance_uid for r in model.rows] == [other]
+    # the shown image stays shown while filtered out, and selected again when it is back
+    assert window.current_uid == other and window.browser.current_uid() == other
+
+
+def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, library):
+    bundle = FakeBundle(delay=0.05)
+    window = make_window(bundle=bundle)
+    qtbot.waitUntil(lambda: window.is_idle(), timeout=20000)
+    progress = []
+    task = window.analyze_all()
+    task.signals.progress.connect(lambda d, t, s: progress.append((d, t)))
+    assert window.jobs.rows[task.id].bar.accessibleName() == "Analysing progress"
+    with qtbot.waitSignal(window.batch_finished, timeout=60000) as blocker:
+        pass
+    summary = blocker.args[0]
+    # the image shown first was analysed when it was selected; "analyze all" did the others
+    assert summary.total == summary.analysed == 6 and not summary.failed
+    assert progress[-1] == (6, 6)
+    # the browser shows and filters on the top finding now
+    model = window.browser.model
+    assert all(r.top_finding for r in model.rows)
+    window.browser.finding.setCurrentText("pneumonia")
+    window.browser.finding_on.setChecked(True)
+    assert window.browser.threshold.value() == pytest.approx(0.35)  # the bundle's operating threshold
+    rows = model.rows
+    assert rows and all(r.top_finding == "pneumonia" and r.top_probability >= 0.35 for r in rows)
+    shoot(window, "browser_finding_filter")
+    assert window.analyze_all() is None  # nothing left to do
+    assert "already has an analysis" in window.messages[-1]
+
+
+def test_analyze_all_can_be_cancelled(qtbot, make_window, library):
+    bundle = FakeBundle(delay=0.4)
+    window = make_window(bundle=bundle, select_first=False)
+    task = window.analyze_all()
+    row = window.jobs.rows[task.id]
+    qtbot.waitUntil(lambda: bundle.calls["analyze"] >= 1, timeout=10000)
+    with qtbot.waitSignal(window.batch_finished, timeout=30000) as blocker:
+        qtbot.mouseClick(row.cancel, Qt.MouseButton.LeftButton)
+    summary = blocker.args[0]
+    assert summary.cancelled and summary.analysed < 7
+    assert bundle.threads and "MainThread" not in bundle.threads  # inference ran in workers
+
+
+def qt_render_of_image(viewer) -> np.ndarray:
+    """What the scene shows over the image, rendered at the image's native resolution."""
+    h, w = viewer.image.shape
+    img = QImage(w, h, QImage.Format.Format_RGB888)
+    img.fill(Qt.GlobalColor.black)
+    painter = QPainter(img)
+    src = viewer.image_item.mapRectToScene(viewer.image_item.boundingRect())
+    viewer.graphics.scene().render(painter, QRectF(0, 0, w, h), src)
+    painter.end()
+    ptr = img.constBits()
+    arr = np.frombuffer(ptr, np.uint8, count=img.sizeInBytes()).reshape(h, img.bytesPerLine())
+    return arr[:, : w * 3].reshape(h, w, 3).copy()
+
+
+def test_export_view_png_composites_overlays_as_shown(qtbot, make_window, library, fake_bundle, tmp_path,
+                                                      monkeypatch):
+    window = make_window(bundle=fake_bundle)
+    uid = uid_of(library, "anna_pa.dcm")
+    show_image(qtbot, window, uid)
+    qtbot.waitUntil(lambda: window.current_result is not None and window.current_heat is not None, timeout=10000)
+    window.ai.mask_opacity.setValue(60)
+    window.ai.heat_opacity.setValue(45)
+    v = window.viewer
+    assert [layer.opacity for layer in v.layers()] == [pytest.approx(0.6), pytest.approx(0.45)]
+    expected = composite(v.display, v.layers())
+    # the scene as Qt paints it equals our composite (opacity included): this is "as shown"
+    shown = qt_render_of_image(v).astype(int)
+    assert np.abs(shown - expected.astype(int)).mean() < 1.5
+    assert np.percentile(np.abs(shown - expected.astype(int)), 99) <= 3
+    # export through the menu action (the save dialog answered by the test)
+    out = tmp_path / "exports" / "view.png"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "PNG images (*.png)"))
+    window.act_export_png.trigger()
+    qtbot.waitUntil(lambda: out.exists(), timeout=10000)
+    written = np.asarray(Image.open(out).convert("RGB"))
+    r0, r1, c0, c1 = visible_box(v.view_rect(), v.image.shape)
+    assert np.array_equal(written[: r1 - r0], expected[r0:r1, c0:c1])
+    assert written.shape[0] > r1 - r0  # the footer (notice, legend, colour bar) below
+    # pyqtgraph's own save would have dropped the opacity: our export differs from full opacity
+    full = composite(v.display, [type(layer)(layer.rgba, 1.0) for layer in v.layers()])
+    assert not np.array_equal(written[: r1 - r0], full[r0:r1, c0:c1])
+    shoot(window, "export_view_with_overlays")
+    # zoomed in: only the visible part is exported
+    window.viewer.zoom(3.0)
+    out2 = tmp_path / "zoomed.png"
+    window.export_png(str(out2))
+    qtbot.waitUntil(lambda: out2.exists(), timeout=10000)
+    r0, r1, c0, c1 = visible_box(v.view_rect(), v.image.shape)
+    zoomed = np.asarray(Image.open(out2).convert("RGB"))
+    assert zoomed.shape[1] == c1 - c0 < v.image.shape[1]
+    assert np.array_equal(zoomed[: r1 - r0], composite(v.display, v.layers())[r0:r1, c0:c1])
+    import shutil
+
+    from tests.gui.conftest import SHOTS
+
+    shutil.copy(out, SHOTS / "exported_view.png")
+
+
+def test_export_predictions_csv_for_selected_images(qtbot, make_window, library, fake_bundle, tmp_path, monkeypatch):
+    window = make_window(bundle=fake_bundle)
+    with qtbot.waitSignal(window.batch_finished, timeout=60000):
+        window.analyze_all()
+    window.browser.table.setFocus()
+    window.browser.table.selectAll()
+    qtbot.keyClick(window.browser.table, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier)
+    uids = window.browser.selected_uids()
+    assert len(uids) == 7
+    out = tmp_path / "predictions.csv"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(out), "CSV files (*.csv)"))
+    window.act_export_csv.trigger()
+    qtbot.waitUntil(lambda: out.exists(), timeout=10000)
+    assert out.read_text().startswith("# Research use only")
+    rows = read_predictions_csv(out)
+    assert sorted(r["sop_instance_uid"] for r in rows) == sorted(uids)
+    for r in rows:
+        assert r["bundle_id"] == "fake-bundle" and not r["error"]
+        assert float(r["p_pneumonia"]) >= 0 and r["threshold_pneumonia"] == "0.35"
+        assert r["above_pneumonia"] == str(int(float(r["p_pneumonia"]) >= 0.35))
+    text = out.read_text()
+    assert "NOVAK" not in text and "PAT-A" not in text  # no patient names or IDs
+
+
+def test_settings_and_layout_are_remembered(qtbot, make_window, library, isolated_settings):
+    window = make_window()
+    window.ai.mask_opacity.setValue(70)
+    window.ai.colormap.setCurrentIndex(window.ai.colormap.findData("viridis"))
+    window.ai.mask_mode.setCurrentIndex(1)
+    window.dock_review.hide()
+    window.resize(700, 600)
+    close_window(qtbot, window)
+    files = list(isolated_settings.rglob("*.ini"))
+    assert files, "settings were not written to the isolated folder"
+    from app.gui.main_window import MainWindow
+
+    again = MainWindow(library)
+    again.show()
+    assert again.ai.mask_opacity.value() == 70
+    assert again.ai.colormap.currentData() == "viridis"
+    assert again.ai.mask_settings[2] == "outline"
+    assert not again.dock_review.isVisible() and again.dock_reports.isVisible()
+    assert (again.width(), again.height()) == (700, 600)
+    close_window(qtbot, again)
+
+
+def test_unreadable_image_is_a_message_not_a_traceback(qtbot, make_window, library):
+    uid = uid_of(library, "cara_ap.dcm")
+    with library.session() as s:
+        path = library.resolve(get_instance(s, uid).file_path, "managed")
+    path.write_bytes(path.read_bytes()[:400])  # truncated behind the library's back
+    window = make_window()
+    window.browser.select_uid(uid)
+    qtbot.waitUntil(lambda: window.image_error is not None, timeout=10000)
+    assert "cannot be shown" in window.viewer.info.text()
+    assert "Traceback" not in window.viewer.info.text()
+    # the next image still works
+    show_image(qtbot, window, uid_of(library, "cara_pa.dcm"))
+
+
+def test_accessible_names(qtbot, make_window):
+    window = make_window()
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox, QLineEdit, QPlainTextEdit
+
+    missing = [type(w).__name__ + ":" + (w.objectName() or (w.text() if hasattr(w, "text") else ""))
+               for cls in (QAbstractButton, QAbstractSlider, QComboBox, QLineEdit, QPlainTextEdit)
+               for w in window.findChildren(cls)
+               if w.isVisibleTo(window) and not w.accessibleName() and not (hasattr(w, "text") and w.text())
+               and not type(w).__name__.startswith("QScrollBar") and "qt_" not in w.objectName()]
+    assert not missing, missing
