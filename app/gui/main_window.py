@@ -202,7 +202,7 @@ class MainWindow(QMainWindow):
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
 
         self.viewer = ViewerWidget()
-        self.viewer.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 30)
+        self.viewer.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 24)
         self.setCentralWidget(self.viewer)
         self.browser = BrowserWidget(library)
         self.ai = AIPanel(self.settings)
