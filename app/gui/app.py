@@ -60,6 +60,10 @@ def make_application(argv: list[str] | None = None):
         return app
     QGuiApplication.setHighDpiScaleFactorRoundingPolicy(Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
     install_qt_message_handler()
+    # Workers run Python too (importer, pydicom); each time Qt calls back into Python (paint
+    # events, slots) the GUI thread waits for the GIL up to the switch interval. 1 ms instead
+    # of 5 ms keeps those waits short (see benchmarks/app_responsiveness.py).
+    sys.setswitchinterval(float(os.environ.get("CXR_ADAPTOR_SWITCH_INTERVAL", "0.001")))
     app = QApplication(argv or [sys.argv[0]])
     app.setOrganizationName("cxr-adaptor")
     app.setApplicationName("adaptor-review")
@@ -124,12 +128,34 @@ def run_app(options: GuiOptions) -> int:
         if demo:
             window.import_paths([str(demo.studies)])
         window.show()
+        if os.environ.get("CXR_ADAPTOR_STARTUP_PROBE"):
+            _startup_probe(app, window)
         if options.screenshot:
             return _screenshot(app, window, options.screenshot, wait_bundle=bool(bundle), wait_import=bool(demo))
         code = app.exec()
+        window.close()  # after a quit from elsewhere: stop the workers before the library closes
         return int(code)
     finally:
         library.close()
+
+
+def _startup_probe(app, window) -> None:
+    """For benchmarks/app_responsiveness.py: print the wall-clock time of the window's first
+    paint (``startup-painted <epoch seconds>``) and quit."""
+    from PySide6.QtCore import QEvent, QObject, QTimer
+
+    class Probe(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802
+            if event.type() == QEvent.Type.Paint and not self.done and (
+                    obj is window or (hasattr(obj, "window") and obj.window() is window)):
+                self.done = True
+                print(f"startup-painted {time.time():.6f}", flush=True)
+                QTimer.singleShot(0, app.quit)
+            return False
+
+    probe = Probe(app)
+    probe.done = False
+    app.installEventFilter(probe)
 
 
 def _screenshot(app, window, path: str, *, wait_bundle: bool, wait_import: bool) -> int:

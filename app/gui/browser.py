@@ -244,9 +244,10 @@ class BrowserWidget(QWidget):
         header.setHighlightSections(False)
         self.table.setSortingEnabled(True)
         self.table.setColumnWidth(0, THUMB + 12)
-        fm = self.fontMetrics()
-        for col, chars in ((1, 11), (2, 7), (3, 8), (4, 3), (5, 7)):
-            self.table.setColumnWidth(col, fm.horizontalAdvance("M") * chars)
+        fm = self.fontMetrics()  # widths from typical contents (measuring rows would cost a query's time)
+        for col, sample in ((1, "OKAFOR, BENJAMIN"), (2, "PAT-00000"), (3, "2024-03-01"), (4, "VIEW"),
+                            (5, "✓ approved")):
+            self.table.setColumnWidth(col, fm.horizontalAdvance(sample) + 16)
 
         filters = QHBoxLayout()
         filters.setContentsMargins(0, 0, 0, 0)
@@ -343,13 +344,6 @@ class BrowserWidget(QWidget):
         self._restoring = set()
         total = self.model.total
         self.count.setText(f"{total} image{'s' if total != 1 else ''}" + (" (filtered)" if self.model.filters else ""))
-        if not getattr(self, "_sized", False) and self.model.rows:
-            self._sized = True  # fit the columns to the first rows once; the user's widths stay
-            em = self.fontMetrics().horizontalAdvance("M")
-            for col in range(1, len(COLUMNS) - 1):
-                self.table.resizeColumnToContents(col)
-                self.table.setColumnWidth(col, min(self.table.columnWidth(col), 14 * em))
-            self.table.setColumnWidth(0, THUMB + 12)
         keep = self._emitted
         row = self.model.row_of(keep)
         if row is None:

@@ -633,10 +633,10 @@ class MainWindow(QMainWindow):
         now = time.monotonic()
         if force or now - self._last_refresh > 1.5:
             self._last_refresh = now
-            had = self.browser.current_uid()
             self.browser.refresh()
-            if had is None and self.browser.model.rows and self.current_uid is None:
-                self.browser.select_row(0)
+            if self.current_uid is None and self.browser.model.rows:
+                # the first image arrived: show it, in the next event-loop pass (short stalls)
+                QTimer.singleShot(0, lambda: self.current_uid is None and self.browser.select_row(0))
 
     def _import_done(self, summary) -> None:
         self._maybe_refresh_browser(force=True)
@@ -749,11 +749,14 @@ class MainWindow(QMainWindow):
         self.model_card_dialog = dlg
 
     # -- batch analysis -------------------------------------------------------------------------
-    def analyze_all(self):
+    def analyze_all(self, uids: list[str] | None = None):
+        """Analyse every image without an analysis by this model (or the given ones) in the
+        background, with progress and cancel."""
         if self.bundle is None:
             self.show_error("Analyze all", "Choose a model bundle first.")
             return None
-        uids = analysis_logic.unanalysed_uids(self.library, str(self.bundle.id), str(self.bundle.version))
+        if uids is None:
+            uids = analysis_logic.unanalysed_uids(self.library, str(self.bundle.id), str(self.bundle.version))
         if not uids:
             self.status_message("Every image already has an analysis by this model")
             return None

@@ -1,0 +1,347 @@
+"""Review app responsiveness: the longest event-loop stall while importing 2,000 files and while
+analysing 50 images, and the cold start to a painted main window. Research use only.
+
+    .venv/bin/python benchmarks/app_responsiveness.py [--bundle PATH] [--files 2000] [--analyze 50]
+                                                      [--size 128] [--starts 3]
+
+Stall: a 10 ms QTimer heartbeat runs on the GUI thread; the longest gap between two beats is
+the longest time the user could not interact (target <= 100 ms). Measured twice, side by side:
+
+  ours      the app's own path: MainWindow.import_paths / analyze_all, which run the library's
+            importer and the model in worker threads (QThreadPool) and send throttled progress
+            to the GUI thread (browser refreshed at most every 1.5 s, progress bar, thumbnails)
+  baseline  the same library calls made directly on the GUI thread (what an app without workers
+            does), with the same progress callback
+
+Cold start (target <= 1.5 s): wall clock from spawning ``python -m app.main --db LIB`` (the
+library holding the imported files) to the main window's first paint (offscreen), best and
+median of ``--starts`` runs; beside it the floor: a bare PySide6 QMainWindow painted by a
+``python -c`` process.
+
+Without ``--bundle`` the analysis uses a numpy stand-in with a comparable CPU cost per image
+(decode, preprocess to 224 px, a few dense layers, a mask and a heatmap on the image grid); the
+output says which one ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+
+TARGET_STALL_MS = 100.0
+TARGET_START_S = 1.5
+
+
+# -- data ---------------------------------------------------------------------------------------
+
+
+def generate(folder: Path, n: int, size: int, seed: int = 0) -> None:
+    from pydicom.uid import generate_uid
+
+    from core_model.imaging.dicom_write import DicomSpec, build_dataset
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    lungs = np.exp(-(((xx - 0.3) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2)) + np.exp(
+        -(((xx - 0.7) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+    base = 2600 - 1500 * lungs
+    patients = max(1, n // 4)
+    studies: dict[tuple, tuple[str, str]] = {}
+    for i in range(n):
+        p = i % patients
+        key = (p, i // (patients * 2))
+        if key not in studies:
+            studies[key] = (generate_uid(), f"20{10 + (i % 14):02d}{1 + i % 12:02d}{1 + i % 28:02d}")
+        study_uid, date = studies[key]
+        img = np.clip(base + rng.normal(0, 40, base.shape), 0, 4095).astype(np.uint16)
+        ds = build_dataset(img, DicomSpec(patient_name=f"BENCH^PATIENT{p}", patient_id=f"B{p:06d}",
+                                          study_uid=study_uid, study_date=date, instance_number=i,
+                                          view_position=("PA", "AP", "LL")[i % 3], windows=[(1800.0, 2400.0)]))
+        sub = folder / f"sub{i % 20:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        ds.save_as(sub / f"IM{i:06d}.dcm", enforce_file_format=True)
+
+
+class StandInBundle:
+    """CPU cost of a small model, with the runtime API's shape (used when no --bundle is given)."""
+
+    id, version = "stand-in", "0"
+    classes = ["normal", "pneumonia", "covid19"]
+    thresholds = {"normal": 0.5, "pneumonia": 0.4, "covid19": 0.5}
+    mask_label = "pneumothorax"
+    card, card_markdown = {}, "stand-in"
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        self.w = [rng.standard_normal((3 * 224 * 224 // 64, 512)).astype(np.float32) * 0.01,
+                  rng.standard_normal((512, 384)).astype(np.float32) * 0.05,
+                  rng.standard_normal((384, 3)).astype(np.float32) * 0.05]
+
+    def analyze(self, image):
+        from types import SimpleNamespace
+
+        from core_model.imaging.preprocess import PreprocessSpec, from_square, load_display, normalize, to_square
+
+        spec = PreprocessSpec()
+        gray = load_display(image)
+        x = normalize(to_square(gray, spec), spec)
+        h = x.reshape(-1, 64).mean(axis=1)[None]
+        for _ in range(24):  # ~ the matmul work of a small ViT forward pass on 2 cores
+            z = np.tanh(h @ self.w[0]) @ self.w[1]
+        logits = (np.tanh(z) @ self.w[2])[0]
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        square = 1 / (1 + np.exp(-(x[0] * 2)))
+        mask = from_square(square, *gray.shape, spec)
+        return SimpleNamespace(probabilities=dict(zip(self.classes, map(float, p))), mask=mask, mask_threshold=0.5,
+                               mask_area_fraction=float((mask >= 0.5).mean()), embedding=z[0, :64] / np.linalg.norm(z),
+                               image_shape=gray.shape, gray=gray)
+
+    def heatmap(self, a, text):
+        from core_model.imaging.preprocess import PreprocessSpec, from_square
+
+        g = a.gray if hasattr(a, "gray") else None
+        shape = g.shape if g is not None else (224, 224)
+        return np.clip(from_square(np.random.default_rng(len(text)).random((14, 14)).astype(np.float32),
+                                   *shape, PreprocessSpec()), 0, 1)
+
+    def similar_reports(self, query, k=5):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(id=f"r{i}", text="Lungs are clear.", score=0.9 - 0.1 * i) for i in range(k)]
+
+
+# -- measuring ----------------------------------------------------------------------------------
+
+
+class Heartbeat:
+    def __init__(self, interval_ms: int = 10):
+        from PySide6.QtCore import Qt, QTimer
+
+        self.interval = interval_ms
+        self.timer = QTimer()
+        self.timer.setTimerType(Qt.TimerType.PreciseTimer)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._beat)
+        self.max_gap = 0.0
+        self.last = 0.0
+        self.beats = 0
+
+    def _beat(self) -> None:
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+        self.beats += 1
+
+    def start(self) -> None:
+        self.max_gap, self.beats = 0.0, 0
+        self.last = time.perf_counter()
+        self.timer.start()
+
+    def stop(self) -> float:
+        self._beat()
+        self.timer.stop()
+        return self.max_gap * 1000.0
+
+
+def wait_for(app, condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the benchmark step did not finish in time")
+        app.processEvents()
+        time.sleep(0.001)
+
+
+def run_in_loop(app, fn) -> float:
+    """Run ``fn`` on the GUI thread from inside the event loop; returns its duration."""
+    from PySide6.QtCore import QTimer
+
+    box = {}
+
+    def go():
+        t = time.perf_counter()
+        box["value"] = fn()
+        box["elapsed"] = time.perf_counter() - t
+
+    QTimer.singleShot(0, go)
+    wait_for(app, lambda: "elapsed" in box, 3600)
+    return box["elapsed"]
+
+
+def measure_stalls(args, work: Path, source: Path, bundle, bundle_text: str) -> dict:
+    from PySide6.QtCore import QSettings
+
+    from app.gui.app import make_application
+    from app.gui.main_window import MainWindow
+    from app.library import open_library
+    from app.library.importer import Importer
+    from app.logic.analysis import all_instance_uids, analyze_many
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(work / "settings"))
+    app = make_application()
+    out: dict = {}
+
+    # -- ours: the window's own import and batch analysis (workers) --
+    lib = open_library(work / "ours" / "library.db")
+    window = MainWindow(lib, restore_layout=False)
+    window.show()
+    app.processEvents()
+    done = {}
+    window.import_finished.connect(lambda s: done.setdefault("import", s))
+    window.batch_finished.connect(lambda s: done.setdefault("batch", s))
+    hb = Heartbeat()
+    hb.start()
+    t = time.perf_counter()
+    window.import_paths([str(source)])
+    wait_for(app, lambda: "import" in done, 3600)
+    out["import_ours_s"] = time.perf_counter() - t
+    out["import_ours_ms"] = hb.stop()
+    assert done["import"].imported == args.files, done["import"]
+    wait_for(app, window.is_idle, 600)  # thumbnails of the first rows, the first image
+    window._bundle_loaded((bundle_text, bundle))
+    wait_for(app, window.is_idle, 600)  # the shown image's own analysis
+    uids = [u for u in all_instance_uids(lib) if u != window.current_uid][: args.analyze]
+    hb.start()
+    t = time.perf_counter()
+    window.analyze_all(uids)
+    wait_for(app, lambda: "batch" in done, 3600)
+    out["analyze_ours_s"] = time.perf_counter() - t
+    out["analyze_ours_ms"] = hb.stop()
+    assert done["batch"].analysed == len(uids), done["batch"]
+    window.close()
+    lib.close()
+
+    # -- baseline: the same library calls on the GUI thread --
+    base = open_library(work / "baseline" / "library.db")
+    window = MainWindow(base, restore_layout=False)
+    window.show()
+    app.processEvents()
+
+    def progress(p):
+        window.browser.count.setText(f"{p.done}/{p.total}")
+
+    hb.start()
+    out["import_base_s"] = run_in_loop(app, lambda: Importer(base, mode="copy", progress=progress).run([str(source)]))
+    window.browser.refresh()
+    out["import_base_ms"] = hb.stop()
+    uids = all_instance_uids(base)[1: args.analyze + 1]
+    hb.start()
+    out["analyze_base_s"] = run_in_loop(app, lambda: analyze_many(base, bundle, uids))
+    window.browser.refresh()
+    out["analyze_base_ms"] = hb.stop()
+    window.close()
+    base.close()
+    return out
+
+
+def _start_time(cmd: list[str], env: dict) -> float:
+    t0 = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    for line in proc.stdout.splitlines():
+        if line.startswith("startup-painted "):
+            return float(line.split()[1]) - t0
+    raise RuntimeError(f"no paint reported: {proc.stdout[-500:]} {proc.stderr[-2000:]}")
+
+
+BARE = """
+import sys, time
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtWidgets import QApplication, QMainWindow, QLabel
+app = QApplication(sys.argv)
+w = QMainWindow(); w.setCentralWidget(QLabel("hello")); w.resize(1200, 800)
+class P(QObject):
+    done = False
+    def eventFilter(self, o, e):
+        if e.type() == QEvent.Type.Paint and not self.done:
+            self.done = True; print(f"startup-painted {time.time():.6f}", flush=True); QTimer.singleShot(0, app.quit)
+        return False
+p = P(); app.installEventFilter(p); w.show(); app.exec()
+"""
+
+
+def measure_start(args, work: Path) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CXR_ADAPTOR_STARTUP_PROBE="1",
+               XDG_CONFIG_HOME=str(work / "settings-start"), PYTHONDONTWRITEBYTECODE="1")
+    ours = [_start_time([sys.executable, "-m", "app.main", "--db", str(work / "ours" / "library.db")], env)
+            for _ in range(args.starts)]
+    bare = [_start_time([sys.executable, "-c", BARE], env) for _ in range(args.starts)]
+    return dict(start_ours=ours, start_bare=bare)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", default=None, help="model bundle (default: a numpy stand-in)")
+    parser.add_argument("--files", type=int, default=2000)
+    parser.add_argument("--analyze", type=int, default=50)
+    parser.add_argument("--size", type=int, default=128, help="image side in pixels")
+    parser.add_argument("--starts", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="cxr-bench-app-"))
+    try:
+        source = work / "source"
+        t = time.perf_counter()
+        generate(source, args.files, args.size)
+        print(f"generated {args.files} DICOM files ({args.size} x {args.size}) in {time.perf_counter() - t:.1f} s",
+              flush=True)
+        if args.bundle:
+            from app.logic.bundles import describe, open_bundle
+
+            bundle = open_bundle(args.bundle)
+            bundle_text = describe(bundle)
+        else:
+            bundle, bundle_text = StandInBundle(), "numpy stand-in (no --bundle given)"
+        stalls = measure_stalls(args, work, source, bundle, bundle_text)
+        start = measure_start(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def verdict(ok: bool) -> str:
+        return "OK" if ok else "MISSED"
+
+    rows = [
+        (f"longest stall, import {args.files} files", stalls["import_ours_ms"], stalls["import_base_ms"],
+         f"<= {TARGET_STALL_MS:.0f} ms", stalls["import_ours_ms"] <= TARGET_STALL_MS),
+        (f"longest stall, analyse {args.analyze} images", stalls["analyze_ours_ms"], stalls["analyze_base_ms"],
+         f"<= {TARGET_STALL_MS:.0f} ms", stalls["analyze_ours_ms"] <= TARGET_STALL_MS),
+    ]
+    print()
+    print("Research use only. Review app responsiveness (Qt offscreen; 2 shared CPU cores)")
+    print(f"model: {bundle_text}")
+    print()
+    print(f"{'':40s} {'ours (workers)':>16s} {'baseline (GUI thread)':>22s} {'ratio':>8s}  target")
+    for name, ours, base, target, ok in rows:
+        print(f"{name:40s} {ours:13.0f} ms {base:19.0f} ms {base / max(ours, 1e-9):7.0f}x  {target} {verdict(ok)}")
+    so, sb = start["start_ours"], start["start_bare"]
+    best, med = min(so), statistics.median(so)
+    print(f"{'cold start to painted window (best)':40s} {best:14.2f} s {min(sb):15.2f} s (bare) {best / min(sb):7.1f}x  "
+          f"<= {TARGET_START_S} s {verdict(best <= TARGET_START_S)}")
+    print(f"{'cold start to painted window (median)':40s} {med:14.2f} s {statistics.median(sb):15.2f} s (bare) "
+          f"{med / statistics.median(sb):7.1f}x  <= {TARGET_START_S} s {verdict(med <= TARGET_START_S)}")
+    print()
+    print(f"work time: import {stalls['import_ours_s']:.1f} s (workers) vs {stalls['import_base_s']:.1f} s (GUI thread); "
+          f"analyse {stalls['analyze_ours_s']:.1f} s vs {stalls['analyze_base_s']:.1f} s")
+    print(f"cold starts (s): ours {', '.join(f'{x:.2f}' for x in so)}; bare Qt window {', '.join(f'{x:.2f}' for x in sb)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
