@@ -183,6 +183,7 @@ class AIPanel(QWidget):
         self.status = QLabel("")
         self.status.setAccessibleName("Analysis status")
         self.status.setWordWrap(True)
+        self.status.setVisible(False)
         self.bars = ProbabilityBars()
 
         # segmentation
@@ -327,6 +328,7 @@ class AIPanel(QWidget):
 
     def set_busy(self, text: str | None, cancellable: bool = False) -> None:
         self.status.setText(text or "")
+        self.status.setVisible(bool(text))
         self.cancel_button.setVisible(bool(text) and cancellable)
 
     def set_result(self, result) -> None:
@@ -348,6 +350,7 @@ class AIPanel(QWidget):
             self.mask_info.setText("This model has no segmentation head" if not result.mask_label else "No mask")
         when = "from the library" if result.from_cache else f"in {result.elapsed_s:.1f} s"
         self.status.setText(f"Analysed {when}.")
+        self.status.setVisible(True)
 
     def set_heatmap_label(self, phrase: str | None, source: str = "") -> None:
         if not phrase:

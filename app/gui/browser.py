@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from app.library.queries import InstanceRow, search_instances
 
-THUMB = 48  # logical pixels; thumbnails are made at 64 px, so they stay sharp at 125 % scaling
+THUMB = 48  # logical pixels; thumbnails are made at 96 px (device pixel ratio 2: sharp on HiDPI)
 
 COLUMNS = [
     ("", None),
@@ -186,7 +186,9 @@ class StudyTableModel(QAbstractTableModel):
         if pixels is None:
             self._failed_thumbs.add(uid)
             return
-        self.thumbs[uid] = array_to_pixmap(pixels)
+        pix = array_to_pixmap(pixels)
+        pix.setDevicePixelRatio(max(1.0, max(pixels.shape[:2]) / THUMB))
+        self.thumbs[uid] = pix
         i = self.row_of(uid)
         if i is not None:
             idx = self.index(i, 0)

@@ -519,6 +519,7 @@ class MainWindow(QMainWindow):
         heat = self._fit(heat)
         self.current_heat = (phrase, heat, source) if phrase and heat is not None else None
         self.ai.set_heatmap_label(phrase if self.current_heat else None, source)
+        self.reports.set_current(phrase if self.current_heat else None)
         self._heat_sig = None
         self._update_heat_layer()
         if self.current_heat:

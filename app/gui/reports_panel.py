@@ -1,15 +1,24 @@
 """The reports panel: the study's own report and the most similar reports of the bundle's report
-bank with their scores, sentence by sentence; clicking a sentence asks for its heatmap."""
+bank with their scores. Reports read as text (wrapped); each sentence is a link, and clicking it
+asks for that sentence's heatmap. The sentence whose heatmap is shown is highlighted."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QLabel, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+import html
+
+from PySide6.QtCore import QUrl, Signal
+from PySide6.QtWidgets import QLabel, QTextBrowser, QVBoxLayout, QWidget
 
 from app.logic.report_text import split_sentences
 
-PHRASE_ROLE = Qt.ItemDataRole.UserRole + 2
+CSS = """
+a { color: #1f4e86; text-decoration: none; }
+a.current { background-color: #ffe08a; color: #000; }
+.heading { font-style: italic; color: #707070; }
+.note { font-style: italic; color: #707070; }
+.score { font-weight: bold; }
+h3 { margin-top: 10px; margin-bottom: 4px; }
+"""
 
 
 class ReportsPanel(QWidget):
@@ -20,94 +29,101 @@ class ReportsPanel(QWidget):
         self.setAccessibleName("Reports panel")
         self.hint = QLabel("Click a sentence to see where the model finds it in the image.")
         self.hint.setWordWrap(True)
-        self.tree = QTreeWidget()
-        self.tree.setAccessibleName("Reports")
-        self.tree.setHeaderHidden(True)
-        self.tree.setWordWrap(True)
-        self.tree.setUniformRowHeights(False)
-        self.tree.setIndentation(12)
-        self.tree.setTextElideMode(Qt.TextElideMode.ElideNone)
+        self.text = QTextBrowser()
+        self.text.setAccessibleName("Reports")
+        self.text.setOpenLinks(False)
+        self.text.setOpenExternalLinks(False)
+        self.text.document().setDefaultStyleSheet(CSS)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.hint)
-        layout.addWidget(self.tree, 1)
-        self.own = QTreeWidgetItem(["This study's report"])
-        self.similar = QTreeWidgetItem(["Similar reports (model's report bank)"])
-        bold = QFont(self.font())
-        bold.setBold(True)
-        for item in (self.own, self.similar):
-            item.setFont(0, bold)
-            item.setFlags(Qt.ItemFlag.ItemIsEnabled)
-            self.tree.addTopLevelItem(item)
-        self.tree.itemClicked.connect(self._clicked)
-        self.tree.itemActivated.connect(self._clicked)
-        self.set_own([])
-        self.set_similar(None, "No model loaded")
+        layout.addWidget(self.text, 1)
+        self.text.anchorClicked.connect(self._clicked)
+        self.own: list[str] = []
+        self.hits = None
+        self.note = "No model loaded"
+        self.current: str | None = None
+        self.links: list[tuple[str, str]] = []  # (phrase, source) by link number
+        self._render()
 
-    def _add_sentences(self, parent: QTreeWidgetItem, text: str, source: str) -> None:
-        for sentence in split_sentences(text):
-            item = QTreeWidgetItem([sentence.text])
-            if sentence.heading:
-                f = QFont(self.font())
-                f.setItalic(True)
-                item.setFont(0, f)
-                item.setFlags(Qt.ItemFlag.ItemIsEnabled)
-            else:
-                item.setData(0, PHRASE_ROLE, (sentence.phrase, source))
-                item.setToolTip(0, "Click to show this sentence's heatmap")
-            parent.addChild(item)
-
-    def _note(self, parent: QTreeWidgetItem, text: str) -> None:
-        item = QTreeWidgetItem([text])
-        f = QFont(self.font())
-        f.setItalic(True)
-        item.setFont(0, f)
-        item.setFlags(Qt.ItemFlag.ItemIsEnabled)
-        parent.addChild(item)
-
+    # -- content --------------------------------------------------------------------------------
     def set_own(self, texts: list[str]) -> None:
-        self.own.takeChildren()
-        if not texts:
-            self._note(self.own, "No report in the library for this image")
-        for i, text in enumerate(texts):
-            self._add_sentences(self.own, text, "this study's report" if len(texts) == 1 else f"report {i + 1}")
-        self.own.setExpanded(True)
+        self.own = list(texts)
+        self.current = None
+        self._render()
 
     def set_similar(self, hits, note: str | None = None) -> None:
-        """``hits``: [Hit(id, text, score)] best first, or None with a ``note``."""
-        self.similar.takeChildren()
-        if hits is None or not hits:
-            self._note(self.similar, note or "No similar reports")
+        """``hits``: [Hit(id, text, score)] best first, or None / [] with a ``note``."""
+        self.hits = list(hits) if hits else None
+        self.note = note or "No similar reports"
+        self._render()
+
+    def set_current(self, phrase: str | None) -> None:
+        """Highlight the sentence whose heatmap is shown."""
+        if phrase != self.current:
+            self.current = phrase
+            self._render()
+
+    def _sentences_html(self, text: str, source: str) -> str:
+        parts = []
+        for sentence in split_sentences(text):
+            if sentence.heading:
+                parts.append(f'<br><span class="heading">{html.escape(sentence.text)}</span><br>')
+                continue
+            n = len(self.links)
+            self.links.append((sentence.phrase, source))
+            cls = ' class="current"' if sentence.phrase == self.current else ""
+            parts.append(f'<a href="s:{n}"{cls} title="Show where the model finds this">'
+                         f"{html.escape(sentence.text)}</a> ")
+        return "".join(parts)
+
+    def _render(self) -> None:
+        self.links = []
+        out = ["<h3>This study's report</h3>"]
+        if not self.own:
+            out.append('<p class="note">No report in the library for this image.</p>')
+        for i, text in enumerate(self.own):
+            source = "this study's report" if len(self.own) == 1 else f"report {i + 1}"
+            out.append(f"<p>{self._sentences_html(text, source)}</p>")
+        out.append("<h3>Similar reports (model's report bank)</h3>")
+        if not self.hits:
+            out.append(f'<p class="note">{html.escape(self.note)}</p>')
         else:
-            for rank, hit in enumerate(hits, 1):
-                head = QTreeWidgetItem([f"#{rank}  score {hit.score:.3f}  ({hit.id})"])
-                head.setFlags(Qt.ItemFlag.ItemIsEnabled)
-                f = QFont(self.font())
-                f.setBold(True)
-                head.setFont(0, f)
-                head.setData(0, Qt.ItemDataRole.AccessibleTextRole, f"Similar report {rank}, score {hit.score:.3f}")
-                self._add_sentences(head, hit.text, f"similar report #{rank}")
-                self.similar.addChild(head)
-                head.setExpanded(rank <= 3)
-        self.similar.setExpanded(True)
+            for rank, hit in enumerate(self.hits, 1):
+                out.append(f'<p><span class="score">#{rank} &nbsp;score {hit.score:.3f}</span> '
+                           f'<span class="note">({html.escape(str(hit.id))})</span><br>'
+                           f"{self._sentences_html(hit.text, f'similar report #{rank}')}</p>")
+        scroll = self.text.verticalScrollBar().value()
+        self.text.setHtml("".join(out))
+        self.text.verticalScrollBar().setValue(scroll)
 
-    def sentences(self) -> list[QTreeWidgetItem]:
-        """Every clickable sentence item (tests, keyboard users)."""
-        out = []
+    # -- clicks -----------------------------------------------------------------------------------
+    def sentences(self) -> list[tuple[str, str]]:
+        """(phrase, source) of every clickable sentence, in order."""
+        return list(self.links)
 
-        def walk(item: QTreeWidgetItem) -> None:
-            for i in range(item.childCount()):
-                child = item.child(i)
-                if child.data(0, PHRASE_ROLE):
-                    out.append(child)
-                walk(child)
+    def link_position(self, n: int):
+        """Where link ``n`` is drawn, in viewport coordinates (tests, keyboard help)."""
+        doc = self.text.document()
+        block = doc.begin()
+        while block.isValid():
+            it = block.begin()
+            while not it.atEnd():
+                frag = it.fragment()
+                if frag.isValid() and frag.charFormat().anchorHref() == f"s:{n}":
+                    cursor = self.text.textCursor()
+                    cursor.setPosition(frag.position() + min(2, frag.length() - 1))
+                    return self.text.cursorRect(cursor).center()
+                it += 1
+            block = block.next()
+        return None
 
-        for i in range(self.tree.topLevelItemCount()):
-            walk(self.tree.topLevelItem(i))
-        return out
-
-    def _clicked(self, item: QTreeWidgetItem, _column: int = 0) -> None:
-        data = item.data(0, PHRASE_ROLE)
-        if data:
-            phrase, source = data
-            self.sentence_clicked.emit(phrase, source)
+    def _clicked(self, url: QUrl) -> None:
+        target = url.toString()
+        if not target.startswith("s:"):
+            return
+        try:
+            phrase, source = self.links[int(target[2:])]
+        except (ValueError, IndexError):
+            return
+        self.sentence_clicked.emit(phrase, source)

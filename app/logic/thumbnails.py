@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-SIZE = 64
+SIZE = 96  # shown at 48 logical pixels: sharp at 200 % scaling
 
 
 def thumbnail_path(library, uid: str, size: int = SIZE) -> Path:

@@ -46,15 +46,27 @@ def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(qtbot,
     assert not window.viewer.mask_item.isVisible()
     qtbot.mouseClick(window.ai.mask_visible, Qt.MouseButton.LeftButton)
     # the study's own report, and similar reports with scores; click a sentence -> its heatmap
-    own = [it.text(0) for it in window.reports.sentences()]
-    assert "Focal consolidation in the left lower lobe." in own
-    qtbot.waitUntil(lambda: window.reports.similar.childCount() >= 3)
-    assert "score" in window.reports.similar.child(0).text(0)
-    sentence = next(it for it in window.reports.sentences() if it.text(0).startswith("Focal consolidation"))
-    rect = window.reports.tree.visualItemRect(sentence)
+    phrases = [p for p, _ in window.reports.sentences()]
+    assert "Focal consolidation in the left lower lobe" in phrases
+    assert "FINDINGS" in window.reports.text.toPlainText()  # headings shown, not clickable
+    assert "FINDINGS" not in phrases
+    qtbot.waitUntil(lambda: window.reports.hits is not None and len(window.reports.hits) >= 3)
+    assert "#1  score 0.900" in window.reports.text.toPlainText().replace("\xa0", " ")
+    pos = window.reports.link_position(phrases.index("Focal consolidation in the left lower lobe"))
     with qtbot.waitSignal(window.heatmap_shown, timeout=10000) as blocker:
-        qtbot.mouseClick(window.reports.tree.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+        qtbot.mouseClick(window.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert blocker.args == ["Focal consolidation in the left lower lobe"]
+    assert window.reports.current == "Focal consolidation in the left lower lobe"  # highlighted
+    # a sentence of a retrieved (similar) report
+    similar = [i for i, (_, src) in enumerate(window.reports.sentences()) if src.startswith("similar report #2")]
+    with qtbot.waitSignal(window.heatmap_shown, timeout=10000) as blocker2:
+        qtbot.mouseClick(window.reports.text.viewport(), Qt.MouseButton.LeftButton,
+                         pos=window.reports.link_position(similar[0]))
+    assert window.current_heat[2] == "similar report #2"
+    assert window.ai.heat_label.text().endswith("(similar report #2)")
+    pos = window.reports.link_position(phrases.index("Focal consolidation in the left lower lobe"))
+    with qtbot.waitSignal(window.heatmap_shown, timeout=10000):
+        qtbot.mouseClick(window.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert window.viewer.heat_layer is not None and window.viewer.heat_item.isVisible()
     # low heatmap values are transparent (alpha 0 below the threshold, through the table)
     heat = window.current_heat[1]

@@ -123,3 +123,14 @@ def test_cli_errors_for_the_gui(tmp_path):
     proc = _gui(["--demo", "--screenshot", str(tmp_path / "x.png")],
                 {"CXR_ADAPTOR_DEMO": str(tmp_path / "no-demo")})
     assert proc.returncode == 2 and "demo assets are not there" in proc.stderr
+
+
+def test_screenshot_at_200_percent_scaling(library, tmp_path, isolated_settings):
+    out = tmp_path / "hidpi.png"
+    proc = _gui(["--db", str(library.db_path), "--screenshot", str(out)],
+                {"XDG_CONFIG_HOME": str(isolated_settings), "QT_SCALE_FACTOR": "2"})
+    assert proc.returncode == 0, proc.stderr
+    img = Image.open(out)
+    assert img.width >= 2 * 1200  # device pixels: twice the logical size, nothing clipped
+    img.resize((img.width // 2, img.height // 2)).save(SHOTS / "cli_screenshot_hidpi_downscaled.png")
+    Image.open(out).crop((0, 0, 1400, 900)).save(SHOTS / "cli_screenshot_hidpi_crop.png")

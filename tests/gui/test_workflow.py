@@ -59,7 +59,8 @@ def test_browser_sorts_searches_and_shows_thumbnails(qtbot, make_window, library
 
     assert all(thumbnail_path(library, r.sop_instance_uid).exists() for r in model.rows)
     pix = model.data(model.index(0, 0), Qt.ItemDataRole.DecorationRole)
-    assert pix is not None and max(pix.width(), pix.height()) == 64
+    assert pix is not None and max(pix.width(), pix.height()) == 96
+    assert max(pix.deviceIndependentSize().width(), pix.deviceIndependentSize().height()) == 48
     shoot(window, "browser_thumbnails")
 
 
