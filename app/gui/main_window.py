@@ -336,7 +336,7 @@ class MainWindow(QMainWindow):
         self.ai.choose_model.connect(self.choose_bundle_folder)
         self.ai.show_card.connect(self.show_model_card)
         self.ai.analyze_requested.connect(lambda: self.analyze_current(force=True))
-        self.ai.cancel_requested.connect(lambda: self.runner.cancel(self._tasks.get("analysis")))
+        self.ai.cancel_requested.connect(self.cancel_analysis)
         self.ai.phrase_requested.connect(lambda phrase: self.request_heatmap(phrase, "typed phrase"))
         self.ai.mask_changed.connect(self._update_mask_layer)
         self.ai.heatmap_changed.connect(self._update_heat_layer)
@@ -433,10 +433,23 @@ class MainWindow(QMainWindow):
             self._analysis_done(cached)
             return
         self.runner.cancel(self._tasks.pop("analysis", None))
+        self.analysis_error = None
         self.ai.set_busy("Analysing…", cancellable=True)
-        self._tasks["analysis"] = self.runner.start(
+        holder: dict = {}
+        holder["task"] = self._tasks["analysis"] = self.runner.start(
             "Analysis", _analyze_job, self.library, self.bundle, uid, force,
-            on_result=self._analysis_done, on_failed=lambda msg, uid=uid: self._analysis_failed(uid, msg))
+            on_result=lambda r: None if holder["task"].cancelled else self._analysis_done(r),
+            on_failed=lambda msg, uid=uid: None if holder["task"].cancelled else self._analysis_failed(uid, msg))
+
+    def cancel_analysis(self) -> None:
+        """Stop the shown image's analysis (the model's current step still finishes; nothing is
+        stored or shown)."""
+        task = self._tasks.pop("analysis", None)
+        if task is not None:
+            self.runner.cancel(task)
+            self.analysis_error = "cancelled"
+            self.ai.set_busy("Analysis cancelled. “Analyze again” runs it.")
+            self.reports.set_similar(None, "Analysis cancelled")
 
     def _bundle_key(self):
         return (str(self.bundle.id), str(self.bundle.version)) if self.bundle is not None else None

@@ -41,6 +41,13 @@ SIMILAR_K = 5
 _PHRASES = {"covid19": "covid-19 pneumonia", "covid-19": "covid-19 pneumonia"}
 
 
+class AnalysisCancelled(UserError):
+    """The user cancelled; nothing was stored for the image being analysed."""
+
+    def __init__(self, message: str = "analysis cancelled"):
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class Hit:
     id: str
@@ -220,19 +227,29 @@ def _finite(d: dict) -> dict[str, float]:
 
 def run_model(library, bundle, uid: str, *, heatmap: bool = True, similar_k: int = SIMILAR_K,
               store: bool = True, cancelled: CancelFn | None = None) -> AnalysisResult:
-    """Analyse one instance with ``bundle`` (no cache lookup) and store the result."""
+    """Analyse one instance with ``bundle`` (no cache lookup) and store the result. A cancel
+    between the model's steps raises :class:`AnalysisCancelled` and stores nothing (a cached
+    analysis is always complete)."""
+
+    def check() -> None:
+        if cancelled is not None and cancelled():
+            raise AnalysisCancelled()
+
     path = instance_file(library, uid)
     started = time.perf_counter()
+    check()
     a = bundle.analyze(str(path))
+    check()
     probabilities = _finite(dict(a.probabilities))
     mask = None if getattr(a, "mask", None) is None else np.asarray(a.mask, dtype=np.float32)
     phrase = heat = None
-    if heatmap and not (cancelled and cancelled()):
+    if heatmap:
         phrase = default_heatmap_phrase(probabilities)
         if phrase:
             heat = np.asarray(bundle.heatmap(a, phrase), dtype=np.float32)
+            check()
     similar = None
-    if similar_k and not (cancelled and cancelled()):
+    if similar_k:
         try:
             similar = _hits(bundle.similar_reports(a, k=similar_k))
         except UserError as exc:  # e.g. a bundle without a report bank
@@ -338,6 +355,9 @@ def analyze_many(library, bundle, uids: Iterable[str], *, force: bool = False, h
             break
         try:
             result = analyze_instance(library, bundle, uid, force=force, heatmap=heatmap, cancelled=cancelled)
+        except AnalysisCancelled:
+            summary.cancelled = True
+            break
         except UserError as exc:
             summary.failed.append((uid, str(exc)))
         except Exception as exc:  # an unexpected failure on one image must not stop the batch

@@ -171,3 +171,23 @@ def test_analysis_error_reaches_the_user_as_a_message(qtbot, make_window, librar
     assert window.analysis_error.startswith("unexpected error (RuntimeError: onnxruntime exploded)")
     assert "Analysis failed" in window.ai.status.text()
     assert "\n" not in window.analysis_error
+
+
+def test_a_slow_analysis_can_be_cancelled_and_nothing_is_stored(qtbot, make_window, library):
+    bundle = FakeBundle(delay=0.6)
+    window = make_window(bundle=bundle, select_first=False)
+    uid = uid_of(library, "cara_pa.dcm")
+    window.browser.select_uid(uid)
+    qtbot.waitUntil(lambda: window.ai.cancel_button.isVisible() and bundle.calls["analyze"] == 1, timeout=10000)
+    assert "Analysing" in window.ai.status.text()
+    qtbot.mouseClick(window.ai.cancel_button, Qt.MouseButton.LeftButton)
+    assert "cancelled" in window.ai.status.text() and not window.ai.cancel_button.isVisible()
+    qtbot.waitUntil(window.is_idle, timeout=10000)
+    assert window.current_result is None and window.viewer.mask_layer is None
+    from app.logic.analysis import cached_analysis
+
+    assert cached_analysis(library, uid, bundle.id, bundle.version) is None  # nothing half-stored
+    # the image is still there and can be analysed again
+    with qtbot.waitSignal(window.analysis_shown, timeout=10000):
+        qtbot.mouseClick(window.ai.analyze_button, Qt.MouseButton.LeftButton)
+    assert window.current_result is not None and window.current_result.uid == uid
