@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import logging
-import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -109,7 +108,9 @@ def _similar_job(ctx, library, bundle, result, uid: str):
     return uid, analysis_logic.similar_reports(library, bundle, result, uid)
 
 
-def _analyze_all_job(ctx, library, bundle, uids: list[str]):
+def _analyze_all_job(ctx, library, bundle, uids: list[str] | None):
+    if uids is None:  # every image without an analysis by this bundle (a query: off the GUI thread)
+        uids = analysis_logic.unanalysed_uids(library, str(bundle.id), str(bundle.version))
     return analysis_logic.analyze_many(library, bundle, uids, progress=ctx.progress, cancelled=ctx.cancelled)
 
 
@@ -769,11 +770,6 @@ class MainWindow(QMainWindow):
         if self.bundle is None:
             self.show_error("Analyze all", "Choose a model bundle first.")
             return None
-        if uids is None:
-            uids = analysis_logic.unanalysed_uids(self.library, str(self.bundle.id), str(self.bundle.version))
-        if not uids:
-            self.status_message("Every image already has an analysis by this model")
-            return None
         task = self.runner.start("Analyze all", _analyze_all_job, self.library, self.bundle, uids, lane="background",
                                  on_result=self._batch_done,
                                  on_failed=lambda msg: self.show_error("Analysis stopped", msg),
@@ -782,6 +778,10 @@ class MainWindow(QMainWindow):
         return task
 
     def _batch_done(self, summary) -> None:
+        if summary.total == 0:
+            self.status_message("Every image already has an analysis by this model")
+            self.batch_finished.emit(summary)
+            return
         self._maybe_refresh_browser(force=True)
         state = "Analysis cancelled" if summary.cancelled else "Analysis finished"
         text = (f"{state}: {summary.analysed} analysed, {summary.cached} already done, "

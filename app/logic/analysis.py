@@ -150,7 +150,7 @@ def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str,
     from sqlalchemy import select
 
     from app.library.models import Analysis
-    from app.library.queries import analysis_heatmap, analysis_mask, analysis_probabilities, get_instance
+    from app.library.queries import get_instance
 
     with library.session() as s:
         inst = get_instance(s, uid)
@@ -178,7 +178,7 @@ def latest_any(library, uid: str) -> AnalysisResult | None:
     return None if row is None else _from_row(library, uid, instance_pk, row, load_arrays=False)
 
 
-def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) -> AnalysisResult:
+def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) -> AnalysisResult | None:
     from app.library.queries import analysis_heatmap, analysis_mask, analysis_probabilities
 
     from app.logic.overlay import to_unit
@@ -192,7 +192,7 @@ def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) ->
             heat = analysis_heatmap(library, row)
         except (OSError, ValueError) as exc:  # files removed by hand: recompute
             log.warning("analysis %d of %s has unreadable files (%s); it will be recomputed", row.id, uid, exc)
-            return None  # type: ignore[return-value]
+            return None
     emb = extras.get("embedding")
     return AnalysisResult(
         uid=uid, bundle_id=row.bundle_id, bundle_version=row.bundle_version,

@@ -191,8 +191,9 @@ def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, 
     rows = model.rows
     assert rows and all(r.top_finding == "pneumonia" and r.top_probability >= 0.35 for r in rows)
     shoot(window, "browser_finding_filter")
-    assert window.analyze_all() is None  # nothing left to do
-    assert "already has an analysis" in window.messages[-1]
+    with qtbot.waitSignal(window.batch_finished, timeout=10000) as blocker:
+        window.analyze_all()  # nothing left to do
+    assert blocker.args[0].total == 0 and "already has an analysis" in window.messages[-1]
 
 
 def test_analyze_all_can_be_cancelled(qtbot, make_window, library):
