@@ -68,7 +68,8 @@ class ReportsPanel(QWidget):
         parts = []
         for sentence in split_sentences(text):
             if sentence.heading:
-                parts.append(f'<br><span class="heading">{html.escape(sentence.text)}</span><br>')
+                lead = "<br>" if parts else ""
+                parts.append(f'{lead}<span class="heading">{html.escape(sentence.text)}</span><br>')
                 continue
             n = len(self.links)
             self.links.append((sentence.phrase, source))

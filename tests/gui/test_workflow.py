@@ -80,7 +80,7 @@ def test_import_from_the_file_menu_with_progress_and_drag_and_drop(qtbot, make_w
     summary = blocker.args[0]
     assert summary.imported == 7 and not summary.cancelled
     assert progress and progress[-1][0] == progress[-1][1] == 7
-    assert not window.jobs.isVisible()  # the progress row goes away when done
+    qtbot.waitUntil(lambda: not window.jobs.isVisible(), timeout=5000)  # the progress row goes away
     assert window.browser.model.total == 7
     qtbot.waitUntil(lambda: window.viewer.image is not None, timeout=10000)  # first image selected
     assert "Import finished: 7 imported" in " ".join(window.messages)
