@@ -43,6 +43,8 @@ from app.logic.overlay import Layer, Legend, heatmap_rgba, mask_rgba
 
 log = logging.getLogger(__name__)
 
+INLINE_OVERLAY_PIXELS = 1_500_000  # larger overlays are coloured in a worker
+
 
 class LRU(OrderedDict):
     def __init__(self, size: int):
@@ -189,8 +191,8 @@ class MainWindow(QMainWindow):
         self.results = LRU(64)
         self.heatmaps = LRU(24)
         self._tasks: dict[str, object] = {}
-        self._mask_sig = None
-        self._heat_sig = None
+        self._mask_sig = self._mask_want = None  # overlay arrays shown / asked for
+        self._heat_sig = self._heat_want = None
         self._thumb_queue: list = []
         self._last_refresh = 0.0
         self._boxes: list = []
@@ -372,8 +374,9 @@ class MainWindow(QMainWindow):
         self.ai.set_result(None)
         self.ai.set_heatmap_label(None)
         self._update_actions()
-        for key in ("image", "analysis", "heatmap", "similar"):
+        for key in ("image", "analysis", "heatmap", "similar", "overlay-mask", "overlay-heat"):
             self.runner.cancel(self._tasks.pop(key, None))
+        self._mask_want = self._heat_want = self._mask_sig = self._heat_sig = None
         self._show_text_panels(uid)
         if uid is None:
             self.viewer.set_image(None, "No image selected")
@@ -519,25 +522,18 @@ class MainWindow(QMainWindow):
         r = self.current_result
         mask = self._fit(r.mask) if r is not None else None
         if mask is None:
-            self._mask_sig = None
+            self._mask_sig = self._mask_want = None
             self.viewer.set_mask(None)
             return
-        sig = (id(r), mode)
-        if sig != self._mask_sig or self.viewer.mask_layer is None:
-            self.viewer.set_mask(Layer(mask_rgba(mask, r.mask_threshold, mode), opacity, visible))
-            self._mask_sig = sig
-        else:
-            self.viewer.update_layer("mask", opacity=opacity, visible=visible)
+        threshold = r.mask_threshold
+        self._overlay("mask", (id(r), mode), mask.size, lambda: mask_rgba(mask, threshold, mode))
 
     def _set_heat(self, phrase: str | None, heat: np.ndarray | None, source: str) -> None:
         heat = self._fit(heat)
         self.current_heat = (phrase, heat, source) if phrase and heat is not None else None
         self.ai.set_heatmap_label(phrase if self.current_heat else None, source)
         self.reports.set_current(phrase if self.current_heat else None)
-        self._heat_sig = None
         self._update_heat_layer()
-        if self.current_heat:
-            self.heatmap_shown.emit(phrase)
 
     def _update_heat_layer(self) -> None:
         visible, opacity, cmap, threshold = self.ai.heatmap_settings
@@ -546,15 +542,49 @@ class MainWindow(QMainWindow):
         self.settings.set("overlay/colormap", cmap)
         self.settings.set("overlay/heatmap_threshold", threshold)
         if self.current_heat is None:
+            self._heat_sig = self._heat_want = None
             self.viewer.set_heatmap(None)
             return
         phrase, heat, _source = self.current_heat
-        sig = (id(heat), cmap, threshold)
-        if sig != self._heat_sig or self.viewer.heat_layer is None:
-            self.viewer.set_heatmap(Layer(heatmap_rgba(heat, self.ai.heatmap_table(), threshold), opacity, visible))
-            self._heat_sig = sig
+        table = self.ai.heatmap_table()
+        self._overlay("heat", (id(heat), cmap, threshold), heat.size, lambda: heatmap_rgba(heat, table, threshold),
+                      shown=lambda: self.heatmap_shown.emit(phrase))
+
+    def _overlay(self, kind: str, sig, pixels: int, compute, shown=None) -> None:
+        """Show overlay ``kind`` ("mask" / "heat") for ``sig``: opacity and visibility change
+        at once; a new RGBA array is made here for small images and in a worker for large
+        ones (a 3000 x 2500 outline takes ~250 ms), and dropped if superseded meanwhile."""
+        layer = self.viewer.mask_layer if kind == "mask" else self.viewer.heat_layer
+        applied = self._mask_sig if kind == "mask" else self._heat_sig
+        if sig == applied and layer is not None:
+            visible, opacity = self._overlay_look(kind)
+            self.viewer.update_layer(kind, opacity=opacity, visible=visible)
+            return
+        setattr(self, f"_{kind}_want", sig)
+
+        def apply(rgba) -> None:
+            if getattr(self, f"_{kind}_want") != sig:
+                return  # another image, mode, colormap or threshold was asked for meanwhile
+            visible, opacity = self._overlay_look(kind)
+            (self.viewer.set_mask if kind == "mask" else self.viewer.set_heatmap)(Layer(rgba, opacity, visible))
+            setattr(self, f"_{kind}_sig", sig)
+            if shown is not None:
+                shown()
+
+        self.runner.cancel(self._tasks.pop(f"overlay-{kind}", None))
+        if pixels <= INLINE_OVERLAY_PIXELS:
+            apply(compute())
         else:
-            self.viewer.update_layer("heat", opacity=opacity, visible=visible)
+            self._tasks[f"overlay-{kind}"] = self.runner.start(
+                "Overlay", lambda ctx: compute(), on_result=apply,
+                on_failed=lambda msg: self.status_message(f"Overlay not shown: {msg}"))
+
+    def _overlay_look(self, kind: str) -> tuple[bool, float]:
+        if kind == "mask":
+            visible, opacity, _mode = self.ai.mask_settings
+        else:
+            visible, opacity, _cmap, _thr = self.ai.heatmap_settings
+        return visible, opacity
 
     def request_heatmap(self, phrase: str, source: str = "") -> None:
         uid = self.current_uid

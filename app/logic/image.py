@@ -127,11 +127,14 @@ class ViewImage:
         if not state.manual:
             preset = self.presets[state.preset or 0] if self.presets else None
         kwargs = dict(center=state.center, width=state.width) if state.manual else {}
-        if self._lut_base is not None and (preset is None or preset.kind != "full_range"):
+        # Full range over the lookup table equals the whole-array min..max unless padding values
+        # are excluded from the range (PixelPaddingValue): then the whole array is used.
+        lut_ok = preset is None or preset.kind != "full_range" or "PixelPaddingValue" not in self.header
+        if self._lut_base is not None and lut_ok:
             vmin, index, range_values = self._lut_base
             lut = to_display(apply_voi(range_values, self.header, preset, **kwargs), invert)
             return lut[index]
-        # Full range (min-max, excluding padding values) and non-integer values: the whole array.
+        # Full range excluding padding values, and non-integer values: the whole array.
         return to_display(apply_voi(self.values, self.header, preset, **kwargs), invert)
 
     def preset_label(self, index: int) -> str:

@@ -191,3 +191,23 @@ def test_a_slow_analysis_can_be_cancelled_and_nothing_is_stored(qtbot, make_wind
     with qtbot.waitSignal(window.analysis_shown, timeout=10000):
         qtbot.mouseClick(window.ai.analyze_button, Qt.MouseButton.LeftButton)
     assert window.current_result is not None and window.current_result.uid == uid
+
+
+def test_large_overlays_are_coloured_in_a_worker(qtbot, make_window, library, fake_bundle, monkeypatch):
+    import app.gui.main_window as mw
+
+    monkeypatch.setattr(mw, "INLINE_OVERLAY_PIXELS", 0)
+    window = make_window(bundle=fake_bundle)
+    qtbot.waitUntil(lambda: window.viewer.mask_layer is not None and window.viewer.heat_layer is not None,
+                    timeout=10000)
+    first = window.viewer.mask_layer.rgba
+    window.ai.mask_mode.setCurrentIndex(1)
+    window.ai.mask_mode.setCurrentIndex(0)  # superseded at once: only the last one is shown
+    window.ai.mask_mode.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: window._mask_sig is not None and window._mask_sig[1] == "outline", timeout=10000)
+    assert window.viewer.mask_layer.rgba[..., 3].astype(bool).sum() < first[..., 3].astype(bool).sum()
+    window.ai.mask_opacity.setValue(20)  # opacity: immediate, no new array
+    assert window.viewer.mask_item.opacity() == pytest.approx(0.2)
+    with qtbot.waitSignal(window.heatmap_shown, timeout=10000):
+        window.ai.heat_threshold.setValue(70)
+    assert window._heat_sig[2] == pytest.approx(0.7)

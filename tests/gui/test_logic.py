@@ -50,6 +50,9 @@ def test_fast_windowing_equals_the_library_pipeline(tmp_path, study_files):
                                                     explanation="CURVE")])
     ds.save_as(lut)
     files["voi_lut"] = lut
+    padded = chest(40, 50, 5)
+    padded[:5] = 0
+    files["padding"] = _write(tmp_path, "pad.dcm", padded, extra={"PixelPaddingValue": 0})
     for name, path in files.items():
         if path.suffix == ".png":
             continue
