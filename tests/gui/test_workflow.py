@@ -339,3 +339,15 @@ def test_accessible_names(qtbot, make_window):
                if w.isVisibleTo(window) and not w.accessibleName() and not (hasattr(w, "text") and w.text())
                and not type(w).__name__.startswith("QScrollBar") and "qt_" not in w.objectName()]
     assert not missing, missing
+
+
+def test_import_files_from_the_file_menu(qtbot, make_window, empty_library, study_files, monkeypatch):
+    window = make_window(lib=empty_library)
+    chosen = [str(study_files["a_pa"]), str(study_files["png"])]
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", lambda *a, **k: (chosen, "Images"))
+    window.act_copy.setChecked(False)  # link in place
+    with qtbot.waitSignal(window.import_finished, timeout=30000) as blocker:
+        window.act_import_files.trigger()
+    assert blocker.args[0].imported == 2 and blocker.args[0].mode == "link"
+    assert window.settings.get("import/last_folder") == str(study_files["a_pa"].parent)
+    assert window.settings.get("import/copy") is False
