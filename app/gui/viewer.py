@@ -286,7 +286,9 @@ class ViewerWidget(QWidget):
         self.last_distance = dist
         self.ruler.setData([start.x(), end.x()], [start.y(), end.y()])
         self.ruler.show()
-        self.ruler_text.setText(dist.text)
+        self.ruler_text.setText(dist.short or dist.text)
+        right_half = end.x() > self.image.shape[1] / 2 and end.x() >= start.x()
+        self.ruler_text.setAnchor((1, 1) if right_half else (0, 1))  # keep the label inside the image
         self.ruler_text.setPos(end)
         self.ruler_text.show()
         self.distance.setText(f"Distance: {dist.text}")

@@ -55,7 +55,8 @@ class Spacing:
 class Distance:
     pixels: float
     mm: float | None  # in the plane the spacing refers to
-    text: str
+    text: str  # the full statement (which plane, magnification)
+    short: str = ""  # what fits beside the ruler on the image
 
 
 @dataclass
@@ -218,16 +219,16 @@ def measure(x0: float, y0: float, x1: float, y1: float, spacing: Spacing | None)
     dx, dy = float(x1) - float(x0), float(y1) - float(y0)
     pixels = math.hypot(dx, dy)
     if spacing is None:
-        return Distance(pixels, None, f"{pixels:.1f} px (no pixel spacing in the file)")
+        return Distance(pixels, None, f"{pixels:.1f} px (no pixel spacing in the file)", f"{pixels:.1f} px")
     mm = math.hypot(dx * spacing.col_mm, dy * spacing.row_mm)
     if spacing.kind == "PixelSpacing":
-        return Distance(pixels, mm, f"{mm:.1f} mm")
+        return Distance(pixels, mm, f"{mm:.1f} mm", f"{mm:.1f} mm")
     text = f"{mm:.1f} mm at the detector"
     if spacing.magnification:
         text += f" (~{mm / spacing.magnification:.1f} mm at the patient, est. magnification {spacing.magnification:g})"
     else:
         text += " (not corrected for magnification)"
-    return Distance(pixels, mm, text)
+    return Distance(pixels, mm, text, f"{mm:.1f} mm (detector)")
 
 
 # -- loading ----------------------------------------------------------------------------------

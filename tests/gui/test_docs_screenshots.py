@@ -1,0 +1,129 @@
+"""Screenshots of each feature on SYNTHETIC phantom studies, for people to look at
+(runs/gui_screenshots/docs/; the chosen ones are copied to docs/screenshots/). The states with a
+model need the real exported bundle and are skipped without it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from core_model.imaging.dicom_write import DicomSpec, write_dicom
+from tests.gui.conftest import SHOTS, close_window, drag, view_to_widget
+
+pytestmark = pytest.mark.qt
+DOCS = SHOTS / "docs"
+
+
+@pytest.fixture
+def phantom_window(qtbot, tmp_path, phantom_folder):
+    from app.gui.main_window import MainWindow
+    from app.library import open_library
+    from app.library.importer import Importer
+
+    lib = open_library(tmp_path / "lib" / "library.db")
+    Importer(lib, mode="copy", fsync=False).run([phantom_folder])
+    window = MainWindow(lib, restore_layout=False)
+    window.show()
+    qtbot.waitExposed(window)
+    qtbot.waitUntil(lambda: window.viewer.image is not None, timeout=20000)
+    qtbot.waitUntil(lambda: len(window.browser.model.thumbs) >= len(window.browser.model.rows), timeout=30000)
+    yield window
+    close_window(qtbot, window)
+    lib.close()
+
+
+def save(widget, name: str) -> None:
+    DOCS.mkdir(parents=True, exist_ok=True)
+    assert widget.grab().save(str(DOCS / f"{name}.png"), "PNG")
+
+
+def test_viewer_review_and_import_screens(qtbot, phantom_window, tmp_path):
+    w = phantom_window
+    v = w.viewer
+    w.browser.table.setFocus()
+    qtbot.keyClick(w.browser.table, Qt.Key.Key_2)
+    qtbot.keyClick(w.browser.table, Qt.Key.Key_M)
+    h, wd = v.image.shape
+    drag(qtbot, v.graphics.viewport(), view_to_widget(v, wd * 0.2, h * 0.55), view_to_widget(v, wd * 0.8, h * 0.55))
+    hover_at = view_to_widget(v, wd * 0.3, h * 0.4)
+    from tests.gui.conftest import hover
+
+    hover(qtbot, v.graphics.viewport(), hover_at)
+    save(w, "viewer_preset_measure")
+    qtbot.keyClick(w.browser.table, Qt.Key.Key_M)
+    # review: flag one image with a comment, filter the browser on flagged images
+    w.dock_review.raise_()
+    qtbot.keyClicks(w.review.comment, "Pleural line at the left apex? Ask for an expiratory view.")
+    with qtbot.waitSignal(w.review_saved, timeout=10000):
+        qtbot.mouseClick(w.review.flag, Qt.MouseButton.LeftButton)
+    w.browser.select_row(2)
+    qtbot.waitUntil(lambda: w.current_uid == w.browser.model.rows[2].sop_instance_uid and w.viewer.image is not None)
+    with qtbot.waitSignal(w.review_saved, timeout=10000):
+        qtbot.mouseClick(w.review.approve, Qt.MouseButton.LeftButton)
+    save(w, "review")
+    w.browser.status.setCurrentIndex(3)
+    save(w, "browser_flagged_filter")
+    w.browser.status.setCurrentIndex(0)
+    # an import in progress (progress bar and cancel in the status bar)
+    many = tmp_path / "many"
+    for i in range(1500):
+        write_dicom(many / f"f{i:04d}.dcm", np.full((8, 8), i % 4000, np.uint16), DicomSpec(patient_id=f"P{i % 50}"))
+    task = w.import_paths([str(many)])
+    row = w.jobs.rows[task.id]
+    qtbot.waitUntil(lambda: row.bar.maximum() > 0 and row.bar.value() > 50, timeout=60000)
+    save(w, "import_progress")
+    with qtbot.waitSignal(w.import_finished, timeout=60000):
+        qtbot.mouseClick(row.cancel, Qt.MouseButton.LeftButton)
+
+
+def test_model_screens(qtbot, phantom_window, exported_bundle, tmp_path):
+    w = phantom_window
+    w.load_bundle(str(exported_bundle))
+    qtbot.waitUntil(lambda: w.bundle is not None or w.bundle_error, timeout=120000)
+    assert w.bundle is not None, w.bundle_error
+    with qtbot.waitSignal(w.batch_finished, timeout=600000):
+        w.analyze_all()
+    # an abnormal image: the top finding above its threshold, with the mask and its heatmap
+    rows = w.browser.model.rows
+    pick = max(rows, key=lambda r: (r.top_finding not in (None, "normal"), r.top_probability or 0))
+    w.browser.select_uid(pick.sop_instance_uid)
+    qtbot.waitUntil(lambda: w.current_result is not None and w.current_result.uid == pick.sop_instance_uid
+                    and w.is_idle(), timeout=60000)
+    save(w, "main_window_analysis")
+    # a sentence of the study's report -> its heatmap
+    own = [i for i, (_, src) in enumerate(w.reports.sentences()) if src == "this study's report"]
+    phrases = [p for p, _ in w.reports.sentences()]
+    finding = next((i for i in own if any(k in phrases[i].lower() for k in
+                                          ("consolidation", "opacit", "pneumothorax"))), own[-1])
+    with qtbot.waitSignal(w.heatmap_shown, timeout=60000):
+        qtbot.mouseClick(w.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=w.reports.link_position(finding))
+    w.ai.mask_mode.setCurrentIndex(1)
+    qtbot.waitUntil(w.is_idle, timeout=30000)
+    save(w, "report_sentence_heatmap")
+    w.show_model_card()
+    qtbot.waitExposed(w.model_card_dialog)
+    save(w.model_card_dialog, "model_card")
+    w.model_card_dialog.close()
+    out = tmp_path / "export.png"
+    w.export_png(str(out))
+    qtbot.waitUntil(out.exists, timeout=20000)
+    shutil.copy(out, DOCS / "exported_view.png")
+    # a broken bundle: the library stays usable and the panel says what is wrong
+    from app.gui.main_window import MainWindow
+
+    broken = tmp_path / "broken"
+    shutil.copytree(exported_bundle, broken)
+    victim = max((p for p in broken.rglob("*.onnx")), key=lambda p: p.stat().st_size)
+    victim.write_bytes(victim.read_bytes()[:-10] + b"0123456789")
+    other = MainWindow(w.library, restore_layout=False)
+    other.show()
+    with qtbot.waitSignal(other.bundle_changed, timeout=120000):
+        other.load_bundle(str(broken))
+    qtbot.waitUntil(lambda: other.viewer.image is not None, timeout=20000)
+    for box in other._boxes:
+        box.close()
+    save(other, "broken_bundle")
+    close_window(qtbot, other)
