@@ -88,9 +88,13 @@ class StandInBundle:
 
     def __init__(self):
         rng = np.random.default_rng(0)
-        self.w = [rng.standard_normal((3 * 224 * 224 // 64, 512)).astype(np.float32) * 0.01,
-                  rng.standard_normal((512, 384)).astype(np.float32) * 0.05,
-                  rng.standard_normal((384, 3)).astype(np.float32) * 0.05]
+        d = 384  # ViT-S/16-sized: 196 patch tokens, 12 blocks (~4.6 GMAC per image)
+        self.patch = rng.standard_normal((768, d)).astype(np.float32) * 0.03
+        self.blocks = [(rng.standard_normal((d, 3 * d)).astype(np.float32) * 0.03,
+                        rng.standard_normal((d, d)).astype(np.float32) * 0.03,
+                        rng.standard_normal((d, 4 * d)).astype(np.float32) * 0.03,
+                        rng.standard_normal((4 * d, d)).astype(np.float32) * 0.03) for _ in range(12)]
+        self.head = rng.standard_normal((d, 3)).astype(np.float32) * 0.05
 
     def analyze(self, image):
         from types import SimpleNamespace
@@ -100,16 +104,22 @@ class StandInBundle:
         spec = PreprocessSpec()
         gray = load_display(image)
         x = normalize(to_square(gray, spec), spec)
-        h = x.reshape(-1, 64).mean(axis=1)[None]
-        for _ in range(24):  # ~ the matmul work of a small ViT forward pass on 2 cores
-            z = np.tanh(h @ self.w[0]) @ self.w[1]
-        logits = (np.tanh(z) @ self.w[2])[0]
+        tokens = x.reshape(3, 14, 16, 14, 16).transpose(1, 3, 0, 2, 4).reshape(196, 768) @ self.patch
+        for qkv, proj, fc1, fc2 in self.blocks:
+            q, k, v = np.split(tokens @ qkv, 3, axis=1)
+            att = q @ k.T / 20.0
+            att = np.exp(att - att.max(axis=1, keepdims=True))
+            tokens = tokens + ((att / att.sum(axis=1, keepdims=True)) @ v) @ proj
+            tokens = tokens + np.maximum(tokens @ fc1, 0) @ fc2
+            tokens /= np.linalg.norm(tokens, axis=1, keepdims=True) / 20.0
+        z = tokens.mean(axis=0, keepdims=True)
+        logits = (z @ self.head)[0] / 20.0
         p = np.exp(logits - logits.max())
         p /= p.sum()
         square = 1 / (1 + np.exp(-(x[0] * 2)))
         mask = from_square(square, *gray.shape, spec)
         return SimpleNamespace(probabilities=dict(zip(self.classes, map(float, p))), mask=mask, mask_threshold=0.5,
-                               mask_area_fraction=float((mask >= 0.5).mean()), embedding=z[0, :64] / np.linalg.norm(z),
+                               mask_area_fraction=float((mask >= 0.5).mean()), embedding=z[0] / np.linalg.norm(z),
                                image_shape=gray.shape, gray=gray)
 
     def heatmap(self, a, text):
