@@ -49,6 +49,23 @@ def ids_digest(ids: list[str]) -> str:
     return h.hexdigest()
 
 
+def data_digest(records, *, image: bool = True, text: bool = True) -> str:
+    """Fingerprint of what the features are computed from: each image file's path, size and
+    modification time, and each report's text. A cache whose data changed is never reused."""
+    h = hashlib.sha256()
+    for r in records:
+        if image:
+            try:
+                st = os.stat(r.image_path)
+                h.update(f"{r.image_path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            except OSError:
+                h.update(f"{r.image_path}\0missing\0".encode())
+        if text:
+            h.update((r.report or "").encode())
+            h.update(b"\0")
+    return h.hexdigest()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".part")
     with open(tmp, "wb") as f:
@@ -73,7 +90,7 @@ def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
 
 def spec_key(spec: dict) -> dict:
     """The parts of a manifest that must match for a cache to be reused or resumed."""
-    keep = {"format", "items", "ids_sha256", "shard_size", "image", "text"}
+    keep = {"format", "items", "ids_sha256", "data_sha256", "shard_size", "image", "text"}
     out = {k: spec.get(k) for k in keep}
     for part in ("image", "text"):
         if out.get(part):

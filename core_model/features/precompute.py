@@ -26,6 +26,7 @@ from core_model.data.records import Record
 from core_model.errors import UserError
 from core_model.features.cache import (
     FORMAT_VERSION,
+    data_digest,
     CacheMismatchError,
     FeatureCache,
     atomic_save_npy,
@@ -95,6 +96,8 @@ def build_manifest(records: list[Record], image_encoder, text_encoder, spec: Pre
         "format": FORMAT_VERSION,
         "items": len(ids),
         "ids_sha256": ids_digest(ids),
+        "data_sha256": data_digest(records, image=bool(opts.image and image_encoder is not None),
+                                   text=bool(opts.text and text_encoder is not None)),
         "shard_size": opts.shard_size,
         "image": None,
         "text": None,

@@ -190,6 +190,34 @@ def prepare_input(source: ImageSource, spec: PreprocessSpec | None = None) -> np
     return normalize(to_square(gray, spec), spec)
 
 
+def original_shape(source: ImageSource) -> tuple[int, int]:
+    """(height, width) of an image at full resolution, read from its header where possible."""
+    if isinstance(source, np.ndarray):
+        return int(source.shape[0]), int(source.shape[1])
+    path = Path(source)
+    if path.suffix.lower() in _PIL_SUFFIXES or not _is_dicom(path):
+        try:
+            with Image.open(path) as img:
+                return int(img.height), int(img.width)
+        except (UnidentifiedImageError, OSError):
+            pass
+    from core_model.imaging.dicom import read_dataset
+
+    ds = read_dataset(path, header_only=True)
+    return int(ds.Rows), int(ds.Columns)
+
+
+def prepare_input_with_shape(source: ImageSource, spec: PreprocessSpec | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`prepare_input` plus the full-resolution (height, width) its outputs map back onto."""
+    spec = spec or PreprocessSpec()
+    gray = load_display(source, draft_size=2 * spec.size)
+    drafted = not isinstance(source, np.ndarray) and Path(source).suffix.lower() in (".jpg", ".jpeg")
+    shape = original_shape(source) if drafted else gray.shape
+    # (reduced-size JPEG decoding keeps the aspect ratio up to rounding, so outputs mapped back
+    # with from_square land on the full-resolution grid)
+    return normalize(to_square(gray, spec), spec), (int(shape[0]), int(shape[1]))
+
+
 def prepare_batch(sources: list[ImageSource], spec: PreprocessSpec | None = None) -> np.ndarray:
     spec = spec or PreprocessSpec()
     return np.stack([prepare_input(s, spec) for s in sources]).astype(np.float32)

@@ -111,6 +111,7 @@ def ensure_cache(cfg: dict, records: list[Record], cache_dir: Path | None = None
     """Return the complete cache for these records, precomputing (or finishing) it when needed."""
     from core_model.features.cache import FeatureCache
 
+    managed = not (cache_dir or cfg["cache"].get("dir"))  # our own folder: recompute on any change
     cache_dir = Path(cache_dir or cfg["cache"].get("dir") or default_cache_dir(cfg, records))
     manifest = cache_dir / "manifest.json"
     if manifest.exists() and not overwrite:
@@ -128,8 +129,10 @@ def ensure_cache(cfg: dict, records: list[Record], cache_dir: Path | None = None
                              patch_pool=int(c["patch_pool"]), batch_size=int(c["batch_size"]), workers=int(c["workers"]),
                              shard_size=int(c["shard_size"]), device=c.get("device", "auto"))
     t0 = time.perf_counter()
+    if managed and manifest.exists():
+        print(f"feature cache {cache_dir} was computed from other data or settings; recomputing it")
     cache = precompute(records, cache_dir, image_encoder, text_encoder, preprocess_spec(cfg), opts,
-                       overwrite=overwrite, progress=progress)
+                       overwrite=overwrite or managed, progress=progress)
     seconds = time.perf_counter() - t0
     per_item = cache.manifest.get("bytes_per_item", {}).get("total", 0)
     print(f"feature cache {cache_dir}: {cache.n} items ({int(cache.valid.sum())} usable) in {seconds:.1f} s; "
@@ -140,10 +143,13 @@ def ensure_cache(cfg: dict, records: list[Record], cache_dir: Path | None = None
 def _matches(manifest: dict, cfg: dict, records: list[Record], image: bool, text: bool) -> bool:
     """Cheap check that a complete cache is the one this config asks for (names, not hashes:
     anything else goes through precompute, which compares weight hashes and refuses mixing)."""
-    from core_model.features.cache import ids_digest
+    from core_model.features.cache import data_digest, ids_digest
 
     enc, c = cfg["encoders"], cfg["cache"]
     if manifest.get("ids_sha256") != ids_digest([r.id for r in records]):
+        return False
+    has_text = bool(manifest.get("text"))
+    if manifest.get("data_sha256") != data_digest(records, image=bool(manifest.get("image")), text=has_text):
         return False
     m_img, m_txt = manifest.get("image"), manifest.get("text")
     if image and not (m_img and m_img["encoder"]["name"] == str(enc["image"])

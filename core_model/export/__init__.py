@@ -1,0 +1,1 @@
+"""Export of trained Adaptors and heads to ONNX model bundles (torch side)."""
