@@ -105,12 +105,13 @@ class ColorBar(QWidget):
         self.setAccessibleName("Heatmap colour bar")
         self.table: np.ndarray | None = None
         self.threshold = 0.0
+        self.note = ""
         self.setMinimumHeight(self.fontMetrics().height() * 2 + 8)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_table(self, table: np.ndarray, threshold: float) -> None:
-        self.table, self.threshold = table, float(threshold)
-        self.setAccessibleDescription(f"0 to 1, transparent below {threshold:.2f}")
+    def set_table(self, table: np.ndarray, threshold: float, note: str = "") -> None:
+        self.table, self.threshold, self.note = table, float(threshold), note
+        self.setAccessibleDescription(f"0 to 1{' (' + note + ')' if note else ''}, transparent below {threshold:.2f}")
         self.update()
 
     def paintEvent(self, _event) -> None:  # noqa: N802
@@ -126,10 +127,12 @@ class ColorBar(QWidget):
         x = 4 + w * self.threshold
         p.setPen(QPen(self.palette().color(self.foregroundRole()), 1))
         p.drawLine(int(x), 0, int(x), h + 4)
-        p.drawText(4, h + 4 + fm.ascent(), "0")
-        p.drawText(4 + w - fm.horizontalAdvance("1"), h + 4 + fm.ascent(), "1")
+        lo, hi = ("min", "max") if self.note == "relative" else ("0", "1")
+        p.drawText(4, h + 4 + fm.ascent(), lo)
+        p.drawText(4 + w - fm.horizontalAdvance(hi), h + 4 + fm.ascent(), hi)
         label = f"threshold {self.threshold:.2f}"
-        lx = int(min(max(4.0, x - fm.horizontalAdvance(label) / 2), 4 + w - fm.horizontalAdvance(label)))
+        lx = int(min(max(4.0 + fm.horizontalAdvance(lo) + 6, x - fm.horizontalAdvance(label) / 2),
+                     4 + w - fm.horizontalAdvance(label) - fm.horizontalAdvance(hi) - 6))
         p.drawText(lx, h + 4 + fm.ascent(), label)
 
 
@@ -227,6 +230,11 @@ class AIPanel(QWidget):
             self.colormap.addItem(colormaps.LABELS.get(name, name), name)
         i = self.colormap.findData(g("overlay/colormap"))
         self.colormap.setCurrentIndex(max(0, i))
+        self.heat_relative = QCheckBox("Relative (stretch min–max)")
+        self.heat_relative.setAccessibleName("Stretch the heatmap to its minimum and maximum")
+        self.heat_relative.setToolTip("On: 0 = where the model looks least in this image, 1 = most. "
+                                      "Off: the model's values as they are.")
+        self.heat_relative.setChecked(bool(g("overlay/heatmap_relative")))
         self.colorbar = ColorBar()
         self.heat_label = QLabel("")
         self.heat_label.setAccessibleName("Heatmap shown")
@@ -243,6 +251,7 @@ class AIPanel(QWidget):
         form2.addRow(row)
         form2.addRow(self.heat_visible, self.colormap)
         form2.addRow(sliders)
+        form2.addRow(self.heat_relative)
         form2.addRow(self.colorbar)
         form2.addRow(self.heat_label)
 
@@ -274,6 +283,7 @@ class AIPanel(QWidget):
         self.mask_opacity.valueChanged.connect(lambda _v: self.mask_changed.emit())
         self.mask_mode.currentIndexChanged.connect(lambda _i: self.mask_changed.emit())
         self.heat_visible.toggled.connect(lambda _b: self.heatmap_changed.emit())
+        self.heat_relative.toggled.connect(lambda _b: self._update_colorbar())
         self.heat_opacity.valueChanged.connect(lambda _v: self.heatmap_changed.emit())
         self.heat_threshold.valueChanged.connect(lambda _v: self._update_colorbar())
         self.colormap.currentIndexChanged.connect(lambda _i: self._update_colorbar())
@@ -290,12 +300,17 @@ class AIPanel(QWidget):
         return (self.heat_visible.isChecked(), self.heat_opacity.value() / 100.0, self.colormap.currentData(),
                 self.heat_threshold.value() / 100.0)
 
+    @property
+    def heatmap_relative(self) -> bool:
+        return self.heat_relative.isChecked()
+
     def heatmap_table(self) -> np.ndarray:
         _v, _o, cmap, thr = self.heatmap_settings
         return threshold_lut(colormaps.table(cmap), thr)
 
     def _update_colorbar(self, emit: bool = True) -> None:
-        self.colorbar.set_table(self.heatmap_table(), self.heat_threshold.value() / 100.0)
+        self.colorbar.set_table(self.heatmap_table(), self.heat_threshold.value() / 100.0,
+                                "relative" if self.heat_relative.isChecked() else "")
         if emit:
             self.heatmap_changed.emit()
 

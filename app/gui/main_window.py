@@ -233,8 +233,8 @@ class MainWindow(QMainWindow):
         fm = self.fontMetrics()
         em = fm.horizontalAdvance("M")
         self.resize(em * 150, fm.height() * 56)
-        self.resizeDocks([self.dock_browser, self.dock_ai], [em * 50, em * 42], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.dock_ai, self.dock_reports], [fm.height() * 33, fm.height() * 20],
+        self.resizeDocks([self.dock_browser, self.dock_ai], [em * 60, em * 41], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.dock_ai, self.dock_reports], [fm.height() * 36, fm.height() * 17],
                          Qt.Orientation.Vertical)
         if restore_layout:
             self._restore_layout()
@@ -482,6 +482,7 @@ class MainWindow(QMainWindow):
         if result.heatmap is not None and result.heatmap_phrase:
             self._set_heat(result.heatmap_phrase, result.heatmap, "the top finding")
             self.ai.phrase.setText(result.heatmap_phrase)
+            self.ai.phrase.setCursorPosition(0)
         else:
             self._set_heat(None, None, "")
         if result.similar is not None:
@@ -545,9 +546,12 @@ class MainWindow(QMainWindow):
             self._heat_sig = self._heat_want = None
             self.viewer.set_heatmap(None)
             return
+        relative = self.ai.heatmap_relative
+        self.settings.set("overlay/heatmap_relative", relative)
         phrase, heat, _source = self.current_heat
         table = self.ai.heatmap_table()
-        self._overlay("heat", (id(heat), cmap, threshold), heat.size, lambda: heatmap_rgba(heat, table, threshold),
+        self._overlay("heat", (id(heat), cmap, threshold, relative), heat.size,
+                      lambda: heatmap_rgba(heat, table, threshold, relative),
                       shown=lambda: self.heatmap_shown.emit(phrase))
 
     def _overlay(self, kind: str, sig, pixels: int, compute, shown=None) -> None:
@@ -594,6 +598,7 @@ class MainWindow(QMainWindow):
             self.status_message("Choose a model bundle first: heatmaps come from the model")
             return
         self.ai.phrase.setText(phrase)
+        self.ai.phrase.setCursorPosition(0)
         key = (self._bundle_key(), uid, phrase)
         cached = self.heatmaps.fetch(key)
         if cached is not None:
@@ -849,10 +854,13 @@ class MainWindow(QMainWindow):
         if self.current_heat is not None and self.viewer.heat_layer is not None and self.viewer.heat_layer.visible:
             _v, opacity, cmap, thr = self.ai.heatmap_settings
             phrase = self.current_heat[0]
-            lines.append(f"Heatmap of \"{phrase}\" ({cmap}, opacity {opacity:.2f}, hidden below {thr:.2f})")
-            table, label = self.ai.heatmap_table(), "heatmap value"
+            scale = "stretched min-max, " if self.ai.heatmap_relative else ""
+            lines.append(f"Heatmap of \"{phrase}\" ({cmap}, {scale}opacity {opacity:.2f}, hidden below {thr:.2f})")
+            table = self.ai.heatmap_table()
+            label = "relative heatmap value" if self.ai.heatmap_relative else "heatmap value"
         lines.append(f"Display: {self.viewer.window_text()}")
-        return Legend(tuple(lines), table, label)
+        ends = ("min", "max") if self.ai.heatmap_relative else ("0", "1")
+        return Legend(tuple(lines), table, label, ends)
 
     def export_png(self, path: str):
         if self.viewer.display is None:

@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "overlay/heatmap_opacity": 0.5,
     "overlay/heatmap_threshold": 0.3,
     "overlay/colormap": "inferno",
+    "overlay/heatmap_relative": True,
     "import/copy": True,
     "import/last_folder": "",
     "model/last_bundle": "",

@@ -97,7 +97,10 @@ class Task(QRunnable):
             if not isinstance(exc, UserError):
                 log.debug("task %s failed", self.name, exc_info=True)
             self.error = user_message(exc)
-            log.warning("%s failed: %s", self.name, self.error)
+            if self.cancel_event.is_set():
+                log.debug("%s stopped after cancel: %s", self.name, self.error)
+            else:
+                log.warning("%s failed: %s", self.name, self.error)
             self.signals.failed.emit(self.error)
         else:
             self.value = value

@@ -38,7 +38,8 @@ def open_bundle(path: str | os.PathLike):
     try:
         return load_bundle(path)
     except UserError as exc:
-        raise BundleOpenError(f"{path.name}: {exc}") from exc
+        text = str(exc)
+        raise BundleOpenError(text if path.name in text else f"{path.name}: {text}") from exc
     except MemoryError as exc:
         raise BundleOpenError(f"{path.name}: not enough memory to load the model") from exc
     except Exception as exc:  # a broken file the runtime did not classify

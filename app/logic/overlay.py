@@ -56,6 +56,16 @@ def quantize(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(v * 255.0), 0, 255).astype(np.uint8)
 
 
+def stretch(values: np.ndarray) -> np.ndarray:
+    """Min-max stretch to [0, 1] ("relative" heatmap display: the least attended part of the
+    image 0, the most 1). A constant map stays as it is."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float32))
+    lo, hi = float(v.min()), float(v.max())
+    if hi - lo < 1e-6:
+        return np.clip(v, 0.0, 1.0)
+    return (v - lo) / (hi - lo)
+
+
 def threshold_lut(lut: np.ndarray, threshold: float) -> np.ndarray:
     """A (256, 4) uint8 RGBA table from a (256, 3|4) colour table: entry i stands for the value
     i/255; entries below ``threshold`` get alpha 0, the others full alpha."""
@@ -72,9 +82,10 @@ def threshold_lut(lut: np.ndarray, threshold: float) -> np.ndarray:
     return out
 
 
-def heatmap_rgba(heatmap: np.ndarray, lut: np.ndarray, threshold: float) -> np.ndarray:
-    """(H, W) heatmap in [0, 1] -> (H, W, 4) RGBA through the thresholded table."""
-    return threshold_lut(lut, threshold)[quantize(heatmap)]
+def heatmap_rgba(heatmap: np.ndarray, lut: np.ndarray, threshold: float, relative: bool = False) -> np.ndarray:
+    """(H, W) heatmap in [0, 1] -> (H, W, 4) RGBA through the thresholded table (``relative``:
+    min-max stretched first)."""
+    return threshold_lut(lut, threshold)[quantize(stretch(heatmap) if relative else heatmap)]
 
 
 def outline(binary: np.ndarray, thickness: int = 1) -> np.ndarray:
@@ -150,6 +161,7 @@ class Legend:
     lines: tuple[str, ...] = ()
     colorbar: np.ndarray | None = None  # (256, 4) thresholded table of the heatmap shown
     colorbar_label: str = ""
+    colorbar_ends: tuple[str, str] = ("0", "1")
 
 
 def _checker(h: int, w: int, size: int = 4) -> np.ndarray:
@@ -213,8 +225,9 @@ def render_footer(width: int, legend: Legend, notice: str = NOTICE) -> np.ndarra
         bar = colorbar_rgb(legend.colorbar, bar_w, bar_h)
         img.paste(Image.fromarray(bar, "RGB"), (pad, y))
         ty = y + bar_h + 2
-        draw.text((pad, ty), "0", fill=(230, 230, 230), font=font)
-        draw.text((pad + bar_w - font.getlength("1"), ty), "1", fill=(230, 230, 230), font=font)
+        lo, hi = legend.colorbar_ends
+        draw.text((pad, ty), lo, fill=(230, 230, 230), font=font)
+        draw.text((pad + bar_w - font.getlength(hi), ty), hi, fill=(230, 230, 230), font=font)
         if legend.colorbar_label and font.getlength(legend.colorbar_label) < bar_w - 4 * size:
             draw.text((pad + (bar_w - font.getlength(legend.colorbar_label)) / 2, ty), legend.colorbar_label,
                       fill=(230, 230, 230), font=font)

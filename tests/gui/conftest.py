@@ -234,17 +234,17 @@ def phantom_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported_bundle(request, tmp_path_factory) -> Path:
-    """A small real bundle: the lead's session fixture when tests/conftest.py provides one
-    (``tiny_bundle``), else ``$CXR_ADAPTOR_TEST_BUNDLE``; skipped while the runtime is missing."""
+    """A small real bundle: ``$CXR_ADAPTOR_TEST_BUNDLE`` when set, else the session fixture
+    ``tiny_bundle`` of tests/conftest.py (phantoms -> ... -> ``adaptor-train export``)."""
     try:
         from core_model.runtime import load_bundle  # noqa: F401
     except ImportError:
         pytest.skip("core_model.runtime.load_bundle is not there yet")
-    for name in ("tiny_bundle", "exported_bundle_path", "phantom_bundle"):
-        if name in request.fixturenames or name in request.session._fixturemanager._arg2fixturedefs:
-            value = request.getfixturevalue(name)
-            return Path(value)
-    env = os.environ.get("CXR_ADAPTOR_TEST_BUNDLE")
+    env = os.environ.get("CXR_ADAPTOR_TEST_BUNDLE")  # a bundle built earlier (faster local runs)
     if env and Path(env).exists():
         return Path(env)
+    try:
+        return Path(request.getfixturevalue("tiny_bundle"))  # tests/conftest.py: built by adaptor-train export
+    except pytest.FixtureLookupError:
+        pass
     pytest.skip("no exported bundle fixture (tiny_bundle) and no $CXR_ADAPTOR_TEST_BUNDLE")

@@ -112,7 +112,8 @@ def test_screenshot_without_a_display(library, tmp_path, isolated_settings):
     out2 = tmp_path / "shot2.png"
     proc = _gui(["--db", str(library.db_path), "--bundle", str(bad), "--screenshot", str(out2)], env)
     assert proc.returncode == 0, proc.stderr
-    assert "Model not loaded: broken_bundle" in proc.stdout and out2.exists()
+    assert "Model not loaded: " in proc.stdout and "broken_bundle is not a model bundle" in proc.stdout
+    assert out2.exists()
     Image.open(out2).save(SHOTS / "cli_screenshot_bad_bundle.png")
 
 

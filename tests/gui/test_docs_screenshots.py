@@ -36,6 +36,10 @@ def phantom_window(qtbot, tmp_path, phantom_folder):
 
 
 def save(widget, name: str) -> None:
+    from PySide6.QtWidgets import QApplication
+
+    for _ in range(3):  # let pending layout requests run before grabbing
+        QApplication.processEvents()
     DOCS.mkdir(parents=True, exist_ok=True)
     assert widget.grab().save(str(DOCS / f"{name}.png"), "PNG")
 
@@ -82,7 +86,7 @@ def test_viewer_review_and_import_screens(qtbot, phantom_window, tmp_path):
 def test_model_screens(qtbot, phantom_window, exported_bundle, tmp_path):
     w = phantom_window
     w.load_bundle(str(exported_bundle))
-    qtbot.waitUntil(lambda: w.bundle is not None or w.bundle_error, timeout=120000)
+    qtbot.waitUntil(lambda: bool(w.bundle is not None or w.bundle_error), timeout=120000)
     assert w.bundle is not None, w.bundle_error
     with qtbot.waitSignal(w.batch_finished, timeout=600000):
         w.analyze_all()
@@ -123,6 +127,7 @@ def test_model_screens(qtbot, phantom_window, exported_bundle, tmp_path):
     with qtbot.waitSignal(other.bundle_changed, timeout=120000):
         other.load_bundle(str(broken))
     qtbot.waitUntil(lambda: other.viewer.image is not None, timeout=20000)
+    qtbot.waitUntil(lambda: len(other.browser.model.thumbs) >= len(other.browser.model.rows), timeout=30000)
     for box in other._boxes:
         box.close()
     save(other, "broken_bundle")
