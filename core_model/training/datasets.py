@@ -82,9 +82,10 @@ def preprocess_spec(cfg: dict) -> PreprocessSpec:
                           resize=p.get("resize", "letterbox"), resize_to=p.get("resize_to"))
 
 
-def cache_key(cfg: dict, records: list[Record]) -> str:
+def cache_key(cfg: dict, records: list[Record], parts: str = "image+text") -> str:
     enc, c = cfg["encoders"], cfg["cache"]
     blob = json.dumps({
+        "parts": parts,
         "image": enc["image"], "text": enc["text"], "max_length": enc["text_max_length"],
         "preprocess": preprocess_spec(cfg).to_dict(), "pool": c["patch_pool"],
         "image_tokens": c["image_tokens"], "text_tokens": c["text_tokens"],
@@ -93,12 +94,14 @@ def cache_key(cfg: dict, records: list[Record]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def default_cache_dir(cfg: dict, records: list[Record]) -> Path:
+def default_cache_dir(cfg: dict, records: list[Record], parts: str = "image+text") -> Path:
+    """Our own cache folder for these records and settings: one per set of parts (image and
+    report features, or image features only), next to the data."""
     data = cfg["data"]
     base = Path(data["path"]) if data.get("path") else Path("runs")
     if base.suffix:  # a manifest or archive file: next to it
         base = base.parent
-    name = f"{_slug(cfg['encoders']['image'])}__{_slug(cfg['encoders']['text'])}__{cache_key(cfg, records)}"
+    name = f"{_slug(cfg['encoders']['image'])}__{_slug(cfg['encoders']['text'])}__{cache_key(cfg, records, parts)}"
     return base / "features" / name
 
 
@@ -112,7 +115,15 @@ def ensure_cache(cfg: dict, records: list[Record], cache_dir: Path | None = None
     from core_model.features.cache import FeatureCache
 
     managed = not (cache_dir or cfg["cache"].get("dir"))  # our own folder: recompute on any change
-    cache_dir = Path(cache_dir or cfg["cache"].get("dir") or default_cache_dir(cfg, records))
+    parts = "image+text" if (image and text) else ("image" if image else "text")
+    if managed and parts != "image+text":
+        # a complete image+text cache of the same records serves image-only (or text-only) work too
+        full = default_cache_dir(cfg, records, "image+text") / "manifest.json"
+        if full.exists():
+            m = json.loads(full.read_text())
+            if m.get("complete") and _matches(m, cfg, records, image, text):
+                return FeatureCache(full.parent)
+    cache_dir = Path(cache_dir or cfg["cache"].get("dir") or default_cache_dir(cfg, records, parts))
     manifest = cache_dir / "manifest.json"
     if manifest.exists() and not overwrite:
         m = json.loads(manifest.read_text())

@@ -1,0 +1,248 @@
+"""`adaptor-train evaluate`: score a checkpoint on a dataset.
+
+Tasks
+    classification  a fine-tuning run's head, with its stored temperature and operating thresholds
+                    (nothing is refitted on the data being scored)
+    segmentation    a segmentation run's decoder; the three Dice scores, IoU, the all-empty baseline
+    zeroshot        a pretrained Adaptor alone: prompt pairs per class (positive / negative wording)
+    retrieval       a pretrained Adaptor alone: image <-> report Recall@K and Precision@K by finding
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core_model.errors import ConfigError, UserError
+from core_model.features.cache import atomic_write_json
+from core_model.training.batches import CachedPairs
+from core_model.training.finetune import (
+    _device,
+    _label_matrix,
+    adaptor_image_outputs,
+    cache_config_for,
+    check_same_encoder,
+)
+from core_model.training.pretrain import _jsonable, load_adaptor
+
+DEFAULT_PROMPTS = {
+    "normal": (["Normal chest radiograph.", "The lungs are clear.", "No acute cardiopulmonary process."],
+               ["Abnormal chest radiograph.", "There is an acute abnormality in the lungs."]),
+    "pneumonia": (["Focal consolidation consistent with pneumonia.", "There is pneumonia."],
+                  ["No focal consolidation.", "No evidence of pneumonia."]),
+    "covid19": (["Bilateral peripheral opacities consistent with COVID-19 pneumonia.",
+                 "Multifocal ground glass opacities."],
+                ["No bilateral opacities.", "The lungs are clear."]),
+    "pneumothorax": (["There is a pneumothorax.", "Visible pleural line with absent lung markings."],
+                     ["No pneumothorax.", "There is no pneumothorax."]),
+}
+
+
+def _run_kind(run: Path) -> str:
+    if (run / "head.json").exists():
+        return json.loads((run / "head.json").read_text())["kind"]
+    if (run / "adaptor.safetensors").exists():
+        return "adaptor"
+    raise UserError(f"{run} is neither a pretraining run (adaptor.safetensors) nor a fine-tuning run (head.json)")
+
+
+def _subset(labeled, split: str) -> list[int]:
+    if split == "all":
+        return list(range(len(labeled.records)))
+    return labeled.by_split(split)
+
+
+def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: str = "test",
+             prompts: dict | None = None, progress: bool = True, n_boot: int = 1000) -> dict:
+    from core_model.training.datasets import ensure_cache
+    from core_model.training.downstream_data import load_labeled
+
+    run = Path(run)
+    kind = _run_kind(run)
+    if task == "auto":
+        task = {"classification_head": "classification", "segmentation_head": "segmentation"}.get(kind, "retrieval")
+    head_meta = json.loads((run / "head.json").read_text()) if kind != "adaptor" else None
+    adaptor_run = Path(head_meta["adaptor_run"]) if head_meta else run
+    if task in ("classification", "segmentation") and not head_meta:
+        raise UserError(f"{task} needs a fine-tuning run (with head.json); {run} is a pretraining run")
+    device = _device("auto")
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    adaptor, loss_fn, meta = load_adaptor(adaptor_run, device)
+    if data_cfg is None:
+        cfg_file = run / "config.yaml"
+        if not cfg_file.exists():
+            raise ConfigError(f"give the data to evaluate on (--config); {run} has no config.yaml to take it from")
+        import yaml
+
+        data_cfg = (yaml.safe_load(cfg_file.read_text()) or {}).get("data")
+        if data_cfg is None:
+            raise ConfigError(f"{cfg_file} has no data section")
+    from core_model.training.finetune import FINETUNE_DEFAULTS
+
+    data = {**FINETUNE_DEFAULTS["data"], **data_cfg}
+    if task == "classification":
+        data["classes"] = head_meta["classes"]
+        data["task"] = head_meta["task"]
+    labeled = load_labeled(data, "segmentation" if task == "segmentation" else "classification", out)
+    chosen = _subset(labeled, split)
+    if not chosen:
+        raise UserError(f"no records in the {split!r} split of {labeled.dataset}")
+    records = [labeled.records[i] for i in chosen]
+    cfg = {"data": data, "cache": dict(FINETUNE_DEFAULTS["cache"])}
+    size = None
+    pool = None
+    if task == "segmentation":
+        size = int(head_meta["head"]["input_size"])
+        pool = int(head_meta.get("patch_pool", 1))
+    cache_cfg = cache_config_for(meta, cfg, input_size=size, patch_pool=pool)
+    want_text = task == "retrieval"
+    cache = ensure_cache(cache_cfg, records, text=want_text, progress=progress)
+    check_same_encoder(cache, meta)
+    pairs = CachedPairs(cache, text=want_text)
+    ok = np.flatnonzero(cache.valid)
+    result: dict = {"command": "evaluate", "task": task, "research_use_only": True, "run": str(run),
+                    "dataset": labeled.dataset, "split": split, "n": int(len(ok)),
+                    "skipped": int(len(records) - len(ok))}
+
+    if task == "classification":
+        result["metrics"] = _eval_classification(run, head_meta, adaptor, pairs, records, ok, device, n_boot)
+    elif task == "segmentation":
+        result["metrics"] = _eval_segmentation(run, head_meta, adaptor, pairs, cache, records, ok, device)
+    elif task == "zeroshot":
+        result["metrics"] = _eval_zeroshot(adaptor, loss_fn, meta, pairs, records, ok, labeled.classes, prompts,
+                                           device, n_boot)
+    elif task == "retrieval":
+        result["metrics"] = _eval_retrieval(adaptor, pairs, records, ok, device)
+    else:
+        raise ConfigError(f"unknown task {task!r}: classification, segmentation, zeroshot or retrieval")
+    atomic_write_json(out / "metrics.json", _jsonable(result))
+    _write_report(out, result, labeled)
+    return result
+
+
+def _eval_classification(run, head_meta, adaptor, pairs, records, ok, device, n_boot) -> dict:
+    from safetensors.torch import load_file
+
+    from core_model.heads import make_cls_head
+    from core_model.metrics.classification import apply_temperature, evaluate_classification, operating_point
+
+    h = head_meta["head"]
+    head = make_cls_head(h["kind"], h["in_dim"], h["outputs"], h.get("dropout", 0.2)).to(device)
+    head.load_state_dict(load_file(str(run / "head.safetensors")))
+    head.eval()
+    feats, _ = adaptor_image_outputs(adaptor, pairs, ok, device)
+    with torch.no_grad():
+        logits = head(feats.to(device)).float().cpu().numpy()
+    classes, task = head_meta["classes"], head_meta["task"]
+    y = _label_matrix([records[i] for i in ok], classes, task)
+    multiclass = task == "multiclass"
+    t = float(head_meta.get("temperature", 1.0))
+    m = evaluate_classification(y, logits / t, class_names=classes, task=task, calibrate=False,
+                                threshold_method=0.5, n_boot=n_boot)
+    probs = apply_temperature(logits, t, multiclass=multiclass)
+    yy = np.eye(len(classes))[y] if multiclass else y
+    for k, c in enumerate(classes):
+        m["per_class"][c]["operating_point"] = operating_point(yy[:, k], probs[:, k], head_meta["thresholds"][c])
+    m["thresholds"] = head_meta["thresholds"]
+    m["temperature"] = t
+    m["note"] = "temperature and thresholds are the run's own (fitted on its validation split), not refitted here"
+    return m
+
+
+def _eval_segmentation(run, head_meta, adaptor, pairs, cache, records, ok, device) -> dict:
+    from safetensors.torch import load_file
+
+    from core_model.heads import SegDecoder
+    from core_model.imaging.preprocess import PreprocessSpec
+    from core_model.metrics.segmentation import SegmentationAccumulator
+    from core_model.training.finetune import _mask_for
+
+    h = head_meta["head"]
+    dec = SegDecoder(h["in_dim"], tuple(h["grid"]), int(h["input_size"]), h["kind"]).to(device)
+    dec.load_state_dict(load_file(str(run / "head.safetensors")))
+    dec.eval()
+    spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
+    acc = SegmentationAccumulator(float(head_meta.get("threshold", 0.5)))
+    for b in range(0, len(ok), 32):
+        sel = ok[b:b + 32]
+        _, tokens = adaptor_image_outputs(adaptor, pairs, sel, device, tokens=True)
+        with torch.no_grad():
+            prob = torch.sigmoid(dec(tokens.to(device)))[:, 0].cpu().numpy()
+        acc.update(prob, np.stack([_mask_for(records[i], spec, int(h["input_size"])) for i in sel]))
+    return acc.result()
+
+
+@torch.no_grad()
+def embed_prompts(adaptor, meta: dict, texts: list[str], device) -> np.ndarray:
+    from core_model.encoders import create_text_encoder
+
+    enc = create_text_encoder(meta["text_encoder"]["name"], max_length=int(meta.get("text_max_length", 112)))
+    if enc.weights_sha256 != meta["text_encoder"]["weights_sha256"]:
+        raise UserError("the text encoder available here has other weights than the Adaptor was trained with")
+    enc.to(device)
+    t = enc.tokenize(texts)
+    ids, mask = t["input_ids"].to(device), t["attention_mask"].to(device)
+    pooled, tokens = enc(ids, mask)
+    return adaptor.encode_text(pooled, tokens, mask.bool()).pooled.float().cpu().numpy()
+
+
+def _eval_zeroshot(adaptor, loss_fn, meta, pairs, records, ok, classes, prompts, device, n_boot) -> dict:
+    from core_model.metrics.zeroshot import zero_shot_evaluate
+
+    prompts = prompts or DEFAULT_PROMPTS
+    missing = [c for c in classes if c not in prompts]
+    if missing:
+        raise ConfigError(f"no prompts for {missing}; give a prompts file (YAML: class: [[positive...], [negative...]])")
+    feats, _ = adaptor_image_outputs(adaptor, pairs, ok, device)
+    img = F.normalize(feats, dim=-1).numpy()
+    emb = {}
+    for c in classes:
+        pos, neg = prompts[c]
+        e = embed_prompts(adaptor, meta, list(pos) + list(neg), device)
+        emb[c] = (e[: len(pos)], e[len(pos):])
+    y = _label_matrix([records[i] for i in ok], classes, "multilabel")
+    tau = float(loss_fn.global_nce.temperature)
+    out = zero_shot_evaluate(img, emb, y, tau=tau, n_boot=n_boot)
+    out.pop("scores", None)
+    out["prompts"] = {c: {"positive": list(prompts[c][0]), "negative": list(prompts[c][1])} for c in classes}
+    out["temperature"] = tau
+    return out
+
+
+def _eval_retrieval(adaptor, pairs, records, ok, device) -> dict:
+    from core_model.metrics.retrieval import retrieval_metrics
+    from core_model.training.pretrain import embed
+
+    img, txt = embed(adaptor, pairs, ok, 256, device)
+    labels = np.array([records[i].finding or "" for i in ok], dtype=object)
+    return retrieval_metrics(img, txt, labels=labels if any(labels) else None)
+
+
+def _write_report(out: Path, result: dict, labeled) -> None:
+    from core_model.reports.markdown import write_report
+
+    m = result["metrics"]
+    kwargs = {result["task"]: m}
+    write_report(out / "report.md", title=f"Evaluation ({result['task']}): {result['dataset']}, {result['split']} split",
+                 dataset=result["dataset"], protocol=labeled.split.protocol_id, fraction=labeled.fraction,
+                 split_sizes={s: len(labeled.by_split(s)) for s in ("train", "val", "test")},
+                 run_info={"checkpoint": result["run"], "images scored": result["n"]}, **kwargs)
+
+
+def load_prompts(path: str | None) -> dict | None:
+    if not path:
+        return None
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    out = {}
+    for c, v in data.items():
+        if not (isinstance(v, (list, tuple)) and len(v) == 2):
+            raise ConfigError(f"prompts for {c!r} must be [[positive...], [negative...]]")
+        out[c] = ([v[0]] if isinstance(v[0], str) else list(v[0]), [v[1]] if isinstance(v[1], str) else list(v[1]))
+    return out

@@ -1,0 +1,60 @@
+"""`adaptor-train evaluate`: score a checkpoint on a dataset (classification, segmentation,
+zero-shot, image-report retrieval)."""
+
+from __future__ import annotations
+
+from training_cli.common import RESEARCH_NOTE, prepare_out
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a checkpoint: classification, segmentation, zero-shot or retrieval",
+        description="Score a pretraining run (zero-shot, retrieval) or a fine-tuning run (its classification "
+                    "or segmentation head, with its own temperature and thresholds) on any supported dataset. "
+                    "--config takes a YAML whose 'data' section names the dataset (as in the fine-tuning "
+                    "configs); without it the run's own data is used. " + RESEARCH_NOTE,
+    )
+    p.add_argument("--checkpoint", "--run", dest="run", required=True, metavar="DIR",
+                   help="pretraining or fine-tuning run folder")
+    p.add_argument("--task", default="auto", choices=["auto", "classification", "segmentation", "zeroshot", "retrieval"])
+    p.add_argument("--config", metavar="FILE", help="YAML with a 'data' section (the dataset to score on)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts: YAML class: [[positive...], [negative...]]")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from core_model.errors import ConfigError
+    from core_model.training.evaluate import evaluate, load_prompts
+
+    data = None
+    if args.config:
+        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        if "data" not in doc:
+            raise ConfigError(f"{args.config} has no 'data' section")
+        data = doc["data"]
+    out = prepare_out(args.out)
+    result = evaluate(Path(args.run), args.task, data, out, split=args.split, prompts=load_prompts(args.prompts),
+                      progress=not args.no_progress, n_boot=args.bootstrap)
+    m = result["metrics"]
+    print(f"evaluate {result['task']} on {result['dataset']} ({result['split']} split, {result['n']} images)")
+    if result["task"] in ("classification", "zeroshot"):
+        for name, e in m["per_class"].items():
+            print(f"  {name:>14}: AUROC {e.get('auroc', float('nan')):.3f}")
+        print(f"  {'macro':>14}: AUROC {m['auroc_macro'].get('auroc', float('nan')):.3f}")
+    elif result["task"] == "segmentation":
+        print(f"  Dice positive {m['dice_positive']:.3f} | aggregate {m['dice_aggregate']:.3f} | MGCA {m['dice_mgca']:.3f} "
+              f"(all-empty {m['empty_baseline']['dice_mgca']:.3f})")
+        if m.get("warning"):
+            print("  WARNING: " + m["warning"])
+    else:
+        print("  " + " | ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float)))
+    print(f"  wrote {out / 'metrics.json'}, {out / 'report.md'}. {RESEARCH_NOTE}")
+    return 0
