@@ -93,9 +93,9 @@ def _load_image_job(ctx, library, uid: str):
 
 
 def _open_bundle_job(ctx, path: str):
-    from app.logic.bundles import open_bundle
+    from app.logic.bundles import gui_threads, open_bundle
 
-    return path, open_bundle(path)
+    return path, open_bundle(path, threads=gui_threads())
 
 
 def _analyze_job(ctx, library, bundle, uid: str, force: bool):

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -29,6 +31,23 @@ from core_model.errors import UserError
 log = logging.getLogger(__name__)
 
 LANES = {"background": 2, "interactive": 2, "thumbnails": 1}
+WORKER_NICENESS = 5  # Linux: worker threads yield the CPU to the GUI thread under contention
+_niced: set[int] = set()
+
+
+def _lower_thread_priority() -> None:
+    """On Linux each thread has its own nice value: raise this worker thread's (once), so on a
+    busy machine the scheduler runs the GUI thread first. Elsewhere (or if refused) nothing."""
+    if not hasattr(os, "setpriority") or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    if tid in _niced:
+        return
+    _niced.add(tid)
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WORKER_NICENESS))
+    except OSError:
+        pass
 
 
 class TaskSignals(QObject):
@@ -90,6 +109,7 @@ class Task(QRunnable):
         return self.cancel_event.is_set()
 
     def run(self) -> None:  # worker thread
+        _lower_thread_priority()
         ctx = TaskContext(self.signals, self.cancel_event)
         try:
             value = self.fn(ctx, *self.args, **self.kwargs)

@@ -20,8 +20,20 @@ class BundleOpenError(UserError):
     """The bundle cannot be used; the message says why (one line)."""
 
 
-def open_bundle(path: str | os.PathLike):
-    """Load a bundle folder or .zip with :func:`core_model.runtime.load_bundle`.
+def gui_threads() -> int:
+    """Inference threads for the desktop app: one core fewer than the machine has, so the GUI
+    thread always finds a free core (on 2 cores this also made a batch 2x faster than letting
+    onnxruntime spin a thread per core beside the app's own threads). $CXR_ADAPTOR_THREADS
+    overrides it."""
+    env = os.environ.get("CXR_ADAPTOR_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def open_bundle(path: str | os.PathLike, threads: int | None = None):
+    """Load a bundle folder or .zip with :func:`core_model.runtime.load_bundle` (``threads``:
+    onnxruntime threads per session; None = the runtime's default, every core).
 
     Raises :class:`BundleOpenError` (a UserError) with a message for the user: the path is
     missing, the runtime is not installed, or the runtime's own ``BundleError`` text (format
@@ -36,7 +48,12 @@ def open_bundle(path: str | os.PathLike):
         raise BundleOpenError(f"{path.name}: the model runtime cannot be loaded in this installation "
                               f"({missing} missing)") from exc
     try:
-        return load_bundle(path)
+        if threads is None:
+            return load_bundle(path)
+        try:
+            return load_bundle(path, threads=int(threads))
+        except TypeError:  # a runtime without the threads option
+            return load_bundle(path)
     except UserError as exc:
         text = str(exc)
         raise BundleOpenError(text if path.name in text else f"{path.name}: {text}") from exc
