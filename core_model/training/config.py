@@ -57,6 +57,7 @@ PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "share_layers": True,
         "image_pool": "first",
         "text_pool": "mean",
+        "local_mixing": 0,  # conv blocks over the patch grid before attention (0: none)
     },
     "loss": {
         "temperature": 0.07,

@@ -1,0 +1,164 @@
+"""`adaptor-train demo`: the whole chain on synthetic phantoms, on a CPU, in minutes.
+
+phantoms -> precompute -> pretrain (tiny-vit + real MiniLM) -> finetune-cls -> finetune-seg ->
+evaluate (zero-shot, retrieval) -> export (int8 bundle) -> demo studies (DICOM + reports).
+With ``assets`` the bundle, the studies and the metrics are also written to the demo assets
+folder (``assets/demo``) that ``adaptor-review --demo`` and the installer use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from core_model.errors import ConfigError
+from core_model.features.cache import atomic_write_json
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+RECIPE = {
+    "pretrain": "phantoms-minilm.yaml",
+    "classification": "phantoms-cls.yaml",
+    "segmentation": "phantoms-seg.yaml",
+}
+
+
+def _config(name: str) -> Path:
+    p = CONFIGS / name
+    if not p.exists():
+        raise ConfigError(f"the demo recipe {p} is missing (run the demo from a checkout of the repository)")
+    return p
+
+
+def headline(out: Path) -> dict:
+    """The demo's key figures, from the runs' metrics files."""
+    def load(rel):
+        p = out / rel / "metrics.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    pre = load("pretrain").get("final", {})
+    cls = load("cls").get("metrics", {})
+    seg = load("seg").get("metrics", {})
+    zs = load("eval-zeroshot").get("metrics", {})
+    ret = load("eval-retrieval").get("metrics", {})
+    return {
+        "pretrain_val_i2t_P@5_finding": pre.get("i2t_P@5_finding"),
+        "pretrain_val_t2i_P@5_finding": pre.get("t2i_P@5_finding"),
+        "cls_test_auroc": {k: v.get("auroc") for k, v in cls.get("per_class", {}).items()},
+        "cls_test_auroc_macro": (cls.get("auroc_macro") or {}).get("auroc"),
+        "seg_test_dice_positive": seg.get("dice_positive"),
+        "seg_test_dice_mgca": seg.get("dice_mgca"),
+        "seg_test_empty_baseline_dice_mgca": (seg.get("empty_baseline") or {}).get("dice_mgca"),
+        "zeroshot_test_auroc": {k: v.get("auroc") for k, v in zs.get("per_class", {}).items()},
+        "retrieval_test_i2t_P@5_finding": ret.get("i2t_P@5_finding"),
+    }
+
+
+def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None, n: int = 2000,
+             progress: bool = True) -> dict:
+    from core_model.data.demo_studies import write_demo_studies
+    from core_model.export.bundle import export_bundle
+    from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
+    from core_model.training.datasets import ensure_cache, ensure_phantom_manifest, load_records, summary
+    from core_model.training.evaluate import evaluate
+    from core_model.training.finetune import FINETUNE_DEFAULTS, finetune_classification, finetune_segmentation
+    from core_model.training.pretrain import Pretrainer
+
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    phantoms = out / "phantoms"
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    def stage(name):
+        print(f"\n== demo: {name} ==", flush=True)
+        return time.perf_counter()
+
+    t = stage("synthetic phantoms")
+    data_over = [f"data.path={json.dumps(str(phantoms))}", f"data.n={n}"]
+    pcfg = load_config(PRETRAIN_DEFAULTS, _config(RECIPE["pretrain"]), data_over)
+    ensure_phantom_manifest(pcfg["data"])
+    timings["phantoms"] = time.perf_counter() - t
+
+    t = stage("precompute frozen features")
+    result = load_records(pcfg["data"])
+    cache = ensure_cache(pcfg, result.records, progress=progress)
+    timings["precompute"] = time.perf_counter() - t
+
+    t = stage("pretrain the Adaptor")
+    run = out / "pretrain"
+    if not (run / "adaptor.safetensors").exists():
+        run.mkdir(exist_ok=True)
+        save_config(pcfg, run / "config.yaml")
+        recs = result.records
+        Pretrainer(pcfg, run, cache, [r.report for r in recs], [r.finding for r in recs], [r.split for r in recs],
+                   progress=progress, data_summary=summary(result)).run()
+    timings["pretrain"] = time.perf_counter() - t
+
+    ft_over = data_over + [f"pretrained={json.dumps(str(run))}", "pretrain_config=null"]
+    for key, name, fn in (("classification", "cls", finetune_classification),
+                          ("segmentation", "seg", finetune_segmentation)):
+        t = stage(f"fine-tune {key}")
+        dst = out / name
+        if not (dst / "head.json").exists():
+            defaults = FINETUNE_DEFAULTS if key == "classification" else {**FINETUNE_DEFAULTS, "head": {"kind": "light"}}
+            cfg = load_config(defaults, _config(RECIPE[key]), ft_over)
+            dst.mkdir(exist_ok=True)
+            save_config(cfg, dst / "config.yaml")
+            fn(cfg, dst, progress=progress)
+        timings[name] = time.perf_counter() - t
+
+    t = stage("evaluate (zero-shot, retrieval)")
+    for task in ("zeroshot", "retrieval"):
+        dst = out / f"eval-{task}"
+        dst.mkdir(exist_ok=True)
+        data = load_config(FINETUNE_DEFAULTS, _config(RECIPE["classification"]), ft_over)["data"]
+        evaluate(run, task, data, dst, progress=progress)
+    timings["evaluate"] = time.perf_counter() - t
+
+    t = stage("export the int8 bundle")
+    bundle = out / "bundle"
+    if bundle.exists():
+        shutil.rmtree(bundle)
+    export_bundle([out / "cls", out / "seg"], bundle, quantize="int8", bundle_id="cxr-adaptor-demo-phantoms")
+    timings["export"] = time.perf_counter() - t
+
+    t = stage("demo studies")
+    studies = out / "studies"
+    if studies.exists():
+        shutil.rmtree(studies)
+    write_demo_studies(phantoms, studies)
+    timings["studies"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_all
+
+    bundle_bytes = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+    summary_doc = {"research_use_only": True, "synthetic_data": True, "n_phantoms": n,
+                   "recipe": {k: f"configs/{v}" for k, v in RECIPE.items()},
+                   "metrics": headline(out), "bundle_bytes": bundle_bytes,
+                   "seconds": {k: round(v, 1) for k, v in timings.items()}}
+    atomic_write_json(out / "demo.json", summary_doc)
+    if assets:
+        publish_assets(out, Path(assets), summary_doc)
+    return summary_doc
+
+
+def publish_assets(out: Path, assets: Path, summary_doc: dict) -> None:
+    """Replace assets/demo/{bundle,studies,metrics.json} with this run's (atomically per part)."""
+    assets.mkdir(parents=True, exist_ok=True)
+    for part in ("bundle", "studies"):
+        tmp = assets / f".{part}.new"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        shutil.copytree(out / part, tmp)
+        old = assets / f".{part}.old"
+        if (assets / part).exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(assets / part, old)
+        os.replace(tmp, assets / part)
+        if old.exists():
+            shutil.rmtree(old)
+    atomic_write_json(assets / "metrics.json", summary_doc)
