@@ -148,12 +148,17 @@ class Bundle:
         return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
 
     def heatmap(self, image_or_analysis: ImageLike | Analysis, phrase: str) -> np.ndarray:
-        """Where the model looks for ``phrase``: float32 (H, W) in [0, 1] on the original grid."""
+        """Where the model looks for ``phrase``: float32 (H, W) on the original grid, stretched
+        min-max to [0, 1] over the image (attention is relative: the raw map sums to 1 over the
+        patches, see :meth:`patch_heatmap`). Padding outside the image is 0."""
         a = image_or_analysis if isinstance(image_or_analysis, Analysis) else self.analyze(image_or_analysis)
-        sq = self.heatmap_square(a, phrase)
+        grid = self.patch_heatmap(a, phrase)
+        lo, hi = float(grid.min()), float(grid.max())
+        unit = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
+        size = self.preprocess.size
+        sq = np.asarray(Image.fromarray(unit.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
         h = from_square(sq, a.image_shape[0], a.image_shape[1], self.preprocess)
-        top = float(h.max())
-        return (h / top).astype(np.float32) if top > 0 else h.astype(np.float32)
+        return np.clip(h, 0.0, 1.0).astype(np.float32)
 
     # ---- retrieval --------------------------------------------------------------------------
     def similar_reports(self, query: Analysis | ImageLike, k: int = 5) -> list[ReportHit]:

@@ -58,7 +58,7 @@ def test_runtime_matches_torch(tiny_pipeline, tiny_bundle, reference):
             assert corr >= 0.99, (path, phrase, corr)
             assert np.abs(ref_heat - run_heat).max() < 1e-4
             full = bundle.heatmap(a, phrase)
-            assert full.shape == a.image_shape and 0.0 <= full.min() and full.max() == pytest.approx(1.0)
+            assert full.shape == a.image_shape and full.min() >= 0.0 and 0.9 < full.max() <= 1.0
 
 
 def test_batch_results_equal_single_results(tiny_pipeline, tiny_bundle):
