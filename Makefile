@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast lint demo installer constraints clean
+.PHONY: setup test test-fast lint demo demo-assets installer notices constraints clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 lint: setup
 	$(BIN)/lint-imports
+	$(BIN)/python tools/third_party_notices.py --check
 
 test: lint
 	$(BIN)/python -m pytest -q
@@ -28,11 +29,22 @@ test: lint
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# The app on a fresh temporary library with the demo studies and the demo model. Without a
+# display it prints the demo model's analysis of each study and writes demo-screenshot.png.
 demo: setup
-	$(BIN)/adaptor-train pretrain --config configs/phantoms-tiny.yaml --out runs/demo
+	$(BIN)/adaptor-review --demo
+
+# Rebuild the demo model and studies from nothing (synthetic phantoms, CPU, a few minutes) and
+# refresh assets/demo.
+demo-assets: setup
+	$(BIN)/adaptor-train demo --out runs/demo --assets assets/demo
 
 installer: setup
 	$(BIN)/pyinstaller --noconfirm --clean build_installer.spec
+	@du -sh dist/adaptor-review
+
+notices: setup
+	$(BIN)/python tools/third_party_notices.py
 
 # Rewrite constraints.txt from what is installed in .venv (after a deliberate upgrade).
 constraints: setup

@@ -74,7 +74,35 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _headless() -> bool:
+    import os
+
+    return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _print_demo_analysis() -> None:
+    """Without a display, `--demo` prints what the demo model says about each demo study."""
+    from app.cli.predict import print_analysis
+    from app.logic.demo import demo_assets
+    from core_model.runtime import load_bundle
+
+    assets = demo_assets()
+    bundle = load_bundle(assets.bundle)
+    print(f"Demo model {bundle.id} on the demo studies (synthetic phantoms). Research use only: "
+          "not a medical device, not for diagnosis.")
+    for path in sorted(assets.studies.glob("*.dcm")):
+        print_analysis(bundle, str(path), bundle.analyze(path), k=1)
+
+
 def _run_gui(args: argparse.Namespace) -> int:
+    if args.demo and not args.screenshot and _headless():
+        try:
+            _print_demo_analysis()
+        except UserError as exc:
+            print(f"adaptor-review: error: {exc}", file=sys.stderr)
+            return 2
+        args.screenshot = "demo-screenshot.png"
+        print(f"no display: writing the app's window to {args.screenshot} instead of opening it")
     try:
         from app.gui.app import GuiOptions, run_app
     except ImportError as exc:  # an installation without PySide6 / pyqtgraph (a server)

@@ -95,6 +95,17 @@ def run(args) -> int:
     return 0 if failures < len(args.images) else 1
 
 
+def print_analysis(bundle, image: str, analysis, k: int = 3) -> None:
+    """Print one image's analysis the way `predict` does (used by `--demo` without a display)."""
+    entry = {"image": image, "probabilities": analysis.probabilities,
+             "above_threshold": analysis.above_threshold(bundle.thresholds),
+             "similar_reports": [{"id": h.id, "score": h.score, "text": h.text}
+                                 for h in bundle.similar_reports(analysis, k)]}
+    if bundle.mask_label:
+        entry["mask"] = {"label": bundle.mask_label, "area_fraction": analysis.mask_area_fraction}
+    _print_entry(entry, bundle)
+
+
 def _print_entry(entry: dict, bundle) -> None:
     print(entry["image"])
     for k, v in entry["probabilities"].items():
