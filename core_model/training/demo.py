@@ -1,7 +1,7 @@
 """`adaptor-train demo`: the whole chain on synthetic phantoms, on a CPU, in minutes.
 
 phantoms -> precompute -> pretrain (tiny-vit + real MiniLM) -> finetune-cls -> finetune-seg ->
-evaluate (zero-shot, retrieval) -> export (int8 bundle) -> demo studies (DICOM + reports).
+evaluate (zero-shot, retrieval) -> export (bundle, int8 text graph) -> demo studies (DICOM + reports).
 With ``assets`` the bundle, the studies and the metrics are also written to the demo assets
 folder (``assets/demo``) that ``adaptor-review --demo`` and the installer use.
 """
@@ -123,7 +123,7 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
     bundle = out / "bundle"
     if bundle.exists():
         shutil.rmtree(bundle)
-    export_bundle([out / "cls", out / "seg"], bundle, quantize="int8", bundle_id="cxr-adaptor-demo-phantoms")
+    export_bundle([out / "cls", out / "seg"], bundle, quantize="int8-text", bundle_id="cxr-adaptor-demo-phantoms")
     timings["export"] = time.perf_counter() - t
 
     t = stage("demo studies")
