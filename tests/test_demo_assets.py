@@ -34,7 +34,8 @@ def test_demo_bundle_is_valid_and_small(tmp_path):
 def test_demo_studies_cover_findings_views_and_encodings():
     from core_model.imaging.dicom import read_dataset
 
-    index = json.loads((DEMO / "studies" / "index.json").read_text())
+    index = json.loads((DEMO / "studies.json").read_text())
+    assert sorted(p.name for p in (DEMO / "studies").glob("*.dcm")) == sorted(e["file"] for e in index)
     assert 10 <= len(index) <= 16
     assert {e["finding"] for e in index} == {"normal", "pneumonia", "covid19", "pneumothorax"}
     assert {e["view"] for e in index} == {"PA", "AP"}

@@ -36,7 +36,9 @@ def _syntax(name: str):
 
 
 def write_demo_studies(phantom_dir: str | os.PathLike, out_dir: str | os.PathLike, per_finding: int = 3) -> list[dict]:
-    """Write the demo studies of the phantom set in ``phantom_dir`` to ``out_dir``; returns an index."""
+    """Write the demo studies of the phantom set in ``phantom_dir`` to ``out_dir`` (only the DICOMs,
+    their reports and a README, so importing the folder imports exactly the studies); returns an
+    index of what was written."""
     from core_model.imaging.dicom_write import write_dicom
 
     phantom_dir, out = Path(phantom_dir), Path(out_dir)
@@ -73,7 +75,4 @@ def write_demo_studies(phantom_dir: str | os.PathLike, out_dir: str | os.PathLik
         "Computer-generated chest X-ray phantoms (CXR Adaptor) with synthetic reports, written as DICOM in\n"
         "several encodings to demonstrate the app. No patient was involved. Research use only.\n"
     )
-    from core_model.features.cache import atomic_write_json
-
-    atomic_write_json(out / "index.json", index)
     return index

@@ -130,7 +130,7 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
     studies = out / "studies"
     if studies.exists():
         shutil.rmtree(studies)
-    write_demo_studies(phantoms, studies)
+    atomic_write_json(out / "studies.json", write_demo_studies(phantoms, studies))
     timings["studies"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_all
 
@@ -162,3 +162,4 @@ def publish_assets(out: Path, assets: Path, summary_doc: dict) -> None:
         if old.exists():
             shutil.rmtree(old)
     atomic_write_json(assets / "metrics.json", summary_doc)
+    shutil.copyfile(out / "studies.json", assets / "studies.json")
