@@ -21,10 +21,12 @@ library holding the imported files) to the main window's first paint (offscreen)
 median of ``--starts`` runs; beside it the floor: a bare PySide6 QMainWindow painted by a
 ``python -c`` process.
 
-A bundle is loaded as the app loads it (onnxruntime threads = cores - 1, see
-app.logic.bundles.gui_threads). Without ``--bundle`` the analysis uses a numpy stand-in with a comparable CPU cost per image
-(decode, preprocess to 224 px, a few dense layers, a mask and a heatmap on the image grid); the
-output says which one ran.
+The model is a real exported bundle run by the torch-free runtime: ``--bundle PATH`` (a folder
+or .zip from ``adaptor-train export``), by default the demo bundle ``assets/demo/bundle`` when it
+is there (``adaptor-train demo --out runs/demo --assets assets/demo`` makes it). The window loads
+it as the user does (File menu path: a worker, onnxruntime threads = cores - 1, see
+app.logic.bundles.gui_threads); the baseline uses the same bundle loaded the same way. The output
+names the bundle.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DEMO_BUNDLE = ROOT / "assets" / "demo" / "bundle"
+NO_BUNDLE = ("no model bundle: give --bundle PATH (any bundle exported by adaptor-train export), or make the demo "
+             "bundle with `adaptor-train demo --out runs/demo --assets assets/demo`")
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -79,65 +84,6 @@ def generate(folder: Path, n: int, size: int, seed: int = 0) -> None:
         sub = folder / f"sub{i % 20:02d}"
         sub.mkdir(parents=True, exist_ok=True)
         ds.save_as(sub / f"IM{i:06d}.dcm", enforce_file_format=True)
-
-
-class StandInBundle:
-    """CPU cost of a small model, with the runtime API's shape (used when no --bundle is given)."""
-
-    id, version = "stand-in", "0"
-    classes = ["normal", "pneumonia", "covid19"]
-    thresholds = {"normal": 0.5, "pneumonia": 0.4, "covid19": 0.5}
-    mask_label = "pneumothorax"
-    card, card_markdown = {}, "stand-in"
-
-    def __init__(self):
-        rng = np.random.default_rng(0)
-        d = 384  # ViT-S/16-sized: 196 patch tokens, 12 blocks (~4.6 GMAC per image)
-        self.patch = rng.standard_normal((768, d)).astype(np.float32) * 0.03
-        self.blocks = [(rng.standard_normal((d, 3 * d)).astype(np.float32) * 0.03,
-                        rng.standard_normal((d, d)).astype(np.float32) * 0.03,
-                        rng.standard_normal((d, 4 * d)).astype(np.float32) * 0.03,
-                        rng.standard_normal((4 * d, d)).astype(np.float32) * 0.03) for _ in range(12)]
-        self.head = rng.standard_normal((d, 3)).astype(np.float32) * 0.05
-
-    def analyze(self, image):
-        from types import SimpleNamespace
-
-        from core_model.imaging.preprocess import PreprocessSpec, from_square, load_display, normalize, to_square
-
-        spec = PreprocessSpec()
-        gray = load_display(image)
-        x = normalize(to_square(gray, spec), spec)
-        tokens = x.reshape(3, 14, 16, 14, 16).transpose(1, 3, 0, 2, 4).reshape(196, 768) @ self.patch
-        for qkv, proj, fc1, fc2 in self.blocks:
-            q, k, v = np.split(tokens @ qkv, 3, axis=1)
-            att = q @ k.T / 20.0
-            att = np.exp(att - att.max(axis=1, keepdims=True))
-            tokens = tokens + ((att / att.sum(axis=1, keepdims=True)) @ v) @ proj
-            tokens = tokens + np.maximum(tokens @ fc1, 0) @ fc2
-            tokens /= np.linalg.norm(tokens, axis=1, keepdims=True) / 20.0
-        z = tokens.mean(axis=0, keepdims=True)
-        logits = (z @ self.head)[0] / 20.0
-        p = np.exp(logits - logits.max())
-        p /= p.sum()
-        square = 1 / (1 + np.exp(-(x[0] * 2)))
-        mask = from_square(square, *gray.shape, spec)
-        return SimpleNamespace(probabilities=dict(zip(self.classes, map(float, p))), mask=mask, mask_threshold=0.5,
-                               mask_area_fraction=float((mask >= 0.5).mean()), embedding=z[0] / np.linalg.norm(z),
-                               image_shape=gray.shape, gray=gray)
-
-    def heatmap(self, a, text):
-        from core_model.imaging.preprocess import PreprocessSpec, from_square
-
-        g = a.gray if hasattr(a, "gray") else None
-        shape = g.shape if g is not None else (224, 224)
-        return np.clip(from_square(np.random.default_rng(len(text)).random((14, 14)).astype(np.float32),
-                                   *shape, PreprocessSpec()), 0, 1)
-
-    def similar_reports(self, query, k=5):
-        from types import SimpleNamespace
-
-        return [SimpleNamespace(id=f"r{i}", text="Lungs are clear.", score=0.9 - 0.1 * i) for i in range(k)]
 
 
 # -- measuring ----------------------------------------------------------------------------------
@@ -198,7 +144,7 @@ def run_in_loop(app, fn) -> float:
     return box["elapsed"]
 
 
-def measure_stalls(args, work: Path, source: Path, bundle, bundle_text: str) -> dict:
+def measure_stalls(args, work: Path, source: Path, bundle_path: Path, bundle) -> dict:
     from PySide6.QtCore import QSettings
 
     from app.gui.app import make_application
@@ -233,8 +179,10 @@ def measure_stalls(args, work: Path, source: Path, bundle, bundle_text: str) -> 
         if r < args.repeats - 1:
             window.close()
             lib.close()
-    window._bundle_loaded((bundle_text, bundle))
-    wait_for(app, window.is_idle, 600)  # the shown image's own analysis
+    window.load_bundle(str(bundle_path))  # as the user loads it (a worker, the app's threads)
+    wait_for(app, window.is_idle, 600)  # the bundle, then the shown image's own analysis
+    if window.bundle is None:
+        raise RuntimeError(f"the window could not load the bundle: {window.bundle_error}")
     todo = [u for u in all_instance_uids(lib) if u != window.current_uid]
     out["analyze_ours_ms"], out["analyze_ours_s"] = [], []
     for r in range(args.repeats):
@@ -322,7 +270,8 @@ def measure_start(args, work: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", default=None, help="model bundle (default: a numpy stand-in)")
+    parser.add_argument("--bundle", default=None, metavar="PATH",
+                        help="model bundle folder or .zip (default: assets/demo/bundle when it exists)")
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--analyze", type=int, default=50)
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
@@ -330,6 +279,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="stall measurements of ours (median and worst)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
+    prog = "app_responsiveness.py"
+
+    bundle_path = Path(args.bundle).expanduser() if args.bundle else DEMO_BUNDLE
+    if not args.bundle and not DEMO_BUNDLE.exists():
+        print(f"{prog}: error: {NO_BUNDLE}", file=sys.stderr)
+        return 2
+    from app.logic.bundles import describe, gui_threads, open_bundle
+    from core_model.errors import UserError
+
+    try:
+        bundle = open_bundle(bundle_path, threads=gui_threads())  # as the app loads it
+    except UserError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    bundle_text = f"{describe(bundle)} ({bundle_path})"
 
     work = Path(tempfile.mkdtemp(prefix="cxr-bench-app-"))
     try:
@@ -338,15 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         generate(source, args.files, args.size)
         print(f"generated {args.files} DICOM files ({args.size} x {args.size}) in {time.perf_counter() - t:.1f} s",
               flush=True)
-        if args.bundle:
-            from app.logic.bundles import describe, gui_threads, open_bundle
-
-            bundle = open_bundle(args.bundle, threads=gui_threads())  # as the app loads it
-            bundle_text = describe(bundle)
-        else:
-            bundle, bundle_text = StandInBundle(), "numpy stand-in (no --bundle given)"
         args.analyze = min(args.analyze, max(1, (args.files - 1) // args.repeats))
-        stalls = measure_stalls(args, work, source, bundle, bundle_text)
+        stalls = measure_stalls(args, work, source, bundle_path, bundle)
         start = measure_start(args, work)
     finally:
         if not args.keep:

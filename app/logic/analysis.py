@@ -10,7 +10,10 @@ instant and the browser can sort and filter on the top finding. What ``add_analy
 column for (mask threshold and area, the thresholds and classes of the bundle, the default
 heatmap's phrase, the pooled embedding and the similar reports) goes into a JSON file beside
 the mask: ``derived/<instance id>/analysis-<analysis id>.json``, written atomically; a missing
-or unreadable JSON only means those extras are recomputed on demand.
+or unreadable JSON only means those extras are recomputed on demand. Within one process an image
+is analysed by one bundle version at a time: the shown image's analysis and "analyze all" run in
+different threads, and the later request for an image in flight waits and reuses what the first
+stored (:func:`analyze_instance`), so no image is analysed and stored twice.
 
 The default heatmap is the one for the top finding other than "normal" (its phrase is
 :func:`finding_phrase`), so opening an abnormal study shows where the model looks for what it
@@ -23,7 +26,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -293,18 +298,50 @@ def store_result(library, result: AnalysisResult) -> int:
     return analysis_id
 
 
+class _KeyedLocks:
+    """One lock per key while someone holds or waits for it (the table does not grow)."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple, list] = {}  # key -> [lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, key: tuple):
+        with self._guard:
+            entry = self._locks.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._locks[key]
+
+
+_IN_FLIGHT = _KeyedLocks()
+
+
 def analyze_instance(library, bundle, uid: str, *, force: bool = False, heatmap: bool = True,
                      cancelled: CancelFn | None = None) -> AnalysisResult:
-    """The cached analysis by this bundle when there is one (unless ``force``), else a new one."""
-    if not force:
-        cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version))
-        if cached is not None:
-            # bundle facts are the bundle's own (a cache written by an older app may lack them)
-            cached.thresholds = cached.thresholds or _finite(dict(getattr(bundle, "thresholds", {}) or {}))
-            cached.classes = cached.classes or list(getattr(bundle, "classes", []) or [])
-            cached.mask_label = cached.mask_label or getattr(bundle, "mask_label", None)
-            return cached
-    return run_model(library, bundle, uid, heatmap=heatmap, cancelled=cancelled)
+    """The cached analysis by this bundle when there is one (unless ``force``), else a new one.
+
+    One image is analysed by one bundle version at a time in this process: the app analyses the
+    shown image and "analyze all" in different threads, and a second request for the same image
+    waits for the first and then reuses what it stored (instead of running the model twice and
+    storing two analyses)."""
+    key = (str(library.db_path), uid, str(bundle.id), str(bundle.version))
+    with _IN_FLIGHT.hold(key):
+        if not force:
+            cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version))
+            if cached is not None:
+                # bundle facts are the bundle's own (a cache written by an older app may lack them)
+                cached.thresholds = cached.thresholds or _finite(dict(getattr(bundle, "thresholds", {}) or {}))
+                cached.classes = cached.classes or list(getattr(bundle, "classes", []) or [])
+                cached.mask_label = cached.mask_label or getattr(bundle, "mask_label", None)
+                return cached
+        return run_model(library, bundle, uid, heatmap=heatmap, cancelled=cancelled)
 
 
 def phrase_heatmap(library, bundle, result: AnalysisResult | None, uid: str, phrase: str) -> np.ndarray:

@@ -1,9 +1,12 @@
 """Fixtures for the review app tests: Qt offscreen, settings in a temporary folder, a real
-SQLite library with DICOM / PNG studies written here, and the main window."""
+SQLite library with DICOM / PNG studies written here, the main window, and a real model bundle
+(exported by ``adaptor-train export`` from the tiny phantom pipeline of tests/conftest.py, run by
+the real torch-free runtime): no stand-in model anywhere in these tests."""
 
 from __future__ import annotations
 
 import os
+import threading
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before anything imports Qt
 os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
@@ -12,8 +15,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-
-from tests.gui.fakes import FakeBundle  # noqa: E402
 
 SHOTS = Path(__file__).resolve().parents[2] / "runs" / "gui_screenshots"
 
@@ -107,11 +108,6 @@ def empty_library(tmp_path):
     lib.close()
 
 
-@pytest.fixture
-def fake_bundle():
-    return FakeBundle()
-
-
 def uid_of(library, name: str) -> str:
     """The SOP Instance UID of the imported file ``name``."""
     from sqlalchemy import select
@@ -138,7 +134,10 @@ def close_window(qtbot, window) -> None:
 
 @pytest.fixture
 def make_window(qtbot, library):
-    """``make_window(library=None, bundle=None)`` -> a shown MainWindow (closed after the test)."""
+    """``make_window(lib=None, bundle=None, **kwargs)`` -> a shown MainWindow (closed after the
+    test). ``bundle``: a bundle path, loaded the way the user loads one (``load_bundle``: the
+    worker, app.logic.bundles.open_bundle, the AI panel); or an already loaded bundle object,
+    handed to the slot that loader calls (for :class:`GatedBundle`)."""
     from app.gui.main_window import MainWindow
 
     made = []
@@ -149,8 +148,12 @@ def make_window(qtbot, library):
         qtbot.waitExposed(window)
         window.activateWindow()
         made.append(window)
-        if bundle is not None:
-            window._bundle_loaded(("fake", bundle))
+        if isinstance(bundle, (str, os.PathLike)):
+            with qtbot.waitSignal(window.bundle_changed, timeout=60000):
+                window.load_bundle(str(bundle))
+            assert window.bundle is not None, window.bundle_error
+        elif bundle is not None:
+            window._bundle_loaded((str(bundle.folder), bundle))
         return window
 
     yield make
@@ -233,18 +236,110 @@ def phantom_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def exported_bundle(request, tmp_path_factory) -> Path:
-    """A small real bundle: ``$CXR_ADAPTOR_TEST_BUNDLE`` when set, else the session fixture
-    ``tiny_bundle`` of tests/conftest.py (phantoms -> ... -> ``adaptor-train export``)."""
-    try:
-        from core_model.runtime import load_bundle  # noqa: F401
-    except ImportError:
-        pytest.skip("core_model.runtime.load_bundle is not there yet")
-    env = os.environ.get("CXR_ADAPTOR_TEST_BUNDLE")  # a bundle built earlier (faster local runs)
-    if env and Path(env).exists():
+def exported_bundle(request) -> Path:
+    """The real bundle's folder: ``$CXR_ADAPTOR_TEST_BUNDLE`` when set (a bundle built earlier,
+    for faster local runs), else the session fixture ``tiny_bundle`` of tests/conftest.py
+    (phantoms -> precompute -> pretrain -> finetune -> ``adaptor-train export``)."""
+    env = os.environ.get("CXR_ADAPTOR_TEST_BUNDLE")
+    if env:
+        assert Path(env).exists(), f"$CXR_ADAPTOR_TEST_BUNDLE={env} does not exist"
         return Path(env)
-    try:
-        return Path(request.getfixturevalue("tiny_bundle"))  # tests/conftest.py: built by adaptor-train export
-    except pytest.FixtureLookupError:
-        pass
-    pytest.skip("no exported bundle fixture (tiny_bundle) and no $CXR_ADAPTOR_TEST_BUNDLE")
+    return Path(request.getfixturevalue("tiny_bundle"))
+
+
+@pytest.fixture(scope="session")
+def loaded_bundle(exported_bundle):
+    """The real bundle, loaded once per session as the app loads it
+    (app.logic.bundles.open_bundle, the app's onnxruntime thread count). The runtime is safe to
+    call from several threads, so the Qt-free tests share it, and every test uses it to compute
+    what the app should show."""
+    from app.logic.bundles import gui_threads, open_bundle
+
+    return open_bundle(exported_bundle, threads=gui_threads())
+
+
+def copy_bundle(src: Path, dest: Path, *, version: str | None = None, config: dict | None = None) -> Path:
+    """A copy of a real bundle folder, optionally as another ``version`` (the manifest's, which is
+    not hashed: what a re-export would change) or with ``config.json`` keys replaced (its
+    SHA-256 in the manifest updated, so the bundle still passes its checks)."""
+    import hashlib
+    import json
+    import shutil
+
+    shutil.copytree(src, dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    if version is not None:
+        manifest["version"] = version
+    if config:
+        cfg = json.loads((dest / "config.json").read_text())
+        for key, value in config.items():
+            cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+        (dest / "config.json").write_text(json.dumps(cfg, indent=2))
+        manifest["files"]["config.json"] = hashlib.sha256((dest / "config.json").read_bytes()).hexdigest()
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def other_version_bundle(exported_bundle, loaded_bundle, tmp_path_factory):
+    """The same real bundle as another version (same graphs and results, another cache key)."""
+    from app.logic.bundles import gui_threads, open_bundle
+
+    folder = copy_bundle(exported_bundle, tmp_path_factory.mktemp("bundle-v2") / "bundle",
+                         version=f"{loaded_bundle.version}-v2")
+    return open_bundle(folder, threads=gui_threads())
+
+
+def make_gated(bundle):
+    """:class:`GatedBundle` over the same files as ``bundle`` (a loaded real bundle)."""
+    from app.logic.bundles import gui_threads
+
+    return _gated_class()(bundle.folder, bundle.manifest, threads=gui_threads())
+
+
+def _gated_class():
+    from core_model.runtime import Bundle
+
+    class GatedBundle(Bundle):
+        """The real runtime bundle (same files, real onnxruntime inference) with one addition
+        around the real call: ``analyze`` records the calling thread and the image, sets
+        ``entered`` and waits for ``release`` before running the model. Tests use it to act while
+        an analysis is in flight (cancel, a second request) without a stand-in model or a timed
+        sleep."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.entered = threading.Event()
+            self.release = threading.Event()
+            self.threads: set[str] = set()
+            self.images: list[str] = []
+
+        def analyze(self, image):
+            self.threads.add(threading.current_thread().name)
+            self.images.append(str(image))
+            self.entered.set()
+            if not self.release.wait(60):
+                raise TimeoutError("the test never released the gated analysis")
+            return super().analyze(image)
+
+    return GatedBundle
+
+
+def analysis_rows(library, uid: str | None = None) -> list[tuple]:
+    """The analyses stored in the library (of one instance): (id, bundle id, version, created)."""
+    from sqlalchemy import select
+
+    from app.library.models import Analysis, Instance
+
+    query = select(Analysis.id, Analysis.bundle_id, Analysis.bundle_version, Analysis.created_at).order_by(Analysis.id)
+    if uid is not None:
+        query = query.join(Instance, Instance.id == Analysis.instance_pk).where(Instance.sop_instance_uid == uid)
+    with library.session() as s:
+        return [tuple(r) for r in s.execute(query)]
+
+
+def direct_analysis(bundle, library, uid: str):
+    """What the runtime itself says about the file of library instance ``uid``."""
+    from app.logic.analysis import instance_file
+
+    return bundle.analyze(str(instance_file(library, uid)))

@@ -14,78 +14,94 @@ from PIL import Image
 
 from app.logic.predictions_csv import read_predictions_csv
 from app.main import main
-from tests.gui.conftest import SHOTS, uid_of
-from tests.gui.fakes import FakeBundle
+from tests.gui.conftest import SHOTS, analysis_rows, direct_analysis, uid_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def fake_runtime(monkeypatch):
-    bundles = {}
+@pytest.fixture(scope="module")
+def broken_bundle(exported_bundle, tmp_path_factory) -> Path:
+    """A copy of the real bundle with one byte of its image graph changed."""
+    import shutil
 
-    def open_bundle(path):
-        if "broken" in str(path):
-            from app.logic.bundles import BundleOpenError
-
-            raise BundleOpenError(f"{Path(path).name}: checksum mismatch in model.onnx")
-        return bundles.setdefault(str(path), FakeBundle())
-
-    monkeypatch.setattr("app.logic.bundles.open_bundle", open_bundle)
-    return bundles
+    broken = tmp_path_factory.mktemp("cli-bundles") / "broken"
+    shutil.copytree(exported_bundle, broken)
+    graph = broken / "image.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    return broken
 
 
-def test_analyze_all_writes_csv_and_reuses_the_library(library, tmp_path, fake_runtime, capsys):
-    db = str(library.db_path)
+def test_analyze_all_writes_csv_and_reuses_the_library(library, tmp_path, exported_bundle, loaded_bundle, capsys):
+    db, bundle = str(library.db_path), str(exported_bundle)
     out = tmp_path / "out" / "pred.csv"
-    assert main(["analyze", "--all", "--bundle", "bundle.zip", "--csv", str(out), "--db", db]) == 0
+    assert main(["analyze", "--all", "--bundle", bundle, "--csv", str(out), "--db", db]) == 0
     text = capsys.readouterr().out
     assert "Research use only" in text and "7 analysed, 0 reused" in text
     rows = read_predictions_csv(out)
-    assert len(rows) == 7 and all(r["bundle_id"] == "fake-bundle" and not r["error"] for r in rows)
-    assert main(["analyze", "--all", "--bundle", "bundle.zip", "--csv", str(out), "--db", db]) == 0
+    assert len(rows) == 7 and all(r["bundle_id"] == loaded_bundle.id and not r["error"] for r in rows)
+    # the CSV holds the runtime's own numbers for each file, with the bundle's thresholds
+    for r in rows:
+        direct = direct_analysis(loaded_bundle, library, r["sop_instance_uid"])
+        for c in loaded_bundle.classes:
+            assert float(r[f"p_{c}"]) == pytest.approx(direct.probabilities[c], abs=1e-5), (r["sop_instance_uid"], c)
+            assert float(r[f"threshold_{c}"]) == pytest.approx(loaded_bundle.thresholds[c], rel=1e-5)
+            assert r[f"above_{c}"] == str(int(float(r[f"p_{c}"]) >= float(r[f"threshold_{c}"])))
+        assert float(r["mask_area_fraction"]) == pytest.approx(direct.mask_area_fraction, abs=1e-5)
+    stored = analysis_rows(library)
+    assert len(stored) == 7
+    # again: everything comes from the library (no new analysis rows, the same ones)
+    assert main(["analyze", "--all", "--bundle", bundle, "--csv", str(out), "--db", db]) == 0
     assert "0 analysed, 7 reused from the library" in capsys.readouterr().out
-    assert fake_runtime["bundle.zip"].calls["analyze"] == 7
-    # by UID (instance or study), and the top-level --db works for subcommands too
+    assert analysis_rows(library) == stored
+    assert [r["p_normal"] for r in read_predictions_csv(out)] == [r["p_normal"] for r in rows]
+    # by UID (instance or study), and the top-level --db works for subcommands too; --force runs again
     uid = uid_of(library, "anna_pa.dcm")
-    assert main(["--db", db, "analyze", uid, "--bundle", "bundle.zip", "--csv", str(out), "--force", "--json"]) == 0
+    assert main(["--db", db, "analyze", uid, "--bundle", bundle, "--csv", str(out), "--force", "--json"]) == 0
     assert '"analysed": 1' in capsys.readouterr().out
+    assert len(analysis_rows(library, uid)) == 2 and len(analysis_rows(library)) == 8
     study = "1.2.826.0.1.3680043.8.498.1"
-    assert main(["analyze", study, "--bundle", "bundle.zip", "--csv", str(out), "--db", db]) == 0
-    assert len(read_predictions_csv(out)) == 2
+    assert main(["analyze", study, "--bundle", bundle, "--csv", str(out), "--db", db]) == 0
+    assert "0 analysed, 2 reused from the library" in capsys.readouterr().out
+    assert len(read_predictions_csv(out)) == 2 and len(analysis_rows(library)) == 8
 
 
-def test_analyze_errors_are_one_line(library, tmp_path, fake_runtime, capsys):
-    db = str(library.db_path)
+def test_analyze_errors_are_one_line(library, tmp_path, exported_bundle, broken_bundle, capsys):
+    db, bundle = str(library.db_path), str(exported_bundle)
     csv = str(tmp_path / "p.csv")
-    assert main(["analyze", "--bundle", "b", "--csv", csv, "--db", db]) == 2
+    assert main(["analyze", "--bundle", bundle, "--csv", csv, "--db", db]) == 2
     assert "give the instance UIDs to analyse or --all" in capsys.readouterr().err
-    assert main(["analyze", "9.9.9", "--bundle", "b", "--csv", csv, "--db", db]) == 2
+    assert main(["analyze", "9.9.9", "--bundle", bundle, "--csv", csv, "--db", db]) == 2
     assert "not in the library: 9.9.9" in capsys.readouterr().err
-    assert main(["analyze", "--all", "--bundle", "broken.zip", "--csv", csv, "--db", db]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == "adaptor-review analyze: error: broken.zip: checksum mismatch in model.onnx"
-    assert main(["analyze", "--all", "--bundle", "b", "--csv", str(tmp_path / "p.txt"), "--db", db]) == 2
-    assert main(["analyze", "--all", "--bundle", "b", "--csv", csv, "--db", str(tmp_path / "none.db")]) == 2
+    # a damaged bundle: the runtime's checksum check, in one line naming the file
+    assert main(["analyze", "--all", "--bundle", str(broken_bundle), "--csv", csv, "--db", db]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adaptor-review analyze: error: ") and "\n" not in err, err
+    assert str(broken_bundle) in err and "image.onnx does not match its SHA-256" in err, err
+    assert main(["analyze", "--all", "--bundle", str(tmp_path / "nowhere"), "--csv", csv, "--db", db]) == 2
+    assert "no model bundle at" in capsys.readouterr().err
+    assert analysis_rows(library) == []  # nothing stored by any of these
+    assert main(["analyze", "--all", "--bundle", bundle, "--csv", str(tmp_path / "p.txt"), "--db", db]) == 2
+    assert main(["analyze", "--all", "--bundle", bundle, "--csv", csv, "--db", str(tmp_path / "none.db")]) == 2
     assert "no library database" in capsys.readouterr().err
 
 
-def test_headless_commands_import_neither_qt_nor_torch(library, tmp_path):
+def test_headless_commands_import_neither_qt_nor_torch(library, tmp_path, exported_bundle):
     code = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-import app.logic.bundles
-from tests.gui.fakes import FakeBundle
-app.logic.bundles.open_bundle = lambda path: FakeBundle()
 from app.main import main
-rc = main(["analyze", "--all", "--bundle", "x", "--csv", {str(tmp_path / 'p.csv')!r}, "--db", {str(library.db_path)!r}])
+rc = main(["analyze", "--all", "--bundle", {str(exported_bundle)!r}, "--csv", {str(tmp_path / 'p.csv')!r},
+           "--db", {str(library.db_path)!r}])
 rc2 = main(["list", "--db", {str(library.db_path)!r}])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "pyqtgraph", "torch", "transformers"))
-print("RC", rc, rc2, "HEAVY", heavy)
+print("RC", rc, rc2, "ORT", "onnxruntime" in sys.modules, "HEAVY", heavy)
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "RC 0 0 HEAVY []" in proc.stdout
+    assert "7 analysed" in proc.stdout
+    assert "RC 0 0 ORT True HEAVY []" in proc.stdout  # the real runtime ran, without Qt or torch
 
 
 def _gui(args, env_extra=None, timeout=120):

@@ -1,6 +1,6 @@
 """Screenshots of each feature on SYNTHETIC phantom studies, for people to look at
 (runs/gui_screenshots/docs/; the chosen ones are copied to docs/screenshots/). The states with a
-model need the real exported bundle and are skipped without it."""
+model use the real exported bundle of the session (``exported_bundle``)."""
 
 from __future__ import annotations
 

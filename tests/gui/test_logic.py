@@ -25,8 +25,7 @@ from app.logic.overlay import (
 from app.logic.report_text import split_sentences
 from core_model.imaging.dicom import read_dataset, render_dataset
 from core_model.imaging.dicom_write import DicomSpec, write_dicom
-from tests.gui.conftest import chest, uid_of
-from tests.gui.fakes import FakeBundle
+from tests.gui.conftest import analysis_rows, chest, direct_analysis, uid_of
 
 # -- rendering ---------------------------------------------------------------------------------
 
@@ -217,29 +216,47 @@ def test_report_sentences():
 # -- analysis cache policy and CSV ---------------------------------------------------------------
 
 
-def test_analysis_is_stored_and_reused_only_for_the_same_bundle_version(library):
+def test_analysis_is_stored_and_reused_only_for_the_same_bundle_version(library, loaded_bundle,
+                                                                        other_version_bundle):
     from app.logic import analysis as A
 
     uid = uid_of(library, "anna_pa.dcm")
-    b1 = FakeBundle(version="1.0")
+    b1, b2 = loaded_bundle, other_version_bundle
+    direct = direct_analysis(b1, library, uid)
     first = A.analyze_instance(library, b1, uid)
-    assert not first.from_cache and first.analysis_id and b1.calls["analyze"] == 1
-    assert first.heatmap_phrase == "pneumonia" and first.heatmap.shape == (320, 256)
+    assert not first.from_cache and first.analysis_id
+    assert [r[:3] for r in analysis_rows(library, uid)] == [(first.analysis_id, b1.id, b1.version)]
+    # the runtime's own results
+    assert first.probabilities == pytest.approx(direct.probabilities, abs=1e-5)
+    assert first.thresholds == b1.thresholds and first.classes == b1.classes
+    assert first.mask_threshold == b1.mask_threshold and first.mask_label == b1.mask_label
+    assert first.mask_area_fraction == pytest.approx(direct.mask_area_fraction, abs=1e-6)
+    np.testing.assert_allclose(first.mask, direct.mask, atol=1e-5)
+    phrase = A.default_heatmap_phrase(direct.probabilities)
+    assert first.heatmap_phrase == phrase and first.heatmap.shape == (320, 256)
+    np.testing.assert_allclose(first.heatmap, b1.heatmap(direct, phrase), atol=1e-5)
+    assert [h.id for h in first.similar] == [h.id for h in b1.similar_reports(direct, k=A.SIMILAR_K)]
+    np.testing.assert_allclose(first.embedding, direct.embedding, atol=1e-5)
+    # again: from the library, the same row, nothing new stored
+    stored = analysis_rows(library)
     again = A.analyze_instance(library, b1, uid)
-    assert again.from_cache and b1.calls["analyze"] == 1
+    assert again.from_cache and again.analysis_id == first.analysis_id and analysis_rows(library) == stored
+    assert again.created_at == stored[0][3]
     assert again.probabilities == pytest.approx(first.probabilities)
     assert again.thresholds == b1.thresholds and again.classes == b1.classes
-    assert again.mask_threshold == 0.5 and again.mask_label == "pneumothorax"
+    assert again.mask_threshold == b1.mask_threshold and again.mask_label == b1.mask_label
     assert np.abs(again.mask - first.mask).max() <= 0.5 / 255 + 1e-6  # stored as 8-bit PNG
     assert np.array_equal(again.heatmap, first.heatmap)
     assert [h.text for h in again.similar] == [h.text for h in first.similar]
     assert np.allclose(again.embedding, first.embedding)
     # another version of the bundle: analysed again, both kept
-    b2 = FakeBundle(version="2.0")
-    assert not A.analyze_instance(library, b2, uid).from_cache and b2.calls["analyze"] == 1
-    assert A.analyze_instance(library, b1, uid).from_cache
-    assert A.cached_analysis(library, uid, "fake-bundle", "3.0") is None
+    assert b2.id == b1.id and b2.version != b1.version
+    assert not A.analyze_instance(library, b2, uid).from_cache
+    assert [r[1:3] for r in analysis_rows(library, uid)] == [(b1.id, b1.version), (b2.id, b2.version)]
+    assert A.analyze_instance(library, b1, uid).from_cache and len(analysis_rows(library)) == 2
+    assert A.cached_analysis(library, uid, b1.id, "no-such-version") is None
     assert not A.analyze_instance(library, b1, uid, force=True).from_cache
+    assert len(analysis_rows(library, uid)) == 3
     # the extras file sits beside the mask; without it the analysis is still usable
     extras = list((library.data_dir / "derived").rglob("analysis-*.json"))
     assert len(extras) == 3 and "mask_threshold" in json.loads(extras[0].read_text())
@@ -247,17 +264,20 @@ def test_analysis_is_stored_and_reused_only_for_the_same_bundle_version(library)
         p.unlink()
     bare = A.analyze_instance(library, b1, uid)
     assert bare.from_cache and bare.similar is None and bare.thresholds == b1.thresholds
-    assert A.similar_reports(library, b1, bare, uid, k=3)  # recomputed on demand
+    hits = A.similar_reports(library, b1, bare, uid, k=3)  # recomputed on demand, from the file
+    assert [h.id for h in hits] == [h.id for h in b1.similar_reports(direct, k=3)]
+    assert len(analysis_rows(library)) == 3
     # the browser's top finding comes from the latest analysis
     from app.library.queries import get_instance
 
     with library.session() as s:
-        assert get_instance(s, uid).top_finding == max(first.probabilities, key=first.probabilities.get)
+        assert get_instance(s, uid).top_finding == max(direct.probabilities, key=direct.probabilities.get)
 
 
-def test_analyze_many_progress_failures_and_cancel(library):
+def test_analyze_many_progress_failures_and_cancel(library, loaded_bundle):
     from app.logic import analysis as A
 
+    bundle = loaded_bundle
     uids = A.all_instance_uids(library)
     missing = uid_of(library, "cara_ap.dcm")
     from app.library.queries import get_instance
@@ -265,28 +285,63 @@ def test_analyze_many_progress_failures_and_cancel(library):
     with library.session() as s:
         library.resolve(get_instance(s, missing).file_path, "managed").unlink()
     seen = []
-    summary = A.analyze_many(library, FakeBundle(), uids, progress=lambda d, t, u: seen.append((d, t)),
+    summary = A.analyze_many(library, bundle, uids, progress=lambda d, t, u: seen.append((d, t)),
                              keep_results=True, progress_interval=0)
     assert summary.analysed == 6 and [u for u, _ in summary.failed] == [missing]
     assert "missing" in summary.failed[0][1]
     assert seen[0] == (0, 7) and seen[-1] == (7, 7)
-    again = A.analyze_many(library, FakeBundle(), uids)
-    assert again.cached == 6 and again.analysed == 0
-    assert A.unanalysed_uids(library, "fake-bundle", "1.0") == [missing]
+    for r in summary.results:
+        assert r.probabilities == pytest.approx(direct_analysis(bundle, library, r.uid).probabilities, abs=1e-5)
+    stored = analysis_rows(library)
+    assert len(stored) == 6
+    again = A.analyze_many(library, bundle, uids)
+    assert again.cached == 6 and again.analysed == 0 and analysis_rows(library) == stored
+    assert A.unanalysed_uids(library, bundle.id, bundle.version) == [missing]
     calls = []
-    stop = A.analyze_many(library, FakeBundle(version="9"), uids, cancelled=lambda: len(calls) >= 2,
+    stop = A.analyze_many(library, bundle, uids, force=True, cancelled=lambda: len(calls) >= 2,
                           on_result=calls.append)
-    assert stop.cancelled and stop.analysed == 2
+    assert stop.cancelled and stop.analysed == 2 and len(analysis_rows(library)) == 6 + 2
 
 
-def test_predictions_csv(library, tmp_path):
+def test_one_image_is_analysed_once_when_two_threads_ask_at_the_same_time(library, loaded_bundle):
+    """The app analyses the shown image and "analyze all" in different threads: a second request
+    for an image in flight waits for the first and reuses what it stored."""
+    import threading
+    import time
+
+    from app.logic import analysis as A
+    from tests.gui.conftest import make_gated
+
+    bundle = make_gated(loaded_bundle)  # the real bundle, held at the start of analyze()
+    uid = uid_of(library, "anna_pa.dcm")
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", A.analyze_instance(library, bundle, uid)))
+    first.start()
+    assert bundle.entered.wait(10)
+    second = threading.Thread(target=lambda: results.setdefault("second", A.analyze_instance(library, bundle, uid)))
+    second.start()
+    deadline = time.monotonic() + 0.5  # time enough for the second to reach the model if it were let through
+    while time.monotonic() < deadline and len(bundle.images) < 2:
+        time.sleep(0.01)
+    bundle.release.set()
+    first.join(30)
+    second.join(30)
+    assert len(bundle.images) == 1  # the model ran once
+    assert not results["first"].from_cache and results["second"].from_cache
+    assert results["second"].analysis_id == results["first"].analysis_id
+    assert [r[0] for r in analysis_rows(library, uid)] == [results["first"].analysis_id]
+    assert A._IN_FLIGHT._locks == {}  # nothing left behind
+
+
+def test_predictions_csv(library, tmp_path, loaded_bundle):
     from app.logic import analysis as A
     from app.logic.predictions_csv import columns_for, prediction_rows, read_predictions_csv, write_predictions_csv
 
-    b = FakeBundle()
+    b = loaded_bundle
     a = uid_of(library, "anna_pa.dcm")
     c = uid_of(library, "cara_pa.dcm")
-    r = A.analyze_instance(library, b, a)
+    A.analyze_instance(library, b, a)
+    direct = direct_analysis(b, library, a)
     from app.library.queries import add_review
 
     add_review(library, a, "flagged", "look again, \"quoted\", comma")
@@ -296,7 +351,11 @@ def test_predictions_csv(library, tmp_path):
     got = read_predictions_csv(out)
     assert [g["sop_instance_uid"] for g in got] == [a, c, "1.2.3.unknown"]
     assert list(got[0]) == columns_for(classes)
-    assert float(got[0]["p_pneumonia"]) == pytest.approx(r.probabilities["pneumonia"], abs=1e-5)
+    for name in b.classes:
+        assert float(got[0][f"p_{name}"]) == pytest.approx(direct.probabilities[name], abs=1e-5)
+        assert got[0][f"threshold_{name}"] == f"{b.thresholds[name]:.6g}"
+        assert got[0][f"above_{name}"] == str(int(direct.probabilities[name] >= b.thresholds[name]))
+    assert got[0]["bundle_id"] == b.id and got[0]["bundle_version"] == b.version
     assert got[0]["review_status"] == "flagged" and got[0]["review_comment"] == "look again, \"quoted\", comma"
     assert got[0]["study_date"] == "20240301" and got[0]["view"] == "PA"
     assert got[1]["error"] == "not analysed" and got[2]["error"] == "not in the library"

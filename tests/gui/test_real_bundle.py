@@ -1,8 +1,9 @@
 """The app with a real exported bundle (core_model.runtime + ``adaptor-train export``) on
 phantom studies: loading through the File menu, the model card, analysis, overlays, phrase and
 sentence heatmaps, similar reports, the library cache, a broken bundle, the headless
-``analyze`` command and ``--bundle --screenshot``. The bundle is built once per session by the
-``exported_bundle`` fixture (tests/gui/conftest.py)."""
+``analyze`` command and ``--bundle --screenshot``, on the phantom studies the bundle was made
+for. The bundle is built once per session (``exported_bundle``, tests/gui/conftest.py); the
+other GUI tests use the same bundle on the synthetic studies of ``library``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
-from tests.gui.conftest import SHOTS, close_window, shoot
+from tests.gui.conftest import SHOTS, close_window, direct_analysis, shoot
 
 pytestmark = [pytest.mark.qt, pytest.mark.real_bundle]
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,9 +43,8 @@ def wait_result(qtbot, window, timeout=60000):
     assert window.analysis_error is None, window.analysis_error
 
 
-def test_real_bundle_in_the_app(qtbot, phantom_library, exported_bundle, monkeypatch, tmp_path):
+def test_real_bundle_in_the_app(qtbot, phantom_library, exported_bundle, loaded_bundle, monkeypatch, tmp_path):
     from app.gui.main_window import MainWindow
-    from app.logic.bundles import open_bundle
 
     window = MainWindow(phantom_library)
     window.show()
@@ -64,15 +64,14 @@ def test_real_bundle_in_the_app(qtbot, phantom_library, exported_bundle, monkeyp
     # analysis of the shown image: the runtime's own numbers, thresholds marked
     wait_result(qtbot, window)
     r = window.current_result
-    path = window.library.resolve(*_file_of(window.library, r.uid))
-    direct = open_bundle(exported_bundle).analyze(str(path))
+    direct = direct_analysis(loaded_bundle, window.library, r.uid)
     for c in bundle.classes:
         assert r.probabilities[c] == pytest.approx(direct.probabilities[c], abs=1e-5)
     assert [n for n, _, _ in window.ai.bars.items] == list(bundle.classes)
     assert [t for _, _, t in window.ai.bars.items] == [bundle.thresholds[c] for c in bundle.classes]
     if bundle.mask_label:
         assert window.viewer.mask_layer is not None
-        assert window.viewer.mask_layer.rgba.shape[:2] == window.viewer.image.shape
+        assert np.array_equal(window.viewer.mask_layer.rgba[..., 3] > 0, direct.mask >= bundle.mask_threshold)
     # a typed phrase -> heatmap on the image grid
     window.ai.phrase.clear()
     qtbot.keyClicks(window.ai.phrase, "left lower lobe consolidation")
@@ -80,6 +79,7 @@ def test_real_bundle_in_the_app(qtbot, phantom_library, exported_bundle, monkeyp
         qtbot.keyClick(window.ai.phrase, Qt.Key.Key_Return)
     heat = window.current_heat[1]
     assert heat.shape == window.viewer.image.shape and 0 <= heat.min() and heat.max() <= 1
+    np.testing.assert_allclose(heat, loaded_bundle.heatmap(direct, "left lower lobe consolidation"), atol=1e-5)
     # similar reports from the bundle's report bank, then a sentence of one of them
     qtbot.waitUntil(lambda: window.reports.hits is not None, timeout=60000)
     scores = [h.score for h in window.reports.hits]
@@ -102,14 +102,6 @@ def test_real_bundle_in_the_app(qtbot, phantom_library, exported_bundle, monkeyp
     wait_result(qtbot, again)
     assert again.current_result.from_cache
     close_window(qtbot, again)
-
-
-def _file_of(library, uid):
-    from app.library.queries import get_instance
-
-    with library.session() as s:
-        inst = get_instance(s, uid)
-        return inst.file_path, inst.storage
 
 
 def test_broken_bundle_says_what_is_wrong(qtbot, phantom_library, exported_bundle, tmp_path):

@@ -13,8 +13,16 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 from app.library.queries import get_instance, reviews_for
 from app.logic.overlay import composite, visible_box
 from app.logic.predictions_csv import read_predictions_csv
-from tests.gui.conftest import close_window, shoot, show_image, uid_of, write_studies
-from tests.gui.fakes import FakeBundle
+from tests.gui.conftest import (
+    analysis_rows,
+    close_window,
+    direct_analysis,
+    make_gated,
+    shoot,
+    show_image,
+    uid_of,
+    write_studies,
+)
 
 pytestmark = pytest.mark.qt
 
@@ -168,10 +176,12 @@ def test_review_approve_flag_and_filter(qtbot, make_window, library):
     assert window.current_uid == other and window.browser.current_uid() == other
 
 
-def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, library):
-    bundle = FakeBundle(delay=0.05)
-    window = make_window(bundle=bundle)
+def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, library, exported_bundle,
+                                                           loaded_bundle):
+    window = make_window(bundle=exported_bundle)
     qtbot.waitUntil(lambda: window.is_idle(), timeout=20000)
+    shown = window.current_uid
+    assert [r[0] for r in analysis_rows(library, shown)] == [window.current_result.analysis_id]
     progress = []
     task = window.analyze_all()
     task.signals.progress.connect(lambda d, t, s: progress.append((d, t)))
@@ -182,31 +192,70 @@ def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, 
     # the image shown first was analysed when it was selected; "analyze all" did the others
     assert summary.total == summary.analysed == 6 and not summary.failed
     assert progress[-1] == (6, 6)
-    # the browser shows and filters on the top finding now
+    assert len(analysis_rows(library)) == 7 and len(analysis_rows(library, shown)) == 1
+    # the browser shows the runtime's top finding for every image, and filters on it
     model = window.browser.model
-    assert all(r.top_finding for r in model.rows)
-    window.browser.finding.setCurrentText("pneumonia")
+    direct = {r.sop_instance_uid: direct_analysis(loaded_bundle, library, r.sop_instance_uid).probabilities
+              for r in model.rows}
+    top = {uid: max(p, key=p.get) for uid, p in direct.items()}
+    for r in model.rows:
+        assert r.top_finding == top[r.sop_instance_uid]
+        assert r.top_probability == pytest.approx(direct[r.sop_instance_uid][r.top_finding], abs=1e-5)
+    finding = max(loaded_bundle.classes, key=lambda c: (sum(t == c for t in top.values()), c))
+    window.browser.finding.setCurrentText(finding)
     window.browser.finding_on.setChecked(True)
-    assert window.browser.threshold.value() == pytest.approx(0.35)  # the bundle's operating threshold
-    rows = model.rows
-    assert rows and all(r.top_finding == "pneumonia" and r.top_probability >= 0.35 for r in rows)
+    threshold = window.browser.threshold.value()
+    assert threshold == pytest.approx(round(loaded_bundle.thresholds[finding], 2))  # the operating threshold
+    expected = {u for u, p in direct.items() if top[u] == finding and p[finding] >= threshold}
+    assert {r.sop_instance_uid for r in model.rows} == expected
     shoot(window, "browser_finding_filter")
+    window.browser.threshold.setValue(0.0)  # every image whose top finding it is
+    assert {r.sop_instance_uid for r in model.rows} == {u for u in direct if top[u] == finding} != set()
     with qtbot.waitSignal(window.batch_finished, timeout=10000) as blocker:
         window.analyze_all()  # nothing left to do
     assert blocker.args[0].total == 0 and "already has an analysis" in window.messages[-1]
+    assert len(analysis_rows(library)) == 7
 
 
-def test_analyze_all_can_be_cancelled(qtbot, make_window, library):
-    bundle = FakeBundle(delay=0.4)
+def test_analyze_all_can_be_cancelled(qtbot, make_window, library, loaded_bundle):
+    bundle = make_gated(loaded_bundle)  # the real bundle, held at the start of analyze()
     window = make_window(bundle=bundle, select_first=False)
     task = window.analyze_all()
     row = window.jobs.rows[task.id]
-    qtbot.waitUntil(lambda: bundle.calls["analyze"] >= 1, timeout=10000)
+    qtbot.waitUntil(bundle.entered.is_set, timeout=10000)
     with qtbot.waitSignal(window.batch_finished, timeout=30000) as blocker:
         qtbot.mouseClick(row.cancel, Qt.MouseButton.LeftButton)
+        bundle.release.set()  # the image in flight finishes its model step; nothing after it runs
     summary = blocker.args[0]
-    assert summary.cancelled and summary.analysed < 7
+    assert summary.cancelled and summary.analysed == 0 and summary.total == 7
+    assert analysis_rows(library) == []  # the cancelled image was not stored half-done
     assert bundle.threads and "MainThread" not in bundle.threads  # inference ran in workers
+    # a new "analyze all" does them all, once each (an image shown meanwhile is analysed by
+    # whichever asks first; the other reuses it)
+    with qtbot.waitSignal(window.batch_finished, timeout=60000) as blocker:
+        window.analyze_all()
+    qtbot.waitUntil(window.is_idle, timeout=10000)
+    summary = blocker.args[0]
+    assert summary.analysed + summary.cached == summary.total and not summary.failed
+    assert [len(analysis_rows(library, r.sop_instance_uid)) for r in window.browser.model.rows] == [1] * 7
+
+
+def test_shown_image_and_analyze_all_analyse_an_image_once(qtbot, make_window, library, loaded_bundle):
+    bundle = make_gated(loaded_bundle)  # the real bundle, held at the start of analyze()
+    window = make_window(bundle=bundle)  # the first row is shown and its analysis starts
+    qtbot.waitUntil(bundle.entered.is_set, timeout=10000)
+    shown = window.current_uid
+    window.analyze_all()  # the shown image is not stored yet: the batch has it too
+    qtbot.wait(300)  # let the batch reach its first image (the shown one: the same order)
+    with qtbot.waitSignal(window.batch_finished, timeout=60000) as blocker:
+        bundle.release.set()
+    qtbot.waitUntil(window.is_idle, timeout=10000)
+    summary = blocker.args[0]
+    assert summary.total == 7 and summary.analysed == 6 and summary.cached == 1
+    assert [len(analysis_rows(library, r.sop_instance_uid)) for r in window.browser.model.rows] == [1] * 7
+    assert window.current_result.uid == shown
+    assert window.current_result.analysis_id == analysis_rows(library, shown)[0][0]
+    assert len(bundle.images) == 7  # the model ran once per image
 
 
 def qt_render_of_image(viewer) -> np.ndarray:
@@ -223,12 +272,13 @@ def qt_render_of_image(viewer) -> np.ndarray:
     return arr[:, : w * 3].reshape(h, w, 3).copy()
 
 
-def test_export_view_png_composites_overlays_as_shown(qtbot, make_window, library, fake_bundle, tmp_path,
+def test_export_view_png_composites_overlays_as_shown(qtbot, make_window, library, exported_bundle, tmp_path,
                                                       monkeypatch):
-    window = make_window(bundle=fake_bundle)
+    window = make_window(bundle=exported_bundle)
     uid = uid_of(library, "anna_pa.dcm")
     show_image(qtbot, window, uid)
-    qtbot.waitUntil(lambda: window.current_result is not None and window.current_heat is not None, timeout=10000)
+    qtbot.waitUntil(lambda: window.current_result is not None and window.current_result.uid == uid
+                    and window.current_heat is not None and window.is_idle(), timeout=10000)
     window.ai.mask_opacity.setValue(60)
     window.ai.heat_opacity.setValue(45)
     v = window.viewer
@@ -267,8 +317,9 @@ def test_export_view_png_composites_overlays_as_shown(qtbot, make_window, librar
     shutil.copy(out, SHOTS / "exported_view.png")
 
 
-def test_export_predictions_csv_for_selected_images(qtbot, make_window, library, fake_bundle, tmp_path, monkeypatch):
-    window = make_window(bundle=fake_bundle)
+def test_export_predictions_csv_for_selected_images(qtbot, make_window, library, exported_bundle, loaded_bundle,
+                                                    tmp_path, monkeypatch):
+    window = make_window(bundle=exported_bundle)
     with qtbot.waitSignal(window.batch_finished, timeout=60000):
         window.analyze_all()
     window.browser.table.setFocus()
@@ -284,9 +335,13 @@ def test_export_predictions_csv_for_selected_images(qtbot, make_window, library,
     rows = read_predictions_csv(out)
     assert sorted(r["sop_instance_uid"] for r in rows) == sorted(uids)
     for r in rows:
-        assert r["bundle_id"] == "fake-bundle" and not r["error"]
-        assert float(r["p_pneumonia"]) >= 0 and r["threshold_pneumonia"] == "0.35"
-        assert r["above_pneumonia"] == str(int(float(r["p_pneumonia"]) >= 0.35))
+        assert r["bundle_id"] == loaded_bundle.id and r["bundle_version"] == loaded_bundle.version
+        assert not r["error"]
+        direct = direct_analysis(loaded_bundle, library, r["sop_instance_uid"])  # the runtime on that file
+        for c in loaded_bundle.classes:
+            assert float(r[f"p_{c}"]) == pytest.approx(direct.probabilities[c], abs=1e-5)
+            assert r[f"threshold_{c}"] == f"{loaded_bundle.thresholds[c]:.6g}"
+            assert r[f"above_{c}"] == str(int(direct.probabilities[c] >= loaded_bundle.thresholds[c]))
     text = out.read_text()
     assert "NOVAK" not in text and "PAT-A" not in text  # no patient names or IDs
 
