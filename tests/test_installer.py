@@ -88,8 +88,10 @@ def test_built_app_imports_analyses_and_renders(built, tmp_path):
     ana = subprocess.run([str(built), "analyze", "--all", "--bundle", str(DEMO / "bundle"), "--csv", str(out_csv),
                           "--db", str(db)], capture_output=True, text=True, timeout=900, env=env)
     assert ana.returncode == 0, ana.stderr[-3000:]
-    rows = list(csv.DictReader(open(out_csv)))
+    with open(out_csv, newline="") as f:
+        rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert len(rows) == n_demo + len(syntaxes)
+    assert not any(r.get("error") for r in rows), [r["error"] for r in rows if r.get("error")]
     shot = tmp_path / "shot.png"
     gui = subprocess.run([str(built), "--db", str(db), "--bundle", str(DEMO / "bundle"), "--screenshot", str(shot)],
                          capture_output=True, text=True, timeout=600, env=env)
