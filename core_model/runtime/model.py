@@ -82,8 +82,17 @@ class Bundle:
         return True
 
     # ---- image ------------------------------------------------------------------------------
+    def _image_session(self):
+        session = self.sessions.get("image")
+        shape = session.get_inputs()[0].shape  # [batch, 3, S, S]
+        size = self.preprocess.size
+        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (self.preprocess.channels, size, size))):
+            raise BundleFormatError(f"the bundle's image graph takes input {shape} but its preprocessing makes "
+                                    f"{self.preprocess.channels}x{size}x{size} images; the bundle is inconsistent, re-export it")
+        return session
+
     def _run_image(self, batch: np.ndarray):
-        return self.sessions.get("image").run(None, {"pixel_values": batch.astype(np.float32)})
+        return self._image_session().run(None, {"pixel_values": batch.astype(np.float32)})
 
     def analyze(self, image: ImageLike) -> Analysis:
         return self.analyze_batch([image])[0]

@@ -73,11 +73,15 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
 
+    reused: list[str] = []
+
     def stage(name):
         print(f"\n== demo: {name} ==", flush=True)
         return time.perf_counter()
 
     t = stage("synthetic phantoms")
+    if (phantoms / "manifest.csv").exists():
+        reused.append("phantoms")
     data_over = [f"data.path={json.dumps(str(phantoms))}", f"data.n={n}"]
     pcfg = load_config(PRETRAIN_DEFAULTS, _config(RECIPE["pretrain"]), data_over)
     ensure_phantom_manifest(pcfg["data"])
@@ -85,12 +89,18 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
 
     t = stage("precompute frozen features")
     result = load_records(pcfg["data"])
+    from core_model.training.datasets import default_cache_dir
+
+    if (default_cache_dir(pcfg, result.records) / "manifest.json").exists():
+        reused.append("precompute")
     cache = ensure_cache(pcfg, result.records, progress=progress)
     timings["precompute"] = time.perf_counter() - t
 
     t = stage("pretrain the Adaptor")
     run = out / "pretrain"
-    if not (run / "adaptor.safetensors").exists():
+    if (run / "adaptor.safetensors").exists():
+        reused.append("pretrain")
+    else:
         run.mkdir(exist_ok=True)
         save_config(pcfg, run / "config.yaml")
         recs = result.records
@@ -103,7 +113,9 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
                           ("segmentation", "seg", finetune_segmentation)):
         t = stage(f"fine-tune {key}")
         dst = out / name
-        if not (dst / "head.json").exists():
+        if (dst / "head.json").exists():
+            reused.append(name)
+        else:
             defaults = FINETUNE_DEFAULTS if key == "classification" else {**FINETUNE_DEFAULTS, "head": {"kind": "light"}}
             cfg = load_config(defaults, _config(RECIPE[key]), ft_over)
             dst.mkdir(exist_ok=True)
@@ -138,7 +150,8 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
     summary_doc = {"research_use_only": True, "synthetic_data": True, "n_phantoms": n,
                    "recipe": {k: f"configs/{v}" for k, v in RECIPE.items()},
                    "metrics": headline(out), "bundle_bytes": bundle_bytes,
-                   "seconds": {k: round(v, 1) for k, v in timings.items()}}
+                   "seconds": {k: round(v, 1) for k, v in timings.items()},
+                   "reused_from_an_earlier_run": reused}
     atomic_write_json(out / "demo.json", summary_doc)
     if assets:
         publish_assets(out, Path(assets), summary_doc)
