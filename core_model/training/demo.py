@@ -153,6 +153,7 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
                    "seconds": {k: round(v, 1) for k, v in timings.items()},
                    "reused_from_an_earlier_run": reused}
     atomic_write_json(out / "demo.json", summary_doc)
+    atomic_write_json(out / "metrics.json", {"command": "demo", **summary_doc})
     if assets:
         publish_assets(out, Path(assets), summary_doc)
     return summary_doc

@@ -132,3 +132,34 @@ def test_resume_after_kill_9_reaches_the_same_weights(cache, small_records, tmp_
     mb = json.loads((tmp_path / "killed" / "metrics.json").read_text())["final"]
     for k in ("val_loss", "i2t_R@1", "i2t_P@5_finding", "t2i_R@5"):
         assert ma[k] == pytest.approx(mb[k], abs=1e-6), k
+
+
+@pytest.mark.slow
+def test_two_process_pretraining_on_gloo_runs_and_learns(small_records, tmp_path):
+    """Distributed data parallel through torchrun (2 CPU processes, gloo): one set of outputs,
+    written by rank 0, with the global batch split between the processes."""
+    manifest = tmp_path / "manifest.jsonl"
+    with open(manifest, "w") as f:
+        for r in small_records:
+            f.write(json.dumps({"id": r.id, "image": r.image_path, "report": r.report, "split": r.split,
+                                "finding": r.finding}) + "\n")
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(
+        f"data: {{kind: manifest, path: {manifest}}}\n"
+        "encoders: {image: tiny-vit, text: tiny-bert}\n"
+        "cache: {patch_pool: 2, shard_size: 32, batch_size: 16, workers: 0}\n"
+        "adaptor: {dim: 64, ffn_dim: 128}\n"
+        "loss: {local_candidates: 4}\n"
+        "train: {epochs: 3, batch_size: 32, lr: 2.0e-3}\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "training_cli.main", "pretrain", "--config", str(cfg), "--out", str(tmp_path / "ddp"), "--no-progress"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stdout
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    hist = metrics["history"]
+    assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
+    adaptor, _, meta = load_adaptor(tmp_path / "ddp")
+    assert meta["adaptor"]["dim"] == 64
