@@ -125,7 +125,8 @@ def load_labeled(data: dict, task: str, out_dir: Path | None = None) -> Labeled:
 
     if data.get("split_file"):
         split = SplitAssignment.from_mapping(read_split_file(data["split_file"]), protocol=f"split file {data['split_file']}")
-    apply_splits(result, split)
+    applied = apply_splits(result, split)  # in the split's order; records outside it are skipped
+    result.records, result.skipped = applied.records, applied.skipped
     records = [r for r in result.records if r.split in ("train", "val", "test")]
     if data.get("limit"):
         records = records[: int(data["limit"])]

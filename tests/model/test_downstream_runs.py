@@ -123,3 +123,23 @@ def test_evaluate_rejects_a_pretraining_run_for_classification(tiny_pipeline, tm
                            "--task", "classification", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "needs a fine-tuning run" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_label_fraction_keeps_that_share_of_the_training_split(tiny_pipeline, tmp_path):
+    """1 % / 10 % / 100 % of the training labels: only the training split shrinks, by pandas'
+    sample(frac, random_state=42) as the published protocol draws it."""
+    import yaml
+
+    from core_model.data.splits import pandas_sample
+    from core_model.training.downstream_data import load_labeled
+    from core_model.training.finetune import FINETUNE_DEFAULTS
+
+    data = {**FINETUNE_DEFAULTS["data"], **yaml.safe_load((tiny_pipeline / "cls.yaml").read_text())["data"]}
+    full = load_labeled(data, "classification")
+    tenth = load_labeled({**data, "fraction": 0.1}, "classification")
+    train_full = [r.id for r in full.records if r.split == "train"]
+    train_tenth = [r.id for r in tenth.records if r.split == "train"]
+    assert len(train_tenth) == round(0.1 * len(train_full))
+    assert train_tenth == pandas_sample(train_full, 0.1)
+    for s in ("val", "test"):
+        assert [r.id for r in tenth.records if r.split == s] == [r.id for r in full.records if r.split == s]
