@@ -21,7 +21,6 @@ every hash before loading.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import math
@@ -36,7 +35,7 @@ import torch
 
 from core_model.errors import UserError
 from core_model.export.graphs import HeatmapGraph, ImageGraph, TextGraph
-from core_model.features.cache import atomic_write_json
+from core_model.fileio import atomic_write_json, sha256_file
 from core_model.heads import SegDecoder, make_cls_head
 from core_model.training.pretrain import _jsonable, code_version, load_adaptor
 
@@ -47,14 +46,6 @@ BUNDLE_VERSION = 1
 OPSET = 17
 INTENDED_USE = ("Research use only. Not a medical device; not for diagnosis, triage or any clinical "
                 "decision. Outputs are model estimates for research on chest X-ray vision-language models.")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_head(run: Path) -> dict:
@@ -107,9 +98,7 @@ def build_graphs(cls_meta: dict | None, seg_meta: dict | None):
     any_meta = cls_meta or seg_meta
     run = Path(any_meta["adaptor_run"])
     adaptor, _, meta = load_adaptor(run)
-    from core_model.training.finetune import file_sha256
-
-    if file_sha256(run / "adaptor.safetensors") != any_meta["adaptor_sha256"]:
+    if sha256_file(run / "adaptor.safetensors") != any_meta["adaptor_sha256"]:
         raise UserError(f"the Adaptor in {run} changed since the heads were fine-tuned on it")
     image_encoder, text_encoder = _encoders(meta)
     cls_head = None

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from core_model.errors import UserError
+from core_model.fileio import atomic_save_npy, atomic_write_bytes, atomic_write_json  # noqa: F401 (re-exported)
 
 FORMAT_VERSION = 1
 PARTS_IMAGE = ("image.pooled", "image.tokens")
@@ -64,28 +65,6 @@ def data_digest(records, *, image: bool = True, text: bool = True) -> str:
             h.update((r.report or "").encode())
             h.update(b"\0")
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_save_npy(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.save(f, arr, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def spec_key(spec: dict) -> dict:

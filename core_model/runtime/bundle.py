@@ -9,7 +9,6 @@ nothing is ever unpickled (``numpy.load(allow_pickle=False)``, JSON, ONNX).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from core_model.errors import UserError
+from core_model.fileio import sha256_file as _sha256
 
 BUNDLE_FORMAT = "cxr-adaptor-bundle"
 SUPPORTED_VERSIONS = (1,)
@@ -44,14 +44,6 @@ class BundleIntegrityError(BundleError):
 
 class UnsafeArchiveError(BundleError):
     pass
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_member(info: zipfile.ZipInfo) -> str:

@@ -7,7 +7,6 @@ moment leaves ``last.json`` naming a complete checkpoint whose hash it records.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,15 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core_model.errors import UserError
-from core_model.features.cache import atomic_write_json
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from core_model.fileio import atomic_write_json
+from core_model.fileio import sha256_file as _sha256
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:

@@ -9,7 +9,6 @@ epoch is the best on validation; thresholds and temperature are fitted on valida
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -23,7 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from core_model.errors import ConfigError, UserError
-from core_model.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
+from core_model.features.cache import FeatureCache
+from core_model.fileio import atomic_write_bytes, atomic_write_json
+from core_model.fileio import sha256_file as file_sha256
 from core_model.heads import SegDecoder, make_cls_head, seg_loss
 from core_model.training.batches import CachedPairs
 from core_model.training.checkpoint import save_tensors
@@ -71,15 +72,20 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ---- shared setup ------------------------------------------------------------------------------
+def _start(cfg: dict, progress: bool):
+    """Threads, device (deterministic on CPU), the pretrained Adaptor (built first if missing)."""
+    t = cfg["train"]
+    if t.get("threads"):
+        torch.set_num_threads(int(t["threads"]))
+    device = _device(t["device"])
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    run = ensure_pretrained(cfg, progress)
+    adaptor, _, meta = load_adaptor(run, device)
+    return device, run, adaptor, meta
+
+
 def ensure_pretrained(cfg: dict, progress: bool = True) -> Path:
     """The pretrain run this fine-tuning builds on; pretrains first when it is missing."""
     run = Path(cfg["pretrained"])
@@ -177,13 +183,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
     from core_model.training.downstream_data import load_labeled
 
     t = cfg["train"]
-    if t.get("threads"):
-        torch.set_num_threads(int(t["threads"]))
-    device = _device(t["device"])
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    run = ensure_pretrained(cfg, progress)
-    adaptor, _, meta = load_adaptor(run, device)
+    device, run, adaptor, meta = _start(cfg, progress)
     labeled = load_labeled(cfg["data"], "classification", out)
     _write_splits(out, labeled)
     cache_cfg = cache_config_for(meta, cfg)
@@ -359,13 +359,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     from core_model.training.downstream_data import load_labeled
 
     t = cfg["train"]
-    if t.get("threads"):
-        torch.set_num_threads(int(t["threads"]))
-    device = _device(t["device"])
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    run = ensure_pretrained(cfg, progress)
-    adaptor, _, meta = load_adaptor(run, device)
+    device, run, adaptor, meta = _start(cfg, progress)
     if adaptor.config.mode != "tokens":
         raise UserError("segmentation needs a tokens Adaptor (the paper preset has no patch tokens)")
     labeled = load_labeled(cfg["data"], "segmentation", out)
