@@ -10,7 +10,9 @@ from PIL import Image
 from core_model.data.openi import iter_openi_reports, read_openi, section_counts
 from core_model.errors import DataError
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "NLMCXR_reports.tgz"
+from tests.real_data import REAL_DIR
+
+REAL = REAL_DIR / "NLMCXR_reports.tgz"
 needs_real = pytest.mark.skipif(not REAL.is_file(), reason="real Open-I archive not available")
 
 XML = """<?xml version="1.0" encoding="utf-8"?>

@@ -12,7 +12,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from core_model.imaging.dicom_write import DicomSpec, build_dataset, save_atomic, write_dicom
 
-REAL_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
+from tests.real_data import REAL_DIR  # noqa: E402
 REAL_DCM = REAL_DIR / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 REAL_PNG = REAL_DIR / "00000001_000.png"
 
