@@ -4,21 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from core_model.errors import ConfigError
 
-KEYS = {"description", "classification", "segmentation", "export"}
+KEYS = {"classification", "segmentation", "export"}
 
 
 def build_runs_from_recipe(path: str | Path, progress: bool = True) -> tuple[list[Path], dict]:
     from core_model.training.config import load_config, save_config
     from core_model.training.finetune import FINETUNE_DEFAULTS, finetune_classification, finetune_segmentation
 
+    from core_model.training.config import read_yaml_mapping
+
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"bundle recipe {p} does not exist")
-    recipe = yaml.safe_load(p.read_text()) or {}
+    recipe = read_yaml_mapping(p, "bundle recipe")
     unknown = set(recipe) - KEYS
     if unknown:
         raise ConfigError(f"unknown keys in {p}: {sorted(unknown)}; known: {sorted(KEYS)}")

@@ -127,20 +127,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file holding a mapping (its free-text ``description`` dropped), or a ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {p} must hold a mapping")
+    data.pop("description", None)
+    return data
+
+
 def load_config(defaults: dict, path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
     cfg = copy.deepcopy(defaults)
     if path:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections")
-        data.pop("description", None)
-        cfg = _merge(cfg, data)
+        cfg = _merge(cfg, read_yaml_mapping(path))
     for text in overrides or ():
         keys, value = parse_override(text)
         nested: dict = value

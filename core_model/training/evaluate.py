@@ -77,9 +77,9 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
         cfg_file = run / "config.yaml"
         if not cfg_file.exists():
             raise ConfigError(f"give the data to evaluate on (--config); {run} has no config.yaml to take it from")
-        import yaml
+        from core_model.training.config import read_yaml_mapping
 
-        data_cfg = (yaml.safe_load(cfg_file.read_text()) or {}).get("data")
+        data_cfg = read_yaml_mapping(cfg_file).get("data")
         if data_cfg is None:
             raise ConfigError(f"{cfg_file} has no data section")
     from core_model.training.finetune import FINETUNE_DEFAULTS
@@ -237,9 +237,9 @@ def _write_report(out: Path, result: dict, labeled) -> None:
 def load_prompts(path: str | None) -> dict | None:
     if not path:
         return None
-    import yaml
+    from core_model.training.config import read_yaml_mapping
 
-    data = yaml.safe_load(Path(path).read_text()) or {}
+    data = read_yaml_mapping(path, "prompts file")
     out = {}
     for c, v in data.items():
         if not (isinstance(v, (list, tuple)) and len(v) == 2):

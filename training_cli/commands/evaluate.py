@@ -29,14 +29,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    import yaml
-
     from core_model.errors import ConfigError
+    from core_model.training.config import read_yaml_mapping
     from core_model.training.evaluate import evaluate, load_prompts
 
     data = None
     if args.config:
-        doc = yaml.safe_load(Path(args.config).read_text()) or {}
+        doc = read_yaml_mapping(args.config)
         if "data" not in doc:
             raise ConfigError(f"{args.config} has no 'data' section")
         data = doc["data"]

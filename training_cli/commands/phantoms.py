@@ -53,23 +53,14 @@ def resolve_options(args: argparse.Namespace) -> dict:
 
     values = {k: v for k, v in vars(PhantomOptions()).items() if k in KEYS}
     if getattr(args, "config", None):
-        import yaml
+        from core_model.training.config import read_yaml_mapping
 
-        path = Path(args.config)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a mapping")
-        data.pop("description", None)
+        data = read_yaml_mapping(args.config)
         if isinstance(data.get("phantoms"), dict) and len(data) == 1:
             data = data["phantoms"]
         unknown = sorted(set(data) - set(KEYS))
         if unknown:
-            raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(KEYS)}")
+            raise ConfigError(f"config file {args.config}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(KEYS)}")
         for key, value in data.items():
             try:
                 values[key] = KEYS[key](value)
