@@ -139,7 +139,6 @@ def main() -> int:
         base = median_ms(lambda: np.argsort(-(bank.embeddings @ q))[:10], 5)
         extra = f"   target <= 50 ms: {'PASS' if ms <= 50 else 'FAIL'}" if n >= 1_000_000 else ""
         print(f"  {n:>9,} reports: {ms:7.2f} ms (full sort: {base:7.2f} ms, {base / ms:.1f}x){extra}")
-        del emb, bank
     return 0
 
 

@@ -75,12 +75,6 @@ class AdaptorConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-PRESETS = {
-    "tokens": {},
-    "paper": None,  # built by AdaptorConfig.paper
-}
-
-
 def make_config(preset: str, image_dim: int, text_dim: int, **overrides) -> AdaptorConfig:
     if preset == "paper":
         cfg = AdaptorConfig.paper(image_dim, text_dim)

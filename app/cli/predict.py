@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def hot_lut() -> "np.ndarray":
+def hot_lut():
     """256-entry black-red-yellow-white table (RGBA, opaque), without Qt or matplotlib."""
     import numpy as np
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from core_model.imaging.preprocess import PreprocessSpec, from_square, prepare_input_with_shape
-from core_model.runtime.bundle import BundleError, BundleFormatError, SessionSet, load_npy, open_bundle_folder
+from core_model.runtime.bundle import BundleError, BundleFormatError, SessionSet, open_bundle_folder
 from core_model.runtime.retrieval import ReportBank, ReportHit
 
 ImageLike = Union[str, os.PathLike, np.ndarray]

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 

@@ -33,7 +33,6 @@ def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(qtbot,
     uid = uid_of(library, "anna_pa.dcm")
     assert window.browser.select_uid(uid)
     wait_analysis(qtbot, window, uid)
-    r = window.current_result
     direct = direct_analysis(loaded_bundle, library, uid)
     # the runtime's probabilities with the bundle's thresholds, shown as bars with the threshold marked
     assert [n for n, _, _ in window.ai.bars.items] == loaded_bundle.classes
