@@ -10,7 +10,11 @@ Two presets:
     patches and patches attend to words (one shared projection, so both directions come from
     one attention-logit tensor). It gives (a) a pairwise image-report *local* similarity used in
     the contrastive loss, which is what trains words to find their regions, and (b) the
-    word-to-patch attention maps shown as heatmaps.
+    word-to-patch attention maps shown as heatmaps. By default (``cross_tokens="regional"``)
+    words attend to the patch tokens *before* the self-attention layers (after the projection
+    and the convolutional local mixing), which only know their neighbourhood: on phantoms this
+    raised the pointing game from chance to 3-4x chance for COVID-like opacities and about 2x for
+    pneumothorax (``adaptor-train evaluate --task grounding``), at the same retrieval quality.
 
 ``pooled`` (the ``paper`` preset; the published configuration for comparison)
     One pooled vector per modality, bias-free projections to 768, two post-norm transformer
@@ -51,6 +55,8 @@ class AdaptorConfig:
     cross_heads: int = 4
     patch_grid: tuple[int, int] | None = None  # (rows, cols) of the patch tokens, for heatmaps/segmentation
     local_mixing: int = 0  # conv blocks over the patch grid before attention (locality + position)
+    cross_tokens: str = "regional"  # patch tokens words attend to: "contextual" (after the
+    # self-attention layers) or "regional" (before them: each token only sees its neighbourhood)
 
     def __post_init__(self):
         if self.mode not in ("tokens", "pooled"):
@@ -59,6 +65,8 @@ class AdaptorConfig:
             raise ValueError("adaptor dim must be divisible by heads and cross_heads")
         if self.patch_grid is not None:
             self.patch_grid = tuple(int(v) for v in self.patch_grid)
+        if self.cross_tokens not in ("contextual", "regional"):
+            raise ValueError("cross_tokens must be 'contextual' or 'regional'")
 
     @classmethod
     def paper(cls, image_dim: int, text_dim: int) -> "AdaptorConfig":
@@ -129,6 +137,7 @@ class ImageOut:
     pooled: torch.Tensor  # (B, D) L2-normalised
     tokens: torch.Tensor | None  # (B, P, D) patch tokens (no CLS), tokens mode only
     features: torch.Tensor  # (B, D) pooled before normalisation (for heads)
+    regions: torch.Tensor | None = None  # (B, P, D) patch tokens words attend to (cross-attention)
 
 
 @dataclass
@@ -242,11 +251,13 @@ class Adaptor(nn.Module):
             for block in self.local:
                 tok = block(tok, grid)
             x = torch.cat([cls, tok], dim=1)
+        regional = x[:, 1:]
         for layer in self.image_layers:
             x = layer(x)
         x = self.image_norm(x)
         feat = x[:, 0] if self.config.image_pool == "first" else x[:, 1:].mean(dim=1)
-        return ImageOut(F.normalize(feat, dim=-1), x[:, 1:], feat)
+        regions = regional if self.config.cross_tokens == "regional" else x[:, 1:]
+        return ImageOut(F.normalize(feat, dim=-1), x[:, 1:], feat, regions)
 
     def encode_text(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
                     mask: torch.Tensor | None = None) -> TextOut:
@@ -280,9 +291,9 @@ class Adaptor(nn.Module):
         s(i, j) = 1/2 [ mean over words t of cos(w_t, sum_p a_tp x_p)
                        + mean over patches p of cos(x_p, sum_t b_pt w_t) ]
         """
-        if self.cross is None:
+        if self.cross is None or image.regions is None:
             raise ValueError("local similarity needs the tokens Adaptor")
-        words, patches, mask = text.tokens, image.tokens, text.mask
+        words, patches, mask = text.tokens, image.regions, text.mask
         if image_index is not None:
             # (Bt, K, P, D): each report with its own candidate images
             cand = patches[image_index]
@@ -314,7 +325,7 @@ class Adaptor(nn.Module):
 
     def word_attention(self, image: ImageOut, text: TextOut) -> torch.Tensor:
         """Word-to-patch attention for aligned pairs: (B, T, P) (padding words are zero)."""
-        a = self.cross.word_to_patch(text.tokens, image.tokens)
+        a = self.cross.word_to_patch(text.tokens, image.regions)
         return a * text.mask[:, :, None].to(a.dtype)
 
     def heatmap(self, image: ImageOut, text: TextOut, word_weights: torch.Tensor | None = None) -> torch.Tensor:

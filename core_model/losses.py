@@ -84,7 +84,7 @@ class AdaptorLoss(nn.Module):
     def local(self, adaptor, image, text, groups: torch.Tensor | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor | None:
         """The cross-attention term alone (None when disabled or not a tokens Adaptor)."""
-        if not (self.local_weight > 0 and adaptor.cross is not None and image.tokens is not None):
+        if not (self.local_weight > 0 and adaptor.cross is not None and image.regions is not None):
             return None
         n = image.pooled.shape[0]
         k = self.local_candidates

@@ -27,12 +27,23 @@ def downloads_allowed(flag: bool | None) -> bool:
     return os.environ.get("CXR_ADAPTOR_ALLOW_DOWNLOAD", "") in ("1", "true", "yes")
 
 
+def quiet_transformers() -> None:
+    """No per-load progress bars from transformers (our commands print their own progress)."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
 def resolve(name_or_path: str, preset: str | None = None) -> tuple[str, bool]:
     """Return (what to pass to from_pretrained, is_local_dir).
 
     Looks, in order, at: an existing directory; <models_dir>/<preset>; <models_dir>/<id with / -> __>.
     Otherwise returns the id itself (loaded from the Hugging Face cache, offline).
     """
+    quiet_transformers()
     p = Path(name_or_path).expanduser()
     if p.is_dir():
         return str(p), True

@@ -58,7 +58,7 @@ class ImageGraph(nn.Module):
             mask_logits = self.seg_decoder(seg_tokens)
         else:
             mask_logits = torch.zeros(b, 1, 1, 1, dtype=pixel_values.dtype)
-        return probs, logits, mask_logits, out.tokens, out.pooled
+        return probs, logits, mask_logits, out.regions, out.pooled  # regions: what phrases attend to
 
 
 class TextGraph(nn.Module):
@@ -80,6 +80,7 @@ class HeatmapGraph(nn.Module):
 
     def forward(self, token_embeddings: torch.Tensor, word_weights: torch.Tensor, patch_tokens: torch.Tensor):
         mask = word_weights > 0
-        image = ImageOut(pooled=patch_tokens[:, 0], tokens=patch_tokens, features=patch_tokens[:, 0])
+        image = ImageOut(pooled=patch_tokens[:, 0], tokens=patch_tokens, features=patch_tokens[:, 0],
+                         regions=patch_tokens)
         text = TextOut(pooled=token_embeddings[:, 0], tokens=token_embeddings, mask=mask)
         return self.adaptor.heatmap(image, text, word_weights)

@@ -58,6 +58,7 @@ PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "image_pool": "first",
         "text_pool": "mean",
         "local_mixing": 0,  # conv blocks over the patch grid before attention (0: none)
+        "cross_tokens": "regional",  # patch tokens report words attend to: regional | contextual
     },
     "loss": {
         "temperature": 0.07,

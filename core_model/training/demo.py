@@ -44,6 +44,7 @@ def headline(out: Path) -> dict:
     seg = load("seg").get("metrics", {})
     zs = load("eval-zeroshot").get("metrics", {})
     ret = load("eval-retrieval").get("metrics", {})
+    grd = load("eval-grounding").get("metrics", {})
     return {
         "pretrain_val_i2t_P@5_finding": pre.get("i2t_P@5_finding"),
         "pretrain_val_t2i_P@5_finding": pre.get("t2i_P@5_finding"),
@@ -54,6 +55,8 @@ def headline(out: Path) -> dict:
         "seg_test_empty_baseline_dice_mgca": (seg.get("empty_baseline") or {}).get("dice_mgca"),
         "zeroshot_test_auroc": {k: v.get("auroc") for k, v in zs.get("per_class", {}).items()},
         "retrieval_test_i2t_P@5_finding": ret.get("i2t_P@5_finding"),
+        "grounding_test_pointing_game": {k: v.get("pointing_game_prompt") for k, v in grd.get("per_finding", {}).items()},
+        "grounding_test_chance": {k: v.get("chance") for k, v in grd.get("per_finding", {}).items()},
     }
 
 
@@ -123,8 +126,8 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
             fn(cfg, dst, progress=progress)
         timings[name] = time.perf_counter() - t
 
-    t = stage("evaluate (zero-shot, retrieval)")
-    for task in ("zeroshot", "retrieval"):
+    t = stage("evaluate (zero-shot, retrieval, grounding)")
+    for task in ("zeroshot", "retrieval", "grounding"):
         dst = out / f"eval-{task}"
         dst.mkdir(exist_ok=True)
         data = load_config(FINETUNE_DEFAULTS, _config(RECIPE["classification"]), ft_over)["data"]

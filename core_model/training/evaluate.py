@@ -6,6 +6,9 @@ Tasks
     segmentation    a segmentation run's decoder; the three Dice scores, IoU, the all-empty baseline
     zeroshot        a pretrained Adaptor alone: prompt pairs per class (positive / negative wording)
     retrieval       a pretrained Adaptor alone: image <-> report Recall@K and Precision@K by finding
+    grounding       a pretrained Adaptor alone, on images with lesion masks: the pointing game
+                    (does the heatmap's peak fall on the lesion?) for the finding's prompt and for
+                    the image's own report, with the chance level (share of patches on the lesion)
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
         size = int(head_meta["head"]["input_size"])
         pool = int(head_meta.get("patch_pool", 1))
     cache_cfg = cache_config_for(meta, cfg, input_size=size, patch_pool=pool)
-    want_text = task == "retrieval"
+    want_text = task in ("retrieval", "grounding")
     cache = ensure_cache(cache_cfg, records, text=want_text, progress=progress)
     check_same_encoder(cache, meta)
     pairs = CachedPairs(cache, text=want_text)
@@ -118,8 +121,10 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
                                            device, n_boot)
     elif task == "retrieval":
         result["metrics"] = _eval_retrieval(adaptor, pairs, records, ok, device)
+    elif task == "grounding":
+        result["metrics"] = _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device)
     else:
-        raise ConfigError(f"unknown task {task!r}: classification, segmentation, zeroshot or retrieval")
+        raise ConfigError(f"unknown task {task!r}: classification, segmentation, zeroshot, retrieval or grounding")
     atomic_write_json(out / "metrics.json", _jsonable(result))
     _write_report(out, result, labeled)
     return result
@@ -223,10 +228,68 @@ def _eval_retrieval(adaptor, pairs, records, ok, device) -> dict:
     return retrieval_metrics(img, txt, labels=labels if any(labels) else None)
 
 
+@torch.no_grad()
+def _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device, hit_share: float = 0.1) -> dict:
+    """Pointing game on the patch grid: a hit when the heatmap's peak patch has >= 10 % lesion."""
+    from PIL import Image
+
+    from core_model.encoders import create_text_encoder
+    from core_model.imaging.preprocess import PreprocessSpec, to_square
+
+    if adaptor.cross is None:
+        raise UserError("grounding needs a tokens Adaptor (the paper preset has no heatmaps)")
+    prompts = prompts or DEFAULT_PROMPTS
+    enc = create_text_encoder(meta["text_encoder"]["name"], max_length=int(meta.get("text_max_length", 112))).to(device)
+    special = set(enc.tokenizer.all_special_ids)
+    spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
+    rows, cols = tuple(cache.manifest["image"]["grid"])
+    hits: dict[str, dict[str, list]] = {}
+    for i in ok:
+        r = records[i]
+        if not r.lesion_mask_path or r.finding not in prompts:
+            continue
+        with Image.open(r.lesion_mask_path) as im:
+            mask = np.asarray(im.convert("L")) > 127
+        sq = to_square(mask.astype(np.uint8) * 255, spec, resample=Image.NEAREST) > 127
+        cell = sq.reshape(rows, sq.shape[0] // rows, cols, sq.shape[1] // cols).mean(axis=(1, 3)) >= hit_share
+        batch = pairs.batch([i], device)
+        image = adaptor.encode_image(batch["image_pooled"], batch.get("image_tokens"))
+        entry = hits.setdefault(r.finding, {"prompt": [], "report": [], "chance": []})
+        for kind, text in (("prompt", prompts[r.finding][0][0]), ("report", r.report or "")):
+            t = enc.tokenize([text])
+            ids, mask_t = t["input_ids"].to(device), t["attention_mask"].to(device)
+            pooled, tokens = enc(ids, mask_t)
+            words = adaptor.encode_text(pooled, tokens, mask_t.bool())
+            weights = torch.tensor([[0.0 if int(x) in special else 1.0 for x in ids[0]]], device=device)
+            heat = adaptor.heatmap(image, words, weights)[0].reshape(rows, cols).cpu().numpy()
+            y, x = np.unravel_index(int(heat.argmax()), heat.shape)
+            entry[kind].append(bool(cell[y, x]))
+        entry["chance"].append(float(cell.mean()))
+    if not hits:
+        raise UserError("grounding needs images with lesion masks (a 'lesion_mask' column, e.g. phantoms)")
+    return {"hit_share": hit_share, "grid": [rows, cols], "per_finding": {
+        f: {"n": len(v["chance"]), "pointing_game_prompt": float(np.mean(v["prompt"])),
+            "pointing_game_report": float(np.mean(v["report"])), "chance": float(np.mean(v["chance"])),
+            "prompt": prompts[f][0][0]} for f, v in sorted(hits.items())}}
+
+
 def _write_report(out: Path, result: dict, labeled) -> None:
     from core_model.reports.markdown import write_report
 
     m = result["metrics"]
+    if result["task"] == "grounding":
+        from core_model.fileio import atomic_write_bytes
+
+        lines = [f"# Grounding (pointing game): {result['dataset']}, {result['split']} split", "",
+                 "**Research use only - not for diagnosis.**", "",
+                 "| finding | images | prompt hit % | own report hit % | chance % | prompt |", "|---|---|---|---|---|---|"]
+        for f, e in m["per_finding"].items():
+            lines.append(f"| {f} | {e['n']} | {100 * e['pointing_game_prompt']:.1f} | {100 * e['pointing_game_report']:.1f} "
+                         f"| {100 * e['chance']:.1f} | {e['prompt']} |")
+        lines += ["", f"A hit: the heatmap's peak patch ({m['grid'][0]}x{m['grid'][1]} grid) holds at least "
+                  f"{100 * m['hit_share']:.0f} % lesion. Chance: the share of such patches.", ""]
+        atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
+        return
     kwargs = {result["task"]: m}
     write_report(out / "report.md", title=f"Evaluation ({result['task']}): {result['dataset']}, {result['split']} split",
                  dataset=result["dataset"], protocol=labeled.split.protocol_id, fraction=labeled.fraction,

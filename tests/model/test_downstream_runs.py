@@ -97,7 +97,8 @@ def test_seeded_classification_runs_repeat(tiny_pipeline, tmp_path):
 
 
 @pytest.mark.parametrize("task,run", [("classification", "cls"), ("segmentation", "seg"),
-                                      ("zeroshot", "pretrain"), ("retrieval", "pretrain")])
+                                      ("zeroshot", "pretrain"), ("retrieval", "pretrain"),
+                                      ("grounding", "pretrain")])
 def test_evaluate_scores_each_task(tiny_pipeline, tmp_path, task, run):
     cmd = [sys.executable, "-m", "training_cli.main", "evaluate", "--run", str(tiny_pipeline / run), "--task", task,
            "--out", str(tmp_path), "--bootstrap", "20", "--no-progress"]
@@ -115,6 +116,10 @@ def test_evaluate_scores_each_task(tiny_pipeline, tmp_path, task, run):
         assert set(m["metrics"]["per_class"]) == {"normal", "pneumonia", "covid19"}
     if task == "retrieval":
         assert "i2t_R@5" in m["metrics"] and "i2t_P@5_finding" in m["metrics"]
+    if task == "grounding":
+        per = m["metrics"]["per_finding"]
+        assert set(per) == {"pneumonia", "covid19", "pneumothorax"}
+        assert all(0 < e["chance"] < 1 and 0 <= e["pointing_game_prompt"] <= 1 for e in per.values())
     assert (tmp_path / "report.md").exists()
 
 

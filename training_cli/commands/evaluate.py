@@ -16,7 +16,8 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--checkpoint", "--run", dest="run", required=True, metavar="DIR",
                    help="pretraining or fine-tuning run folder")
-    p.add_argument("--task", default="auto", choices=["auto", "classification", "segmentation", "zeroshot", "retrieval"])
+    p.add_argument("--task", default="auto",
+                   choices=["auto", "classification", "segmentation", "zeroshot", "retrieval", "grounding"])
     p.add_argument("--config", metavar="FILE", help="YAML with a 'data' section (the dataset to score on)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts: YAML class: [[positive...], [negative...]]")
@@ -53,6 +54,10 @@ def run(args) -> int:
               f"(all-empty {m['empty_baseline']['dice_mgca']:.3f})")
         if m.get("warning"):
             print("  WARNING: " + m["warning"])
+    elif result["task"] == "grounding":
+        for f, e in m["per_finding"].items():
+            print(f"  {f:>14}: pointing game {e['pointing_game_prompt']:.3f} (prompt), {e['pointing_game_report']:.3f} "
+                  f"(own report); chance {e['chance']:.3f}; {e['n']} images")
     else:
         print("  " + " | ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float)))
     print(f"  wrote {out / 'metrics.json'}, {out / 'report.md'}. {RESEARCH_NOTE}")
