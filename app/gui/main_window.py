@@ -480,7 +480,7 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._update_mask_layer()
         if result.heatmap is not None and result.heatmap_phrase:
-            self._set_heat(result.heatmap_phrase, result.heatmap, "the top finding")
+            self._set_heat(result.heatmap_phrase, result.heatmap, "the most likely abnormal finding")
             self.ai.phrase.setText(result.heatmap_phrase)
             self.ai.phrase.setCursorPosition(0)
         else:
