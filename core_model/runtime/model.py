@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from core_model.imaging.preprocess import PreprocessSpec, from_square, prepare_input_with_shape
+from core_model.runtime.domain import DomainState, unknown
 from core_model.runtime.bundle import BundleError, BundleFormatError, SessionSet, open_bundle_folder
 from core_model.runtime.retrieval import ReportBank, ReportHit
 
@@ -30,6 +31,7 @@ class Analysis:
     image_shape: tuple[int, int]
     patch_tokens: np.ndarray = field(repr=False, default=None)  # (P, d), for heatmaps
     mask_square: np.ndarray | None = field(repr=False, default=None)  # (S, S) model-space probabilities
+    domain: DomainState = field(default_factory=unknown)  # see core_model.runtime.domain
 
     def above_threshold(self, thresholds: dict[str, float]) -> dict[str, bool]:
         return {k: v >= thresholds.get(k, 0.5) for k, v in self.probabilities.items()}
@@ -45,6 +47,9 @@ class Bundle:
     def __init__(self, folder: Path, manifest: dict, *, threads: int = 0):
         self.folder = folder
         self.manifest = manifest
+        from core_model.fileio import sha256_file
+
+        self._content_hash = sha256_file(folder / "manifest.json")
         try:
             self.config = json.loads((folder / "config.json").read_text())
             self.card = json.loads((folder / "model_card.json").read_text())
@@ -80,6 +85,21 @@ class Bundle:
     @property
     def research_use_only(self) -> bool:
         return True
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of manifest.json, which lists the SHA-256 of every file: two bundles with the same
+        content hash hold the same graphs, config and report bank. Cached results are keyed by it."""
+        return self._content_hash
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the model was trained on synthetic data (the demo's phantoms): its output means
+        nothing for real images."""
+        d = self.card.get("domain") if isinstance(self.card, dict) else None
+        if isinstance(d, dict) and "synthetic" in d:
+            return bool(d["synthetic"])
+        return bool(self.config.get("synthetic", False))
 
     # ---- image ------------------------------------------------------------------------------
     def _image_session(self):
