@@ -74,6 +74,24 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# System libraries Qt itself (QtGui) loads on Linux, and the Debian/Ubuntu packages that have them
+# (the xcb platform plugin's are checked in app.gui.app.platform_problem). README "System packages".
+QT_SYSTEM_LIBRARIES = {
+    "libEGL.so.1": "libegl1", "libGL.so.1": "libgl1", "libOpenGL.so.0": "libopengl0",
+    "libfontconfig.so.1": "libfontconfig1", "libfreetype.so.6": "libfreetype6", "libxkbcommon.so.0": "libxkbcommon0",
+    "libdbus-1.so.3": "libdbus-1-3", "libglib-2.0.so.0": "libglib2.0-0", "libX11.so.6": "libx11-6",
+}
+
+
+def _system_package_hint(text: str) -> str:
+    """", install the system package libegl1 (...)" when an ImportError names a missing system library."""
+    for soname, package in QT_SYSTEM_LIBRARIES.items():
+        if soname in text:
+            return (f": the system library {soname} is missing; install the package {package} "
+                    f"(sudo apt install {package}; README 'System packages')")
+    return ""
+
+
 def _headless() -> bool:
     import os
 
@@ -105,9 +123,9 @@ def _run_gui(args: argparse.Namespace) -> int:
         print(f"no display: writing the app's window to {args.screenshot} instead of opening it")
     try:
         from app.gui.app import GuiOptions, run_app
-    except ImportError as exc:  # an installation without PySide6 / pyqtgraph (a server)
-        print(f"adaptor-review: the desktop app cannot start ({exc}); the headless commands work: "
-              "adaptor-review --help", file=sys.stderr)
+    except ImportError as exc:  # an installation without PySide6 / pyqtgraph (a server), or Qt without its system libraries
+        print(f"adaptor-review: the desktop app cannot start ({exc}){_system_package_hint(str(exc))}; the headless "
+              "commands work: adaptor-review --help", file=sys.stderr)
         return 2
     options = GuiOptions(db=args.gui_db, bundle=args.gui_bundle, demo=args.demo, screenshot=args.screenshot,
                          verbose=args.verbose)

@@ -29,6 +29,10 @@ def test_demo_bundle_is_valid_and_small(tmp_path):
     assert b.card["research_use_only"] and "SYNTHETIC" in b.card_markdown
     assert b.card["encoders"]["text"]["name"] == "minilm"
     assert b.card["quantization"]["report_embedding_cosine_min"] > 0.9
+    # the domain guard: trained on synthetic frontal phantoms, and the runtime says so
+    assert b.synthetic and b.domain_model is not None and b.domain_model.views == ("AP", "PA")
+    assert b.card["domain"]["test_false_ood_rate"] <= 0.05
+    assert json.loads((DEMO / "metrics.json").read_text())["metrics"]["domain_test_in_domain_rate"] >= 0.95
 
 
 def test_demo_studies_cover_findings_views_and_encodings():
@@ -50,9 +54,10 @@ def test_demo_studies_cover_findings_views_and_encodings():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a hang guard, not a speed claim (~8 min on an idle 2-core machine)
 def test_recipe_rebuilds_the_committed_metrics(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "training_cli.main", "demo", "--out", str(tmp_path / "demo"),
-                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=1500)
+                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=1750)
     assert proc.returncode == 0, proc.stderr[-3000:]
     new = json.loads((tmp_path / "demo" / "demo.json").read_text())["metrics"]
     old = json.loads((DEMO / "metrics.json").read_text())["metrics"]
@@ -62,3 +67,4 @@ def test_recipe_rebuilds_the_committed_metrics(tmp_path):
         assert new[key] == pytest.approx(old[key], abs=TOL["p5"]), key
     for key in ("seg_test_dice_positive", "seg_test_dice_mgca"):
         assert new[key] == pytest.approx(old[key], abs=TOL["dice"]), key
+    assert new["domain_test_in_domain_rate"] >= 0.95 and new["domain_generated_out_of_domain_rate"] == 1.0

@@ -2,7 +2,7 @@
 
 Runs a model bundle over instances of the library without the GUI (no Qt, no torch): each
 image's probabilities, segmentation mask and default heatmap are stored in the library exactly
-as the app stores them (an analysis by the same bundle id and version is reused unless --force),
+as the app stores them (an analysis by the same bundle, by content hash, is reused unless --force),
 and a CSV of the predictions is written. Give SOP Instance, Series or Study UIDs, or --all.
 Exit status 0 when the run completed (images that failed are listed and marked in the CSV), 2
 when it could not run, 130 when interrupted (analyses finished so far stay stored).
@@ -91,10 +91,13 @@ def run(args: argparse.Namespace) -> int:
         out = write_predictions_csv(args.csv, rows, classes)
     finally:
         library.close()
+    domains = {k: sum(1 for r in results.values() if r.domain.status == k)
+               for k in ("in_domain", "out_of_domain", "unknown")}
     if args.json:
         print(json.dumps(dict(notice=NOTICE, bundle=describe(bundle), csv=str(out), total=summary.total,
                               analysed=summary.analysed, cached=summary.cached, cancelled=summary.cancelled,
                               failed=[dict(uid=u, message=m) for u, m in summary.failed],
+                              domain=domains, synthetic_model=bool(bundle.synthetic),
                               elapsed_s=round(summary.elapsed_s, 3)), indent=2))
     else:
         print(NOTICE)
@@ -102,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         state = "Analysis cancelled" if summary.cancelled else "Analysis finished"
         print(f"{state}: {summary.analysed} analysed, {summary.cached} reused from the library, "
               f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)")
+        if bundle.synthetic:
+            print("This is a demo model trained on synthetic phantoms: its results mean nothing for real images.")
+        print(f"Domain: {domains['in_domain']} in the model's training domain, {domains['out_of_domain']} out of it "
+              f"(results not meaningful), {domains['unknown']} unknown (see the CSV's domain_status)")
         for uid, message in summary.failed:
             print(f"  failed {uid}: {message}")
         print(f"Wrote {out} ({len(rows)} rows)")

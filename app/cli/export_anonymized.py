@@ -1,9 +1,11 @@
 """``adaptor-review export-anonymized [UID ... | --all] --out DIR [--db FILE]``
 
-Copies instances (give SOP Instance, Series or Study UIDs, or --all) with names, IDs and birth
-dates removed or replaced, dates shifted consistently per patient and UIDs remapped (DICOM
-PS3.15 basic profile as the guide), for sharing with collaborators. Images flagged with
-burned-in annotation are skipped unless --include-burned-in. Check the result before sharing.
+Copies instances (give SOP Instance, Series or Study UIDs, or --all) de-identified with the DICOM
+PS3.15 Basic Application Level Confidentiality Profile (every attribute of Table E.1-1, in
+nested sequences too; private tags removed): names and IDs replaced by a pseudonym, dates
+shifted consistently per patient, UIDs remapped consistently. Images flagged with burned-in
+annotation are refused unless --include-burned-in, and so are files that cannot be processed
+safely; both are listed by remapped UID only. Check the result before sharing.
 """
 
 from __future__ import annotations
@@ -47,13 +49,15 @@ def run(args: argparse.Namespace) -> int:
     print(NOTICE)
     print(f"Exported {summary.exported} instance(s) to {summary.out_dir}")
     if summary.skipped_burned_in:
-        print(f"Skipped {summary.skipped_burned_in} with burned-in annotation (use --include-burned-in to export them)")
+        print(f"Refused {summary.skipped_burned_in} with burned-in annotation (use --include-burned-in to export them)")
     if summary.burned_in_not_declared:
         print(f"{summary.burned_in_not_declared} exported image(s) do not declare Burned In Annotation: "
               "their pixels were not checked for burned-in text")
     if summary.unknown_uids:
         print("Not in the library: " + ", ".join(summary.unknown_uids))
+    for r in summary.refused:
+        print(f"Refused: instance {r['instance']}: {r['message']}")
     for f in summary.failed:
-        print(f"Failed: {f['message']}")
+        print(f"Failed: instance {f['instance']}: {f['message']}")
     print("Reports are not exported. Review the files before sharing them.")
     return 0

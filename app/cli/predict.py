@@ -2,7 +2,9 @@
 
 For batch runs by researchers and for tests. Per image: probabilities (calibrated), whether each
 is above the bundle's operating threshold, the segmentation mask area, the top-3 similar reports,
-and optionally a heatmap PNG for a phrase. Patient names and IDs are never printed.
+the domain state (whether the model can vouch for the image: in / out of its training domain,
+with the score, the threshold and the reasons), and optionally a heatmap PNG for a phrase.
+Patient names and IDs are never printed.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def run(args) -> int:
             continue
         entry["probabilities"] = {k: round(v, 6) for k, v in a.probabilities.items()}
         entry["above_threshold"] = a.above_threshold(bundle.thresholds)
+        entry["domain"] = a.domain.to_dict()
         if bundle.mask_label:
             entry["mask"] = {"label": bundle.mask_label, "area_fraction": round(a.mask_area_fraction, 6),
                              "area_pixels": int((a.mask >= a.mask_threshold).sum())}
@@ -87,11 +90,13 @@ def run(args) -> int:
         if not args.json:
             _print_entry(entry, bundle)
     if args.json:
-        json.dump({"bundle": {"id": bundle.id, "version": bundle.version}, "research_use_only": True,
-                   "notice": RESEARCH, "thresholds": bundle.thresholds, "results": results}, sys.stdout, indent=2)
+        json.dump({"bundle": {"id": bundle.id, "version": bundle.version, "content_hash": bundle.content_hash,
+                              "synthetic": bundle.synthetic},
+                   "research_use_only": True, "notice": _notice(bundle), "thresholds": bundle.thresholds,
+                   "results": results}, sys.stdout, indent=2)
         print()
     else:
-        print(RESEARCH)
+        print(_notice(bundle))
     return 0 if failures < len(args.images) else 1
 
 
@@ -99,6 +104,7 @@ def print_analysis(bundle, image: str, analysis, k: int = 3) -> None:
     """Print one image's analysis the way `predict` does (used by `--demo` without a display)."""
     entry = {"image": image, "probabilities": analysis.probabilities,
              "above_threshold": analysis.above_threshold(bundle.thresholds),
+             "domain": analysis.domain.to_dict(),
              "similar_reports": [{"id": h.id, "score": h.score, "text": h.text}
                                  for h in bundle.similar_reports(analysis, k)]}
     if bundle.mask_label:
@@ -106,8 +112,22 @@ def print_analysis(bundle, image: str, analysis, k: int = 3) -> None:
     _print_entry(entry, bundle)
 
 
+SYNTHETIC = ("Demo model trained on synthetic phantoms: its output means nothing for real images.")
+
+
+def _notice(bundle) -> str:
+    return RESEARCH + (" " + SYNTHETIC if bundle.synthetic else "")
+
+
 def _print_entry(entry: dict, bundle) -> None:
+    from core_model.runtime.domain import DomainState
+
     print(entry["image"])
+    domain = DomainState.from_dict(entry.get("domain"))
+    if not domain.ok:  # said first: every number below is one the model cannot vouch for
+        print(f"  {'NOT VOUCHED':>14}: {domain.summary()}; results are not meaningful")
+    elif domain.score is not None:
+        print(f"  {'domain':>14}: in the training domain (score {domain.score:.2f}, threshold {domain.threshold:.2f})")
     for k, v in entry["probabilities"].items():
         flag = "  above threshold" if entry["above_threshold"][k] else ""
         print(f"  {k:>14}: {v:.3f} (threshold {bundle.thresholds.get(k, float('nan')):.3f}){flag}")

@@ -1,7 +1,14 @@
 """The AI panel: the model, its probabilities with the operating thresholds marked, and the
 controls of the segmentation and heatmap overlays (with a colour bar). Always says "Research use
 only - not for diagnosis". Holds no model logic: it shows what it is given and emits what the
-user asks for."""
+user asks for.
+
+The domain state of each result decides how sure the panel looks (:func:`domain_look`):
+in the model's training domain the bars are as they are (red at or above the threshold); out of
+domain a prominent message says the results are not meaningful, the bars are grey with nothing
+highlighted, and the overlays are off until the user ticks them (for this image; the saved
+preference is untouched); unknown (the bundle records no training domain) says that the model
+cannot tell, and the bars above threshold are amber, not red."""
 
 from __future__ import annotations
 
@@ -27,6 +34,43 @@ from app.gui import colormaps
 from app.logic.overlay import colorbar_rgb, threshold_lut
 
 RESEARCH_NOTICE = "Research use only — not for diagnosis"
+SYNTHETIC_NOTICE = "Demo model trained on synthetic phantoms: its results mean nothing for real images"
+OUT_OF_DOMAIN_TEXT = "This image is unlike the model's training data: results are not meaningful"
+UNKNOWN_TEXT = "The model cannot say whether this image is like its training data"
+
+# bar colours: (at or above the threshold, below it)
+_BAR_COLOURS = {"in_domain": ((214, 69, 50), (70, 130, 180)),
+                "unknown": ((196, 140, 60), (110, 140, 165)),
+                "out_of_domain": ((160, 160, 160), (160, 160, 160))}
+
+
+def domain_look(domain) -> str:
+    """"in_domain", "unknown" or "out_of_domain": how a result with this
+    :class:`~core_model.runtime.domain.DomainState` (or None) is shown."""
+    status = getattr(domain, "status", None)
+    return status if status in _BAR_COLOURS else "unknown"
+
+
+def domain_html(domain) -> str:
+    """The AI panel's message for a domain state (rich text)."""
+    from html import escape
+
+    look = domain_look(domain)
+    reasons = [escape(r) for r in (getattr(domain, "reasons", ()) or ())]
+    score, thr = getattr(domain, "score", None), getattr(domain, "threshold", None)
+    numbers = (f"distance score {score:.2f} {'>' if look == 'out_of_domain' else '≤'} threshold {thr:.2f}"
+               if score is not None and thr is not None else "")
+    if look == "in_domain":
+        return "In the model's training domain" + (f" ({numbers})." if numbers else ".")
+    if look == "out_of_domain":
+        items = "".join(f"<li>{r}</li>" for r in reasons)
+        return (f"<b>⚠ {OUT_OF_DOMAIN_TEXT}.</b>"
+                + (f"<ul style='margin: 2px 0 0 -20px'>{items}</ul>" if items else "")
+                + (f"<small>{numbers}</small><br>" if numbers and not any("score" in r for r in reasons) else "")
+                + "Probabilities are greyed and the overlays are off; tick <i>Show mask</i> or "
+                  "<i>Show heatmap</i> to see them anyway.")
+    why = "; ".join(reasons)
+    return f"<b>{UNKNOWN_TEXT}</b>" + (f" ({why})." if why else ".") + " Treat the results with caution."
 
 
 class ProbabilityBars(QWidget):
@@ -37,16 +81,24 @@ class ProbabilityBars(QWidget):
         super().__init__(parent)
         self.setAccessibleName("Probabilities")
         self.items: list[tuple[str, float, float | None]] = []
+        self.look = "in_domain"
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
-    def set_values(self, items: list[tuple[str, float, float | None]]) -> None:
+    def set_values(self, items: list[tuple[str, float, float | None]], look: str = "in_domain") -> None:
+        """``look``: "in_domain" (red at or above the threshold), "unknown" (amber instead of
+        red) or "out_of_domain" (all grey, nothing marked as above)."""
         self.items = list(items)
+        self.look = look if look in _BAR_COLOURS else "unknown"
         parts = []
         for name, p, t in self.items:
             text = f"{name} {p:.2f}"
             if t is not None:
                 text += f", threshold {t:.2f}, {'above' if p >= t else 'below'}"
             parts.append(text)
+        if parts and self.look == "out_of_domain":
+            parts.insert(0, "not meaningful: the image is out of the model's training domain")
+        elif parts and self.look == "unknown":
+            parts.insert(0, "domain unknown")
         self.setAccessibleDescription("; ".join(parts) or "no probabilities")
         self.setToolTip("\n".join(parts) if parts else "")
         self.updateGeometry()
@@ -74,24 +126,32 @@ class ProbabilityBars(QWidget):
             p.setPen(self.palette().color(self.foregroundRole()))
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, "No analysis")
             return
+        muted = self.look == "out_of_domain"
+        fg = self.palette().color(self.foregroundRole())
+        text_colour = QColor(140, 140, 140) if muted else fg
+        hot, cold = (QColor(*c) for c in _BAR_COLOURS[self.look])
+        tick = QColor(150, 150, 150) if muted else QColor(20, 20, 20)
         for i, (name, prob, thr) in enumerate(self.items):
             y = i * rh + 2
             bar = QRectF(bar_x, y + rh * 0.2, bar_w, rh * 0.6)
             above = thr is not None and prob >= thr
-            p.setPen(self.palette().color(self.foregroundRole()))
+            p.setPen(text_colour)
             p.drawText(QRectF(0, y, name_w - 4, rh), Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, name)
             p.fillRect(bar, QColor(128, 128, 128, 60))
             fill = QRectF(bar.x(), bar.y(), bar.width() * max(0.0, min(1.0, prob)), bar.height())
-            p.fillRect(fill, QColor(214, 69, 50) if above else QColor(70, 130, 180))
+            p.fillRect(fill, hot if above else cold)
             if thr is not None:
                 x = bar.x() + bar.width() * max(0.0, min(1.0, thr))
-                p.setPen(QPen(QColor(20, 20, 20), 2))
+                p.setPen(QPen(tick, 2))
                 p.drawLine(int(x), int(bar.top() - 3), int(x), int(bar.bottom() + 3))
-                p.setBrush(QColor(20, 20, 20))
+                p.setBrush(tick)
                 p.drawPolygon(QPolygonF([QPointF(x - 4, bar.top() - 8), QPointF(x + 4, bar.top() - 8),
                                          QPointF(x, bar.top() - 3)]))
-            p.setPen(self.palette().color(self.foregroundRole()))
-            label = f"{prob:.2f}" + ("" if thr is None else (f" ≥ {thr:.2f}" if above else f" < {thr:.2f}"))
+            p.setPen(text_colour)
+            if muted:  # no "above threshold" marking: the comparison means nothing here
+                label = f"{prob:.2f}"
+            else:
+                label = f"{prob:.2f}" + ("" if thr is None else (f" ≥ {thr:.2f}" if above else f" < {thr:.2f}"))
             p.drawText(QRectF(bar_x + bar_w + 6, y, value_w, rh),
                        Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
 
@@ -187,6 +247,14 @@ class AIPanel(QWidget):
         self.status.setAccessibleName("Analysis status")
         self.status.setWordWrap(True)
         self.status.setVisible(False)
+        self.domain_label = QLabel("")
+        self.domain_label.setAccessibleName("Domain state")
+        self.domain_label.setWordWrap(True)
+        self.domain_label.setTextFormat(Qt.TextFormat.RichText)
+        self.domain_label.setVisible(False)
+        self.domain_look: str | None = None  # of the result shown
+        self._heat_label_args: tuple = (None, "", "", "")
+        self._user_overlays: tuple[bool, bool] | None = None  # saved ticks while the overlays are off by default
         self.bars = ProbabilityBars()
 
         # segmentation
@@ -239,6 +307,10 @@ class AIPanel(QWidget):
         self.heat_label = QLabel("")
         self.heat_label.setAccessibleName("Heatmap shown")
         self.heat_label.setWordWrap(True)
+        self.heat_contrast = QLabel("")
+        self.heat_contrast.setAccessibleName("Heatmap contrast")
+        self.heat_contrast.setWordWrap(True)
+        self.heat_contrast.setVisible(False)
         row = QHBoxLayout()
         row.addWidget(self.phrase, 1)
         row.addWidget(self.phrase_button)
@@ -254,6 +326,7 @@ class AIPanel(QWidget):
         form2.addRow(self.heat_relative)
         form2.addRow(self.colorbar)
         form2.addRow(self.heat_label)
+        form2.addRow(self.heat_contrast)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.choose_button)
@@ -268,6 +341,7 @@ class AIPanel(QWidget):
         layout.addWidget(self.model_label)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
+        layout.addWidget(self.domain_label)
         layout.addWidget(self.bars)
         layout.addWidget(self.mask_box)
         layout.addWidget(self.heat_box)
@@ -284,6 +358,7 @@ class AIPanel(QWidget):
         self.mask_mode.currentIndexChanged.connect(lambda _i: self.mask_changed.emit())
         self.heat_visible.toggled.connect(lambda _b: self.heatmap_changed.emit())
         self.heat_relative.toggled.connect(lambda _b: self._update_colorbar())
+        self.heat_relative.toggled.connect(lambda _b: self.set_heatmap_label(*self._heat_label_args))
         self.heat_opacity.valueChanged.connect(lambda _v: self.heatmap_changed.emit())
         self.heat_threshold.valueChanged.connect(lambda _v: self._update_colorbar())
         self.colormap.currentIndexChanged.connect(lambda _i: self._update_colorbar())
@@ -320,12 +395,16 @@ class AIPanel(QWidget):
             self.phrase_requested.emit(text)
 
     # -- what the controller shows --------------------------------------------------------------
-    def set_model(self, description: str | None, error: str | None = None, mask_label: str | None = None) -> None:
+    def set_model(self, description: str | None, error: str | None = None, mask_label: str | None = None,
+                  synthetic: bool = False) -> None:
+        from html import escape
+
         if error:
-            self.model_label.setText(f"<b>Model could not be loaded:</b> {error}<br>"
+            self.model_label.setText(f"<b>Model could not be loaded:</b> {escape(error)}<br>"
                                      "The library works without a model; choose another bundle.")
         elif description:
-            self.model_label.setText(f"Model: {description}")
+            self.model_label.setText(f"Model: {escape(description)}"
+                                     + (f"<br><b style='color: #b35900'>{SYNTHETIC_NOTICE}.</b>" if synthetic else ""))
         else:
             self.model_label.setText("No model loaded. Choose a model bundle to analyse images.")
         loaded = bool(description) and not error
@@ -340,21 +419,76 @@ class AIPanel(QWidget):
             self.bars.set_values([])
             self.mask_info.setText("")
             self.heat_label.setText("")
+            self.heat_contrast.setText("")
+            self.heat_contrast.setVisible(False)
+            self._show_domain(None)
 
     def set_busy(self, text: str | None, cancellable: bool = False) -> None:
         self.status.setText(text or "")
         self.status.setVisible(bool(text))
         self.cancel_button.setVisible(bool(text) and cancellable)
 
+    # -- the domain state ---------------------------------------------------------------------
+    _DOMAIN_STYLES = {
+        "in_domain": "color: #2e6b3a;",
+        "unknown": "color: #6b4a00; background: #fff4d6; border: 1px solid #d9a520; padding: 4px;",
+        "out_of_domain": "color: #7a1010; background: #fde4e1; border: 2px solid #c0392b; padding: 6px;",
+    }
+
+    def _show_domain(self, domain) -> None:
+        if domain is None:
+            self.domain_look = None
+            self.domain_label.setVisible(False)
+            self.domain_label.setText("")
+            return
+        look = domain_look(domain)
+        self.domain_look = look
+        self.domain_label.setStyleSheet(self._DOMAIN_STYLES[look])
+        self.domain_label.setText(domain_html(domain))
+        self.domain_label.setAccessibleDescription(domain.summary() if hasattr(domain, "summary") else look)
+        self.domain_label.setVisible(True)
+        self.set_overlays_off_by_default(look == "out_of_domain")
+
+    @property
+    def overlays_off_by_default(self) -> bool:
+        """True while the shown result is out of domain and its overlays start hidden (the
+        user's saved ticks are kept aside and come back with the next result in domain)."""
+        return self._user_overlays is not None
+
+    def set_overlays_off_by_default(self, off: bool) -> None:
+        if off and self._user_overlays is None:
+            self._user_overlays = (self.mask_visible.isChecked(), self.heat_visible.isChecked())
+            ticks = (False, False)
+        elif not off and self._user_overlays is not None:
+            ticks, self._user_overlays = self._user_overlays, None
+        elif off:
+            ticks = (False, False)  # another out-of-domain image: off again
+        else:
+            return
+        for box, on in zip((self.mask_visible, self.heat_visible), ticks):
+            box.blockSignals(True)
+            box.setChecked(on)
+            box.blockSignals(False)
+
+    def show_heatmap_now(self) -> None:
+        """The user asked for a heatmap (a phrase, a sentence): show it even while the overlays
+        are off by default (for this image only; the saved preference is untouched)."""
+        if self.overlays_off_by_default and not self.heat_visible.isChecked():
+            self.heat_visible.blockSignals(True)
+            self.heat_visible.setChecked(True)
+            self.heat_visible.blockSignals(False)
+
     def set_result(self, result) -> None:
         """Show an :class:`app.logic.analysis.AnalysisResult` (or None to clear)."""
         if result is None:
             self.bars.set_values([])
             self.mask_info.setText("")
+            self._show_domain(None)
             return
+        self._show_domain(result.domain)
         classes = result.classes or list(result.probabilities)
         self.bars.set_values([(c, float(result.probabilities[c]), result.thresholds.get(c))
-                              for c in classes if c in result.probabilities])
+                              for c in classes if c in result.probabilities], look=self.domain_look)
         if result.mask is not None:
             area = result.mask_area_fraction
             if area is None:
@@ -367,8 +501,16 @@ class AIPanel(QWidget):
         self.status.setText(f"Analysed {when}.")
         self.status.setVisible(True)
 
-    def set_heatmap_label(self, phrase: str | None, source: str = "") -> None:
+    def set_heatmap_label(self, phrase: str | None, source: str = "", contrast: str = "",
+                          empty: str = "") -> None:
+        """``contrast``: what the relative stretch worked with (the raw map's peak-to-mean
+        ratio, shown while "Relative" is on); ``empty``: why no heatmap is shown."""
+        self._heat_label_args = (phrase, source, contrast, empty)
         if not phrase:
-            self.heat_label.setText("No heatmap shown: type a phrase or click a report sentence.")
+            self.heat_label.setText((empty + " " if empty else "")
+                                    + "No heatmap shown: type a phrase or click a report sentence.")
         else:
             self.heat_label.setText(f"Showing “{phrase}”" + (f" ({source})" if source else ""))
+        shown = bool(phrase and contrast and self.heat_relative.isChecked())
+        self.heat_contrast.setText(f"Relative stretch of the raw attention: {contrast}." if shown else "")
+        self.heat_contrast.setVisible(shown)

@@ -3,6 +3,13 @@ and ``--screenshot`` (render offscreen once loaded, write a PNG, exit).
 
 Without a display (no ``DISPLAY`` / ``WAYLAND_DISPLAY`` on Linux) ``--screenshot`` selects Qt's
 offscreen platform itself, so servers and CI can check the app.
+
+Start-up faults are said plainly: before the QApplication exists, on Linux with Qt's X11 (xcb)
+platform, :func:`platform_problem` checks that the system libraries the xcb plugin loads are
+there (Qt 6.5+ needs ``libxcb-cursor0``; without it Qt aborts with a generic message) and names
+the packages to install. A library that cannot be opened (not SQLite, a folder, a broken file)
+shows :class:`~app.gui.dialogs.LibraryProblemDialog` with the reason and a way out (choose
+another library) instead of exiting.
 """
 
 from __future__ import annotations
@@ -34,17 +41,104 @@ def _no_display() -> bool:
     return sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+# The system libraries Qt's xcb platform plugin (PySide6 6.5+) loads, with the packages that
+# provide them: (soname, Debian/Ubuntu package, Fedora package). README "System packages".
+XCB_LIBRARIES = (
+    ("libxcb-cursor.so.0", "libxcb-cursor0", "xcb-util-cursor"),
+    ("libxcb-icccm.so.4", "libxcb-icccm4", "xcb-util-wm"),
+    ("libxcb-keysyms.so.1", "libxcb-keysyms1", "xcb-util-keysyms"),
+    ("libxcb-image.so.0", "libxcb-image0", "xcb-util-image"),
+    ("libxcb-render-util.so.0", "libxcb-render-util0", "xcb-util-renderutil"),
+    ("libxcb-util.so.1", "libxcb-util1", "xcb-util"),
+    ("libxkbcommon-x11.so.0", "libxkbcommon-x11-0", "libxkbcommon-x11"),
+    ("libxcb-xkb.so.1", "libxcb-xkb1", "libxcb"),
+    ("libxcb-randr.so.0", "libxcb-randr0", "libxcb"),
+    ("libxcb-shape.so.0", "libxcb-shape0", "libxcb"),
+    ("libxcb-sync.so.1", "libxcb-sync1", "libxcb"),
+    ("libxcb-xfixes.so.0", "libxcb-xfixes0", "libxcb"),
+    ("libxcb-shm.so.0", "libxcb-shm0", "libxcb"),
+    ("libX11-xcb.so.1", "libx11-xcb1", "libX11-xcb"),
+)
+
+
+def can_load(soname: str) -> bool:
+    """Whether the dynamic loader finds and loads ``soname`` (what Qt's plugin loader will do)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(soname)
+        return True
+    except OSError:
+        return False
+
+
+def qt_platform(env=None, platform: str | None = None) -> str:
+    """The platform plugin Qt will try first: ``QT_QPA_PLATFORM``'s first entry, else Qt's
+    default (wayland in a Wayland session, else xcb on Linux; the native one elsewhere)."""
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    chosen = (env.get("QT_QPA_PLATFORM") or "").split(";")[0].split(":")[0].strip().lower()
+    if chosen:
+        return chosen
+    if not platform.startswith("linux"):
+        return "native"
+    if env.get("XDG_SESSION_TYPE", "").lower() == "wayland":
+        return "wayland"
+    return "xcb"
+
+
+def platform_problem(env=None, platform: str | None = None, loader=can_load) -> str | None:
+    """Why Qt's platform plugin cannot start here, in words a user can act on (None: it can).
+    Only the xcb platform on Linux is checked: its plugin needs system libraries that a
+    minimal install lacks, and Qt itself then aborts with a generic message."""
+    env = os.environ if env is None else env
+    platform = sys.platform if platform is None else platform
+    if not platform.startswith("linux") or qt_platform(env, platform) != "xcb":
+        return None
+    missing = [entry for entry in XCB_LIBRARIES if not loader(entry[0])]
+    if missing:
+        libs = ", ".join(f"{so} (package {deb})" for so, deb, _ in missing)
+        debs = " ".join(dict.fromkeys(deb for _, deb, _ in missing))
+        rpms = " ".join(dict.fromkeys(rpm for _, _, rpm in missing))
+        return (f"the desktop app cannot start: Qt's X11 (xcb) platform plugin needs system libraries that are "
+                f"missing: {libs}. Install them: sudo apt install {debs} (Debian/Ubuntu) or sudo dnf install "
+                f"{rpms} (Fedora); README 'System packages' lists them all. The headless commands work without "
+                "them (adaptor-review --help)")
+    if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
+        return ("the desktop app cannot start: there is no X display (DISPLAY is not set). Run it in a desktop "
+                "session, or use --screenshot PNG or the headless commands (adaptor-review --help)")
+    return None
+
+
+def qt_message_level(kind_name: str, category: str, text: str) -> int:
+    """The logging level of a Qt message: critical and fatal ones are errors; the platform
+    plugin's warnings (the real reason a plugin did not load, e.g. "xcb-cursor0 ... is needed")
+    are warnings, so they are seen; everything else is debug (visible with -v)."""
+    if kind_name in ("QtCriticalMsg", "QtFatalMsg"):
+        return logging.ERROR
+    if category.startswith("qt.qpa.plugin") or "platform plugin" in text:
+        return logging.WARNING
+    return logging.DEBUG
+
+
+PLATFORM_HINT = ("the Qt platform plugin could not start; on Linux install the system packages listed in the "
+                 "README ('System packages', e.g. libxcb-cursor0), or run the headless commands")
+
+
 def install_qt_message_handler() -> None:
-    """Qt's own messages go to logging (visible with -v), not as noise on the console."""
+    """Qt's own messages go to logging (visible with -v), not as noise on the console; the
+    platform plugin's reasons and fatal messages are always shown (with what to install)."""
     from PySide6.QtCore import QtMsgType, qInstallMessageHandler
 
     qt_log = logging.getLogger("qt")
 
-    def handler(kind, _context, text):
-        if kind in (QtMsgType.QtCriticalMsg, QtMsgType.QtFatalMsg):
-            qt_log.warning("%s", text)
-        else:
-            qt_log.debug("%s", text)
+    def handler(kind, context, text):
+        kind_name = getattr(kind, "name", str(kind)).split(".")[-1]
+        category = str(getattr(context, "category", "") or "")
+        level = qt_message_level(kind_name, category, text)
+        qt_log.log(level, "%s", text)
+        if kind == QtMsgType.QtFatalMsg and "platform plugin" in text:
+            print(f"adaptor-review: {PLATFORM_HINT}", file=sys.stderr, flush=True)
 
     qInstallMessageHandler(handler)
 
@@ -93,10 +187,32 @@ def _install_excepthook(window_ref: list) -> None:
     sys.excepthook = hook
 
 
+def open_or_choose_library(db, *, interactive: bool):
+    """The library at ``db``; when it cannot be opened and the user is there, the start-up
+    dialog says why and lets them choose another one (None: they quit). Without a user
+    (``--screenshot``) the :class:`LibraryError` goes to main(), which prints one line."""
+    from app.library import LibraryError, open_library
+
+    try:
+        return open_library(db)
+    except LibraryError as exc:
+        if not interactive:
+            raise
+        log.debug("library %s not opened: %s", db, exc)
+        from app.gui.dialogs import LibraryProblemDialog
+        from app.library.db import default_db_path
+
+        dialog = LibraryProblemDialog(db if db is not None else default_db_path(), str(exc), open_library)
+        dialog.exec()
+        return dialog.library
+
+
 def run_app(options: GuiOptions) -> int:
     if options.screenshot and _no_display():
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from app.library import open_library
+    problem = platform_problem()
+    if problem is not None:  # before Qt: it would abort the process with a generic message
+        raise UserError(problem)
 
     demo = None
     db = options.db
@@ -106,9 +222,12 @@ def run_app(options: GuiOptions) -> int:
         demo = demo_assets()
         if db is None:
             db = os.path.join(tempfile.mkdtemp(prefix="cxr-adaptor-demo-"), "library.db")
-    library = open_library(db)  # LibraryError (a UserError): main() prints one line
+    app = make_application()
+    library = open_or_choose_library(db, interactive=not options.screenshot)
+    if library is None:
+        print("adaptor-review: no library opened (the start-up dialog was closed)", file=sys.stderr)
+        return 2
     try:
-        app = make_application()
         from app.gui.main_window import MainWindow
         from app.gui.settings import Settings
 
@@ -121,10 +240,8 @@ def run_app(options: GuiOptions) -> int:
         bundle = str(demo.bundle) if demo else options.bundle
         if bundle:
             window.load_bundle(bundle)
-        elif not options.screenshot and settings.get("model/last_bundle"):
-            last = settings.get("model/last_bundle")
-            if os.path.exists(last):
-                window.load_bundle(last, quiet=True)
+        elif not options.screenshot:
+            window.load_remembered_bundle()  # never a synthetic (demo) bundle; see MainWindow
         if demo:
             window.import_paths([str(demo.studies)])
         window.show()
@@ -200,6 +317,9 @@ def _screenshot(app, window, path: str, *, wait_bundle: bool, wait_import: bool)
             os.replace(tmp, out)
             note = " (timed out waiting for the analysis)" if timed_out else ""
             print(f"Research use only; not for diagnosis. Wrote {out}{note}")
+            if window.bundle is not None and window.bundle.synthetic:
+                print("The model shown is a demo model trained on synthetic phantoms: its output means nothing "
+                      "for real images.")
             if window.bundle_error:
                 print(f"Model not loaded: {window.bundle_error}")
             state["code"] = 3 if timed_out else 0

@@ -133,8 +133,27 @@ class StudyTableModel(QAbstractTableModel):
         if column == 6:
             if row.top_finding is None:
                 return ""
-            return f"{row.top_finding} {row.top_probability:.2f}" if row.top_probability is not None else row.top_finding
+            text = row.top_finding
+            if row.top_probability is not None:
+                text += f" {row.top_probability:.2f}"
+            if row.top_domain == "out_of_domain":
+                return f"⚠ out of domain ({text})"
+            if row.top_domain != "in_domain":  # unknown, or not recorded (an older analysis)
+                return f"{text} (domain unknown)"
+            return text
         return ""
+
+    @staticmethod
+    def finding_tooltip(row: InstanceRow) -> str:
+        if row.top_finding is None:
+            return "Not analysed"
+        if row.top_domain == "out_of_domain":
+            return ("The image is unlike the model's training data: its result is not meaningful "
+                    "(the AI panel says why)")
+        if row.top_domain == "in_domain":
+            return "The latest analysis's most likely finding; the image is in the model's training domain"
+        return ("The latest analysis's most likely finding; the model cannot say whether the image is like "
+                "its training data")
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or index.row() >= len(self.rows):
@@ -154,6 +173,8 @@ class StudyTableModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.ToolTipRole:
             if col == 5:
                 return row.review_status or "unreviewed"
+            if col == 6:
+                return self.finding_tooltip(row)
             return (f"{row.modality or row.source_format.upper()} {row.view_position} {row.columns} x {row.rows}\n"
                     f"Study {format_date(row.study_date)} {row.study_description}\n{row.sop_instance_uid}")
         if role == Qt.ItemDataRole.AccessibleTextRole:
@@ -165,6 +186,11 @@ class StudyTableModel(QAbstractTableModel):
                 return QColor(200, 60, 40)
             if row.review_status == "approved":
                 return QColor(40, 140, 60)
+        if role == Qt.ItemDataRole.ForegroundRole and col == 6 and row.top_finding is not None:
+            if row.top_domain == "out_of_domain":
+                return QColor(140, 140, 140)  # greyed: not a result to read
+            if row.top_domain != "in_domain":
+                return QColor(150, 110, 40)
         return None
 
     def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:

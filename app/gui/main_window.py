@@ -26,10 +26,11 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QScrollArea,
+    QVBoxLayout,
     QWidget,
 )
 
-from app.gui.ai_panel import RESEARCH_NOTICE, AIPanel
+from app.gui.ai_panel import OUT_OF_DOMAIN_TEXT, RESEARCH_NOTICE, SYNTHETIC_NOTICE, AIPanel
 from app.gui.browser import BrowserWidget
 from app.gui.dialogs import ModelCardDialog, message
 from app.gui.jobs import JobsWidget
@@ -44,6 +45,8 @@ from app.logic.overlay import Layer, Legend, heatmap_rgba, mask_rgba
 log = logging.getLogger(__name__)
 
 INLINE_OVERLAY_PIXELS = 1_500_000  # larger overlays are coloured in a worker
+REVIEW_LOCK_TIMEOUT_S = 2.0  # a review waits this long for another program's lock, then is queued
+REVIEW_RETRY_MS = 5000  # queued reviews are retried this often (and with "Retry now")
 
 
 class LRU(OrderedDict):
@@ -103,7 +106,8 @@ def _analyze_job(ctx, library, bundle, uid: str, force: bool):
 
 
 def _heatmap_job(ctx, library, bundle, result, uid: str, phrase: str, source: str):
-    return uid, phrase, source, analysis_logic.phrase_heatmap(library, bundle, result, uid, phrase)
+    heat, ratio = analysis_logic.phrase_heatmap(library, bundle, result, uid, phrase)
+    return uid, phrase, source, heat, ratio
 
 
 def _similar_job(ctx, library, bundle, result, uid: str):
@@ -112,15 +116,15 @@ def _similar_job(ctx, library, bundle, result, uid: str):
 
 def _analyze_all_job(ctx, library, bundle, uids: list[str] | None):
     if uids is None:  # every image without an analysis by this bundle (a query: off the GUI thread)
-        uids = analysis_logic.unanalysed_uids(library, str(bundle.id), str(bundle.version))
+        uids = analysis_logic.unanalysed_uids(library, str(bundle.id), str(bundle.version),
+                                              bundle_hash=bundle.content_hash)
     return analysis_logic.analyze_many(library, bundle, uids, progress=ctx.progress, cancelled=ctx.cancelled)
 
 
-def _review_job(ctx, library, uid: str, status: str, comment: str, reviewer: str):
-    from app.library.queries import add_review
-
-    add_review(library, uid, status, comment, reviewer)
-    return uid, status
+def _flush_reviews_job(ctx, queue, lock_timeout: float):
+    """Save the queued reviews (app.library.pending); another program's lock makes this wait
+    ``lock_timeout`` at most, off the GUI thread, and the reviews stay queued."""
+    return queue.flush(lock_timeout=lock_timeout)
 
 
 def _thumbnails_job(ctx, library, rows):
@@ -150,7 +154,8 @@ def _export_csv_job(ctx, library, bundle, uids: list[str], path: str):
     results, errors = {}, {}
     if bundle is not None:
         for uid in uids:
-            r = analysis_logic.cached_analysis(library, uid, str(bundle.id), str(bundle.version), load_arrays=False)
+            r = analysis_logic.cached_analysis(library, uid, str(bundle.id), str(bundle.version),
+                                               bundle_hash=bundle.content_hash, load_arrays=False)
             if r is not None:
                 results[uid] = r
     rows, classes = prediction_rows(library, uids, results, errors)
@@ -182,7 +187,8 @@ class MainWindow(QMainWindow):
         self.bundle_loading = False
         self.current_uid: str | None = None
         self.current_result = None
-        self.current_heat: tuple[str, np.ndarray, str] | None = None  # phrase, heatmap, source
+        # phrase, heatmap, source, peak-to-mean ratio of the raw attention (None: not known)
+        self.current_heat: tuple[str, np.ndarray, str, float | None] | None = None
         self.analysis_error: str | None = None
         self.image_error: str | None = None
         self.last_error: str | None = None
@@ -197,8 +203,19 @@ class MainWindow(QMainWindow):
         self._last_refresh = 0.0
         self._boxes: list = []
         self.remember_layout = restore_layout  # screenshots use the default layout and keep none
+        # reviews not saved yet (another program holds the library); none in a read-only library
+        from app.library.pending import ReviewQueue
 
-        self.setWindowTitle(f"CXR Adaptor review - {Path(str(library.db_path)).name} - research use only")
+        self.read_only: str | None = getattr(library, "read_only_reason", None)
+        self.review_queue = None if self.read_only else ReviewQueue(library)
+        self._review_flush = None  # the flush task in flight
+        self._review_flush_again = False
+        self._busy_box = None
+
+        title_state = f"read-only ({self.read_only})" if self.read_only else "research use only"
+        if self.read_only:
+            title_state += " - research use only"
+        self.setWindowTitle(f"CXR Adaptor review - {Path(str(library.db_path)).name} - {title_state}")
         self.setAccessibleName("CXR Adaptor review")
         self.setObjectName("MainWindow")
         self.setAcceptDrops(True)
@@ -206,7 +223,19 @@ class MainWindow(QMainWindow):
 
         self.viewer = ViewerWidget()
         self.viewer.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 24)
-        self.setCentralWidget(self.viewer)
+        # the synthetic-model banner sits above the viewer for as long as such a model is loaded
+        self.synthetic_banner = QLabel(f"⚠ {SYNTHETIC_NOTICE}.")
+        self.synthetic_banner.setAccessibleName("Synthetic model notice")
+        self.synthetic_banner.setWordWrap(True)
+        self.synthetic_banner.setStyleSheet("background: #b35900; color: white; font-weight: bold; padding: 4px 8px;")
+        self.synthetic_banner.setVisible(False)
+        central = QWidget()
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(0, 0, 0, 0)
+        central_layout.setSpacing(0)
+        central_layout.addWidget(self.synthetic_banner)
+        central_layout.addWidget(self.viewer, 1)
+        self.setCentralWidget(central)
         self.browser = BrowserWidget(library)
         self.ai = AIPanel(self.settings)
         self.reports = ReportsPanel()
@@ -242,9 +271,18 @@ class MainWindow(QMainWindow):
         self._thumb_timer.setSingleShot(True)
         self._thumb_timer.setInterval(30)
         self._thumb_timer.timeout.connect(self._start_thumbnails)
+        self._review_timer = QTimer(self)
+        self._review_timer.setSingleShot(True)
+        self._review_timer.setInterval(REVIEW_RETRY_MS)
+        self._review_timer.timeout.connect(self.flush_reviews)
+        if self.read_only:
+            self._set_read_only(self.read_only)
         self.browser.apply_filters()
         if select_first and self.browser.model.rows:
             self.browser.select_row(0)
+        if self.review_queue is not None and len(self.review_queue):
+            self.review.set_note(f"Saving {len(self.review_queue)} review(s) kept from the last session…")
+            self.flush_reviews()
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -345,6 +383,7 @@ class MainWindow(QMainWindow):
         self.ai.heatmap_changed.connect(self._update_heat_layer)
         self.reports.sentence_clicked.connect(self.request_heatmap)
         self.review.review_requested.connect(self.save_review)
+        self.review.retry_requested.connect(self.flush_reviews)
 
     def _update_actions(self) -> None:
         loaded = self.bundle is not None
@@ -405,8 +444,10 @@ class MainWindow(QMainWindow):
                 return
             texts = [r.text for r in reports_for(s, inst)]
             reviews = [(r.status, r.comment, r.created_at) for r in reviews_for(s, inst)]
+        pending = [(p.status, p.comment, p.created_at) for p in self.review_queue.items(uid)] \
+            if self.review_queue is not None else []
         self.reports.set_own(texts)
-        self.review.set_reviews(reviews)
+        self.review.set_reviews(reviews, pending)
         self.reports.set_similar(None, "Analysing…" if self.bundle is not None else
                                  "No model loaded: choose a model bundle to find similar reports")
 
@@ -456,7 +497,8 @@ class MainWindow(QMainWindow):
             self.reports.set_similar(None, "Analysis cancelled")
 
     def _bundle_key(self):
-        return (str(self.bundle.id), str(self.bundle.version)) if self.bundle is not None else None
+        """What cached results are keyed by: the loaded bundle's content hash."""
+        return self.bundle.content_hash if self.bundle is not None else None
 
     def _analysis_failed(self, uid: str, msg: str) -> None:
         if uid != self.current_uid:
@@ -469,10 +511,12 @@ class MainWindow(QMainWindow):
     def _analysis_done(self, result) -> None:
         if result is None:
             return
-        self.results.put(((result.bundle_id, result.bundle_version), result.uid), result)
+        if result.bundle_hash is None:
+            return  # not keyed by a bundle's content: never shown as the loaded bundle's
+        self.results.put((result.bundle_hash, result.uid), result)
         if not result.from_cache:
             self._maybe_refresh_browser(force=True)
-        if result.uid != self.current_uid or (result.bundle_id, result.bundle_version) != self._bundle_key():
+        if result.uid != self.current_uid or result.bundle_hash != self._bundle_key():
             return
         self.current_result = result
         self.ai.set_busy(None)
@@ -480,11 +524,12 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self._update_mask_layer()
         if result.heatmap is not None and result.heatmap_phrase:
-            self._set_heat(result.heatmap_phrase, result.heatmap, "the most likely abnormal finding")
+            self._set_heat(result.heatmap_phrase, result.heatmap, "the most likely finding above its threshold",
+                           result.heatmap_peak_to_mean)
             self.ai.phrase.setText(result.heatmap_phrase)
             self.ai.phrase.setCursorPosition(0)
         else:
-            self._set_heat(None, None, "")
+            self._set_heat(None, None, "", empty="No finding reaches its threshold, so no heatmap is drawn by default.")
         if result.similar is not None:
             self.reports.set_similar(result.similar, "The model's report bank is empty")
         else:
@@ -517,7 +562,8 @@ class MainWindow(QMainWindow):
 
     def _update_mask_layer(self) -> None:
         visible, opacity, mode = self.ai.mask_settings
-        self.settings.set("overlay/mask_visible", visible)
+        if not self.ai.overlays_off_by_default:  # a tick on an out-of-domain image is for that image only
+            self.settings.set("overlay/mask_visible", visible)
         self.settings.set("overlay/mask_opacity", opacity)
         self.settings.set("overlay/mask_mode", mode)
         r = self.current_result
@@ -529,16 +575,19 @@ class MainWindow(QMainWindow):
         threshold = r.mask_threshold
         self._overlay("mask", (id(r), mode), mask.size, lambda: mask_rgba(mask, threshold, mode))
 
-    def _set_heat(self, phrase: str | None, heat: np.ndarray | None, source: str) -> None:
+    def _set_heat(self, phrase: str | None, heat: np.ndarray | None, source: str, ratio: float | None = None,
+                  empty: str = "") -> None:
         heat = self._fit(heat)
-        self.current_heat = (phrase, heat, source) if phrase and heat is not None else None
-        self.ai.set_heatmap_label(phrase if self.current_heat else None, source)
+        self.current_heat = (phrase, heat, source, ratio) if phrase and heat is not None else None
+        self.ai.set_heatmap_label(phrase if self.current_heat else None, source,
+                                  analysis_logic.contrast_text(ratio), empty=empty)
         self.reports.set_current(phrase if self.current_heat else None)
         self._update_heat_layer()
 
     def _update_heat_layer(self) -> None:
         visible, opacity, cmap, threshold = self.ai.heatmap_settings
-        self.settings.set("overlay/heatmap_visible", visible)
+        if not self.ai.overlays_off_by_default:
+            self.settings.set("overlay/heatmap_visible", visible)
         self.settings.set("overlay/heatmap_opacity", opacity)
         self.settings.set("overlay/colormap", cmap)
         self.settings.set("overlay/heatmap_threshold", threshold)
@@ -548,7 +597,7 @@ class MainWindow(QMainWindow):
             return
         relative = self.ai.heatmap_relative
         self.settings.set("overlay/heatmap_relative", relative)
-        phrase, heat, _source = self.current_heat
+        phrase, heat, _source, _ratio = self.current_heat
         table = self.ai.heatmap_table()
         self._overlay("heat", (id(heat), cmap, threshold, relative), heat.size,
                       lambda: heatmap_rgba(heat, table, threshold, relative),
@@ -599,10 +648,11 @@ class MainWindow(QMainWindow):
             return
         self.ai.phrase.setText(phrase)
         self.ai.phrase.setCursorPosition(0)
+        self.ai.show_heatmap_now()  # asked for: shown, also on an image out of the model's domain
         key = (self._bundle_key(), uid, phrase)
         cached = self.heatmaps.fetch(key)
         if cached is not None:
-            self._set_heat(phrase, cached, source)
+            self._set_heat(phrase, cached[0], source, cached[1])
             return
         self.runner.cancel(self._tasks.pop("heatmap", None))
         self.ai.set_busy(f"Computing the heatmap of “{phrase}”…")
@@ -612,12 +662,12 @@ class MainWindow(QMainWindow):
             on_failed=lambda msg: self._heatmap_failed(msg))
 
     def _heatmap_done(self, key, payload) -> None:
-        uid, phrase, source, heat = payload
-        self.heatmaps.put(key, heat)
+        uid, phrase, source, heat, ratio = payload
+        self.heatmaps.put(key, (heat, ratio))
         if uid != self.current_uid:
             return
         self.ai.set_busy(None)
-        self._set_heat(phrase, heat, source)
+        self._set_heat(phrase, heat, source, ratio)
 
     def _heatmap_failed(self, msg: str) -> None:
         self.ai.set_busy(f"Heatmap failed: {msg}")
@@ -625,27 +675,109 @@ class MainWindow(QMainWindow):
 
     # -- review ---------------------------------------------------------------------------------
     def save_review(self, status: str, comment: str) -> None:
+        """Queue the review (never lost: app.library.pending keeps it on disk) and save the queue
+        in a worker. When another program holds the library the review stays queued, the panel
+        and a message say so, and it is saved by "Retry now" or automatically once the lock is
+        gone."""
         uid = self.current_uid
         if uid is None:
             return
+        if self.review_queue is None:
+            self.show_error("Review not saved", f"This library is read-only ({self.read_only}): reviews cannot "
+                            "be saved. Open a writable copy of the library to review.")
+            return
+        from app.library.pending import PendingReview
+
         try:
             reviewer = getpass.getuser()
         except Exception:
             reviewer = ""
-        self.runner.start("Save review", _review_job, self.library, uid, status, comment, reviewer,
-                          on_result=self._review_done,
-                          on_failed=lambda msg: self.show_error("Review not saved", msg))
+        self.review_queue.add(PendingReview(uid, status, comment, reviewer))
+        self.review.clear_comment()
+        self._refresh_review_panel(uid)
+        self.review.set_note("Saving the review…")
+        self.flush_reviews()
 
-    def _review_done(self, payload) -> None:
-        uid, status = payload
-        self.status_message(f"Review saved: {status}")
-        if uid == self.current_uid:
-            self.review.clear_comment()
-            self._show_text_panels(uid)
-            if self.current_result is not None and self.current_result.similar is not None:
-                self.reports.set_similar(self.current_result.similar)
-        self.browser.refresh()
-        self.review_saved.emit(uid)
+    def flush_reviews(self) -> None:
+        """Save the queued reviews in a worker (one flush at a time; a request meanwhile runs
+        another flush right after)."""
+        self._review_timer.stop()
+        if self.review_queue is None or not len(self.review_queue):
+            return
+        if self._review_flush is not None and not self._review_flush.done:
+            self._review_flush_again = True
+            return
+        self._review_flush = self.runner.start(
+            "Save review", _flush_reviews_job, self.review_queue, REVIEW_LOCK_TIMEOUT_S,
+            on_result=self._reviews_flushed,
+            on_failed=lambda msg: self._reviews_not_saved(msg, busy=False),
+            on_finished=self._review_flush_finished)
+
+    def _review_flush_finished(self) -> None:
+        if self._review_flush_again:
+            self._review_flush_again = False
+            QTimer.singleShot(0, self.flush_reviews)
+
+    def _reviews_flushed(self, result) -> None:
+        for item, why in result.dropped:
+            self.show_error("Review not saved", why)
+        for item in result.saved:
+            self.status_message(f"Review saved: {item.status}")
+        if result.saved or result.dropped:
+            self.browser.refresh()
+        if self.current_uid is not None:
+            self._refresh_review_panel(self.current_uid)
+        if result.left:
+            self._reviews_not_saved(result.error or "the library could not be written", busy=result.busy)
+        else:
+            self.review.set_note(None)
+            if self._busy_box is not None and _alive(self._busy_box):
+                self._busy_box.close()
+            self._busy_box = None
+        for uid in dict.fromkeys(item.uid for item in result.saved):
+            self.review_saved.emit(uid)
+
+    def _reviews_not_saved(self, msg: str, *, busy: bool) -> None:
+        n = len(self.review_queue) if self.review_queue is not None else 0
+        kept = (f"{'The review is' if n == 1 else f'{n} reviews are'} kept and will be saved "
+                "automatically when the library is free.")
+        if busy:
+            note = f"Waiting: another program is using the library. {kept}"
+            text = (f"Another program is using the library {Path(str(self.library.db_path)).name}: it holds "
+                    f"the database lock (another adaptor-review, an import, or a database tool such as "
+                    f"sqlite3 or DB Browser).\n\n{kept} Close that program or let it finish; "
+                    "“Retry now” tries again at once.")
+        else:
+            note = f"Not saved yet: {msg}. {kept}"
+            text = f"{msg}.\n\n{kept} “Retry now” tries again."
+        if self.review_queue is not None and self.review_queue.persist_error:
+            note += f" (Kept in memory only: {self.review_queue.persist_error}; do not quit.)"
+        self.review.set_note(note, retry=True)
+        self.last_error = note
+        self.status_message(note, 15000)
+        if self._busy_box is None or not _alive(self._busy_box):  # one message per episode, not per retry
+            from app.gui.dialogs import retry_message
+
+            self._busy_box = retry_message(self, "Library busy" if busy else "Review not saved", text,
+                                           self.flush_reviews)
+            self._boxes.append(self._busy_box)
+            self.error_shown.emit(note)
+        self._review_timer.start()
+
+    def _refresh_review_panel(self, uid: str) -> None:
+        similar = self.current_result.similar if self.current_result is not None else None
+        self._show_text_panels(uid)
+        if similar is not None:
+            self.reports.set_similar(similar)
+
+    def _set_read_only(self, reason: str) -> None:
+        """A library that cannot be written: browse, look, analyse; nothing is saved."""
+        self.review.set_read_only(reason)
+        for action in (self.act_import_files, self.act_import_folder):
+            action.setEnabled(False)
+            action.setStatusTip(f"The library is read-only ({reason})")
+        self.setAcceptDrops(False)
+        self.status_message(f"Library opened read-only ({reason}): browsing only, nothing is saved", 30000)
 
     # -- import ---------------------------------------------------------------------------------
     def _set_copy_mode(self, on: bool) -> None:
@@ -751,16 +883,40 @@ class MainWindow(QMainWindow):
         if path:
             self.load_bundle(path)
 
-    def load_bundle(self, path: str, *, quiet: bool = False) -> None:
-        """Load in a worker; a failure keeps the library usable and says what is wrong."""
+    def load_bundle(self, path: str, *, quiet: bool = False, remembered: bool = False) -> None:
+        """Load in a worker; a failure keeps the library usable and says what is wrong.
+        ``remembered``: the bundle comes from the settings, not from the user's choice now (a
+        synthetic one is then refused unless this is the library it was chosen for)."""
         self.bundle_loading = True
         self.ai.set_busy(f"Loading the model {Path(path).name}…")
-        self.runner.start("Load model", _open_bundle_job, str(path), on_result=self._bundle_loaded,
+        self.runner.start("Load model", _open_bundle_job, str(path),
+                          on_result=lambda payload: self._bundle_loaded(payload, remembered=remembered),
                           on_failed=lambda msg, p=str(path): self._bundle_failed(p, msg, quiet))
+
+    # The remembered bundle ("model/last_bundle", loaded when the app starts without --bundle)
+    # is the last bundle that loaded and is not synthetic. A synthetic (demo) bundle is never
+    # remembered: `--demo` loads it for the demo's own library, and a real library never opens
+    # with it; one remembered by an older version is refused when it turns out synthetic. A
+    # bundle that fails to load is forgotten.
+    def remembered_bundle(self) -> str | None:
+        """The bundle to load when a library opens (None: none, or its path is gone)."""
+        last = self.settings.get("model/last_bundle")
+        return str(last) if last and Path(last).exists() else None
+
+    def load_remembered_bundle(self) -> bool:
+        path = self.remembered_bundle()
+        if path:
+            self.load_bundle(path, quiet=True, remembered=True)
+        return bool(path)
+
+    def _forget_bundle(self, path: str) -> None:
+        if self.settings.get("model/last_bundle") and str(self.settings.get("model/last_bundle")) == str(path):
+            self.settings.set("model/last_bundle", "")
 
     def _bundle_failed(self, path: str, msg: str, quiet: bool) -> None:
         self.bundle_loading = False
         self.bundle_error = msg
+        self._forget_bundle(path)  # a bundle that cannot run never stays the default
         self.ai.set_busy(None)
         if self.bundle is None:
             self.ai.set_model(None, error=msg)
@@ -771,15 +927,31 @@ class MainWindow(QMainWindow):
             self.show_error("Model not loaded", msg + keep)
         self.bundle_changed.emit()
 
-    def _bundle_loaded(self, payload) -> None:
+    def _bundle_loaded(self, payload, remembered: bool = False) -> None:
         from app.logic.bundles import describe
 
         path, bundle = payload
         self.bundle_loading = False
+        if bundle.synthetic and remembered:
+            # the demo model remembered by an older version: never the default for a library
+            self._forget_bundle(path)
+            self.bundle_error = (f"the remembered model {bundle.id} {bundle.version} is a demo model trained on "
+                                 "synthetic phantoms; it is not loaded for this library (choose it again if you "
+                                 "mean to)")
+            self.ai.set_busy(None)
+            if self.bundle is None:
+                self.ai.set_model(None, error=self.bundle_error)
+            self.status_message(f"Model not loaded: {self.bundle_error}", 15000)
+            self.bundle_changed.emit()
+            return
         self.bundle, self.bundle_path, self.bundle_error = bundle, path, None
-        self.settings.set("model/last_bundle", path)
+        if bundle.synthetic:
+            self._forget_bundle(path)  # shown with a banner, never remembered
+        else:
+            self.settings.set("model/last_bundle", path)
+        self.synthetic_banner.setVisible(bundle.synthetic)
         self.ai.set_busy(None)
-        self.ai.set_model(describe(bundle), mask_label=getattr(bundle, "mask_label", None))
+        self.ai.set_model(describe(bundle), mask_label=bundle.mask_label, synthetic=bundle.synthetic)
         self.browser.set_findings(list(bundle.classes), dict(bundle.thresholds))
         self.status_message(f"Model loaded: {describe(bundle)}")
         self._update_actions()
@@ -844,7 +1016,14 @@ class MainWindow(QMainWindow):
     def export_legend(self) -> Legend:
         lines = []
         if self.bundle is not None:
-            lines.append(f"Model {self.bundle.id} {self.bundle.version}")
+            lines.append(f"Model {self.bundle.id} {self.bundle.version}"
+                         + (f" - {SYNTHETIC_NOTICE}" if self.bundle.synthetic else ""))
+        r = self.current_result
+        if r is not None:
+            if r.domain.status == "out_of_domain":
+                lines.append(f"OUT OF DOMAIN: {OUT_OF_DOMAIN_TEXT} ({'; '.join(r.domain.reasons)})")
+            else:
+                lines.append(f"Domain: {r.domain.summary()}")
         if self.current_result is not None and self.viewer.mask_layer is not None and self.viewer.mask_layer.visible:
             _v, opacity, mode = self.ai.mask_settings
             lines.append(f"Mask ({self.current_result.mask_label or 'segmentation'}, {mode}, opacity {opacity:.2f}): "
@@ -854,7 +1033,8 @@ class MainWindow(QMainWindow):
         if self.current_heat is not None and self.viewer.heat_layer is not None and self.viewer.heat_layer.visible:
             _v, opacity, cmap, thr = self.ai.heatmap_settings
             phrase = self.current_heat[0]
-            scale = "stretched min-max, " if self.ai.heatmap_relative else ""
+            scale = (f"stretched min-max, {analysis_logic.contrast_text(self.current_heat[3])}, "
+                     if self.ai.heatmap_relative else "")
             lines.append(f"Heatmap of \"{phrase}\" ({cmap}, {scale}opacity {opacity:.2f}, hidden below {thr:.2f})")
             table = self.ai.heatmap_table()
             label = "relative heatmap value" if self.ai.heatmap_relative else "heatmap value"
@@ -919,6 +1099,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self._thumb_timer.stop()
+        self._review_timer.stop()  # queued reviews stay in pending_reviews.json for the next start
         self.save_layout()
         self.runner.shutdown(15000)
         for box in self._boxes:

@@ -1,5 +1,8 @@
 """Settings remembered between runs (QSettings, INI format, user scope).
 
+Out-of-domain results start with the overlays hidden without touching ``overlay/*_visible``
+(the user's choice comes back with the next result in domain), see :mod:`app.gui.ai_panel`.
+
 Tests point the user scope at a temporary folder with ``QSettings.setPath`` (tests/gui/conftest.py),
 so they never read or write the real user's settings.
 """
@@ -24,7 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "overlay/heatmap_relative": True,
     "import/copy": True,
     "import/last_folder": "",
-    "model/last_bundle": "",
+    "model/last_bundle": "",  # never a synthetic (demo) bundle nor one that failed: MainWindow.remembered_bundle
     "browser/sort": "study_date",
     "browser/descending": True,
 }

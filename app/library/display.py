@@ -17,8 +17,7 @@ import numpy as np
 from core_model.imaging.dicom import WindowPreset, read_dataset, render_dataset, window_presets
 from core_model.imaging.errors import ImageReadError, UnsupportedImageError
 from core_model.imaging.preprocess import load_display
-
-_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+from core_model.imaging.sniff import image_kind
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,8 @@ class Display:
 
 
 def _is_plain_image(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as exc:
-        raise ImageReadError(f"{path.name}: cannot be opened ({exc.strerror or exc})", reason="unreadable") from exc
-    return head.startswith(_IMAGE_MAGIC)
+    """PNG / JPEG (True), DICOM (False), or the sniffer's refusal for anything else."""
+    return image_kind(path) != "dicom"
 
 
 def display_file(path: str | os.PathLike, preset: int | None = None) -> Display:

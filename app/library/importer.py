@@ -12,9 +12,16 @@ Design
   (``verify=True`` / ``--verify`` decodes every new file; reason ``decode_failed``).
 * **De-duplication** by SOP Instance UID, against the database and within the run; PNG/JPEG
   images get UIDs derived from a SHA-256 of their bytes, so re-importing them adds nothing.
-* **Copy or link.** ``copy`` writes ``managed/<bucket>/<uid>.dcm`` atomically (staging file,
-  rename; one sync per batch) before the rows that point at them are committed; ``link`` records the absolute
-  path. Zip members are always copied.
+* **Copy or link.** ``copy`` writes ``managed/<2 hex>/<40 hex>.dcm`` (a SHA-256 of the UID:
+  names never come from the files) atomically (staging file, then linked into place only if
+  the name is free: a managed copy is never overwritten; one sync per batch) before the rows
+  that point at them are committed; ``link`` records the absolute path. Zip members are always
+  copied.
+* **Untrusted input** (docs/SECURITY.md): the one sniffer (:mod:`core_model.imaging.sniff`)
+  decides what a file is; size budgets (:mod:`core_model.imaging.limits`) are checked from
+  the headers before anything is decoded; zip entries are streamed under an
+  :class:`ArchiveBudget` (entry, archive total, compression ratio), encrypted entries and
+  repeated entry names get their own answer.
 * **Batched commits** (every ``batch_size`` files or ``commit_interval`` seconds) in
   ``BEGIN IMMEDIATE`` transactions; the run row is updated in the same transaction, so after a
   ``kill -9`` the database holds whole batches only and running the import again completes it.
@@ -26,6 +33,7 @@ Design
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -35,6 +43,7 @@ import shutil
 import socket
 import stat
 import time
+import uuid
 import warnings
 import zipfile
 import zlib
@@ -45,9 +54,9 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from app.library.db import Library, LibraryError
+from app.library.db import Library, LibraryError, translate_error
 from app.library.models import ImportRun, Instance, Patient, RejectedFile, Report, Series, Study, utcnow
-from app.library.storage import atomic_copy, atomic_write_stream, managed_relpath, run_staging_dir
+from app.library.storage import UnsafePathError, atomic_write_stream, managed_relpath, run_staging_dir, store_new
 from core_model.errors import UserError
 from core_model.imaging.dicom import (
     MEDIA_DIRECTORY_SOP_CLASS,
@@ -57,15 +66,31 @@ from core_model.imaging.dicom import (
     scan_header,
 )
 from core_model.imaging.errors import ImageReadError
+from core_model.imaging.limits import MAX_PIXEL_BYTES
+from core_model.imaging.sniff import PNG_MAGIC, JPEG_MAGIC, kind_of_bytes, refusal  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
 ZIP_MAGIC = b"PK\x03\x04"
 IGNORED_NAMES = {"thumbs.db", "desktop.ini", "dicomdir", "lockfile", "version"}
 REPORT_MAX_BYTES = 1 << 20
-MAX_MEMBER_BYTES = 4 << 30  # refuse zip members that claim more than 4 GiB
+
+
+@dataclass(frozen=True)
+class ArchiveBudget:
+    """What one zip archive may make the importer write, checked from the central directory
+    *and* while each member is streamed out (declared sizes can lie). docs/SECURITY.md."""
+
+    member_bytes: int = MAX_PIXEL_BYTES + (64 << 20)  # no importable image is larger
+    total_bytes: int = 16 << 30  # all members of one archive together
+    ratio: float = 200.0  # inflated / compressed size (DICOMs compress 2-30x; bombs 1000x)
+    ratio_free_bytes: int = 16 << 20  # members up to this size may have any ratio
+    archive_ratio_free_bytes: int = 64 << 20  # ... and archives up to this much in total
+    members: int = 200_000
+
+
+ARCHIVE_BUDGET = ArchiveBudget()
+MAX_MEMBER_BYTES = ARCHIVE_BUDGET.member_bytes
 
 REASONS = {
     "not_dicom": "not a DICOM, PNG or JPEG file",
@@ -80,6 +105,13 @@ REASONS = {
     "unreadable": "the file could not be read (permissions, I/O error)",
     "unsafe_archive_member": "a zip entry with an absolute path, '..' or a symlink",
     "bad_archive": "the zip archive is corrupt",
+    "encrypted": "an encrypted (password-protected) zip entry",
+    "archive_budget": "a zip entry or archive that inflates beyond the import budget (zip bomb)",
+    "too_large": "an image that declares more pixels than the app decodes (decompression bomb)",
+    "too_deep": "a DICOM header with absurdly deep nested sequences",
+    "bad_header": "a DICOM header element that cannot be parsed (corrupt file)",
+    "invalid_values": "a NaN or zero rescale slope, or pixel values that are not finite numbers",
+    "unsafe_path": "a file name the library refused to write (outside its folder)",
     "copy_failed": "the file could not be copied into the library",
     "internal_error": "an unexpected error in the importer (a bug; the file was skipped)",
 }
@@ -139,6 +171,7 @@ class _Candidate:
     archive: Path | None = None
     member: str | None = None
     sidecars: tuple[tuple[str, bool], ...] = ()  # zip: (report member name, study-level)
+    info: zipfile.ZipInfo | None = None  # zip: this entry (names may repeat inside one archive)
 
 
 @dataclass
@@ -219,7 +252,8 @@ class Importer:
 
     def __init__(self, library: Library, *, mode: str = "copy", batch_size: int = 250,
                  commit_interval: float = 2.0, progress: Callable[[ImportProgress], None] | None = None,
-                 progress_interval: float = 0.1, cancel=None, verify: bool = False, fsync: bool = True):
+                 progress_interval: float = 0.1, cancel=None, verify: bool = False, fsync: bool = True,
+                 archive_budget: ArchiveBudget = ARCHIVE_BUDGET):
         if mode not in ("copy", "link"):
             raise ValueError("mode must be 'copy' or 'link'")
         self.lib = library
@@ -231,6 +265,8 @@ class Importer:
         self.cancelled = _cancel_fn(cancel)
         self.verify = verify
         self.fsync = fsync
+        self.archive_budget = archive_budget
+        self._archive_written: dict[Path, int] = {}
         self._pending: list[_Pending] = []
         self._rejections: list[Rejection] = []
         self._unsaved_rejections: list[Rejection] = []
@@ -274,6 +310,8 @@ class Importer:
                     break
                 try:
                     self._process(cand, summary)
+                except LibraryError:  # the library itself failed (disk full, read-only): stop the run
+                    raise
                 except Exception as exc:  # a bug must not stop the run: record it and go on
                     log.warning("unexpected %s while importing %s", type(exc).__name__, cand.display)
                     self._reject(cand.display, "internal_error",
@@ -331,8 +369,9 @@ class Importer:
                     status=status, finished_at=utcnow(), files_seen=summary.files_seen,
                     imported=summary.imported, duplicates=summary.duplicates,
                     rejected=len(summary.rejected), ignored=summary.ignored))
-        except Exception:  # the run itself failed on the database: nothing more to record
-            log.exception("could not record the end of import run %d", run_id)
+        except Exception as exc:  # the run itself failed on the database: nothing more to record
+            # the error that stopped the run reaches the user; this one only the debug log
+            log.debug("could not record the end of import run %d: %s", run_id, str(exc).splitlines()[0], exc_info=True)
 
     def _emit(self, done: int, total: int, current: str, started: float, final: bool = False) -> None:
         if self.progress is None:
@@ -419,12 +458,13 @@ class Importer:
         return sop == MEDIA_DIRECTORY_SOP_CLASS
 
     def _dicomdir_files(self, dicomdir: Path) -> list[Path]:
-        import pydicom
-
-        try:
+        try:  # the imaging layer's reader: budgets, bounded nesting, every element parsed
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(dicomdir)
+                ds = read_dataset(dicomdir)
+        except ImageReadError as exc:
+            self._reject(str(dicomdir), exc.reason, f"unreadable DICOMDIR: {exc}")
+            return []
         except Exception as exc:
             self._reject(str(dicomdir), "not_dicom", f"{dicomdir.name}: unreadable DICOMDIR ({type(exc).__name__})")
             return []
@@ -455,9 +495,16 @@ class Importer:
             self._reject(str(archive), "bad_archive", f"{archive.name}: not a readable zip archive ({type(exc).__name__})")
             return []
         names = {i.filename for i in infos}
+        budget = self.archive_budget
+        if len(infos) > budget.members:
+            self._reject(str(archive), "archive_budget",
+                         f"{archive.name}: {len(infos):,} entries, more than the {budget.members:,} an archive may hold")
+            return []
         out = []
+        occurrences: dict[str, int] = {}
         for info in infos:
-            display = f"{archive}!{info.filename}"
+            occurrences[info.filename] = seen = occurrences.get(info.filename, 0) + 1
+            display = f"{archive}!{info.filename}" + (f" (entry {seen} of that name)" if seen > 1 else "")
             problem = _unsafe_member(info)
             if problem:
                 self._reject(display, "unsafe_archive_member", f"{archive.name}: entry {info.filename!r} {problem}; not extracted")
@@ -472,8 +519,13 @@ class Importer:
             if kind == "zip":
                 self._reject(display, "unsupported", f"{archive.name}: nested archive {leaf}; extract it first")
                 continue
-            if info.file_size > MAX_MEMBER_BYTES:
-                self._reject(display, "unsupported", f"{archive.name}: entry {leaf} is larger than 4 GiB")
+            if info.flag_bits & 0x1:
+                self._reject(display, "encrypted", f"{archive.name}: entry {leaf} is encrypted (password-protected); "
+                             "decrypt the archive first")
+                continue
+            problem = _budget_problem(info, budget)
+            if problem:
+                self._reject(display, "archive_budget", f"{archive.name}: entry {leaf} {problem}; not extracted")
                 continue
             member = PurePosixPath(info.filename)
             sidecars: tuple[tuple[str, bool], ...] = ()
@@ -485,7 +537,7 @@ class Importer:
                 if study_txt in names:
                     sidecars += ((study_txt, True),)
             out.append(_Candidate(display=display, path=None, archive=archive, member=info.filename,
-                                  sidecars=sidecars))
+                                  sidecars=sidecars, info=info))
         return out
 
     # -- one file ----------------------------------------------------------------------------
@@ -505,10 +557,14 @@ class Importer:
             except OSError as exc:
                 self._reject(cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})")
                 return
-            if head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC):
-                self._image(cand, path, "png" if head.startswith(PNG_MAGIC) else "jpeg", summary)
-            else:
+            kind = kind_of_bytes(head)  # the one sniffer, as render / predict / the viewer use
+            if kind in ("png", "jpeg"):
+                self._image(cand, path, kind, summary)
+            elif kind == "dicom":
                 self._dicom(cand, path, summary)
+            else:
+                err = refusal(PurePosixPath(cand.member).name if cand.member else path.name, kind)
+                self._reject(cand.display, err.reason, str(err))
         finally:
             if extracted is not None and extracted.exists():
                 extracted.unlink()
@@ -521,21 +577,55 @@ class Importer:
             zf = self._zips[archive] = zipfile.ZipFile(archive)
         return zf
 
+    def _archive_size(self, archive: Path) -> int:
+        try:
+            return archive.stat().st_size
+        except OSError:
+            return 0
+
     def _extract(self, cand: _Candidate) -> Path | None:
+        """Stream one member to the staging folder under the archive budget; on any refusal the
+        partial file is removed (atomic_write_stream) before the rejection is recorded."""
         tmp = self._staging / f"member-{hashlib.sha1(cand.display.encode()).hexdigest()[:16]}"
+        budget = self.archive_budget
+        written = self._archive_written.get(cand.archive, 0)
+        reader = None
         try:
             zf = self._open_zip(cand.archive)
-            info = zf.getinfo(cand.member)
+            info = cand.info if cand.info is not None else zf.getinfo(cand.member)
+            # the ratio holds for the archive as a whole too: many small members, each under the
+            # per-member allowance, must not add up to a bomb
+            archive_left = max(budget.archive_ratio_free_bytes,
+                               int(budget.ratio * self._archive_size(cand.archive))) - written
+            if archive_left <= 0 or budget.total_bytes - written <= 0:
+                self._reject(cand.display, "archive_budget",
+                             f"{cand.archive.name}: entry {cand.member} not extracted: the archive has already "
+                             f"inflated to {_size(written)}, its budget (more than {budget.ratio:g} times its "
+                             "size, or the total per archive: zip bomb)")
+                return None
+            limit = min(info.file_size, budget.member_bytes, budget.total_bytes - written, archive_left)
+            ratio_limit = max(budget.ratio_free_bytes, int(budget.ratio * max(info.compress_size, 1)))
             with zf.open(info) as src:
-                atomic_write_stream(_LimitedReader(src, info.file_size), tmp, self._staging, fsync=False)
-        except _TooLarge:
-            self._reject(cand.display, "bad_archive", f"{cand.archive.name}: entry {cand.member} inflates beyond its declared size")
+                reader = _LimitedReader(src, info.file_size, limit, ratio_limit, budget.ratio)
+                atomic_write_stream(reader, tmp, self._staging, fsync=False)
+        except _TooLarge as exc:
+            self._archive_written[cand.archive] = written + (reader.read_bytes if reader else 0)
+            reason = "bad_archive" if exc.args and exc.args[0] == "declared" else "archive_budget"
+            self._reject(cand.display, reason, f"{cand.archive.name}: entry {cand.member} {exc.args[1]}; "
+                         f"stopped after {_size(reader.read_bytes)} and removed")
+            return None
+        except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required for extraction"
+            kind = "encrypted" if "encrypt" in str(exc).lower() or "password" in str(exc).lower() else "bad_archive"
+            self._reject(cand.display, kind, f"{cand.archive.name}: entry {cand.member} cannot be extracted "
+                         f"({'encrypted' if kind == 'encrypted' else type(exc).__name__})")
             return None
         except (zipfile.BadZipFile, OSError, KeyError, ValueError, NotImplementedError, EOFError,
                 zlib.error) as exc:
-            self._reject(cand.display, "bad_archive",
-                         f"{cand.archive.name}: entry {cand.member} cannot be extracted ({type(exc).__name__})")
+            detail = str(exc).splitlines()[0][:100] if str(exc) else ""
+            self._reject(cand.display, "bad_archive", f"{cand.archive.name}: entry {cand.member} cannot be extracted "
+                         f"({type(exc).__name__}{': ' + detail if detail else ''})")
             return None
+        self._archive_written[cand.archive] = written + reader.read_bytes
         return tmp
 
     def _dicom(self, cand: _Candidate, path: Path, summary: ImportSummary) -> None:
@@ -609,7 +699,11 @@ class Importer:
         }
 
     def _image(self, cand: _Candidate, path: Path, fmt: str, summary: ImportSummary) -> None:
+        import struct
+
         from PIL import Image, UnidentifiedImageError
+
+        from core_model.imaging.preprocess import open_plain_image
 
         try:
             digest = hashlib.sha256()
@@ -620,22 +714,27 @@ class Importer:
             if sop in self._known:
                 summary.duplicates += 1
                 return
-            with Image.open(path) as img:
+            with open_plain_image(path) as img:  # declared size checked against the budget first
                 width, height, mode = img.width, img.height, img.mode
                 if fmt == "png":
                     img.verify()  # CRC of every chunk: finds truncated / corrupt PNGs cheaply
             if self.verify or fmt == "jpeg":
-                with Image.open(path) as img:
+                with open_plain_image(path) as img:
+                    if fmt == "jpeg":  # decode at 1/8 scale: every entropy-coded byte, 1/64 of the memory
+                        img.draft("L", (max(1, width // 8), max(1, height // 8)))
                     img.load()  # JPEG has no checksums: decoding is the only check
-        except (UnidentifiedImageError, SyntaxError) as exc:
+        except ImageReadError as exc:
+            self._reject(cand.display, exc.reason, _with_display(str(exc), path, cand))
+            return
+        except (UnidentifiedImageError, SyntaxError, ValueError, struct.error) as exc:
             self._reject(cand.display, "not_dicom", f"{path.name}: not a readable {fmt.upper()} image ({type(exc).__name__})")
             return
-        except OSError as exc:
-            reason = "truncated" if "truncat" in str(exc).lower() else "decode_failed"
+        except (OSError, EOFError) as exc:
+            reason = "truncated" if "truncat" in str(exc).lower() or isinstance(exc, EOFError) else "decode_failed"
             self._reject(cand.display, reason, f"{path.name}: {fmt.upper()} image could not be read ({exc})")
             return
         except Image.DecompressionBombError:
-            self._reject(cand.display, "unsupported", f"{path.name}: image too large to display")
+            self._reject(cand.display, "too_large", f"{path.name}: the image declares too many pixels; refused")
             return
         source_name = PurePosixPath(cand.member).name if cand.member else path.name
         parent_names = (PurePosixPath(cand.member).parent.parts if cand.member else path.parent.parts)
@@ -682,19 +781,31 @@ class Importer:
             except OSError as exc:
                 self._reject(cand.display, "unreadable", f"{path.name}: {exc.strerror or type(exc).__name__}")
                 return None
+        # The name comes from a hash of the UID, never the UID; store_new checks containment and
+        # never replaces an existing managed copy (a different file there keeps its name).
         rel = managed_relpath(sop, suffix)
-        dst = self.lib.data_dir / rel
+        staged: Path | None = None
         try:
             if cand.archive is not None:
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, dst)
-                size = dst.stat().st_size
+                staged = path
             else:
-                size = atomic_copy(path, dst, self._staging, fsync=False)
-            self._unsynced.append(dst)  # made durable once per batch, before its rows commit
+                staged = self._staging / f"copy-{uuid.uuid4().hex}"
+                with open(path, "rb") as src:
+                    atomic_write_stream(src, staged, self._staging, fsync=False)
+            size = staged.stat().st_size
+            rel = store_new(staged, self.lib.data_dir, rel)
+            self._unsynced.append(self.lib.data_dir / rel)  # made durable once per batch, before its rows commit
+        except UnsafePathError as exc:
+            self._reject(cand.display, "unsafe_path", f"{Path(cand.display).name}: {exc}")
+            return None
         except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # every next copy fails too
+                raise translate_error(exc, self.lib.db_path) from exc
             self._reject(cand.display, "copy_failed", f"{path.name}: could not be copied into the library ({exc.strerror or type(exc).__name__})")
             return None
+        finally:
+            if staged is not None and cand.archive is None and staged.exists():
+                staged.unlink()
         return rel, "managed", size
 
     def _sidecar_reports(self, cand: _Candidate, path: Path) -> list[dict]:
@@ -812,17 +923,40 @@ class _TooLarge(Exception):
 
 
 class _LimitedReader:
-    """Reads a zip member but refuses to inflate past its declared size (zip bombs)."""
+    """Reads a zip member chunk by chunk and stops (``_TooLarge``) as soon as it inflates past
+    its declared size, the member / archive budget or the compression-ratio budget."""
 
-    def __init__(self, src, limit: int):
-        self.src, self.left = src, limit
+    def __init__(self, src, declared: int, limit: int, ratio_limit: int, ratio: float):
+        self.src, self.declared, self.limit, self.ratio_limit, self.ratio = src, declared, limit, ratio_limit, ratio
+        self.read_bytes = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self.src.read(n if n is not None and n >= 0 else -1)
-        self.left -= len(data)
-        if self.left < 0:
-            raise _TooLarge()
+        data = self.src.read(n if n is not None and n >= 0 else 1 << 20)
+        self.read_bytes += len(data)
+        if self.read_bytes > self.declared:
+            raise _TooLarge("declared", "inflates beyond its declared size")
+        if self.read_bytes > self.ratio_limit:
+            raise _TooLarge("budget", f"inflates more than {self.ratio:g} times its compressed size (zip bomb)")
+        if self.read_bytes > self.limit:
+            raise _TooLarge("budget", "inflates beyond the import budget for one entry or one archive (zip bomb)")
         return data
+
+
+def _budget_problem(info: zipfile.ZipInfo, budget: ArchiveBudget) -> str:
+    """What the central directory alone shows to be over budget, else ''."""
+    if info.file_size > budget.member_bytes:
+        return f"declares {_size(info.file_size)}, more than the {_size(budget.member_bytes)} budget"
+    if info.file_size > budget.ratio_free_bytes and info.file_size > budget.ratio * max(info.compress_size, 1):
+        return (f"declares {_size(info.file_size)} from {_size(info.compress_size)}, "
+                f"a compression ratio over {budget.ratio:g} (zip bomb)")
+    return ""
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _unsafe_member(info: zipfile.ZipInfo) -> str:

@@ -7,7 +7,7 @@ Denormalised columns, kept in step by :mod:`app.library.importer` and :mod:`app.
 inside the same transaction as the rows they summarise, make the viewer's search fast:
 ``instances.patient_pk`` / ``study_date`` (filter and sort without joins),
 ``instances.review_status`` (the latest review) and ``instances.top_finding`` /
-``top_probability`` (from the latest analysis).
+``top_probability`` / ``top_domain`` (from the latest analysis).
 
 Masks and heatmaps are files under the library's data folder (``derived/``), referenced by a
 path relative to that folder; see :mod:`app.library.storage`.
@@ -140,6 +140,8 @@ class Instance(Base):
     review_status: Mapped[str | None] = mapped_column(String, nullable=True)
     top_finding: Mapped[str | None] = mapped_column(String, nullable=True)
     top_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the latest analysis's domain status (in_domain / out_of_domain / unknown; NULL: not recorded)
+    top_domain: Mapped[str | None] = mapped_column(String, nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
     reports: Mapped[list["Report"]] = relationship(back_populates="instance", passive_deletes=True)
@@ -165,11 +167,16 @@ class Report(Base):
 
 class Analysis(Base):
     __tablename__ = "analyses"
+    __table_args__ = (Index("ix_analyses_instance_hash", "instance_pk", "bundle_hash"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"), index=True)
     bundle_id: Mapped[str] = mapped_column(String)
     bundle_version: Mapped[str] = mapped_column(String, default="")
+    # SHA-256 of the bundle's manifest.json (Bundle.content_hash): the cache key. NULL for rows
+    # stored before revision 0002, which are never shown as a loaded bundle's.
+    bundle_hash: Mapped[str | None] = mapped_column(String, nullable=True)
+    domain: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON of the runtime's DomainState
     probabilities: Mapped[str] = mapped_column(Text, default="{}")  # JSON {finding: probability}
     top_finding: Mapped[str | None] = mapped_column(String, nullable=True)
     top_probability: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -67,6 +67,7 @@ class InstanceRow:
     top_finding: str | None
     top_probability: float | None
     imported_at: str
+    top_domain: str | None = None  # domain status of the latest analysis (see core_model.runtime.domain)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ _ROW_COLUMNS = (
     Study.study_uid, Instance.study_date, Study.description, Series.series_uid, Instance.modality,
     Instance.view_position, Instance.rows, Instance.columns, Instance.source_format, Instance.storage,
     Instance.file_path, Instance.review_status, Instance.top_finding, Instance.top_probability,
-    Instance.imported_at,
+    Instance.imported_at, Instance.top_domain,
 )
 
 SORT_KEYS = {
@@ -321,18 +322,32 @@ def rejected_files(session: Session, run_id: int | None = None) -> list[Rejected
 # -- reviews --------------------------------------------------------------------------------
 
 
-def add_review(library: Library, uid: str, status: str, comment: str = "", reviewer: str = "") -> int:
-    """Record a review; the instance's review status becomes this latest one."""
+def add_review(library: Library, uid: str, status: str, comment: str = "", reviewer: str = "", *,
+               created_at: str | None = None, lock_timeout: float | None = None) -> int:
+    """Record a review; the instance's review status becomes its latest one.
+
+    ``created_at`` (a queued review saved later, see app.library.pending) keeps the time of the
+    click and makes the call idempotent: the same review (instance, status, comment, reviewer,
+    time) is recorded once however often it is saved. ``lock_timeout``: how long to wait for
+    another program's lock before :class:`~app.library.db.LibraryBusyError`."""
     if status not in REVIEW_STATUSES:
         raise UserError(f"review status is one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
-    with library.write() as s:
+    with library.write(lock_timeout=lock_timeout) as s:
         inst = get_instance(s, uid)
         if inst is None:
             raise UserError(f"no instance {uid} in the library")
-        review = Review(instance_pk=inst.id, status=status, comment=comment, reviewer=reviewer, created_at=utcnow())
+        if created_at is not None:
+            same = s.execute(select(Review.id).where(
+                Review.instance_pk == inst.id, Review.status == status, Review.comment == comment,
+                Review.reviewer == reviewer, Review.created_at == created_at)).scalar()
+            if same is not None:
+                return int(same)
+        review = Review(instance_pk=inst.id, status=status, comment=comment, reviewer=reviewer,
+                        created_at=created_at or utcnow())
         s.add(review)
-        inst.review_status = status
         s.flush()
+        inst.review_status = s.execute(select(Review.status).where(Review.instance_pk == inst.id).order_by(
+            Review.created_at.desc(), Review.id.desc()).limit(1)).scalar()
         return review.id
 
 
@@ -354,10 +369,13 @@ def _top(probabilities: dict[str, float]) -> tuple[str | None, float | None]:
 
 def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: str,
                  probabilities: dict[str, float], mask: np.ndarray | None = None,
-                 heatmap: np.ndarray | None = None) -> int:
+                 heatmap: np.ndarray | None = None, bundle_hash: str | None = None,
+                 domain: dict | None = None) -> int:
     """Store a model's output for an instance. Mask and heatmap are written as files first
-    (atomically); the row and the instance's top finding are committed together afterwards.
-    If the commit fails the files are removed again."""
+    (atomically); the row and the instance's top finding (with the domain status, from
+    ``domain``: a ``DomainState.to_dict()``) are committed together afterwards. If the commit
+    fails the files are removed again. ``bundle_hash`` is the bundle's content hash, the key
+    under which the analysis is reused."""
     with library.session() as s:
         inst = get_instance(s, uid)
         if inst is None:
@@ -373,15 +391,17 @@ def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: 
         if heat_rel:
             written.append(library.data_dir / heat_rel)
         top_name, top_p = _top(probabilities)
+        status = domain.get("status") if isinstance(domain, dict) else None
         with library.write() as s:
             row = Analysis(instance_pk=instance_pk, bundle_id=bundle_id, bundle_version=bundle_version,
                            probabilities=json.dumps({k: float(v) for k, v in probabilities.items()}, sort_keys=True),
                            top_finding=top_name, top_probability=top_p, mask_path=mask_rel,
-                           heatmap_path=heat_rel, created_at=utcnow())
+                           heatmap_path=heat_rel, created_at=utcnow(), bundle_hash=bundle_hash,
+                           domain=None if domain is None else json.dumps(domain, sort_keys=True))
             s.add(row)
             s.flush()
             s.execute(update(Instance).where(Instance.id == instance_pk)
-                      .values(top_finding=top_name, top_probability=top_p))
+                      .values(top_finding=top_name, top_probability=top_p, top_domain=status))
             return row.id
     except BaseException:
         for path in written:
@@ -399,6 +419,15 @@ def latest_analysis(session: Session, instance: Instance) -> Analysis | None:
 
 def analysis_probabilities(analysis: Analysis) -> dict[str, float]:
     return json.loads(analysis.probabilities or "{}")
+
+
+def analysis_domain(analysis: Analysis) -> dict | None:
+    """The stored ``DomainState.to_dict()`` of an analysis, or None (not recorded, unreadable)."""
+    try:
+        value = json.loads(analysis.domain) if analysis.domain else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def analysis_mask(library: Library, analysis: Analysis) -> np.ndarray | None:

@@ -2,27 +2,42 @@
 
 Cache policy
 ------------
-An instance's analysis is reused when the library holds one made by the *same bundle id and
-version*; otherwise (no analysis, or one from another bundle or version) the model runs and the
-result is stored with :func:`app.library.queries.add_analysis` (probabilities, the mask
+An instance's analysis is reused when the library holds one made by a bundle with the *same
+content hash* (``Bundle.content_hash``, the SHA-256 of its manifest, which lists the SHA-256 of
+every file); otherwise (no analysis, or one from another bundle, version or re-export, or a row
+stored before the library recorded hashes) the model runs and the result is stored with
+:func:`app.library.queries.add_analysis` (probabilities, the domain state, the mask
 probabilities as an 8-bit PNG, the default heatmap as float32 ``.npy``), so reopening a study is
-instant and the browser can sort and filter on the top finding. What ``add_analysis`` has no
-column for (mask threshold and area, the thresholds and classes of the bundle, the default
-heatmap's phrase, the pooled embedding and the similar reports) goes into a JSON file beside
-the mask: ``derived/<instance id>/analysis-<analysis id>.json``, written atomically; a missing
-or unreadable JSON only means those extras are recomputed on demand. Within one process an image
-is analysed by one bundle version at a time: the shown image's analysis and "analyze all" run in
+instant, shows the same domain state, and the browser can sort and filter on the top finding.
+What ``add_analysis`` has no column for (mask threshold and area, the thresholds and classes of
+the bundle, the default heatmap's phrase and peak-to-mean ratio, the pooled embedding and the
+similar reports) goes into a JSON file beside the mask:
+``derived/<instance id>/analysis-<analysis id>.json``, written atomically; a missing or
+unreadable JSON only means those extras are recomputed on demand. Within one process an image
+is analysed by one bundle at a time: the shown image's analysis and "analyze all" run in
 different threads, and the later request for an image in flight waits and reuses what the first
 stored (:func:`analyze_instance`), so no image is analysed and stored twice.
 
-The default heatmap is the one for the top finding other than "normal" (its phrase is
-:func:`finding_phrase`), so opening an abnormal study shows where the model looks for what it
-found. Heatmaps for other phrases (typed by the user, or a sentence of a report) are computed on
-demand and kept in memory by the app, not stored.
+The default heatmap is the one for the most likely finding other than "normal" *at or above
+its operating threshold* (its phrase is :func:`finding_phrase`), so opening an abnormal study
+shows where the model looks for what it found; when no finding reaches its threshold there is
+no default heatmap (a min-max stretched attention map always has a hot spot, which would look
+like a finding). Every heatmap comes with the peak-to-mean ratio of the runtime's raw patch
+attention (:func:`heatmap_contrast`: 1.0 for a flat map), so the display can say how much the
+relative stretch exaggerated. Heatmaps for other phrases (typed by the user, or a sentence of a
+report) are computed on demand and kept in memory by the app, not stored.
+
+Domain
+------
+Every result carries the runtime's :class:`core_model.runtime.domain.DomainState` (in domain,
+out of domain with the reasons, or unknown when the bundle records no training domain); the
+library's view position and modality are passed to ``bundle.analyze`` when the runtime takes
+them. The runtime is imported lazily (starting the app does not load onnxruntime).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -31,11 +46,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from core_model.errors import UserError
+
+if TYPE_CHECKING:  # the runtime is imported lazily: it loads onnxruntime
+    from core_model.runtime import Analysis as RuntimeAnalysis
+    from core_model.runtime import Bundle
+    from core_model.runtime.domain import DomainState
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +63,8 @@ ProgressFn = Callable[[int, int, str], None]
 CancelFn = Callable[[], bool]
 
 SIMILAR_K = 5
+DEFAULT_THRESHOLD = 0.5  # a class without an operating threshold in its bundle
+LOW_CONTRAST_PEAK_TO_MEAN = 1.5  # below this the raw attention map is nearly flat
 _PHRASES = {"covid19": "covid-19 pneumonia", "covid-19": "covid-19 pneumonia"}
 
 
@@ -58,6 +80,18 @@ class Hit:
     id: str
     text: str
     score: float
+
+
+def no_domain_state() -> "DomainState":
+    from core_model.runtime.domain import DomainState
+
+    return DomainState.from_dict(None)  # unknown: "no domain state was recorded for this result"
+
+
+def domain_from_dict(d: dict | None) -> "DomainState":
+    from core_model.runtime.domain import DomainState
+
+    return DomainState.from_dict(d)
 
 
 @dataclass
@@ -82,7 +116,10 @@ class AnalysisResult:
     created_at: str = ""
     from_cache: bool = False
     elapsed_s: float = 0.0
-    runtime: Any = None  # the runtime's Analysis (reused for phrase heatmaps); never stored
+    bundle_hash: str | None = None  # the bundle's content hash (None: a row stored before hashes)
+    domain: "DomainState" = field(default_factory=no_domain_state)
+    heatmap_peak_to_mean: float | None = None  # of the default heatmap's raw attention map
+    runtime: "RuntimeAnalysis | None" = None  # the runtime's Analysis (reused for phrase heatmaps); never stored
 
     @property
     def top_finding(self) -> tuple[str | None, float | None]:
@@ -98,6 +135,10 @@ class AnalysisResult:
             return None
         return p >= t
 
+    @property
+    def in_domain(self) -> bool:
+        return self.domain.ok
+
 
 def finding_phrase(name: str | None) -> str | None:
     """The phrase whose heatmap is shown by default for a finding ("normal" has none)."""
@@ -106,11 +147,45 @@ def finding_phrase(name: str | None) -> str | None:
     return _PHRASES.get(name.lower(), name.replace("_", " "))
 
 
-def default_heatmap_phrase(probabilities: dict[str, float]) -> str | None:
+def default_heatmap_phrase(probabilities: dict[str, float], thresholds: dict[str, float] | None = None) -> str | None:
+    """The phrase of the default heatmap: the most likely finding other than "normal" among
+    those at or above their operating threshold (``thresholds``; a class without one uses
+    :data:`DEFAULT_THRESHOLD`), or None when no finding reaches its threshold. Without
+    ``thresholds`` at all: the most likely abnormal finding (what the model looks at most)."""
     abnormal = {k: v for k, v in probabilities.items() if k.lower() != "normal" and v is not None}
+    if thresholds is not None:
+        abnormal = {k: v for k, v in abnormal.items() if v >= float(thresholds.get(k, DEFAULT_THRESHOLD))}
     if not abnormal:
         return None
     return finding_phrase(max(abnormal, key=lambda k: (abnormal[k], k)))
+
+
+def peak_to_mean(raw: np.ndarray) -> float | None:
+    """Peak-to-mean ratio of a raw (non-negative) attention map: 1.0 when flat, the number of
+    patches when all attention is on one patch. None for an empty or all-zero map."""
+    a = np.nan_to_num(np.asarray(raw, dtype=np.float64))
+    mean = float(a.mean()) if a.size else 0.0
+    if a.size == 0 or mean <= 0:
+        return None
+    return float(a.max()) / mean
+
+
+def heatmap_contrast(bundle: "Bundle", analysis: "RuntimeAnalysis", phrase: str) -> tuple[np.ndarray, float | None]:
+    """The runtime's heatmap of ``phrase`` (H, W) in [0, 1] (min-max stretched by the runtime)
+    and the peak-to-mean ratio of its raw patch attention (:meth:`Bundle.patch_heatmap`, which
+    sums to 1), which says how much contrast the stretch had to work with."""
+    heat = np.clip(np.asarray(bundle.heatmap(analysis, phrase), dtype=np.float32), 0.0, 1.0)
+    return heat, peak_to_mean(bundle.patch_heatmap(analysis, phrase))
+
+
+def contrast_text(ratio: float | None) -> str:
+    """How the display describes a relative (min-max stretched) heatmap's contrast."""
+    if ratio is None:
+        return "peak-to-mean ratio not recorded"
+    text = f"peak {ratio:.2f} times the mean"
+    if ratio < LOW_CONTRAST_PEAK_TO_MEAN:
+        text += " (low contrast: nearly flat map, the stretch exaggerates it)"
+    return text
 
 
 def _hits(raw) -> list[Hit]:
@@ -149,9 +224,14 @@ def _read_extras(library, instance_pk: int, analysis_id: int) -> dict:
         return {}
 
 
-def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str,
-                    *, load_arrays: bool = True) -> AnalysisResult | None:
-    """The latest stored analysis of ``uid`` by this bundle id and version, or None."""
+def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str, *, bundle_hash: str | None = None,
+                    load_arrays: bool = True) -> AnalysisResult | None:
+    """The latest stored analysis of ``uid`` by this bundle, or None.
+
+    With ``bundle_hash`` (the loaded bundle's content hash: what the app always passes) only a
+    row stored with that hash matches, so results of another bundle with the same id and
+    version, and rows stored before the library recorded hashes, are never taken for this
+    bundle's. Without it: the latest row with this id and version (what was stored; for reports)."""
     from sqlalchemy import select
 
     from app.library.models import Analysis
@@ -161,8 +241,11 @@ def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str,
         inst = get_instance(s, uid)
         if inst is None:
             raise UserError(f"no instance {uid} in the library")
-        row = s.execute(select(Analysis).where(Analysis.instance_pk == inst.id, Analysis.bundle_id == bundle_id,
-                                               Analysis.bundle_version == bundle_version)
+        match = [Analysis.instance_pk == inst.id, Analysis.bundle_id == bundle_id,
+                 Analysis.bundle_version == bundle_version]
+        if bundle_hash is not None:
+            match.append(Analysis.bundle_hash == bundle_hash)
+        row = s.execute(select(Analysis).where(*match)
                         .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)).scalar_one_or_none()
         instance_pk = inst.id
     if row is None:
@@ -184,7 +267,7 @@ def latest_any(library, uid: str) -> AnalysisResult | None:
 
 
 def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) -> AnalysisResult | None:
-    from app.library.queries import analysis_heatmap, analysis_mask, analysis_probabilities
+    from app.library.queries import analysis_domain, analysis_heatmap, analysis_mask, analysis_probabilities
 
     from app.logic.overlay import to_unit
 
@@ -199,6 +282,7 @@ def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) ->
             log.warning("analysis %d of %s has unreadable files (%s); it will be recomputed", row.id, uid, exc)
             return None
     emb = extras.get("embedding")
+    ratio = extras.get("heatmap_peak_to_mean")
     return AnalysisResult(
         uid=uid, bundle_id=row.bundle_id, bundle_version=row.bundle_version,
         probabilities=analysis_probabilities(row), thresholds=extras.get("thresholds", {}),
@@ -207,13 +291,20 @@ def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) ->
         heatmap=heat, heatmap_phrase=extras.get("heatmap_phrase"),
         similar=_hits(extras["similar"]) if "similar" in extras else None,
         embedding=np.asarray(emb, dtype=np.float32) if emb is not None else None,
-        analysis_id=row.id, created_at=row.created_at, from_cache=True)
+        analysis_id=row.id, created_at=row.created_at, from_cache=True, bundle_hash=row.bundle_hash,
+        domain=domain_from_dict(analysis_domain(row)),
+        heatmap_peak_to_mean=float(ratio) if isinstance(ratio, (int, float)) else None)
 
 
 # -- running the model ----------------------------------------------------------------------
 
 
 def instance_file(library, uid: str) -> Path:
+    return _instance_source(library, uid)[0]
+
+
+def _instance_source(library, uid: str) -> tuple[Path, str, str]:
+    """The instance's file, view position and modality (as the library recorded them)."""
     from app.library.queries import get_instance
 
     with library.session() as s:
@@ -221,16 +312,39 @@ def instance_file(library, uid: str) -> Path:
         if inst is None:
             raise UserError(f"no instance {uid} in the library")
         path = library.resolve(inst.file_path, inst.storage)
+        view, modality = (inst.view_position or "").strip(), (inst.modality or "").strip()
     if not path.exists():
         raise UserError(f"the file of this image is missing: {path}")
-    return path
+    return path, view, modality
+
+
+_HINTS: dict[type, frozenset] = {}
+
+
+def _hint_keywords(bundle: "Bundle") -> frozenset:
+    """Which of the library's hints (``view``, ``modality``) this bundle's ``analyze`` takes
+    (looked up once per bundle class)."""
+    cls = type(bundle)
+    if cls not in _HINTS:
+        try:
+            params = inspect.signature(bundle.analyze).parameters
+        except (TypeError, ValueError):
+            params = {}
+        _HINTS[cls] = frozenset(k for k in ("view", "modality") if k in params)
+    return _HINTS[cls]
+
+
+def _analyze(bundle: "Bundle", path: Path, view: str, modality: str) -> "RuntimeAnalysis":
+    hints = {"view": view or None, "modality": modality or None}
+    kwargs = {k: hints[k] for k in _hint_keywords(bundle)}
+    return bundle.analyze(str(path), **kwargs)
 
 
 def _finite(d: dict) -> dict[str, float]:
     return {str(k): float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
 
 
-def run_model(library, bundle, uid: str, *, heatmap: bool = True, similar_k: int = SIMILAR_K,
+def run_model(library, bundle: "Bundle", uid: str, *, heatmap: bool = True, similar_k: int = SIMILAR_K,
               store: bool = True, cancelled: CancelFn | None = None) -> AnalysisResult:
     """Analyse one instance with ``bundle`` (no cache lookup) and store the result. A cancel
     between the model's steps raises :class:`AnalysisCancelled` and stores nothing (a cached
@@ -240,18 +354,19 @@ def run_model(library, bundle, uid: str, *, heatmap: bool = True, similar_k: int
         if cancelled is not None and cancelled():
             raise AnalysisCancelled()
 
-    path = instance_file(library, uid)
+    path, view, modality = _instance_source(library, uid)
     started = time.perf_counter()
     check()
-    a = bundle.analyze(str(path))
+    a = _analyze(bundle, path, view, modality)
     check()
     probabilities = _finite(dict(a.probabilities))
-    mask = None if getattr(a, "mask", None) is None else np.asarray(a.mask, dtype=np.float32)
-    phrase = heat = None
+    thresholds = _finite(dict(bundle.thresholds))
+    mask = None if a.mask is None else np.asarray(a.mask, dtype=np.float32)
+    phrase = heat = ratio = None
     if heatmap:
-        phrase = default_heatmap_phrase(probabilities)
+        phrase = default_heatmap_phrase(probabilities, thresholds)
         if phrase:
-            heat = np.asarray(bundle.heatmap(a, phrase), dtype=np.float32)
+            heat, ratio = heatmap_contrast(bundle, a, phrase)
             check()
     similar = None
     if similar_k:
@@ -260,18 +375,15 @@ def run_model(library, bundle, uid: str, *, heatmap: bool = True, similar_k: int
         except UserError as exc:  # e.g. a bundle without a report bank
             log.info("no similar reports for %s: %s", uid, exc)
             similar = []
-    embedding = getattr(a, "embedding", None)
     result = AnalysisResult(
         uid=uid, bundle_id=str(bundle.id), bundle_version=str(bundle.version), probabilities=probabilities,
-        thresholds=_finite(dict(getattr(bundle, "thresholds", {}) or {})),
-        classes=list(getattr(bundle, "classes", []) or probabilities), mask=mask,
-        mask_threshold=float(getattr(a, "mask_threshold", 0.5) or 0.5),
-        mask_area_fraction=(float(a.mask_area_fraction) if getattr(a, "mask_area_fraction", None) is not None
-                            else None),
-        mask_label=getattr(bundle, "mask_label", None), heatmap=heat, heatmap_phrase=phrase, similar=similar,
-        embedding=None if embedding is None else np.asarray(embedding, dtype=np.float32),
-        runtime=a)
-    if store:
+        thresholds=thresholds, classes=list(bundle.classes or probabilities), mask=mask,
+        mask_threshold=float(a.mask_threshold or 0.5),
+        mask_area_fraction=None if a.mask_area_fraction is None else float(a.mask_area_fraction),
+        mask_label=bundle.mask_label, heatmap=heat, heatmap_phrase=phrase, similar=similar,
+        embedding=None if a.embedding is None else np.asarray(a.embedding, dtype=np.float32),
+        bundle_hash=bundle.content_hash, domain=a.domain, heatmap_peak_to_mean=ratio, runtime=a)
+    if store and not getattr(library, "read_only", False):  # a read-only library: shown, not stored
         store_result(library, result)
     result.elapsed_s = time.perf_counter() - started
     return result
@@ -281,14 +393,15 @@ def store_result(library, result: AnalysisResult) -> int:
     from app.library.queries import add_analysis, get_instance
 
     analysis_id = add_analysis(library, result.uid, bundle_id=result.bundle_id, bundle_version=result.bundle_version,
-                               probabilities=result.probabilities, mask=result.mask, heatmap=result.heatmap)
+                               probabilities=result.probabilities, mask=result.mask, heatmap=result.heatmap,
+                               bundle_hash=result.bundle_hash, domain=result.domain.to_dict())
     with library.session() as s:
         inst = get_instance(s, result.uid)
         instance_pk = inst.id
     extras = dict(
         thresholds=result.thresholds, classes=result.classes, mask_threshold=result.mask_threshold,
         mask_area_fraction=result.mask_area_fraction, mask_label=result.mask_label,
-        heatmap_phrase=result.heatmap_phrase,
+        heatmap_phrase=result.heatmap_phrase, heatmap_peak_to_mean=result.heatmap_peak_to_mean,
         similar=None if result.similar is None else [dict(id=h.id, text=h.text, score=h.score) for h in result.similar],
         embedding=None if result.embedding is None else [float(x) for x in result.embedding])
     if extras["similar"] is None:
@@ -323,34 +436,44 @@ class _KeyedLocks:
 _IN_FLIGHT = _KeyedLocks()
 
 
-def analyze_instance(library, bundle, uid: str, *, force: bool = False, heatmap: bool = True,
+def analyze_instance(library, bundle: "Bundle", uid: str, *, force: bool = False, heatmap: bool = True,
                      cancelled: CancelFn | None = None) -> AnalysisResult:
-    """The cached analysis by this bundle when there is one (unless ``force``), else a new one.
+    """The cached analysis by this bundle (same content hash) when there is one (unless
+    ``force``), else a new one.
 
-    One image is analysed by one bundle version at a time in this process: the app analyses the
-    shown image and "analyze all" in different threads, and a second request for the same image
-    waits for the first and then reuses what it stored (instead of running the model twice and
-    storing two analyses)."""
-    key = (str(library.db_path), uid, str(bundle.id), str(bundle.version))
+    One image is analysed by one bundle at a time in this process: the app analyses the shown
+    image and "analyze all" in different threads, and a second request for the same image waits
+    for the first and then reuses what it stored (instead of running the model twice and storing
+    two analyses)."""
+    key = (str(library.db_path), uid, bundle.content_hash)
     with _IN_FLIGHT.hold(key):
         if not force:
-            cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version))
+            cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version),
+                                     bundle_hash=bundle.content_hash)
             if cached is not None:
-                # bundle facts are the bundle's own (a cache written by an older app may lack them)
-                cached.thresholds = cached.thresholds or _finite(dict(getattr(bundle, "thresholds", {}) or {}))
-                cached.classes = cached.classes or list(getattr(bundle, "classes", []) or [])
-                cached.mask_label = cached.mask_label or getattr(bundle, "mask_label", None)
+                # bundle facts are the bundle's own (the extras file may be gone)
+                cached.thresholds = cached.thresholds or _finite(dict(bundle.thresholds))
+                cached.classes = cached.classes or list(bundle.classes)
+                cached.mask_label = cached.mask_label or bundle.mask_label
                 return cached
         return run_model(library, bundle, uid, heatmap=heatmap, cancelled=cancelled)
 
 
-def phrase_heatmap(library, bundle, result: AnalysisResult | None, uid: str, phrase: str) -> np.ndarray:
-    """Where the model finds ``phrase`` in the image: (H, W) float32 in [0, 1]."""
+def phrase_heatmap(library, bundle: "Bundle", result: AnalysisResult | None, uid: str,
+                   phrase: str) -> tuple[np.ndarray, float | None]:
+    """Where the model finds ``phrase`` in the image: (H, W) float32 in [0, 1] (min-max
+    stretched) and the raw map's peak-to-mean ratio (:func:`heatmap_contrast`)."""
     phrase = " ".join((phrase or "").split())
     if not phrase:
         raise UserError("type a phrase first (e.g. 'left lower lobe consolidation')")
-    source = result.runtime if result is not None and result.runtime is not None else str(instance_file(library, uid))
-    return np.clip(np.asarray(bundle.heatmap(source, phrase), dtype=np.float32), 0.0, 1.0)
+    if result is not None and result.runtime is not None:
+        a = result.runtime
+    else:
+        path, view, modality = _instance_source(library, uid)
+        a = _analyze(bundle, path, view, modality)
+        if result is not None:
+            result.runtime = a  # the next phrase reuses the image's features
+    return heatmap_contrast(bundle, a, phrase)
 
 
 def similar_reports(library, bundle, result: AnalysisResult | None, uid: str, k: int = SIMILAR_K) -> list[Hit]:
@@ -428,14 +551,18 @@ def all_instance_uids(library) -> list[str]:
                                                                          Instance.id.desc())).scalars())
 
 
-def unanalysed_uids(library, bundle_id: str, bundle_version: str) -> list[str]:
-    """Instances without an analysis by this bundle id and version."""
+def unanalysed_uids(library, bundle_id: str, bundle_version: str, *, bundle_hash: str | None = None) -> list[str]:
+    """Instances without an analysis by this bundle (id and version, and the content hash when
+    given: see :func:`cached_analysis`)."""
     from sqlalchemy import and_, exists, select
 
     from app.library.models import Analysis, Instance
 
+    match = [Analysis.instance_pk == Instance.id, Analysis.bundle_id == bundle_id,
+             Analysis.bundle_version == bundle_version]
+    if bundle_hash is not None:
+        match.append(Analysis.bundle_hash == bundle_hash)
     with library.session() as s:
-        done = exists().where(and_(Analysis.instance_pk == Instance.id, Analysis.bundle_id == bundle_id,
-                                   Analysis.bundle_version == bundle_version))
+        done = exists().where(and_(*match))
         return list(s.execute(select(Instance.sop_instance_uid).where(~done)
                               .order_by(Instance.study_date.desc(), Instance.id.desc())).scalars())

@@ -48,12 +48,7 @@ def open_bundle(path: str | os.PathLike, threads: int | None = None):
         raise BundleOpenError(f"{path.name}: the model runtime cannot be loaded in this installation "
                               f"({missing} missing)") from exc
     try:
-        if threads is None:
-            return load_bundle(path)
-        try:
-            return load_bundle(path, threads=int(threads))
-        except TypeError:  # a runtime without the threads option
-            return load_bundle(path)
+        return load_bundle(path, threads=0 if threads is None else int(threads))
     except UserError as exc:
         text = str(exc)
         raise BundleOpenError(text if path.name in text else f"{path.name}: {text}") from exc

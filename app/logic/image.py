@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-_PLAIN_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 _MAX_LUT = 1 << 20  # integer value ranges up to this size use the lookup-table path
 _MONO = ("MONOCHROME1", "MONOCHROME2")
 
@@ -245,8 +244,10 @@ def modality_units(ds) -> str:
 
 
 def _is_plain_image(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(8).startswith(_PLAIN_MAGIC)
+    """PNG / JPEG (True), DICOM (False), or the one sniffer's refusal for anything else."""
+    from core_model.imaging.sniff import image_kind
+
+    return image_kind(path) != "dicom"
 
 
 def _lut_base(values: np.ndarray) -> tuple | None:
@@ -269,10 +270,7 @@ def load_image(path: str | os.PathLike) -> ViewImage:
     path = Path(path)
     if not path.exists():
         raise ImageReadError(f"{path.name}: the file is missing ({path})", reason="missing")
-    try:
-        plain = _is_plain_image(path)
-    except OSError as exc:
-        raise ImageReadError(f"{path.name}: cannot be opened ({exc.strerror or exc})", reason="unreadable") from exc
+    plain = _is_plain_image(path)
     if plain:
         from core_model.imaging.preprocess import load_display
 
@@ -290,7 +288,7 @@ def load_image(path: str | os.PathLike) -> ViewImage:
     )
 
     ds = read_dataset(path)
-    values = modality_values(ds, decode_pixels(ds, source=path.name))
+    values = modality_values(ds, decode_pixels(ds, source=path.name), source=path.name)
     for tag in (0x7FE00010, 0x7FE00009, 0x7FE00008):  # keep the header, drop the pixel bytes
         if tag in ds:
             del ds[tag]

@@ -3,8 +3,10 @@
 One row per instance: identifiers that are not patient attributes (SOP Instance / Study UID,
 study date, view, modality), the bundle, one ``p_<class>`` column per class with its operating
 threshold (``threshold_<class>``) and whether the probability reaches it (``above_<class>``:
-1 / 0), the top finding, the mask's area fraction, the latest review, and ``error`` when the
-image could not be analysed. Patient names and IDs are not written. The first line is a comment
+1 / 0), the top finding, the model's domain state (``domain_status``: in_domain /
+out_of_domain / unknown, with its score, threshold and reasons; a row that is not in domain is
+a result the model cannot vouch for), the mask's area fraction, the latest review, and
+``error`` when the image could not be analysed. Patient names and IDs are not written. The first line is a comment
 (``# Research use only ...``); read with ``csv`` skipping lines that start with ``#`` or
 ``pandas.read_csv(path, comment="#")``.
 """
@@ -19,9 +21,11 @@ from typing import Iterable, Sequence
 
 from app.logic.analysis import AnalysisResult, latest_any
 
-NOTICE_LINE = "# Research use only; not for diagnosis. Probabilities are a research model's output."
+NOTICE_LINE = ("# Research use only; not for diagnosis. Probabilities are a research model's output; "
+               "rows whose domain_status is not in_domain are not meaningful.")
 BASE_COLUMNS = ["sop_instance_uid", "study_instance_uid", "study_date", "view", "modality", "bundle_id",
-                "bundle_version", "analysed_at", "top_finding", "top_probability"]
+                "bundle_version", "analysed_at", "top_finding", "top_probability", "domain_status",
+                "domain_score", "domain_threshold", "domain_reasons"]
 TAIL_COLUMNS = ["mask_label", "mask_area_fraction", "review_status", "review_comment", "error"]
 
 
@@ -95,7 +99,9 @@ def prediction_rows(library, uids: Iterable[str], results: dict[str, AnalysisRes
             top, p = r.top_finding
             row.update(bundle_id=r.bundle_id, bundle_version=r.bundle_version, analysed_at=r.created_at,
                        top_finding=top or "", top_probability=_fmt(p), mask_label=r.mask_label or "",
-                       mask_area_fraction=_fmt(r.mask_area_fraction))
+                       mask_area_fraction=_fmt(r.mask_area_fraction), domain_status=r.domain.status,
+                       domain_score=_fmt(r.domain.score), domain_threshold=_fmt(r.domain.threshold),
+                       domain_reasons="; ".join(r.domain.reasons))
             for c in classes:
                 row[f"p_{c}"] = _fmt(r.probabilities.get(c))
                 row[f"threshold_{c}"] = _fmt(r.thresholds.get(c))

@@ -2,7 +2,7 @@
 
 A thumbnail is the library's default display (:func:`app.library.display.display_file`) shrunk
 to fit ``size`` pixels, kept as an 8-bit PNG under the library's data folder
-(``thumbnails/<2 hex>/<SOP Instance UID>.png``), written atomically. Making one decodes the
+(``thumbnails/<size>/<2 hex>/<40 hex>.png``, from a SHA-256 of the SOP Instance UID), written atomically. Making one decodes the
 whole image, so the app makes them in a worker thread, for the rows on screen only.
 """
 
@@ -17,8 +17,9 @@ SIZE = 96  # shown at 48 logical pixels: sharp at 200 % scaling
 
 
 def thumbnail_path(library, uid: str, size: int = SIZE) -> Path:
-    bucket = hashlib.sha1(uid.encode()).hexdigest()[:2]
-    return library.data_dir / "thumbnails" / f"{size}" / bucket / f"{uid}.png"
+    # named after a hash of the UID, never the UID itself (untrusted text: it may hold "../")
+    digest = hashlib.sha256(uid.encode("utf-8", "surrogatepass")).hexdigest()
+    return library.data_dir / "thumbnails" / f"{int(size)}" / digest[:2] / f"{digest[2:42]}.png"
 
 
 def load_cached(library, uid: str, size: int = SIZE) -> np.ndarray | None:
@@ -50,6 +51,8 @@ def make_thumbnail(library, uid: str, file_path: str, storage: str, size: int = 
     img.thumbnail((size, size), Image.BILINEAR, reducing_gap=2.0)
     buf = BytesIO()
     img.save(buf, format="PNG")
+    if getattr(library, "read_only", False):  # opened read-only: nothing is written into it
+        return np.asarray(img, dtype=np.uint8).copy()
     try:
         atomic_write_bytes(buf.getvalue(), thumbnail_path(library, uid, size), fsync=False)
     except OSError:

@@ -37,12 +37,11 @@ from core_model.errors import UserError
 from core_model.export.graphs import HeatmapGraph, ImageGraph, TextGraph
 from core_model.fileio import atomic_write_json, sha256_file
 from core_model.heads import SegDecoder, make_cls_head
+from core_model.runtime.format import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_IO, MANIFEST
 from core_model.training.pretrain import _jsonable, code_version, load_adaptor
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FORMAT = "cxr-adaptor-bundle"
-BUNDLE_VERSION = 1
 OPSET = 17
 INTENDED_USE = ("Research use only. Not a medical device; not for diagnosis, triage or any clinical "
                 "decision. Outputs are model estimates for research on chest X-ray vision-language models.")
@@ -139,8 +138,8 @@ def export_onnx(image: ImageGraph, text: TextGraph, heat: HeatmapGraph | None, s
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            image, (x,), str(folder / "image.onnx"), input_names=["pixel_values"],
-            output_names=["probabilities", "logits", "mask_logits", "patch_tokens", "embedding"],
+            image, (x,), str(folder / "image.onnx"), input_names=list(GRAPH_IO["image"][0]),
+            output_names=list(GRAPH_IO["image"][1]),
             dynamic_axes={"pixel_values": {0: "batch"}, "probabilities": {0: "batch"}, "logits": {0: "batch"},
                           "mask_logits": {0: "batch"}, "patch_tokens": {0: "batch"}, "embedding": {0: "batch"}},
             opset_version=OPSET, dynamo=False,
@@ -148,8 +147,8 @@ def export_onnx(image: ImageGraph, text: TextGraph, heat: HeatmapGraph | None, s
         ids = torch.tensor([[101, 2053, 102, 0], [101, 2187, 2896, 102]], dtype=torch.long)
         mask = (ids != 0).long()
         torch.onnx.export(
-            text, (ids, mask), str(folder / "text.onnx"), input_names=["input_ids", "attention_mask"],
-            output_names=["token_embeddings", "embedding"],
+            text, (ids, mask), str(folder / "text.onnx"), input_names=list(GRAPH_IO["text"][0]),
+            output_names=list(GRAPH_IO["text"][1]),
             dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
                           "token_embeddings": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
             opset_version=OPSET, dynamo=False,
@@ -159,8 +158,8 @@ def export_onnx(image: ImageGraph, text: TextGraph, heat: HeatmapGraph | None, s
             p = image(x[:1])[3].shape[1]
             torch.onnx.export(
                 heat, (torch.randn(1, 4, d), torch.tensor([[0.0, 1.0, 1.0, 0.0]]), torch.randn(1, p, d)),
-                str(folder / "heatmap.onnx"), input_names=["token_embeddings", "word_weights", "patch_tokens"],
-                output_names=["heatmap"],
+                str(folder / "heatmap.onnx"), input_names=list(GRAPH_IO["heatmap"][0]),
+                output_names=list(GRAPH_IO["heatmap"][1]),
                 dynamic_axes={"token_embeddings": {0: "batch", 1: "tokens"}, "word_weights": {0: "batch", 1: "tokens"},
                               "patch_tokens": {0: "batch"}, "heatmap": {0: "batch"}},
                 opset_version=OPSET, dynamo=False,
@@ -201,6 +200,21 @@ def report_bank_texts(meta: dict, limit: int | None = None) -> list[tuple[str, s
         if limit and len(out) >= limit:
             break
     return out
+
+
+def _trained_on_phantoms(meta: dict, cls_meta: dict | None, seg_meta: dict | None) -> bool:
+    """True when the Adaptor or a head was trained on synthetic phantoms (the card and the runtime
+    say so: ``bundle.synthetic``)."""
+    import yaml
+
+    kinds = [(meta.get("config", {}).get("data") or {}).get("kind")]
+    for m in (cls_meta, seg_meta):
+        cfg = Path(m["_run"]) / "config.yaml" if m else None
+        if cfg and cfg.exists():
+            kinds.append(((yaml.safe_load(cfg.read_text()) or {}).get("data") or {}).get("kind"))
+        if m and m.get("dataset"):
+            kinds.append(m.get("dataset"))
+    return "phantoms" in kinds
 
 
 def _metrics_of(run: Path) -> dict:
@@ -279,6 +293,10 @@ def card_markdown(card: dict) -> str:
     if card.get("quantization"):
         q = card["quantization"]
         lines.append(f"- int8 quantization: {q.get('summary', '')}")
+    if card.get("domain"):
+        from core_model.export.domain import domain_card_lines
+
+        lines += domain_card_lines(card)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in card["limitations"]]
     lines += ["", f"Code version {card['code_version']}, created {card['created']}.", ""]
     return "\n".join(lines)
@@ -287,11 +305,11 @@ def card_markdown(card: dict) -> str:
 def write_manifest(folder: Path, bundle_id: str) -> dict:
     files = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != "manifest.json":
+        if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST:
             files[p.relative_to(folder).as_posix()] = sha256_file(p)
     manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "id": bundle_id,
                 "version": code_version(), "research_use_only": True, "files": files}
-    atomic_write_json(folder / "manifest.json", manifest)
+    atomic_write_json(folder / MANIFEST, manifest)
     return manifest
 
 
@@ -337,6 +355,13 @@ def export_bundle(runs: list[Path], out: Path, *, quantize: str | None = None, m
         card = model_card(meta, cls_meta, seg_meta, config)
         if quantize:
             card["quantization"] = quantize_bundle(tmp, quantize, cls_meta, seg_meta, config)
+        # the training domain, on the final image graph (after quantization): see core_model.export.domain
+        from core_model.export.domain import fit_bundle_domain
+
+        domain_section, card["domain"] = fit_bundle_domain(tmp, config, cls_meta, seg_meta, meta,
+                                                           synthetic=_trained_on_phantoms(meta, cls_meta, seg_meta))
+        if domain_section:
+            config["domain"] = domain_section
         atomic_write_json(tmp / "config.json", _jsonable(config))
         atomic_write_json(tmp / "model_card.json", _jsonable(card))
         (tmp / "MODEL_CARD.md").write_text(card_markdown(card))

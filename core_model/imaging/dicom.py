@@ -52,14 +52,33 @@ from pydicom.pixels import apply_modality_lut  # noqa: E402
 from pydicom.uid import UID  # noqa: E402
 
 from core_model.imaging.errors import (  # noqa: E402
+    BadHeaderError,
     DecodeError,
     ImageReadError,
+    ImageTooLargeError,
+    InvalidValuesError,
     MissingDecoderError,
     NoPixelDataError,
     NotDicomError,
     PixelDataMismatchError,
+    SequenceTooDeepError,
     TruncatedFileError,
     UnsupportedImageError,
+)
+from core_model.imaging.limits import (  # noqa: E402
+    MAX_PIXEL_BYTES,
+    MAX_SEQUENCE_DEPTH,
+    check_pixels,
+    check_stored_bytes,
+)
+from core_model.imaging.sniff import (  # noqa: E402
+    SUPPORTED,
+    DeclaredSize,
+    declared_size,
+    describe_kind,
+    kind_of_bytes,
+    looks_like_raw_dataset,
+    refusal,
 )
 
 class _HideQuotedValues(logging.Filter):
@@ -78,9 +97,35 @@ class _HideQuotedValues(logging.Filter):
         return True
 
 
+class _QuietPydicom(logging.Handler):
+    """pydicom logs its decoders' failures with full tracebacks (``LOGGER.exception``) and its
+    value warnings quoting the value, from child loggers (``pydicom.pixels...``) that a filter
+    on the ``pydicom`` logger never sees. Every record of the ``pydicom`` tree comes here
+    instead of the root handlers: the quoted values hidden, the traceback dropped, demoted to
+    DEBUG and passed on only when debug logging is on (``--verbose``). Our own one-line
+    :class:`ImageReadError` is what the user sees."""
+
+    _hide = _HideQuotedValues()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        root = logging.getLogger()
+        if not root.isEnabledFor(logging.DEBUG):
+            return
+        self._hide.filter(record)
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        root.handle(record)
+
+
 _pydicom_logger = logging.getLogger("pydicom")
 if not any(isinstance(f, _HideQuotedValues) for f in _pydicom_logger.filters):
     _pydicom_logger.addFilter(_HideQuotedValues())
+if not any(isinstance(h, _QuietPydicom) for h in _pydicom_logger.handlers):
+    _pydicom_logger.addHandler(_QuietPydicom())
+    _pydicom_logger.propagate = False
+# Reading never warns about invalid values (the warnings quote them: they may be a patient's
+# name); the readers classify problems themselves and report them in one line.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00009, 0x7FE00008)  # Pixel Data, Double Float, Float
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -122,18 +167,7 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def _looks_like_raw_dataset(head: bytes) -> bool:
-    """A DICOM dataset written without the 128-byte preamble (old CDs, ACR-NEMA style): it
-    starts with a group 0x0002 or 0x0008 element, little endian."""
-    if len(head) < 8:
-        return False
-    group, _elem = struct.unpack("<HH", head[:4])
-    if group not in (0x0002, 0x0008):
-        return False
-    vr = head[4:6]
-    if vr.isalpha() and vr.isupper():  # explicit VR
-        return True
-    return struct.unpack("<I", head[4:8])[0] < 1024  # implicit VR: a short first value
+_looks_like_raw_dataset = looks_like_raw_dataset  # the sniffer's rule (core_model.imaging.sniff)
 
 
 def _read(fp, *, header_only: bool, force: bool, source: str) -> Dataset:
@@ -147,6 +181,8 @@ def _read(fp, *, header_only: bool, force: bool, source: str) -> Dataset:
             raise TruncatedFileError(f"{source}: the file ends in the middle of its header") from exc
         except MemoryError as exc:
             raise NotDicomError(f"{source}: not a readable DICOM file (absurd element length)") from exc
+        except RecursionError as exc:
+            raise SequenceTooDeepError(f"{source}: the header nests sequences too deeply to read; refused") from exc
         except Exception as exc:  # pydicom raises assorted errors on garbage input
             raise NotDicomError(f"{source}: not a readable DICOM file ({type(exc).__name__})") from exc
     for w in caught:  # messages may quote element values: classify, never repeat them
@@ -155,6 +191,9 @@ def _read(fp, *, header_only: bool, force: bool, source: str) -> Dataset:
             raise TruncatedFileError(f"{source}: the file ends before its data does")
     if force and len(ds) == 0:
         raise NotDicomError(f"{source}: not a DICOM file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parse_header(ds, source)
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         # No file meta (no preamble): record the encoding pydicom found, so decoders know it.
@@ -169,6 +208,52 @@ def _read(fp, *, header_only: bool, force: bool, source: str) -> Dataset:
     return ds
 
 
+def parse_header(ds: Dataset, source: str = "", limit: int = MAX_SEQUENCE_DEPTH) -> None:
+    """Convert every element of a freshly read dataset now (pydicom converts lazily, so a
+    corrupt element would otherwise fail later, anywhere), with an explicit stack (no
+    recursion) that also bounds the sequence nesting. Raises :class:`BadHeaderError` naming
+    the element, or :class:`SequenceTooDeepError`. The pixel data value is left alone."""
+    name = f"{source}: " if source else ""
+    stack = [(ds, 0)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > limit:
+            raise SequenceTooDeepError(f"{name}the header nests sequences more than {limit} levels deep; refused")
+        for tag in list(current.keys()):
+            if tag in PIXEL_TAGS:
+                continue
+            try:
+                elem = _converted(current, tag)
+                value = elem.value
+            except RecursionError:
+                raise SequenceTooDeepError(f"{name}the header nests sequences too deeply to read; refused") from None
+            except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on corrupt elements
+                raise BadHeaderError(f"{name}header element {_tag_text(tag)} cannot be parsed "
+                                     f"({type(exc).__name__}); the file is corrupt") from None
+            if elem.VR == "SQ":
+                for item in value or ():
+                    if isinstance(item, Dataset):
+                        stack.append((item, depth + 1))
+
+
+def _converted(ds: Dataset, tag):
+    """The element at ``tag`` converted from its raw form *without* storing the conversion in
+    ``ds`` (later checks read the raw elements' file positions)."""
+    from pydicom.dataelem import RawDataElement, convert_raw_data_element
+
+    raw = ds.get_item(tag)
+    if not isinstance(raw, RawDataElement):
+        return raw
+    encoding = (getattr(ds, "original_character_set", None) or getattr(ds, "_character_set", None)
+                if int(tag) != 0x00080005 else None)
+    return convert_raw_data_element(raw, encoding=encoding or "iso8859", ds=ds)
+
+
+def _tag_text(tag) -> str:
+    tag = int(tag)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
 def _open_kind(path: Path) -> bool:
     """Return ``force`` for dcmread, or raise NotDicomError for files that are plainly not DICOM."""
     try:
@@ -176,11 +261,15 @@ def _open_kind(path: Path) -> bool:
             head = f.read(132)
     except OSError as exc:
         raise ImageReadError(f"{path.name}: cannot be opened ({exc.strerror or exc})", reason="unreadable") from exc
-    if len(head) == 132 and head[128:132] == b"DICM":
-        return False
-    if _looks_like_raw_dataset(head):
-        return True
-    raise NotDicomError(f"{path.name}: not a DICOM file (no DICM marker)")
+    kind = kind_of_bytes(head)
+    if kind == "dicom":
+        preamble = len(head) == 132 and head[128:132] == b"DICM"
+        if preamble:
+            _refuse_deflate_bomb(path)
+        return not preamble
+    if kind in SUPPORTED:  # a PNG or JPEG handed to the DICOM reader
+        raise NotDicomError(f"{path.name}: {describe_kind(kind)}, not a DICOM file")
+    raise refusal(path.name, kind)
 
 
 def read_dataset(path: str | os.PathLike, *, header_only: bool = False) -> Dataset:
@@ -189,6 +278,8 @@ def read_dataset(path: str | os.PathLike, *, header_only: bool = False) -> Datas
     Raises :class:`NotDicomError` or :class:`TruncatedFileError` (with a one-line message that
     names the file, never a patient attribute)."""
     path = Path(path)
+    if not header_only:  # budgets from the header before the pixel data is read into memory
+        check_budget(scan_header(path))
     force = _open_kind(path)
     ds = _read(str(path), header_only=header_only, force=force, source=path.name)
     if not header_only:
@@ -241,6 +332,7 @@ class PixelElement:
     truncated: bool
     fragments: int = 0  # encapsulated: number of fragments after the basic offset table
     malformed: str = ""  # encapsulated: what is wrong with the item structure
+    first_fragment: int | None = None  # encapsulated: file offset of the first fragment's value
 
 
 @dataclass(frozen=True)
@@ -252,6 +344,7 @@ class HeaderScan:
     file_size: int
     pixel: PixelElement | None  # None: the file holds no pixel data element
     positional: bool = True  # False when the layout could not be checked (deflated syntax)
+    codec_size: DeclaredSize | None = None  # the first compressed frame's own header (JPEG/J2K)
 
     @property
     def transfer_syntax(self) -> UID | None:
@@ -277,9 +370,56 @@ def scan_header(path: str | os.PathLike) -> HeaderScan:
         implicit = ts == "1.2.840.10008.1.2" if ts is not None else bool(getattr(ds, "is_implicit_VR", False))
         little = ts != "1.2.840.10008.1.2.2"
         pixel = _locate_pixel_element(fp, position, size, implicit=implicit, little=little)
+        codec = None
+        if pixel is not None and pixel.first_fragment is not None:
+            fp.seek(pixel.first_fragment)
+            codec = declared_size(fp.read(1 << 16))
     if pixel is None:
         _check_last_element_complete(ds, size, path.name)
-    return HeaderScan(path, ds, size, pixel)
+    return HeaderScan(path, ds, size, pixel, codec_size=codec)
+
+
+def _refuse_deflate_bomb(path: Path) -> None:
+    """pydicom inflates a deflated dataset whole as soon as it reads the file, even header
+    only: for the Deflated Explicit VR Little Endian syntax, inflate it here first (in
+    chunks, nothing kept) and refuse it when it exceeds the budget."""
+    with open(path, "rb") as fp:
+        fp.seek(132)
+        head = fp.read(12)
+        if len(head) < 12 or head[:4] != b"\x02\x00\x00\x00":  # (0002,0000) File Meta Group Length
+            return
+        (meta_len,) = struct.unpack("<I", head[8:12])
+        meta = fp.read(min(meta_len, 1 << 16))
+        if b"1.2.840.10008.1.2.1.99" not in meta:
+            return
+        fp.seek(132 + 12 + meta_len)
+        _check_inflated_size(fp, 0, path.name)
+
+
+def _check_inflated_size(fp, size: int, source: str) -> None:
+    """A deflated dataset (1.2.840.10008.1.2.1.99) is inflated whole by pydicom: inflate it
+    here first, in chunks and without keeping the output, and refuse a deflate bomb."""
+    import zlib
+
+    budget = MAX_PIXEL_BYTES + (64 << 20)
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while True:
+            chunk = fp.read(1 << 16)
+            if not chunk:
+                break
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 20))
+                chunk = inflater.unconsumed_tail
+                if total > budget:
+                    raise ImageTooLargeError(
+                        f"{source}: the deflated dataset inflates to more than {budget // 2 ** 20:,} MiB; "
+                        "refused before reading it")
+            if inflater.eof:
+                break
+    except zlib.error:
+        pass  # pydicom reports the corrupt stream when it reads it
 
 
 def _deflated_pixel_guess(path: Path) -> PixelElement | None:
@@ -332,7 +472,7 @@ def _locate_pixel_element(fp, position: int, size: int, *, implicit: bool, littl
         stop = value_offset + length
         return PixelElement(tag, position, value_offset, length, vr, min(stop, size), stop > size)
     # Encapsulated: walk the items (basic offset table, then fragments) by their 8-byte headers.
-    p, items, malformed, truncated = value_offset, 0, "", False
+    p, items, malformed, truncated, first = value_offset, 0, "", False, None
     while True:
         fp.seek(p)
         item = fp.read(8)
@@ -346,13 +486,15 @@ def _locate_pixel_element(fp, position: int, size: int, *, implicit: bool, littl
         if (g, e) != (0xFFFE, 0xE000) or n == 0xFFFFFFFF:
             malformed = f"unexpected element ({g:04X},{e:04X}) inside the encapsulated pixel data"
             break
+        if items == 1 and first is None:
+            first = p + 8
         if p + 8 + n > size:
             truncated = True
             p = size
             break
         items += 1
         p += 8 + n
-    return PixelElement(tag, position, value_offset, None, vr, p, truncated, max(items - 1, 0), malformed)
+    return PixelElement(tag, position, value_offset, None, vr, p, truncated, max(items - 1, 0), malformed, first)
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -375,6 +517,100 @@ def expected_native_length(ds: Dataset) -> int | None:
         return rows * cols * 2 * (alloc // 8) * frames
     bits = rows * cols * spp * frames * alloc
     return (bits + 7) // 8
+
+
+def check_transfer_syntax(ds: Dataset, source: str = "") -> UID | None:
+    """The dataset's transfer syntax, or :class:`UnsupportedImageError` naming a syntax that is
+    not a DICOM transfer syntax (a private or unknown UID: nobody can decode it)."""
+    meta = getattr(ds, "file_meta", None)
+    value = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not value:
+        return None
+    ts = UID(str(value).strip("\x00 "))
+    if not ts.is_transfer_syntax:
+        name = f"{source}: " if source else ""
+        shown = str(ts) if len(str(ts)) <= 64 else str(ts)[:64] + "..."
+        raise UnsupportedImageError(
+            f"{name}transfer syntax {shown!r} is not a standard DICOM transfer syntax (private or unknown); "
+            "unsupported", reason="unsupported")
+    return ts
+
+
+def check_budget(scan: HeaderScan | Dataset, source: str = "") -> None:
+    """Refuse (:class:`ImageTooLargeError`) a file whose header, stored pixel data or first
+    compressed frame header declares more than the budgets of :mod:`core_model.imaging.limits`.
+    Takes a :class:`HeaderScan` (files) or a dataset (pixel data in memory)."""
+    if isinstance(scan, HeaderScan):
+        ds, name, pixel, codec = scan.dataset, scan.path.name, scan.pixel, scan.codec_size
+        stored = None
+        if pixel is not None:
+            stored = pixel.length if pixel.length is not None else max(pixel.end - pixel.value_offset, 0)
+    else:
+        ds, name, stored, codec = scan, source, None, None
+        raw = _raw_pixel_element(ds)
+        value = getattr(raw, "value", None) if raw is not None else None
+        if isinstance(value, (bytes, bytearray)):
+            stored = len(value)
+            undefined = getattr(raw, "length", None) == 0xFFFFFFFF or getattr(raw, "is_undefined_length", False)
+            if undefined or (getattr(ds, "file_meta", None) is not None and _is_compressed(ds)):
+                codec = declared_size(_first_fragment(bytes(value[:1 << 16])))
+    if stored is not None:
+        check_stored_bytes(stored, source=name)
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    if rows and cols:
+        alloc = _int(ds, "BitsAllocated") or 8
+        check_pixels(rows, cols, frames=_int(ds, "NumberOfFrames") or 1, samples=_int(ds, "SamplesPerPixel") or 1,
+                     bytes_per_sample=max(alloc // 8, 1), source=name)
+    if codec is not None:
+        check_pixels(codec.rows, codec.columns, samples=codec.components, source=name,
+                     what="the compressed frame's own header")
+
+
+def _is_compressed(ds: Dataset) -> bool:
+    try:
+        ts = check_transfer_syntax(ds)
+    except ImageReadError:
+        return False
+    return bool(ts is not None and ts.is_compressed)
+
+
+def _first_fragment(value: bytes) -> bytes:
+    """The start of the first fragment of encapsulated pixel data (after the offset table)."""
+    p = 0
+    for _ in range(2):
+        if len(value) < p + 8:
+            return b""
+        g, e, n = struct.unpack("<HHI", value[p:p + 8])
+        if (g, e) != (0xFFFE, 0xE000):
+            return b""
+        if _ == 1:
+            return value[p + 8:p + 8 + n]
+        p += 8 + n
+    return b""
+
+
+def check_rescale(ds: Dataset, source: str = "") -> None:
+    """Rescale Slope / Intercept that would make every pixel NaN or constant: refused
+    (:class:`InvalidValuesError`) rather than rendered as a silently black image."""
+    name = f"{source}: " if source else ""
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper() not in _MONO:
+        return
+    if "ModalityLUTSequence" in ds:
+        return
+    for keyword in ("RescaleSlope", "RescaleIntercept"):
+        if keyword not in ds:
+            continue
+        raw = ds[keyword].value
+        if raw in (None, ""):
+            continue
+        try:
+            value = float(raw[0] if isinstance(raw, (list, tuple, pydicom.multival.MultiValue)) else raw)
+        except (TypeError, ValueError, IndexError):
+            raise InvalidValuesError(f"{name}{keyword} is not a number") from None
+        if not math.isfinite(value):
+            raise InvalidValuesError(f"{name}{keyword} is {value}, not a finite number; the image would be meaningless")
+        if keyword == "RescaleSlope" and value == 0:
+            raise InvalidValuesError(f"{name}RescaleSlope is 0; every pixel would have the same value")
 
 
 def check_header(scan: HeaderScan) -> None:
@@ -402,7 +638,9 @@ def check_header(scan: HeaderScan) -> None:
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
     if spp not in (1, 3) or (photometric and photometric not in _KNOWN_PHOTOMETRIC):
         raise UnsupportedImageError(f"{name}: unsupported image type ({spp} samples, {photometric or 'no photometric interpretation'})")
-    ts = scan.transfer_syntax
+    ts = check_transfer_syntax(ds, name)
+    check_budget(scan)
+    check_rescale(ds, name)
     compressed = bool(ts is not None and ts.is_compressed)
     if scan.positional and pixel.tag == 0x7FE00010:
         if compressed and pixel.length is not None:
@@ -418,6 +656,11 @@ def check_header(scan: HeaderScan) -> None:
             if pixel.fragments < frames:
                 raise PixelDataMismatchError(
                     f"{name}: {frames} frames announced but only {pixel.fragments} compressed fragments stored")
+            codec = scan.codec_size
+            if codec is not None and codec.rows and (codec.rows, codec.columns) != (ds.Rows, ds.Columns):
+                raise PixelDataMismatchError(
+                    f"{name}: the compressed frame is {codec.columns} x {codec.rows} but the header says "
+                    f"{ds.Columns} x {ds.Rows}")
         else:
             expected = expected_native_length(ds)
             if expected is not None and pixel.length < expected:
@@ -425,6 +668,14 @@ def check_header(scan: HeaderScan) -> None:
                     f"{name}: pixel data inconsistent with its header ({pixel.length} bytes stored, "
                     f"{expected} expected for {ds.Rows} x {ds.Columns} x {alloc} bits"
                     f"{' x ' + str(spp) + ' samples' if spp > 1 else ''})")
+    if scan.positional and pixel.tag in (0x7FE00008, 0x7FE00009) and pixel.length is not None:
+        width = 4 if pixel.tag == 0x7FE00008 else 8
+        rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+        expected = rows * cols * spp * (_int(ds, "NumberOfFrames") or 1) * width
+        if pixel.length < expected:
+            raise PixelDataMismatchError(
+                f"{name}: float pixel data inconsistent with its header ({pixel.length} bytes stored, "
+                f"{expected} expected for {rows} x {cols} x {8 * width} bits)")
     if ts is not None:
         missing = missing_decoder_message(ts)
         if missing:
@@ -448,8 +699,7 @@ def decode_pixels(ds: Dataset, *, source: str = "") -> np.ndarray:
         raise NoPixelDataError(f"{name}no image pixel data{what}")
     if _raw_is_short(raw):
         raise TruncatedFileError(f"{name}the file ends {raw.length - len(raw.value)} bytes before its pixel data does")
-    meta = getattr(ds, "file_meta", None)
-    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    ts = check_transfer_syntax(ds, source)
     if ts is not None:
         missing = missing_decoder_message(ts)
         if missing:
@@ -457,6 +707,7 @@ def decode_pixels(ds: Dataset, *, source: str = "") -> np.ndarray:
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if not _int(ds, keyword):
             raise PixelDataMismatchError(f"{name}the image header lacks a valid {keyword}")
+    check_budget(ds, source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -470,9 +721,14 @@ def decode_pixels(ds: Dataset, *, source: str = "") -> np.ndarray:
         raise TruncatedFileError(f"{name}pixel data ends early ({exc})") from exc
     except (AttributeError, KeyError, TypeError) as exc:
         raise PixelDataMismatchError(f"{name}image header incomplete ({exc})") from exc
-    except Exception as exc:  # a decoder rejected the stream: corrupt or unsupported variant
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except MemoryError as exc:
+        raise DecodeError(f"{name}pixel data could not be decoded (out of memory)") from exc
+    except BaseException as exc:  # a decoder rejected the stream: corrupt or unsupported variant
+        # (BaseException: Rust decoders such as pylibjpeg-rle panic with pyo3's PanicException)
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DecodeError(f"{name}compressed pixel data could not be decoded ({first})") from exc
+        raise DecodeError(f"{name}compressed pixel data could not be decoded ({first[:200]})") from None
     frames = _int(ds, "NumberOfFrames") or 1
     spp = _int(ds, "SamplesPerPixel") or 1
     if frames > 1:
@@ -492,16 +748,26 @@ def decode_pixels(ds: Dataset, *, source: str = "") -> np.ndarray:
     return arr
 
 
-def modality_values(ds: Dataset, stored: np.ndarray | None = None) -> np.ndarray:
+def modality_values(ds: Dataset, stored: np.ndarray | None = None, *, source: str = "") -> np.ndarray:
     """Stored values -> modality values (PS3.3 C.11.1: rescale slope/intercept or Modality LUT
-    Sequence). Colour images (already luminance) pass through."""
+    Sequence). Colour images (already luminance) pass through. A NaN / zero slope or values
+    that are not finite raise :class:`InvalidValuesError` (never a silently black image)."""
+    source = source or Path(str(getattr(ds, "filename", "") or "")).name
     if stored is None:
-        stored = decode_pixels(ds)
+        stored = decode_pixels(ds, source=source)
     if stored.dtype.kind == "f":
-        return stored.astype(np.float64)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() not in _MONO:
-        return stored.astype(np.float64)
-    return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        values = stored.astype(np.float64)
+    elif str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() not in _MONO:
+        values = stored.astype(np.float64)
+    else:
+        check_rescale(ds, source)
+        with np.errstate(all="ignore"):
+            values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    if values.size and not np.isfinite(values).all():
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        raise InvalidValuesError(f"{source + ': ' if source else ''}{bad:,} of {values.size:,} pixel values are not finite numbers (NaN or "
+                                 "infinite); refused rather than shown wrongly")
+    return values
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,7 +950,7 @@ def render_dataset(ds: Dataset, preset: int | WindowPreset | None = None, *,
     The file's own inversion (MONOCHROME1 / INVERSE) is always applied; ``user_invert``
     inverts once more on top of it (the viewer's "i" key)."""
     if values is None:
-        values = modality_values(ds, decode_pixels(ds, source=source))
+        values = modality_values(ds, decode_pixels(ds, source=source), source=source)
     if isinstance(preset, int) and not isinstance(preset, bool):
         presets = window_presets(ds)
         if not 0 <= preset < len(presets):

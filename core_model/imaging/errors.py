@@ -44,3 +44,29 @@ class DecodeError(ImageReadError):
     """A decoder is installed but rejected the compressed stream (corrupt or unsupported variant)."""
 
     reason = "decode_failed"
+
+
+class ImageTooLargeError(ImageReadError):
+    """The file declares more pixels (or bytes) than the budgets of
+    :mod:`core_model.imaging.limits`; refused before anything was decoded."""
+
+    reason = "too_large"
+
+
+class SequenceTooDeepError(ImageReadError):
+    """The DICOM header nests sequences deeper than ``limits.MAX_SEQUENCE_DEPTH``."""
+
+    reason = "too_deep"
+
+
+class InvalidValuesError(ImageReadError):
+    """Values that would make the displayed image meaningless: a NaN or zero Rescale Slope, a
+    non-finite intercept, NaN / infinite pixel values. Refused rather than shown black."""
+
+    reason = "invalid_values"
+
+
+class BadHeaderError(ImageReadError):
+    """A DICOM header element that cannot be parsed (unknown VR, undecodable value)."""
+
+    reason = "bad_header"

@@ -19,16 +19,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Union
 
+from struct import error as struct_error
+
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from core_model.imaging.errors import ImageReadError, UnsupportedImageError
+from core_model.imaging.errors import ImageReadError, ImageTooLargeError
+from core_model.imaging.limits import MAX_PIXELS, check_pixels
+from core_model.imaging.sniff import file_declared_size, image_kind
 
 ImageSource = Union[str, os.PathLike, np.ndarray]
 
-_PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-
-Image.MAX_IMAGE_PIXELS = 20000 * 20000  # large radiographs are normal; still refuse absurd sizes
+# Pillow's own guard (a warning above, an error above twice this) backs up the budget that
+# open_plain_image checks from the header before decoding.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 @dataclass(frozen=True)
@@ -60,9 +64,65 @@ class PreprocessSpec:
 
 
 def _is_dicom(path: Path) -> bool:
-    from core_model.imaging.dicom import is_dicom_file
+    """What the file is, from its bytes (the one sniffer), never from its name."""
+    return image_kind(path) == "dicom"
 
-    return path.suffix.lower() in (".dcm", ".dicom") or is_dicom_file(path)
+
+class open_plain_image:
+    """``with open_plain_image(path) as img``: a PNG / JPEG opened with Pillow (header only)
+    after its declared size passed the budget; Pillow's errors become :class:`ImageReadError`."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.img = None
+
+    def __enter__(self) -> Image.Image:
+        name = self.path.name
+        try:
+            declared = file_declared_size(self.path)  # IHDR / SOFn read by us, before Pillow
+        except OSError as exc:
+            raise ImageReadError(f"{name}: cannot be opened ({exc.strerror or exc})", reason="unreadable") from exc
+        if declared is not None:
+            check_pixels(declared.rows, declared.columns, samples=declared.components,
+                         bytes_per_sample=2 if declared.bits > 8 else 1, source=name)
+        try:
+            self.img = Image.open(self.path)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"{name}: the image declares more than {MAX_PIXELS:,} pixels; "
+                                     "refused before decoding") from exc
+        except UnidentifiedImageError:
+            raise ImageReadError(f"{name}: not a readable PNG or JPEG image", reason="not_dicom") from None
+        except (OSError, SyntaxError, ValueError, struct_error) as exc:
+            raise ImageReadError(f"{name}: image could not be decoded ({_first_line(exc)})", reason="truncated") from exc
+        bands = len(self.img.getbands())
+        depth = 2 if self.img.mode.startswith("I;16") else 4 if self.img.mode in ("I", "F") else 1
+        try:
+            check_pixels(self.img.height, self.img.width, samples=bands, bytes_per_sample=depth, source=name)
+        except ImageReadError:
+            self.img.close()
+            raise
+        return self.img
+
+    def __exit__(self, *exc) -> None:
+        if self.img is not None:
+            self.img.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def decode_plain(img: Image.Image, name: str, draft_size: int | None = None) -> np.ndarray:
+    """Decode an opened PNG / JPEG (see :class:`open_plain_image`) to the 8-bit display."""
+    try:
+        if draft_size and img.format == "JPEG":
+            img.draft("L", (draft_size, draft_size))
+        return _pil_to_gray8(img)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{name}: the image declares more than {MAX_PIXELS:,} pixels") from exc
+    except (OSError, SyntaxError, ValueError, struct_error, EOFError) as exc:
+        raise ImageReadError(f"{name}: image could not be decoded ({_first_line(exc)})", reason="truncated") from exc
 
 
 def load_display(source: ImageSource, *, draft_size: int | None = None) -> np.ndarray:
@@ -85,23 +145,12 @@ def load_display(source: ImageSource, *, draft_size: int | None = None) -> np.nd
     path = Path(source)
     if not path.exists():
         raise ImageReadError(f"{path}: file not found", reason="missing")
-    if path.suffix.lower() not in _PIL_SUFFIXES and _is_dicom(path):
+    if image_kind(path) == "dicom":
         from core_model.imaging.dicom import render_file
 
         return render_file(path)
-    try:
-        with Image.open(path) as img:
-            if draft_size and img.format == "JPEG":
-                img.draft("L", (draft_size, draft_size))
-            return _pil_to_gray8(img)
-    except UnidentifiedImageError:
-        if _is_dicom(path):
-            from core_model.imaging.dicom import render_file
-
-            return render_file(path)
-        raise UnsupportedImageError(f"{path.name}: not a DICOM, PNG or JPEG image") from None
-    except (OSError, SyntaxError) as exc:
-        raise ImageReadError(f"{path.name}: image could not be decoded ({exc})", reason="truncated") from exc
+    with open_plain_image(path) as img:
+        return decode_plain(img, path.name, draft_size)
 
 
 def _pil_to_gray8(img: Image.Image) -> np.ndarray:
@@ -195,12 +244,9 @@ def original_shape(source: ImageSource) -> tuple[int, int]:
     if isinstance(source, np.ndarray):
         return int(source.shape[0]), int(source.shape[1])
     path = Path(source)
-    if path.suffix.lower() in _PIL_SUFFIXES or not _is_dicom(path):
-        try:
-            with Image.open(path) as img:
-                return int(img.height), int(img.width)
-        except (UnidentifiedImageError, OSError):
-            pass
+    if not _is_dicom(path):
+        with open_plain_image(path) as img:
+            return int(img.height), int(img.width)
     from core_model.imaging.dicom import read_dataset
 
     ds = read_dataset(path, header_only=True)
@@ -211,7 +257,7 @@ def prepare_input_with_shape(source: ImageSource, spec: PreprocessSpec | None = 
     """:func:`prepare_input` plus the full-resolution (height, width) its outputs map back onto."""
     spec = spec or PreprocessSpec()
     gray = load_display(source, draft_size=2 * spec.size)
-    drafted = not isinstance(source, np.ndarray) and Path(source).suffix.lower() in (".jpg", ".jpeg")
+    drafted = not isinstance(source, np.ndarray) and image_kind(source) == "jpeg"
     shape = original_shape(source) if drafted else gray.shape
     # (reduced-size JPEG decoding keeps the aspect ratio up to rounding, so outputs mapped back
     # with from_square land on the full-resolution grid)

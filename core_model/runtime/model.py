@@ -13,9 +13,11 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
-from core_model.imaging.preprocess import PreprocessSpec, from_square, prepare_input_with_shape
-from core_model.runtime.domain import DomainState, unknown
-from core_model.runtime.bundle import BundleError, BundleFormatError, SessionSet, open_bundle_folder
+from core_model.imaging.preprocess import from_square, prepare_input_with_shape
+from core_model.runtime.domain import (DomainModel, DomainState, header_view_modality, normalize_modality,
+                                       normalize_view, unknown)
+from core_model.runtime.bundle import (BundleError, BundleFormatError, SessionSet, discard_unpacked, one_line,
+                                       open_bundle_folder)
 from core_model.runtime.retrieval import ReportBank, ReportHit
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
@@ -45,42 +47,56 @@ class Bundle:
     """See docs/DESIGN.md, "Runtime API". Methods are safe to call from worker threads."""
 
     def __init__(self, folder: Path, manifest: dict, *, threads: int = 0):
+        """``folder`` and ``manifest`` as :func:`core_model.runtime.bundle.verify_folder` returned
+        them. Reads only manifest-listed files (JSON with size and depth limits), checks config.json
+        against every graph's inputs and outputs and runs the smoke inference
+        (:mod:`core_model.runtime.checks`); BundleError says what is wrong."""
+        from core_model.fileio import sha256_file
+        from core_model.runtime import checks
+        from core_model.runtime.bundle import read_limited, read_json
+        from core_model.runtime.format import MAX_MARKDOWN_BYTES, MAX_TOKENIZER_BYTES
+
         self.folder = folder
         self.manifest = manifest
-        from core_model.fileio import sha256_file
-
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict):
+            raise BundleFormatError(f"{folder}: manifest.json lists no files")
         self._content_hash = sha256_file(folder / "manifest.json")
-        try:
-            self.config = json.loads((folder / "config.json").read_text())
-            self.card = json.loads((folder / "model_card.json").read_text())
-        except ValueError as exc:
-            raise BundleFormatError(f"{folder}: config.json or model_card.json is not valid JSON ({exc})") from exc
+        self.config = read_json(folder / "config.json")
+        self.card = read_json(folder / "model_card.json")
+        if not isinstance(self.card, dict):
+            raise BundleFormatError(f"{folder}: model_card.json is not an object")
+        cfg = checks.read_config(self.config, files)
         md = folder / "MODEL_CARD.md"
-        self.card_markdown = md.read_text() if md.exists() else json.dumps(self.card, indent=2)
+        self.card_markdown = (read_limited(md, "MODEL_CARD.md", MAX_MARKDOWN_BYTES).decode("utf-8", "replace")
+                              if "MODEL_CARD.md" in files else json.dumps(self.card, indent=2))
         self.id = str(manifest.get("id", folder.name))
         self.version = str(manifest.get("version", ""))
-        c = self.config
-        self.classes: list[str] = list(c.get("classes") or [])
-        self.thresholds: dict[str, float] = {k: float(v) for k, v in (c.get("thresholds") or {}).items()}
-        self.mask_label: str | None = c.get("mask_label")
-        self.mask_threshold = float(c.get("mask_threshold") or 0.5)
-        self.preprocess = PreprocessSpec.from_dict(c["preprocess"])
-        self.patch_grid = tuple(c["patch_grid"]) if c.get("patch_grid") else None
-        self.sessions = SessionSet(folder, c.get("graphs") or {"image": "image.onnx", "text": "text.onnx"}, threads)
+        self.classes: list[str] = cfg.classes
+        self.thresholds: dict[str, float] = cfg.thresholds
+        self.mask_label: str | None = cfg.mask_label
+        self.mask_threshold = cfg.mask_threshold
+        self.preprocess = cfg.preprocess
+        self.patch_grid = cfg.patch_grid
+        self.sessions = SessionSet(folder, cfg.graphs, threads)
         self._tok_lock = threading.Lock()
         from tokenizers import Tokenizer
 
+        tok_path = folder / "tokenizer" / "tokenizer.json"
+        if tok_path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise BundleFormatError(f"{folder}: tokenizer/tokenizer.json is larger than {MAX_TOKENIZER_BYTES >> 20} MiB")
         try:
-            self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer" / "tokenizer.json"))
+            self.tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as exc:  # tokenizers raises plain Exceptions
-            raise BundleFormatError(f"{folder}: the tokenizer cannot be loaded ({exc})") from exc
-        t = c.get("text") or {}
-        self.max_length = int(t.get("max_length", 112))
-        self.special_ids = set(int(i) for i in t.get("special_ids", []))
-        self.pad_id = int(t.get("pad_id", 0))
+            raise BundleFormatError(f"{folder}: the tokenizer cannot be loaded ({one_line(exc)})") from exc
+        self.max_length = cfg.max_length
+        self.special_ids = set(cfg.special_ids)
+        self.pad_id = cfg.pad_id
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
         self.bank = ReportBank.load(folder / "reports")
+        checks.check_graph_io(self.sessions, cfg, self.bank.embeddings.shape[1] if len(self.bank) else None)
+        self.smoke_ms = checks.smoke_test(self, cfg)  # the load-time inference on the built-in test image
 
     @property
     def research_use_only(self) -> bool:
@@ -114,13 +130,30 @@ class Bundle:
     def _run_image(self, batch: np.ndarray):
         return self._image_session().run(None, {"pixel_values": batch.astype(np.float32)})
 
-    def analyze(self, image: ImageLike) -> Analysis:
-        return self.analyze_batch([image])[0]
+    @property
+    def domain_model(self) -> DomainModel | None:
+        """The training domain recorded at export (None for bundles exported without one: their
+        analyses carry the ``unknown`` domain state). Read once, on first use."""
+        if not hasattr(self, "_domain_model"):
+            with self._tok_lock:
+                if not hasattr(self, "_domain_model"):
+                    self._domain_model = DomainModel.load(
+                        self.folder, self.config.get("domain"), set((self.manifest.get("files") or {})),
+                        dim=int(self.config["embedding_dim"]) if self.config.get("embedding_dim") else None)
+        return self._domain_model
 
-    def analyze_batch(self, images: list[ImageLike]) -> list[Analysis]:
+    def analyze(self, image: ImageLike, *, view: str | None = None, modality: str | None = None) -> Analysis:
+        """``view`` / ``modality``: what the caller knows of the image (e.g. from its library);
+        otherwise a DICOM's header is read (ViewPosition, Modality); for other inputs they are unknown."""
+        return self.analyze_batch([image], view=view, modality=modality)[0]
+
+    def analyze_batch(self, images: list[ImageLike], *, view=None, modality=None) -> list[Analysis]:
+        """``view`` / ``modality``: None, one value for all images, or one value (or None) per image."""
+        views, modalities = _per_image(view, len(images), "view"), _per_image(modality, len(images), "modality")
         prepared = [prepare_input_with_shape(im, self.preprocess) for im in images]
         x = np.stack([p[0] for p in prepared])
         probs, _logits, mask_logits, patches, emb = self._run_image(x)
+        domains = self._domain_states(images, emb, patches, views, modalities)
         out = []
         for i, (_, shape) in enumerate(prepared):
             mask = mask_sq = area = None
@@ -132,9 +165,27 @@ class Bundle:
                 probabilities={c: float(probs[i, k]) for k, c in enumerate(self.classes)},
                 mask=mask, mask_threshold=self.mask_threshold if self.mask_label else None,
                 mask_area_fraction=area, embedding=emb[i].astype(np.float32), image_shape=shape,
-                patch_tokens=patches[i], mask_square=mask_sq,
+                patch_tokens=patches[i], mask_square=mask_sq, domain=domains[i],
             ))
         return out
+
+    def _domain_states(self, images, emb, patches, views, modalities) -> list[DomainState]:
+        dm = self.domain_model
+        if dm is None:
+            return [unknown() for _ in images]
+        try:
+            scores = dm.scores(emb, patches)
+        except ValueError as exc:
+            raise BundleFormatError(f"the bundle's domain model does not fit its image graph ({exc}); "
+                                    f"re-export the bundle") from exc
+        states = []
+        for i, im in enumerate(images):
+            view, modality = normalize_view(views[i]), normalize_modality(modalities[i])
+            if view is None or modality is None:
+                h_view, h_modality = header_view_modality(im)
+                view, modality = view or h_view, modality or h_modality
+            states.append(dm.assess(float(scores[i]), view=view, modality=modality))
+        return states
 
     # ---- text -------------------------------------------------------------------------------
     def encode_text(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
@@ -200,6 +251,15 @@ class Bundle:
         return self.bank.search(q, k)
 
 
+def _per_image(value, n: int, what: str) -> list:
+    if value is None or isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"{len(values)} {what} hints for {n} images")
+    return values
+
+
 def _looks_like_path(q) -> bool:
     if isinstance(q, os.PathLike):
         return True
@@ -217,6 +277,16 @@ def sentences(text: str) -> list[str]:
 
 
 def load_bundle(path: str | os.PathLike, *, threads: int = 0, cache_root: Path | None = None) -> Bundle:
-    """Open a bundle folder or .zip, verifying it completely (see :mod:`core_model.runtime.bundle`)."""
-    folder, manifest = open_bundle_folder(path, cache_root)
-    return Bundle(folder, manifest, threads=threads)
+    """Open a bundle folder or .zip, verifying it completely (see :mod:`core_model.runtime.bundle`):
+    a closed set of hashed files, config consistent with the graphs, and a passing smoke inference.
+    A .zip unpacked for a bundle that is refused is removed from the cache again."""
+    source = Path(path).expanduser()
+    folder, manifest = open_bundle_folder(source, cache_root)
+    try:
+        return Bundle(folder, manifest, threads=threads)
+    except BaseException as exc:
+        if folder != source:  # unpacked from a .zip into the cache
+            discard_unpacked(folder)
+        if isinstance(exc, BundleError) and str(folder) not in str(exc) and source.name not in str(exc):
+            raise type(exc)(f"{source}: {exc}") from exc
+        raise

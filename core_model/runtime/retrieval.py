@@ -6,7 +6,6 @@ matrix-vector product plus ``argpartition`` (exact; no approximate index to vali
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,21 +31,39 @@ class ReportBank:
 
     @classmethod
     def load(cls, folder: Path) -> "ReportBank":
-        from core_model.runtime.bundle import BundleFormatError, load_npy
+        from core_model.runtime.bundle import BundleFormatError, BundleIntegrityError, load_npy, loads_json
+        from core_model.runtime.format import MAX_REPORT_DEPTH, MAX_REPORT_LINE_BYTES
 
         emb = load_npy(folder / "embeddings.npy")
+        if emb.ndim != 2 or emb.dtype.kind != "f":
+            raise BundleFormatError(f"report bank: embeddings.npy holds {emb.dtype} of shape {emb.shape}, "
+                                    f"not a float matrix")
+        if not np.isfinite(emb).all():
+            raise BundleFormatError("report bank: embeddings.npy holds NaN or infinite values")
         ids, texts = [], []
-        with open(folder / "reports.jsonl", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
+        try:
+            f = open(folder / "reports.jsonl", "rb")
+        except OSError as exc:
+            raise BundleIntegrityError(f"reports.jsonl cannot be read ({exc.strerror or exc})") from exc
+        with f:
+            line_no = 0
+            while True:
+                line = f.readline(MAX_REPORT_LINE_BYTES + 1)
+                if not line:
+                    break
+                line_no += 1
+                if len(line) > MAX_REPORT_LINE_BYTES:
+                    raise BundleFormatError(f"reports.jsonl line {line_no} is longer than "
+                                            f"{MAX_REPORT_LINE_BYTES >> 20} MiB; not a report record")
                 if not line.strip():
                     continue
-                try:
-                    row = json.loads(line)
-                    ids.append(str(row["id"]))
-                    texts.append(str(row["text"]))
-                except (ValueError, KeyError) as exc:
-                    raise BundleFormatError(f"reports.jsonl line {line_no} is not a report record ({exc})") from exc
-        if emb.ndim != 2 or emb.shape[0] != len(ids):
+                row = loads_json(line, f"reports.jsonl line {line_no}", max_depth=MAX_REPORT_DEPTH)
+                if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("text"), str):
+                    raise BundleFormatError(f"reports.jsonl line {line_no} is not a report record "
+                                            f"(an object with id and text)")
+                ids.append(str(row["id"]))
+                texts.append(row["text"])
+        if emb.shape[0] != len(ids):
             raise BundleFormatError(f"report bank: {len(ids)} reports but embeddings of shape {emb.shape}")
         return cls(ids, texts, emb)
 

@@ -1,7 +1,8 @@
 """`adaptor-train demo`: the whole chain on synthetic phantoms, on a CPU, in minutes.
 
 phantoms -> precompute -> pretrain (tiny-vit + real MiniLM) -> finetune-cls -> finetune-seg ->
-evaluate (zero-shot, retrieval) -> export (bundle, int8 text graph) -> demo studies (DICOM + reports).
+evaluate (zero-shot, retrieval) -> export (bundle, int8 text graph, domain model) -> the domain guard
+on the phantom test split and generated non-chest images -> demo studies (DICOM + reports).
 With ``assets`` the bundle, the studies and the metrics are also written to the demo assets
 folder (``assets/demo``) that ``adaptor-review --demo`` and the installer use.
 """
@@ -45,6 +46,7 @@ def headline(out: Path) -> dict:
     zs = load("eval-zeroshot").get("metrics", {})
     ret = load("eval-retrieval").get("metrics", {})
     grd = load("eval-grounding").get("metrics", {})
+    dom = load("eval-domain").get("metrics", {})
     return {
         "pretrain_val_i2t_P@5_finding": pre.get("i2t_P@5_finding"),
         "pretrain_val_t2i_P@5_finding": pre.get("t2i_P@5_finding"),
@@ -57,6 +59,10 @@ def headline(out: Path) -> dict:
         "retrieval_test_i2t_P@5_finding": ret.get("i2t_P@5_finding"),
         "grounding_test_pointing_game": {k: v.get("pointing_game_prompt") for k, v in grd.get("per_finding", {}).items()},
         "grounding_test_chance": {k: v.get("chance") for k, v in grd.get("per_finding", {}).items()},
+        "domain_test_in_domain_rate": (dom.get("in_domain") or {}).get("in_domain_rate"),
+        "domain_generated_out_of_domain_rate": ((dom.get("out_of_domain") or {}).get("generated") or {}).get(
+            "out_of_domain_rate"),
+        "domain_auroc_score_generated": dom.get("auroc_score"),
     }
 
 
@@ -140,6 +146,14 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
         shutil.rmtree(bundle)
     export_bundle([out / "cls", out / "seg"], bundle, quantize="int8-text", bundle_id="cxr-adaptor-demo-phantoms")
     timings["export"] = time.perf_counter() - t
+
+    t = stage("domain guard (phantom test split vs generated non-chest images)")
+    from core_model.training.evaluate_domain import evaluate_domain, summary_lines
+
+    dom = evaluate_domain(bundle, None, out / "eval-domain")
+    for line in summary_lines(dom):
+        print("  " + line)
+    timings["domain"] = time.perf_counter() - t
 
     t = stage("demo studies")
     studies = out / "studies"

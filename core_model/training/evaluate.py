@@ -9,6 +9,7 @@ Tasks
     grounding       a pretrained Adaptor alone, on images with lesion masks: the pointing game
                     (does the heatmap's peak fall on the lesion?) for the finding's prompt and for
                     the image's own report, with the chance level (share of patches on the lesion)
+    domain          an exported bundle's domain guard (see :mod:`core_model.training.evaluate_domain`)
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
     from core_model.training.downstream_data import load_labeled
 
     run = Path(run)
+    if task == "domain":
+        from core_model.training.evaluate_domain import evaluate_domain
+
+        return evaluate_domain(run, data_cfg, out, split=split)
     kind = _run_kind(run)
     if task == "auto":
         task = {"classification_head": "classification", "segmentation_head": "segmentation"}.get(kind, "retrieval")

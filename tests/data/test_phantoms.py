@@ -4,7 +4,6 @@ import csv
 import hashlib
 import json
 import re
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -198,19 +197,10 @@ def test_ensure_phantoms_reuses_a_matching_set_only(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_thousand_phantoms_well_under_a_minute(tmp_path):
-    import resource
-
-    def cpu():
-        return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
-                   for f in ("ru_utime", "ru_stime"))
-
-    t0, c0 = time.perf_counter(), cpu()
+def test_two_thousand_phantoms_balanced_with_dicom_copies(tmp_path):
+    """2,000 phantoms with default settings: balanced findings, a validation split, ~5 % DICOM copies.
+    (How fast this is lives in benchmarks/phantom_generation.py: no wall-clock assertion here.)"""
     info = ph.generate_phantoms(tmp_path / "p", n=2000, seed=0)  # default settings (DICOM for some)
-    seconds, cpu_seconds = time.perf_counter() - t0, cpu() - c0
-    # About 21 s wall (2 processes) on a quiet 2-core machine. When other jobs share the cores the
-    # wall time stretches, so the CPU time per core is the fallback check.
-    assert seconds < 60 or cpu_seconds / 2 < 35, f"{seconds:.1f} s wall, {cpu_seconds:.1f} s CPU"
     assert info["counts"]["findings"] == {f: 500 for f in ph.FINDINGS}
     assert info["counts"]["splits"]["val"] >= 200 and 90 <= info["counts"]["dicom"] <= 110
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pathlib import Path
 from PySide6.QtCore import Qt
 
 from app.logic.overlay import heatmap_rgba, mask_rgba, stretch
@@ -39,6 +40,14 @@ def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(qtbot,
     for name, p, t in window.ai.bars.items:
         assert p == pytest.approx(direct.probabilities[name], abs=1e-5) and t == loaded_bundle.thresholds[name]
     assert "threshold" in window.ai.bars.accessibleDescription()
+    # the runtime's domain state: these synthetic shapes are unlike the tiny bundle's phantoms
+    # (when its export recorded a domain), so the overlays start hidden; the user ticks them
+    assert window.current_result.domain == direct.domain
+    if direct.domain.status == "out_of_domain":
+        assert not window.ai.mask_visible.isChecked() and not window.viewer.mask_item.isVisible()
+        assert window.ai.bars.look == "out_of_domain"
+        qtbot.mouseClick(window.ai.mask_visible, Qt.MouseButton.LeftButton)
+        qtbot.mouseClick(window.ai.heat_visible, Qt.MouseButton.LeftButton)
     # segmentation overlay: the runtime's mask at the bundle's mask threshold, opacity 0.5, filled
     layer = window.viewer.mask_layer
     assert layer is not None and layer.rgba.shape[:2] == window.viewer.image.shape == direct.mask.shape
@@ -213,15 +222,47 @@ def test_model_card_dialog(qtbot, make_window, exported_bundle):
     dlg.close()
 
 
-def test_analysis_error_reaches_the_user_as_a_message(qtbot, make_window, library, exported_bundle, tmp_path):
-    # a real bundle whose config does not match its image graph (input size 160, graph 224):
-    # its hashes are valid and it loads; the first analysis finds the mismatch
+def test_an_inconsistent_bundle_is_refused_at_load_with_its_reason(qtbot, make_window, library, exported_bundle,
+                                                                   tmp_path):
+    # a real bundle whose config does not match its image graph (input size 160, graph 224): its
+    # hashes are valid, but the load-time graph checks refuse it before any analysis runs
     mismatched = copy_bundle(exported_bundle, tmp_path / "mismatched", config={"preprocess": {"size": 160}})
-    window = make_window(bundle=mismatched, select_first=False)
+    window = make_window(select_first=False)
+    with qtbot.waitSignal(window.bundle_changed, timeout=60000):
+        window.load_bundle(str(mismatched))
+    assert "image graph takes input" in window.bundle_error and "re-export" in window.bundle_error
+    assert "\n" not in window.bundle_error and "Traceback" not in window.bundle_error
+    assert window.bundle is None
     window.browser.select_uid(uid_of(library, "cara_pa.dcm"))
-    qtbot.waitUntil(lambda: window.analysis_error is not None, timeout=10000)
-    assert "image graph takes input" in window.analysis_error and "re-export" in window.analysis_error
-    assert "\n" not in window.analysis_error and "Traceback" not in window.analysis_error
+    qtbot.waitUntil(window.is_idle, timeout=10000)
+    assert window.current_result is None and analysis_rows(library) == []  # nothing analysed with it
+
+
+def test_a_damaged_image_reaches_the_user_as_a_message_and_is_not_analysed(qtbot, make_window, library,
+                                                                          loaded_bundle):
+    # the library's managed copy of an image is damaged after import (a disk error, another
+    # program): the viewer and the status bar say so in one specific line; no result is shown or
+    # stored, and analysing it on request fails with a message too
+    from sqlalchemy import select
+
+    from app.library.models import Instance
+
+    uid = uid_of(library, "cara_pa.dcm")
+    with library.session() as s:
+        stored = s.execute(select(Instance.file_path).where(Instance.sop_instance_uid == uid)).scalar_one()
+    path = Path(stored) if Path(stored).is_absolute() else library.data_dir / stored
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - len(data) // 3])  # pixel data cut short
+    window = make_window(bundle=loaded_bundle, select_first=False)
+    window.browser.select_uid(uid)
+    qtbot.waitUntil(lambda: window.image_error is not None, timeout=20000)
+    assert "before its pixel data" in window.image_error
+    assert "\n" not in window.image_error and "Traceback" not in window.image_error
+    qtbot.waitUntil(window.is_idle, timeout=10000)
+    assert window.current_result is None and analysis_rows(library) == []
+    window.analyze_current(force=True)
+    qtbot.waitUntil(lambda: window.analysis_error is not None, timeout=20000)
+    assert "before its pixel data" in window.analysis_error and "\n" not in window.analysis_error
     assert "Analysis failed" in window.ai.status.text()
     assert window.current_result is None and analysis_rows(library) == []
 
@@ -256,6 +297,8 @@ def test_large_overlays_are_coloured_in_a_worker(qtbot, make_window, library, ex
 
     monkeypatch.setattr(mw, "INLINE_OVERLAY_PIXELS", 0)
     window = make_window(bundle=exported_bundle)
+    # an image with a finding at or above its threshold: only such an image has a default heatmap
+    assert window.browser.select_uid(uid_of(library, "anna_pa.dcm"))
     qtbot.waitUntil(lambda: window.viewer.mask_layer is not None and window.viewer.heat_layer is not None,
                     timeout=10000)
     direct = direct_analysis(loaded_bundle, library, window.current_uid)

@@ -1,6 +1,8 @@
-"""Screenshots of each feature on SYNTHETIC phantom studies, for people to look at
-(runs/gui_screenshots/docs/; the chosen ones are copied to docs/screenshots/). The states with a
-model use the real exported bundle of the session (``exported_bundle``)."""
+"""Screenshots of each feature on the demo's SYNTHETIC phantom studies (assets/demo/studies), for
+people to look at (runs/gui_screenshots/docs/; the chosen ones are copied to docs/screenshots/).
+The states with a model use the real demo bundle (assets/demo/bundle), the one a user meets
+first with ``adaptor-review --demo``; the domain screens add the real radiographs of
+../shared/data/real (out of the demo model's domain)."""
 
 from __future__ import annotations
 
@@ -17,14 +19,21 @@ pytestmark = pytest.mark.qt
 DOCS = SHOTS / "docs"
 
 
+@pytest.fixture(scope="module")
+def demo():
+    from app.logic.demo import demo_assets
+
+    return demo_assets()
+
+
 @pytest.fixture
-def phantom_window(qtbot, tmp_path, phantom_folder):
+def phantom_window(qtbot, tmp_path, demo):
     from app.gui.main_window import MainWindow
     from app.library import open_library
     from app.library.importer import Importer
 
     lib = open_library(tmp_path / "lib" / "library.db")
-    Importer(lib, mode="copy", fsync=False).run([phantom_folder])
+    Importer(lib, mode="copy", fsync=False).run([demo.studies])
     window = MainWindow(lib, restore_layout=False)
     window.show()
     qtbot.waitExposed(window)
@@ -83,16 +92,38 @@ def test_viewer_review_and_import_screens(qtbot, phantom_window, tmp_path):
         qtbot.mouseClick(row.cancel, Qt.MouseButton.LeftButton)
 
 
-def test_model_screens(qtbot, phantom_window, exported_bundle, tmp_path):
+def _positive(sentence: str, word: str) -> bool:
+    """The sentence mentions ``word`` and is not a negation ("No pneumothorax", "no ... or ...")."""
+    import re
+
+    s = sentence.lower()
+    return word in s and not re.search(r"\b(no|without|absent)\b", s)
+
+
+def _screen_score(w, row):
+    from app.library.queries import get_instance, reports_for
+    from app.logic.analysis import analyze_instance
+
+    r = analyze_instance(w.library, w.bundle, row.sop_instance_uid)
+    with w.library.session() as s:
+        report = " ".join(x.text for x in reports_for(s, get_instance(s, row.sop_instance_uid)))
+    says_ptx = any(_positive(sent, "pneumothorax") for sent in report.replace("\n", ".").split("."))
+    has_mask = r.mask_area_fraction is not None and r.mask_area_fraction > 0.005
+    return (r.domain.status == "in_domain", has_mask == says_ptx, says_ptx, r.mask_area_fraction or 0.0)
+
+
+def test_model_screens(qtbot, phantom_window, demo, tmp_path):
+    exported_bundle = demo.bundle
     w = phantom_window
     w.load_bundle(str(exported_bundle))
     qtbot.waitUntil(lambda: bool(w.bundle is not None or w.bundle_error), timeout=120000)
     assert w.bundle is not None, w.bundle_error
     with qtbot.waitSignal(w.batch_finished, timeout=600000):
         w.analyze_all()
-    # an abnormal image: the top finding above its threshold, with the mask and its heatmap
+    # a phantom in the model's domain whose report describes a pneumothorax, with the model's mask
+    # of it (no classification finding reaches its threshold there, so no default heatmap)
     rows = w.browser.model.rows
-    pick = max(rows, key=lambda r: (r.top_finding not in (None, "normal"), r.top_probability or 0))
+    pick = max(rows, key=lambda row: _screen_score(w, row))
     w.browser.select_uid(pick.sop_instance_uid)
     qtbot.waitUntil(lambda: w.current_result is not None and w.current_result.uid == pick.sop_instance_uid
                     and w.is_idle(), timeout=60000)
@@ -100,8 +131,9 @@ def test_model_screens(qtbot, phantom_window, exported_bundle, tmp_path):
     # a sentence of the study's report -> its heatmap
     own = [i for i, (_, src) in enumerate(w.reports.sentences()) if src == "this study's report"]
     phrases = [p for p, _ in w.reports.sentences()]
-    finding = next((i for i in own if any(k in phrases[i].lower() for k in
-                                          ("consolidation", "opacit", "pneumothorax"))), own[-1])
+    finding = next((i for i in own if _positive(phrases[i], "pneumothorax")),
+                   next((i for i in own if any(k in phrases[i].lower() for k in ("consolidation", "opacit"))),
+                        own[-1]))
     with qtbot.waitSignal(w.heatmap_shown, timeout=60000):
         qtbot.mouseClick(w.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=w.reports.link_position(finding))
     w.ai.mask_mode.setCurrentIndex(1)
@@ -132,3 +164,45 @@ def test_model_screens(qtbot, phantom_window, exported_bundle, tmp_path):
         box.close()
     save(other, "broken_bundle")
     close_window(qtbot, other)
+
+
+def test_domain_screens(qtbot, tmp_path, demo):
+    """The demo model on a real radiograph (out of its domain) and on one of its phantoms (in)."""
+    from app.gui.main_window import MainWindow
+    from app.library import open_library
+    from app.library.importer import Importer
+    from tests.real_data import real_file
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    real = real_file("00000001_000.png")
+    shutil.copy(real, folder / real.name)
+    for p in sorted(demo.studies.glob("phantom-*")):
+        shutil.copy(p, folder / p.name)
+    lib = open_library(tmp_path / "lib" / "library.db")
+    Importer(lib, mode="copy", fsync=False).run([folder])
+    w = MainWindow(lib, restore_layout=False, select_first=False)
+    w.show()
+    qtbot.waitExposed(w)
+    with qtbot.waitSignal(w.bundle_changed, timeout=120000):
+        w.load_bundle(str(demo.bundle))
+    assert w.bundle is not None, w.bundle_error
+    with qtbot.waitSignal(w.batch_finished, timeout=600000):
+        w.analyze_all()
+    rows = w.browser.model.rows
+    qtbot.waitUntil(lambda: all(r.sop_instance_uid in w.browser.model.thumbs for r in w.browser.visible_rows()),
+                    timeout=30000)
+
+    def show(row) -> None:
+        w.browser.select_uid(row.sop_instance_uid)
+        qtbot.waitUntil(lambda: w.current_result is not None and w.current_result.uid == row.sop_instance_uid
+                        and w.is_idle(), timeout=60000)
+
+    show(next(r for r in rows if r.source_format == "png"))
+    save(w, "domain_out")
+    # in domain: a phantom with a finding above its threshold, so its heatmap is drawn by default
+    inside = [r for r in rows if r.top_domain == "in_domain" and r.top_finding == "pneumonia"]
+    show(max(inside or [r for r in rows if r.source_format != "png"], key=lambda r: r.top_probability or 0))
+    save(w, "domain_in")
+    close_window(qtbot, w)
+    lib.close()

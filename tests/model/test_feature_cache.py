@@ -46,7 +46,7 @@ def test_unreadable_images_and_empty_reports_are_skipped_with_reasons(small_reco
     cache = precompute(recs, tmp_path / "c", vit, bert, PreprocessSpec(), PrecomputeOptions(**OPTS), progress=False)
     assert list(np.flatnonzero(~cache.valid)) == [2, 4, 6]
     reasons = {s["id"]: s["reason"] for s in cache.manifest["skipped"]}
-    assert reasons == {recs[2].id: "missing", recs[4].id: "unsupported", recs[6].id: "empty_report"}
+    assert reasons == {recs[2].id: "missing", recs[4].id: "not_dicom", recs[6].id: "empty_report"}
 
 
 def test_interrupted_precompute_resumes_and_matches(small_records, tiny_encoders, tmp_path):

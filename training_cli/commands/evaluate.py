@@ -1,5 +1,5 @@
 """`adaptor-train evaluate`: score a checkpoint on a dataset (classification, segmentation,
-zero-shot, image-report retrieval)."""
+zero-shot, image-report retrieval, grounding) or a bundle's domain guard (domain)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ def add_parser(sub) -> None:
         description="Score a pretraining run (zero-shot, retrieval) or a fine-tuning run (its classification "
                     "or segmentation head, with its own temperature and thresholds) on any supported dataset. "
                     "--config takes a YAML whose 'data' section names the dataset (as in the fine-tuning "
-                    "configs); without it the run's own data is used. " + RESEARCH_NOTE,
+                    "configs); without it the run's own data is used. --task domain scores an exported "
+                    "bundle's domain guard (--checkpoint BUNDLE, real radiographs with --ood). " + RESEARCH_NOTE,
     )
     p.add_argument("--checkpoint", "--run", dest="run", required=True, metavar="DIR",
-                   help="pretraining or fine-tuning run folder")
+                   help="pretraining or fine-tuning run folder (--task domain: a bundle folder or .zip)")
     p.add_argument("--task", default="auto",
-                   choices=["auto", "classification", "segmentation", "zeroshot", "retrieval", "grounding"])
+                   choices=["auto", "classification", "segmentation", "zeroshot", "retrieval", "grounding", "domain"])
     p.add_argument("--config", metavar="FILE", help="YAML with a 'data' section (the dataset to score on)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts: YAML class: [[positive...], [negative...]]")
+    p.add_argument("--ood", action="append", default=[], metavar="PATH",
+                   help="--task domain: real images (DICOM/PNG/JPEG files or folders) that must be out of the "
+                        "model's domain; crops and flips of each are tried too (repeatable)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -41,6 +45,16 @@ def run(args) -> int:
             raise ConfigError(f"{args.config} has no 'data' section")
         data = doc["data"]
     out = prepare_out(args.out)
+    if args.task == "domain":
+        from core_model.training.evaluate_domain import evaluate_domain, summary_lines
+
+        result = evaluate_domain(args.run, data, out, split=args.split, ood=args.ood)
+        print(f"evaluate domain of bundle {result['bundle_id']} on {result['dataset']} ({result['split']} split, "
+              f"{result['n']} images; {result['real_files']} real files given)")
+        for line in summary_lines(result):
+            print("  " + line)
+        print(f"  wrote {out / 'metrics.json'}, {out / 'report.md'}. {RESEARCH_NOTE}")
+        return 0
     result = evaluate(Path(args.run), args.task, data, out, split=args.split, prompts=load_prompts(args.prompts),
                       progress=not args.no_progress, n_boot=args.bootstrap)
     m = result["metrics"]
