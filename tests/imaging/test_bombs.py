@@ -40,10 +40,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
-# The child's own peak resident memory in MB. VmHWM belongs to the process's address space, which
-# exec starts afresh; getrusage's ru_maxrss does not (Linux carries it across exec), so a child
-# of a large pytest process would report the parent's peak.
-PEAK_MB = ("print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n")
+def refused_in_a_child(imports: str, call: str, path: Path, timeout: float = 180) -> tuple[str, int, object]:
+    """Run ``call`` on ``path`` in a fresh Python process: (the refusal's reason, the child's own
+    peak resident memory in MB, the CompletedProcess). The peak is VmHWM, which belongs to the
+    child's address space (exec starts it afresh); getrusage's ru_maxrss would not do, since Linux
+    carries it across exec and a child of a large pytest process would report the parent's peak."""
+    code = (f"import sys\n{imports}\nfrom core_model.imaging.errors import ImageReadError\n"
+            f"try:\n    {call}\nexcept ImageReadError as e:\n    print(e.reason)\n"
+            "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=timeout)
+    reason, peak_mb = out.stdout.split()
+    return reason, int(peak_mb), out
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -126,15 +134,9 @@ def test_png_bomb_costs_no_memory_to_refuse(tmp_path):
     """The 16-bit 20,000 x 20,000 PNG would need 800 MB to decode (3.2 GB as float): the
     refusal happens from the header, in a process that stays small."""
     path = png_bomb(tmp_path / "bomb.png", 20000, 20000, 16)
-    code = ("import sys\n"
-            "from core_model.imaging.preprocess import prepare_input\n"
-            "from core_model.imaging.errors import ImageReadError\n"
-            "try:\n    prepare_input(sys.argv[1])\nexcept ImageReadError as e:\n    print(e.reason)\n"
-            + PEAK_MB)
-    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
-    reason, peak_mb = out.stdout.split()
-    assert reason == "too_large" and int(peak_mb) < 400, out
+    reason, peak_mb, out = refused_in_a_child("from core_model.imaging.preprocess import prepare_input",
+                                              "prepare_input(sys.argv[1])", path)
+    assert reason == "too_large" and peak_mb < 400, out
 
 
 def test_render_of_a_30000_squared_png_is_one_line_not_pillows_traceback(tmp_path):
@@ -423,15 +425,9 @@ def deflate_bomb(tmp_path: Path, inflated: int = (1 << 30) + (100 << 20)) -> Pat
 def test_deflated_dicom_bomb_is_refused_while_inflating_in_bounded_memory(tmp_path):
     path = deflate_bomb(tmp_path)
     assert path.stat().st_size < 16 << 20
-    code = ("import sys\n"
-            "from core_model.imaging.dicom import check_header, scan_header\n"
-            "from core_model.imaging.errors import ImageReadError\n"
-            "try:\n    check_header(scan_header(sys.argv[1]))\nexcept ImageReadError as e:\n    print(e.reason)\n"
-            + PEAK_MB)
-    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=180)
-    reason, peak_mb = out.stdout.split()
-    assert reason == "too_large" and int(peak_mb) < 400, out
+    reason, peak_mb, out = refused_in_a_child("from core_model.imaging.dicom import check_header, scan_header",
+                                              "check_header(scan_header(sys.argv[1]))", path)
+    assert reason == "too_large" and peak_mb < 400, out
     with pytest.raises(ImageReadError) as err:
         render_file(path)
     assert err.value.reason == "too_large" and "deflated" in str(err.value)
