@@ -11,11 +11,11 @@ when no command is given.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import multiprocessing
 import sys
 
+from core_model.commands import add_commands
 from core_model.errors import UserError
 
 # Each headless command lives in app/cli/<name>.py with `add_parser(subparsers)` and `run(args)`.
@@ -39,14 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="render the window offscreen after loading (and analysing the first image when a "
                           "model is loaded), write it as PNG and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"app.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"app.cli.{name}":
-                continue  # not built yet
-            raise
-        module.add_parser(sub)
+    add_commands(sub, "app.cli", COMMANDS)
     return parser
 
 

@@ -8,8 +8,7 @@ Segmentation
     upsample x2] with 512/256/128/64 channels, then a 1x1 conv to one logit map);
     ``light``: a 1x1 projection to 64 channels, two [conv3x3, BN, ReLU, upsample x2] stages
     (about 20x fewer parameters). Both end with a bilinear resize to the model input size.
-Losses for segmentation are computed on probabilities: focal (gamma 2) + Dice, as in the paper
-(weights 10 : 1).
+The segmentation loss (focal + Dice) is in :mod:`core_model.losses`.
 
 BatchNorm runs on running statistics in eval mode, so a prediction never depends on the other
 images in its batch.
@@ -92,24 +91,3 @@ class SegDecoder(nn.Module):
         x = tokens.transpose(1, 2).reshape(b, d, rows, cols)
         x = self.out(self.body(x))
         return F.interpolate(x, size=(self.out_size, self.out_size), mode="bilinear", align_corners=False)
-
-
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
-    """Binary focal loss on probabilities (per pixel mean)."""
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = p * target + (1 - p) * (1 - target)
-    a_t = alpha * target + (1 - alpha) * (1 - target)
-    return (a_t * (1 - p_t) ** gamma * ce).mean()
-
-
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """1 - soft Dice on probabilities, per image, averaged."""
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    inter = (p * t).sum(1)
-    return (1 - (2 * inter + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
-
-
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, focal_weight: float = 10.0, dice_weight: float = 1.0) -> torch.Tensor:
-    return focal_weight * focal_loss(logits, target) + dice_weight * soft_dice_loss(logits, target)

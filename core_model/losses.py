@@ -9,6 +9,9 @@ InfoNCE (CLIP-style) over a similarity matrix, with
 - duplicate-aware targets: reports with identical text (common in real collections: "No acute
   cardiopulmonary process.") are not pushed apart as negatives; the target probability is
   shared among them.
+
+Segmentation losses, computed on probabilities: focal (gamma 2) + soft Dice, as in the paper
+(weights 10 : 1) (``seg_loss``).
 """
 
 from __future__ import annotations
@@ -119,3 +122,25 @@ def _candidate_index(n: int, k: int, device, generator: torch.Generator | None) 
     scores = torch.rand(n, n, generator=generator).to(device)
     scores.fill_diagonal_(-1.0)  # own image sorts first
     return scores.argsort(dim=1)[:, :k]
+
+
+# ---- segmentation ------------------------------------------------------------------------------
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float = 0.25) -> torch.Tensor:
+    """Binary focal loss on probabilities (per pixel mean)."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = p * target + (1 - p) * (1 - target)
+    a_t = alpha * target + (1 - alpha) * (1 - target)
+    return (a_t * (1 - p_t) ** gamma * ce).mean()
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - soft Dice on probabilities, per image, averaged."""
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    inter = (p * t).sum(1)
+    return (1 - (2 * inter + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, focal_weight: float = 10.0, dice_weight: float = 1.0) -> torch.Tensor:
+    return focal_weight * focal_loss(logits, target) + dice_weight * soft_dice_loss(logits, target)

@@ -3,7 +3,7 @@ checks the static graph in `make lint`):
 
 1. nothing under app/ and nothing in the torch-free runtime (core_model.imaging,
    core_model.runtime) imports torch, directly or through a dependency;
-2. nothing outside app/ imports Qt.
+2. nothing outside app/ imports Qt, and neither do app.cli, app.logic and app.library.
 """
 
 from __future__ import annotations
@@ -60,3 +60,12 @@ def test_core_and_training_never_import_qt():
     loaded = _import_and_report(modules)
     leaked = sorted(m for m in loaded if m.split(".")[0] in QT)
     assert not leaked, f"Qt imported outside app/: {leaked[:10]}"
+
+
+def test_headless_app_parts_never_import_qt():
+    """app.cli (the headless commands), app.logic and app.library run on servers without Qt."""
+    modules = [m for pkg in ("app.cli", "app.logic", "app.library") for m in _modules(pkg)]
+    assert "app.logic.jobs" in modules and "app.cli.common" in modules
+    loaded = _import_and_report(modules)
+    leaked = sorted(m for m in loaded if m.split(".")[0] in (*QT, "shiboken6") or m.startswith("app.gui"))
+    assert not leaked, f"Qt imported by the headless app: {leaked[:10]}"

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydicom import uid
 
 from app.library import open_library
-from app.library.display import display_file
+from app.logic.image import display_file
 from app.library.importer import REASONS, Importer
 from core_model.errors import UserError
 from core_model.imaging.errors import ImageReadError

@@ -23,8 +23,7 @@ def add_finetune_parser(sub, name: str, summary: str, task: str) -> None:
 
 
 def run_finetune(args, task: str) -> int:
-    from core_model.training.config import load_config, save_config
-    from core_model.training.finetune import FINETUNE_DEFAULTS, finetune_classification, finetune_segmentation
+    from core_model.training.pipeline import finetune, load_finetune_config
     from training_cli.summaries import print_finetune_summary
 
     overrides = [o for o in shortcut_overrides(args) if not o.startswith("encoders.")]
@@ -34,13 +33,8 @@ def run_finetune(args, task: str) -> int:
         overrides.append(f"data.fraction={args.fraction}")
     if args.split_file:
         overrides.append(f"data.split_file={json.dumps(args.split_file)}")
-    defaults = FINETUNE_DEFAULTS
-    if task == "segmentation":
-        defaults = {**FINETUNE_DEFAULTS, "head": {"kind": "progressive", "dropout": 0.0}}
-    cfg = load_config(defaults, args.config, overrides + list(args.overrides))
+    cfg = load_finetune_config(task, args.config, overrides + list(args.overrides))
     out = prepare_out(args.out)
-    save_config(cfg, out / "config.yaml")
-    run = finetune_classification if task == "classification" else finetune_segmentation
-    result = run(cfg, out, progress=not args.no_progress)
+    result = finetune(task, cfg, out, progress=not args.no_progress)
     print_finetune_summary(result, out)
     return 0

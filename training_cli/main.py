@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
+from core_model.commands import add_commands
 from core_model.errors import UserError
 
 # Each command lives in training_cli/commands/<name>.py with `add_parser(subparsers)` and `run(args)`.
@@ -30,14 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"training_cli.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"training_cli.commands.{name}":
-                continue  # not built yet
-            raise
-        module.add_parser(sub)
+    add_commands(sub, "training_cli.commands", COMMANDS)
     return parser
 
 

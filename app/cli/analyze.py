@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from app.library.cli_common import NOTICE, add_db_argument
+from app.cli.common import NOTICE, add_db_argument
 from core_model.errors import UserError
 
 

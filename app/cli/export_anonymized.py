@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from app.library.cli_common import NOTICE, add_db_argument
+from app.cli.common import NOTICE, add_db_argument
 from core_model.errors import UserError
 
 

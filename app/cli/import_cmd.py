@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from app.library.cli_common import NOTICE, add_db_argument
+from app.cli.common import NOTICE, add_db_argument
 from core_model.errors import UserError
 
 

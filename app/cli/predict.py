@@ -41,12 +41,11 @@ def _heatmap_png(gray, heat, path: Path) -> None:
     from PIL import Image
 
     from app.logic.overlay import DEFAULT_HEATMAP_OPACITY, DEFAULT_HEATMAP_THRESHOLD, Layer, composite, heatmap_rgba
+    from core_model.fileio import atomic_write
 
     rgba = heatmap_rgba(heat, hot_lut(), DEFAULT_HEATMAP_THRESHOLD)
     rgb = composite(gray, [Layer(rgba, DEFAULT_HEATMAP_OPACITY)])
-    tmp = path.with_name(path.name + ".part")
-    Image.fromarray(rgb).save(tmp, format="PNG")
-    tmp.replace(path)
+    atomic_write(path, lambda f: Image.fromarray(rgb).save(f, format="PNG"), fsync=False)
 
 
 def run(args) -> int:

@@ -7,10 +7,9 @@ keys 1-5) as an 8-bit PNG at the image's native resolution.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from app.library.cli_common import NOTICE, add_db_argument
+from app.cli.common import NOTICE, add_db_argument
 from core_model.errors import UserError
 
 
@@ -29,7 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from app.library.display import display_file
+    from app.logic.image import display_file
+    from core_model.fileio import atomic_write
 
     if args.preset is not None and args.preset < 1:
         raise UserError("--preset counts from 1 (as the viewer's keys 1-5)")
@@ -60,14 +60,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.suffix.lower() != ".png":
         raise UserError("--out must be a .png file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".part")
-    try:
-        Image.fromarray(display.pixels, mode="L").save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(out, lambda f: Image.fromarray(display.pixels, mode="L").save(f, format="PNG"), fsync=False,
+                 mkdir=True)
     rows, cols = display.pixels.shape
     what = ""
     if display.preset_index is not None:

@@ -333,16 +333,3 @@ def _screenshot(app, window, path: str, *, wait_bundle: bool, wait_import: bool)
     app.exec()
     return state["code"]
 
-
-def main(argv: list[str] | None = None) -> int:  # pragma: no cover - convenience entry
-    from app.main import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    try:
-        sys.exit(main())
-    except UserError as exc:
-        print(f"adaptor-review: error: {exc}", file=sys.stderr)
-        sys.exit(2)

@@ -1,11 +1,14 @@
-"""The main window: study browser, viewer, AI / reports / review panels, menus, and the
-controller that wires them to the library and the model through workers.
+"""The main window: study browser, viewer, AI / reports / review panels and menus, wired to the
+library and the model through workers.
 
 Everything slow runs in :class:`~app.gui.workers.TaskRunner` lanes (import, image loading,
-analysis, heatmaps, retrieval, reviews, exports, thumbnails); results come back as signals and
-are dropped when the user has moved on to another image meanwhile. Results are cached in memory
-(the last few images, analyses and phrase heatmaps) and analyses in the library, so going back
-to an image is instant.
+analysis, heatmaps, retrieval, reviews, exports, thumbnails) as the Qt-free jobs of
+:mod:`app.logic.jobs`; results come back as signals and are dropped when the user has moved on
+to another image meanwhile. The shown image's analysis, heatmaps, similar reports and overlays
+are the :class:`~app.gui.analysis_controller.AnalysisController`'s (``window.analysis``); the
+window keeps the selection, the bundle, the images, reviews, import and export. Results are
+cached in memory (the last few images, analyses and phrase heatmaps) and analyses in the
+library, so going back to an image is instant.
 """
 
 from __future__ import annotations
@@ -13,10 +16,8 @@ from __future__ import annotations
 import getpass
 import logging
 import time
-from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -30,7 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.gui.ai_panel import OUT_OF_DOMAIN_TEXT, RESEARCH_NOTICE, SYNTHETIC_NOTICE, AIPanel
+from app.gui.ai_panel import RESEARCH_NOTICE, SYNTHETIC_NOTICE, AIPanel
+from app.gui.analysis_controller import LRU, AnalysisController
 from app.gui.browser import BrowserWidget
 from app.gui.dialogs import ModelCardDialog, message
 from app.gui.jobs import JobsWidget
@@ -39,127 +41,13 @@ from app.gui.review_panel import ReviewPanel
 from app.gui.settings import Settings
 from app.gui.viewer import ViewerWidget
 from app.gui.workers import TaskRunner
-from app.logic import analysis as analysis_logic
-from app.logic.overlay import Layer, Legend, heatmap_rgba, mask_rgba
+from app.logic import jobs
+from app.logic.overlay import Legend
 
 log = logging.getLogger(__name__)
 
-INLINE_OVERLAY_PIXELS = 1_500_000  # larger overlays are coloured in a worker
 REVIEW_LOCK_TIMEOUT_S = 2.0  # a review waits this long for another program's lock, then is queued
 REVIEW_RETRY_MS = 5000  # queued reviews are retried this often (and with "Retry now")
-
-
-class LRU(OrderedDict):
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def put(self, key, value) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.size:
-            self.popitem(last=False)
-
-    def fetch(self, key):
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return None
-
-
-# -- task functions (worker threads; Qt-free) ----------------------------------------------------
-
-
-def _import_job(ctx, library, paths: list[str], mode: str):
-    from app.library.importer import Importer
-
-    def progress(p) -> None:
-        ctx.progress(p.done, p.total, f"{p.imported} imported, {p.duplicates} duplicates, {p.rejected} rejected")
-
-    return Importer(library, mode=mode, progress=progress, cancel=ctx.cancel_event).run(paths)
-
-
-def _load_image_job(ctx, library, uid: str):
-    from app.library.queries import get_instance
-    from app.logic.image import load_image
-
-    with library.session() as s:
-        inst = get_instance(s, uid)
-        if inst is None:
-            from core_model.errors import UserError
-
-            raise UserError("this image is no longer in the library")
-        path = library.resolve(inst.file_path, inst.storage)
-        title = f"{inst.view_position or inst.source_format.upper()} {inst.modality}".strip()
-        name = (inst.original_path or "").replace("\\", "/").rsplit("/", 1)[-1] or path.name
-    return uid, load_image(path), f"{title} · {name}"
-
-
-def _open_bundle_job(ctx, path: str):
-    from app.logic.bundles import gui_threads, open_bundle
-
-    return path, open_bundle(path, threads=gui_threads())
-
-
-def _analyze_job(ctx, library, bundle, uid: str, force: bool):
-    return analysis_logic.analyze_instance(library, bundle, uid, force=force, cancelled=ctx.cancelled)
-
-
-def _heatmap_job(ctx, library, bundle, result, uid: str, phrase: str, source: str):
-    heat, ratio = analysis_logic.phrase_heatmap(library, bundle, result, uid, phrase)
-    return uid, phrase, source, heat, ratio
-
-
-def _similar_job(ctx, library, bundle, result, uid: str):
-    return uid, analysis_logic.similar_reports(library, bundle, result, uid)
-
-
-def _analyze_all_job(ctx, library, bundle, uids: list[str] | None):
-    if uids is None:  # every image without an analysis by this bundle (a query: off the GUI thread)
-        uids = analysis_logic.unanalysed_uids(library, str(bundle.id), str(bundle.version),
-                                              bundle_hash=bundle.content_hash)
-    return analysis_logic.analyze_many(library, bundle, uids, progress=ctx.progress, cancelled=ctx.cancelled)
-
-
-def _flush_reviews_job(ctx, queue, lock_timeout: float):
-    """Save the queued reviews (app.library.pending); another program's lock makes this wait
-    ``lock_timeout`` at most, off the GUI thread, and the reviews stay queued."""
-    return queue.flush(lock_timeout=lock_timeout)
-
-
-def _thumbnails_job(ctx, library, rows):
-    from app.logic.thumbnails import make_thumbnail
-
-    out = []
-    for row in rows:
-        if ctx.cancelled():
-            break
-        try:
-            out.append((row.sop_instance_uid, make_thumbnail(library, row.sop_instance_uid, row.file_path, row.storage)))
-        except Exception as exc:  # an unreadable image has no thumbnail; the viewer says why
-            log.debug("no thumbnail for %s: %s", row.sop_instance_uid, exc)
-            out.append((row.sop_instance_uid, None))
-    return out
-
-
-def _export_png_job(ctx, path: str, base, layers, view, legend):
-    from app.logic.overlay import export_view_png
-
-    return export_view_png(path, base, layers, view=view, legend=legend)
-
-
-def _export_csv_job(ctx, library, bundle, uids: list[str], path: str):
-    from app.logic.predictions_csv import prediction_rows, write_predictions_csv
-
-    results, errors = {}, {}
-    if bundle is not None:
-        for uid in uids:
-            r = analysis_logic.cached_analysis(library, uid, str(bundle.id), str(bundle.version),
-                                               bundle_hash=bundle.content_hash, load_arrays=False)
-            if r is not None:
-                results[uid] = r
-    rows, classes = prediction_rows(library, uids, results, errors)
-    return write_predictions_csv(path, rows, classes), len(rows)
 
 
 # -- the window ---------------------------------------------------------------------------------
@@ -186,19 +74,11 @@ class MainWindow(QMainWindow):
         self.bundle_error: str | None = None
         self.bundle_loading = False
         self.current_uid: str | None = None
-        self.current_result = None
-        # phrase, heatmap, source, peak-to-mean ratio of the raw attention (None: not known)
-        self.current_heat: tuple[str, np.ndarray, str, float | None] | None = None
-        self.analysis_error: str | None = None
         self.image_error: str | None = None
         self.last_error: str | None = None
         self.messages: list[str] = []
         self.images = LRU(4)
-        self.results = LRU(64)
-        self.heatmaps = LRU(24)
         self._tasks: dict[str, object] = {}
-        self._mask_sig = self._mask_want = None  # overlay arrays shown / asked for
-        self._heat_sig = self._heat_want = None
         self._thumb_queue: list = []
         self._last_refresh = 0.0
         self._boxes: list = []
@@ -206,7 +86,7 @@ class MainWindow(QMainWindow):
         # reviews not saved yet (another program holds the library); none in a read-only library
         from app.library.pending import ReviewQueue
 
-        self.read_only: str | None = getattr(library, "read_only_reason", None)
+        self.read_only: str | None = library.read_only_reason
         self.review_queue = None if self.read_only else ReviewQueue(library)
         self._review_flush = None  # the flush task in flight
         self._review_flush_again = False
@@ -257,6 +137,10 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.jobs, 1)
         self.statusBar().addPermanentWidget(self.notice)
 
+        # the shown image's analysis, heatmaps, similar reports and overlays
+        self.analysis = AnalysisController(self)
+        self.analysis.analysis_shown.connect(self.analysis_shown)
+        self.analysis.heatmap_shown.connect(self.heatmap_shown)
         self._make_actions()
         self._connect()
         fm = self.fontMetrics()
@@ -368,7 +252,7 @@ class MainWindow(QMainWindow):
         self.act_about = self._action("About", self.show_about)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.act_about)
-        self._update_actions()
+        self.update_actions()
 
     def _connect(self) -> None:
         self.browser.current_changed.connect(self.show_uid)
@@ -376,16 +260,10 @@ class MainWindow(QMainWindow):
         self.viewer.message.connect(self.status_message)
         self.ai.choose_model.connect(self.choose_bundle_folder)
         self.ai.show_card.connect(self.show_model_card)
-        self.ai.analyze_requested.connect(lambda: self.analyze_current(force=True))
-        self.ai.cancel_requested.connect(self.cancel_analysis)
-        self.ai.phrase_requested.connect(lambda phrase: self.request_heatmap(phrase, "typed phrase"))
-        self.ai.mask_changed.connect(self._update_mask_layer)
-        self.ai.heatmap_changed.connect(self._update_heat_layer)
-        self.reports.sentence_clicked.connect(self.request_heatmap)
         self.review.review_requested.connect(self.save_review)
         self.review.retry_requested.connect(self.flush_reviews)
 
-    def _update_actions(self) -> None:
+    def update_actions(self) -> None:
         loaded = self.bundle is not None
         self.act_card.setEnabled(loaded)
         self.act_analyze.setEnabled(loaded and self.current_uid is not None)
@@ -407,15 +285,10 @@ class MainWindow(QMainWindow):
     # -- selection, image, analysis -------------------------------------------------------------
     def show_uid(self, uid: str | None) -> None:
         self.current_uid = uid
-        self.current_result = None
-        self.current_heat = None
-        self.analysis_error = self.image_error = None
-        self.ai.set_result(None)
-        self.ai.set_heatmap_label(None)
-        self._update_actions()
-        for key in ("image", "analysis", "heatmap", "similar", "overlay-mask", "overlay-heat"):
-            self.runner.cancel(self._tasks.pop(key, None))
-        self._mask_want = self._heat_want = self._mask_sig = self._heat_sig = None
+        self.image_error = None
+        self.analysis.reset()
+        self.update_actions()
+        self.runner.cancel(self._tasks.pop("image", None))
         self._show_text_panels(uid)
         if uid is None:
             self.viewer.set_image(None, "No image selected")
@@ -425,7 +298,7 @@ class MainWindow(QMainWindow):
             self._image_loaded((uid, *cached))
             return
         self.viewer.info.setText("Loading…")
-        self._tasks["image"] = self.runner.start("Load image", _load_image_job, self.library, uid,
+        self._tasks["image"] = self.runner.start("Load image", jobs.load_image_job, self.library, uid,
                                                  on_result=self._image_loaded,
                                                  on_failed=lambda msg, uid=uid: self._image_failed(uid, msg))
 
@@ -468,210 +341,45 @@ class MainWindow(QMainWindow):
         self.image_shown.emit(uid)
         self.analyze_current()
 
+    # -- the analysis controller's state and actions (app.gui.analysis_controller) --------------
+    @property
+    def current_result(self):
+        """The shown image's analysis by the loaded model (None: none yet)."""
+        return self.analysis.current_result
+
+    @property
+    def current_heat(self):
+        """(phrase, heatmap, source, peak-to-mean ratio) of the heatmap shown, or None."""
+        return self.analysis.current_heat
+
+    @property
+    def analysis_error(self) -> str | None:
+        return self.analysis.analysis_error
+
+    @property
+    def results(self) -> LRU:
+        return self.analysis.results
+
+    @property
+    def heatmaps(self) -> LRU:
+        return self.analysis.heatmaps
+
+    @property
+    def _mask_sig(self):
+        return self.analysis._mask_sig
+
+    @property
+    def _heat_sig(self):
+        return self.analysis._heat_sig
+
     def analyze_current(self, force: bool = False) -> None:
-        uid = self.current_uid
-        if uid is None or self.bundle is None:
-            return
-        key = (self._bundle_key(), uid)
-        cached = None if force else self.results.fetch(key)
-        if cached is not None:
-            self._analysis_done(cached)
-            return
-        self.runner.cancel(self._tasks.pop("analysis", None))
-        self.analysis_error = None
-        self.ai.set_busy("Analysing…", cancellable=True)
-        holder: dict = {}
-        holder["task"] = self._tasks["analysis"] = self.runner.start(
-            "Analysis", _analyze_job, self.library, self.bundle, uid, force,
-            on_result=lambda r: None if holder["task"].cancelled else self._analysis_done(r),
-            on_failed=lambda msg, uid=uid: None if holder["task"].cancelled else self._analysis_failed(uid, msg))
+        self.analysis.analyze_current(force)
 
     def cancel_analysis(self) -> None:
-        """Stop the shown image's analysis (the model's current step still finishes; nothing is
-        stored or shown)."""
-        task = self._tasks.pop("analysis", None)
-        if task is not None:
-            self.runner.cancel(task)
-            self.analysis_error = "cancelled"
-            self.ai.set_busy("Analysis cancelled. “Analyze again” runs it.")
-            self.reports.set_similar(None, "Analysis cancelled")
-
-    def _bundle_key(self):
-        """What cached results are keyed by: the loaded bundle's content hash."""
-        return self.bundle.content_hash if self.bundle is not None else None
-
-    def _analysis_failed(self, uid: str, msg: str) -> None:
-        if uid != self.current_uid:
-            return
-        self.analysis_error = msg
-        self.ai.set_busy(f"Analysis failed: {msg}")
-        self.reports.set_similar(None, "No analysis")
-        self.analysis_shown.emit(uid)
-
-    def _analysis_done(self, result) -> None:
-        if result is None:
-            return
-        if result.bundle_hash is None:
-            return  # not keyed by a bundle's content: never shown as the loaded bundle's
-        self.results.put((result.bundle_hash, result.uid), result)
-        if not result.from_cache:
-            self._maybe_refresh_browser(force=True)
-        if result.uid != self.current_uid or result.bundle_hash != self._bundle_key():
-            return
-        self.current_result = result
-        self.ai.set_busy(None)
-        self.ai.set_result(result)
-        self._update_actions()
-        self._update_mask_layer()
-        if result.heatmap is not None and result.heatmap_phrase:
-            self._set_heat(result.heatmap_phrase, result.heatmap, "the most likely finding above its threshold",
-                           result.heatmap_peak_to_mean)
-            self.ai.phrase.setText(result.heatmap_phrase)
-            self.ai.phrase.setCursorPosition(0)
-        else:
-            self._set_heat(None, None, "", empty="No finding reaches its threshold, so no heatmap is drawn by default.")
-        if result.similar is not None:
-            self.reports.set_similar(result.similar, "The model's report bank is empty")
-        else:
-            self._tasks["similar"] = self.runner.start(
-                "Similar reports", _similar_job, self.library, self.bundle, result, result.uid,
-                on_result=self._similar_done,
-                on_failed=lambda msg: self.reports.set_similar(None, f"Similar reports unavailable: {msg}"))
-        self.analysis_shown.emit(result.uid)
-
-    def _similar_done(self, payload) -> None:
-        uid, hits = payload
-        if uid == self.current_uid:
-            self.reports.set_similar(hits, "The model's report bank is empty")
-            if self.current_result is not None:
-                self.current_result.similar = hits
-
-    # -- overlays -------------------------------------------------------------------------------
-    def _fit(self, arr: np.ndarray | None) -> np.ndarray | None:
-        """An overlay on the shown image's grid (a runtime that returned another size is resized)."""
-        if arr is None or self.viewer.image is None:
-            return None
-        shape = self.viewer.image.shape
-        if arr.shape == shape:
-            return arr
-        from PIL import Image
-
-        log.warning("overlay %s resized to the image %s", arr.shape, shape)
-        return np.asarray(Image.fromarray(np.asarray(arr, dtype=np.float32), "F").resize(
-            (shape[1], shape[0]), Image.BILINEAR))
-
-    def _update_mask_layer(self) -> None:
-        visible, opacity, mode = self.ai.mask_settings
-        if not self.ai.overlays_off_by_default:  # a tick on an out-of-domain image is for that image only
-            self.settings.set("overlay/mask_visible", visible)
-        self.settings.set("overlay/mask_opacity", opacity)
-        self.settings.set("overlay/mask_mode", mode)
-        r = self.current_result
-        mask = self._fit(r.mask) if r is not None else None
-        if mask is None:
-            self._mask_sig = self._mask_want = None
-            self.viewer.set_mask(None)
-            return
-        threshold = r.mask_threshold
-        self._overlay("mask", (id(r), mode), mask.size, lambda: mask_rgba(mask, threshold, mode))
-
-    def _set_heat(self, phrase: str | None, heat: np.ndarray | None, source: str, ratio: float | None = None,
-                  empty: str = "") -> None:
-        heat = self._fit(heat)
-        self.current_heat = (phrase, heat, source, ratio) if phrase and heat is not None else None
-        self.ai.set_heatmap_label(phrase if self.current_heat else None, source,
-                                  analysis_logic.contrast_text(ratio), empty=empty)
-        self.reports.set_current(phrase if self.current_heat else None)
-        self._update_heat_layer()
-
-    def _update_heat_layer(self) -> None:
-        visible, opacity, cmap, threshold = self.ai.heatmap_settings
-        if not self.ai.overlays_off_by_default:
-            self.settings.set("overlay/heatmap_visible", visible)
-        self.settings.set("overlay/heatmap_opacity", opacity)
-        self.settings.set("overlay/colormap", cmap)
-        self.settings.set("overlay/heatmap_threshold", threshold)
-        if self.current_heat is None:
-            self._heat_sig = self._heat_want = None
-            self.viewer.set_heatmap(None)
-            return
-        relative = self.ai.heatmap_relative
-        self.settings.set("overlay/heatmap_relative", relative)
-        phrase, heat, _source, _ratio = self.current_heat
-        table = self.ai.heatmap_table()
-        self._overlay("heat", (id(heat), cmap, threshold, relative), heat.size,
-                      lambda: heatmap_rgba(heat, table, threshold, relative),
-                      shown=lambda: self.heatmap_shown.emit(phrase))
-
-    def _overlay(self, kind: str, sig, pixels: int, compute, shown=None) -> None:
-        """Show overlay ``kind`` ("mask" / "heat") for ``sig``: opacity and visibility change
-        at once; a new RGBA array is made here for small images and in a worker for large
-        ones (a 3000 x 2500 outline takes ~250 ms), and dropped if superseded meanwhile."""
-        layer = self.viewer.mask_layer if kind == "mask" else self.viewer.heat_layer
-        applied = self._mask_sig if kind == "mask" else self._heat_sig
-        if sig == applied and layer is not None:
-            visible, opacity = self._overlay_look(kind)
-            self.viewer.update_layer(kind, opacity=opacity, visible=visible)
-            return
-        setattr(self, f"_{kind}_want", sig)
-
-        def apply(rgba) -> None:
-            if getattr(self, f"_{kind}_want") != sig:
-                return  # another image, mode, colormap or threshold was asked for meanwhile
-            visible, opacity = self._overlay_look(kind)
-            (self.viewer.set_mask if kind == "mask" else self.viewer.set_heatmap)(Layer(rgba, opacity, visible))
-            setattr(self, f"_{kind}_sig", sig)
-            if shown is not None:
-                shown()
-
-        self.runner.cancel(self._tasks.pop(f"overlay-{kind}", None))
-        if pixels <= INLINE_OVERLAY_PIXELS:
-            apply(compute())
-        else:
-            self._tasks[f"overlay-{kind}"] = self.runner.start(
-                "Overlay", lambda ctx: compute(), on_result=apply,
-                on_failed=lambda msg: self.status_message(f"Overlay not shown: {msg}"))
-
-    def _overlay_look(self, kind: str) -> tuple[bool, float]:
-        if kind == "mask":
-            visible, opacity, _mode = self.ai.mask_settings
-        else:
-            visible, opacity, _cmap, _thr = self.ai.heatmap_settings
-        return visible, opacity
+        self.analysis.cancel_analysis()
 
     def request_heatmap(self, phrase: str, source: str = "") -> None:
-        uid = self.current_uid
-        if uid is None:
-            return
-        if self.bundle is None:
-            self.status_message("Choose a model bundle first: heatmaps come from the model")
-            return
-        self.ai.phrase.setText(phrase)
-        self.ai.phrase.setCursorPosition(0)
-        self.ai.show_heatmap_now()  # asked for: shown, also on an image out of the model's domain
-        key = (self._bundle_key(), uid, phrase)
-        cached = self.heatmaps.fetch(key)
-        if cached is not None:
-            self._set_heat(phrase, cached[0], source, cached[1])
-            return
-        self.runner.cancel(self._tasks.pop("heatmap", None))
-        self.ai.set_busy(f"Computing the heatmap of “{phrase}”…")
-        self._tasks["heatmap"] = self.runner.start(
-            "Heatmap", _heatmap_job, self.library, self.bundle, self.current_result, uid, phrase, source,
-            on_result=lambda payload, key=key: self._heatmap_done(key, payload),
-            on_failed=lambda msg: self._heatmap_failed(msg))
-
-    def _heatmap_done(self, key, payload) -> None:
-        uid, phrase, source, heat, ratio = payload
-        self.heatmaps.put(key, (heat, ratio))
-        if uid != self.current_uid:
-            return
-        self.ai.set_busy(None)
-        self._set_heat(phrase, heat, source, ratio)
-
-    def _heatmap_failed(self, msg: str) -> None:
-        self.ai.set_busy(f"Heatmap failed: {msg}")
-        self.status_message(f"Heatmap failed: {msg}")
+        self.analysis.request_heatmap(phrase, source)
 
     # -- review ---------------------------------------------------------------------------------
     def save_review(self, status: str, comment: str) -> None:
@@ -708,7 +416,7 @@ class MainWindow(QMainWindow):
             self._review_flush_again = True
             return
         self._review_flush = self.runner.start(
-            "Save review", _flush_reviews_job, self.review_queue, REVIEW_LOCK_TIMEOUT_S,
+            "Save review", jobs.flush_reviews_job, self.review_queue, REVIEW_LOCK_TIMEOUT_S,
             on_result=self._reviews_flushed,
             on_failed=lambda msg: self._reviews_not_saved(msg, busy=False),
             on_finished=self._review_flush_finished)
@@ -803,15 +511,15 @@ class MainWindow(QMainWindow):
         if not paths:
             return None
         mode = "copy" if self.act_copy.isChecked() else "link"
-        task = self.runner.start("Import", _import_job, self.library, paths, mode, lane="background",
+        task = self.runner.start("Import", jobs.import_job, self.library, paths, mode, lane="background",
                                  on_result=self._import_done,
                                  on_failed=lambda msg: self.show_error("Import failed", msg),
-                                 on_progress=lambda *_: self._maybe_refresh_browser())
+                                 on_progress=lambda *_: self.refresh_browser())
         self.jobs.add(task, "Importing")
         self.status_message(f"Importing {len(paths)} item(s)…")
         return task
 
-    def _maybe_refresh_browser(self, force: bool = False) -> None:
+    def refresh_browser(self, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_refresh > 1.5:
             self._last_refresh = now
@@ -821,7 +529,7 @@ class MainWindow(QMainWindow):
                 QTimer.singleShot(0, lambda: self.current_uid is None and self.browser.select_row(0))
 
     def _import_done(self, summary) -> None:
-        self._maybe_refresh_browser(force=True)
+        self.refresh_browser(force=True)
         self.browser.set_findings(list(self.bundle.classes) if self.bundle is not None else [],
                                   dict(self.bundle.thresholds) if self.bundle is not None else None)
         state = "Import cancelled" if summary.cancelled else "Import finished"
@@ -861,7 +569,7 @@ class MainWindow(QMainWindow):
         batch, self._thumb_queue = self._thumb_queue[:24], self._thumb_queue[24:]
         if not batch:
             return
-        self.runner.start("Thumbnails", _thumbnails_job, self.library, batch, lane="thumbnails",
+        self.runner.start("Thumbnails", jobs.thumbnails_job, self.library, batch, lane="thumbnails",
                           on_result=self._thumbnails_done)
         if self._thumb_queue:
             self._thumb_timer.start()
@@ -889,7 +597,7 @@ class MainWindow(QMainWindow):
         synthetic one is then refused unless this is the library it was chosen for)."""
         self.bundle_loading = True
         self.ai.set_busy(f"Loading the model {Path(path).name}…")
-        self.runner.start("Load model", _open_bundle_job, str(path),
+        self.runner.start("Load model", jobs.open_bundle_job, str(path),
                           on_result=lambda payload: self._bundle_loaded(payload, remembered=remembered),
                           on_failed=lambda msg, p=str(path): self._bundle_failed(p, msg, quiet))
 
@@ -954,7 +662,7 @@ class MainWindow(QMainWindow):
         self.ai.set_model(describe(bundle), mask_label=bundle.mask_label, synthetic=bundle.synthetic)
         self.browser.set_findings(list(bundle.classes), dict(bundle.thresholds))
         self.status_message(f"Model loaded: {describe(bundle)}")
-        self._update_actions()
+        self.update_actions()
         self.bundle_changed.emit()
         if self.current_uid is not None and self.viewer.image is not None:
             self.reports.set_similar(None, "Analysing…")
@@ -964,7 +672,7 @@ class MainWindow(QMainWindow):
         if self.bundle is None:
             self.status_message("No model loaded")
             return
-        dlg = ModelCardDialog(f"{self.bundle.id} {self.bundle.version}", getattr(self.bundle, "card_markdown", ""),
+        dlg = ModelCardDialog(f"{self.bundle.id} {self.bundle.version}", self.bundle.card_markdown,
                               self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
@@ -977,10 +685,10 @@ class MainWindow(QMainWindow):
         if self.bundle is None:
             self.show_error("Analyze all", "Choose a model bundle first.")
             return None
-        task = self.runner.start("Analyze all", _analyze_all_job, self.library, self.bundle, uids, lane="background",
+        task = self.runner.start("Analyze all", jobs.analyze_all_job, self.library, self.bundle, uids, lane="background",
                                  on_result=self._batch_done,
                                  on_failed=lambda msg: self.show_error("Analysis stopped", msg),
-                                 on_progress=lambda *_: self._maybe_refresh_browser())
+                                 on_progress=lambda *_: self.refresh_browser())
         self.jobs.add(task, "Analysing")
         return task
 
@@ -989,7 +697,7 @@ class MainWindow(QMainWindow):
             self.status_message("Every image already has an analysis by this model")
             self.batch_finished.emit(summary)
             return
-        self._maybe_refresh_browser(force=True)
+        self.refresh_browser(force=True)
         state = "Analysis cancelled" if summary.cancelled else "Analysis finished"
         text = (f"{state}: {summary.analysed} analysed, {summary.cached} already done, "
                 f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)")
@@ -1014,39 +722,13 @@ class MainWindow(QMainWindow):
             self.export_png(path)
 
     def export_legend(self) -> Legend:
-        lines = []
-        if self.bundle is not None:
-            lines.append(f"Model {self.bundle.id} {self.bundle.version}"
-                         + (f" - {SYNTHETIC_NOTICE}" if self.bundle.synthetic else ""))
-        r = self.current_result
-        if r is not None:
-            if r.domain.status == "out_of_domain":
-                lines.append(f"OUT OF DOMAIN: {OUT_OF_DOMAIN_TEXT} ({'; '.join(r.domain.reasons)})")
-            else:
-                lines.append(f"Domain: {r.domain.summary()}")
-        if self.current_result is not None and self.viewer.mask_layer is not None and self.viewer.mask_layer.visible:
-            _v, opacity, mode = self.ai.mask_settings
-            lines.append(f"Mask ({self.current_result.mask_label or 'segmentation'}, {mode}, opacity {opacity:.2f}): "
-                         f"probability >= {self.current_result.mask_threshold:.2f}")
-        table = None
-        label = ""
-        if self.current_heat is not None and self.viewer.heat_layer is not None and self.viewer.heat_layer.visible:
-            _v, opacity, cmap, thr = self.ai.heatmap_settings
-            phrase = self.current_heat[0]
-            scale = (f"stretched min-max, {analysis_logic.contrast_text(self.current_heat[3])}, "
-                     if self.ai.heatmap_relative else "")
-            lines.append(f"Heatmap of \"{phrase}\" ({cmap}, {scale}opacity {opacity:.2f}, hidden below {thr:.2f})")
-            table = self.ai.heatmap_table()
-            label = "relative heatmap value" if self.ai.heatmap_relative else "heatmap value"
-        lines.append(f"Display: {self.viewer.window_text()}")
-        ends = ("min", "max") if self.ai.heatmap_relative else ("0", "1")
-        return Legend(tuple(lines), table, label, ends)
+        return self.analysis.export_legend()
 
     def export_png(self, path: str):
         if self.viewer.display is None:
             self.status_message("No image to export")
             return None
-        task = self.runner.start("Export PNG", _export_png_job, path, self.viewer.display.copy(),
+        task = self.runner.start("Export PNG", jobs.export_png_job, path, self.viewer.display.copy(),
                                  list(self.viewer.layers()), self.viewer.view_rect(), self.export_legend(),
                                  on_result=lambda p: self.status_message(f"Exported the view to {p}"),
                                  on_failed=lambda msg: self.show_error("Export failed", msg))
@@ -1065,7 +747,7 @@ class MainWindow(QMainWindow):
     def export_csv(self, uids: list[str], path: str):
         if not str(path).lower().endswith(".csv"):
             path = str(path) + ".csv"
-        task = self.runner.start("Export CSV", _export_csv_job, self.library, self.bundle, list(uids), path,
+        task = self.runner.start("Export CSV", jobs.export_csv_job, self.library, self.bundle, list(uids), path,
                                  on_result=lambda r: self.status_message(f"Wrote {r[1]} rows to {r[0]}"),
                                  on_failed=lambda msg: self.show_error("Export failed", msg))
         return task

@@ -56,8 +56,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from app.library.db import Library, LibraryError, translate_error
 from app.library.models import ImportRun, Instance, Patient, RejectedFile, Report, Series, Study, utcnow
-from app.library.storage import UnsafePathError, atomic_write_stream, managed_relpath, run_staging_dir, store_new
+from app.library.storage import UnsafePathError, managed_relpath, run_staging_dir, store_new
 from core_model.errors import UserError
+from core_model.fileio import atomic_write
 from core_model.imaging.dicom import (
     MEDIA_DIRECTORY_SOP_CLASS,
     check_header,
@@ -585,7 +586,7 @@ class Importer:
 
     def _extract(self, cand: _Candidate) -> Path | None:
         """Stream one member to the staging folder under the archive budget; on any refusal the
-        partial file is removed (atomic_write_stream) before the rejection is recorded."""
+        partial file is removed (atomic_write) before the rejection is recorded."""
         tmp = self._staging / f"member-{hashlib.sha1(cand.display.encode()).hexdigest()[:16]}"
         budget = self.archive_budget
         written = self._archive_written.get(cand.archive, 0)
@@ -607,7 +608,7 @@ class Importer:
             ratio_limit = max(budget.ratio_free_bytes, int(budget.ratio * max(info.compress_size, 1)))
             with zf.open(info) as src:
                 reader = _LimitedReader(src, info.file_size, limit, ratio_limit, budget.ratio)
-                atomic_write_stream(reader, tmp, self._staging, fsync=False)
+                atomic_write(tmp, reader, fsync=False, staging=self._staging, mkdir=True)
         except _TooLarge as exc:
             self._archive_written[cand.archive] = written + (reader.read_bytes if reader else 0)
             reason = "bad_archive" if exc.args and exc.args[0] == "declared" else "archive_budget"
@@ -791,7 +792,7 @@ class Importer:
             else:
                 staged = self._staging / f"copy-{uuid.uuid4().hex}"
                 with open(path, "rb") as src:
-                    atomic_write_stream(src, staged, self._staging, fsync=False)
+                    atomic_write(staged, src, fsync=False, staging=self._staging, mkdir=True)
             size = staged.stat().st_size
             rel = store_new(staged, self.lib.data_dir, rel)
             self._unsynced.append(self.lib.data_dir / rel)  # made durable once per batch, before its rows commit

@@ -182,6 +182,9 @@ class Analysis(Base):
     top_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
     mask_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # relative to the data folder
     heatmap_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # JSON of the extras (bundle thresholds and classes, mask threshold / area / label, default
+    # heatmap phrase and contrast, embedding, similar reports); NULL: not recorded (revision 0003)
+    extras: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[str] = mapped_column(String, default=utcnow, index=True)
 
     instance: Mapped[Instance] = relationship(back_populates="analyses")

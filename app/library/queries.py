@@ -370,12 +370,13 @@ def _top(probabilities: dict[str, float]) -> tuple[str | None, float | None]:
 def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: str,
                  probabilities: dict[str, float], mask: np.ndarray | None = None,
                  heatmap: np.ndarray | None = None, bundle_hash: str | None = None,
-                 domain: dict | None = None) -> int:
+                 domain: dict | None = None, extras: dict | None = None) -> int:
     """Store a model's output for an instance. Mask and heatmap are written as files first
     (atomically); the row and the instance's top finding (with the domain status, from
     ``domain``: a ``DomainState.to_dict()``) are committed together afterwards. If the commit
     fails the files are removed again. ``bundle_hash`` is the bundle's content hash, the key
-    under which the analysis is reused."""
+    under which the analysis is reused; ``extras`` (a JSON-able dict: what the other columns do
+    not hold, see :func:`analysis_extras`) is stored in the row's ``extras`` column."""
     with library.session() as s:
         inst = get_instance(s, uid)
         if inst is None:
@@ -397,7 +398,8 @@ def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: 
                            probabilities=json.dumps({k: float(v) for k, v in probabilities.items()}, sort_keys=True),
                            top_finding=top_name, top_probability=top_p, mask_path=mask_rel,
                            heatmap_path=heat_rel, created_at=utcnow(), bundle_hash=bundle_hash,
-                           domain=None if domain is None else json.dumps(domain, sort_keys=True))
+                           domain=None if domain is None else json.dumps(domain, sort_keys=True),
+                           extras=None if extras is None else json.dumps(extras, sort_keys=True))
             s.add(row)
             s.flush()
             s.execute(update(Instance).where(Instance.id == instance_pk)
@@ -419,6 +421,16 @@ def latest_analysis(session: Session, instance: Instance) -> Analysis | None:
 
 def analysis_probabilities(analysis: Analysis) -> dict[str, float]:
     return json.loads(analysis.probabilities or "{}")
+
+
+def analysis_extras(analysis: Analysis) -> dict:
+    """The stored extras of an analysis (``app.logic.analysis.store_result`` writes them), or
+    ``{}`` when none were recorded or they cannot be read."""
+    try:
+        value = json.loads(analysis.extras) if analysis.extras else None
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def analysis_domain(analysis: Analysis) -> dict | None:

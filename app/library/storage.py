@@ -28,9 +28,9 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import BinaryIO
 
 from core_model.errors import UserError
+from core_model.fileio import atomic_write_bytes
 
 import numpy as np
 
@@ -156,49 +156,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_stream(src: BinaryIO, dst: Path, staging: Path, *, fsync: bool = True) -> int:
-    """Copy ``src`` (an open binary file) to ``dst`` through ``staging``; returns the size."""
-    tmp = staging / f"{uuid.uuid4().hex}.part"
-    size = 0
-    try:
-        with open(tmp, "wb") as out:
-            while True:
-                chunk = src.read(_COPY_CHUNK)
-                if not chunk:
-                    break
-                out.write(chunk)
-                size += len(chunk)
-            out.flush()
-            if fsync:
-                os.fsync(out.fileno())
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return size
-
-
-def atomic_copy(src: Path, dst: Path, staging: Path, *, fsync: bool = True) -> int:
-    with open(src, "rb") as f:
-        return atomic_write_stream(f, dst, staging, fsync=fsync)
-
-
-def atomic_write_bytes(data: bytes, dst: Path, *, fsync: bool = True) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.part")
-    try:
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            if fsync:
-                os.fsync(out.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def sync_folders(paths: set[Path]) -> None:
     """fsync the folders that received new names, so the renames survive a power cut."""
     for path in paths:
@@ -236,7 +193,7 @@ def save_mask(data_dir: Path, instance_pk: int, token: str, mask: np.ndarray) ->
     buf = BytesIO()
     Image.fromarray(arr, mode="L").save(buf, format="PNG")
     rel = _derived_rel(data_dir, instance_pk, token, "mask.png")
-    atomic_write_bytes(buf.getvalue(), data_dir / rel)
+    atomic_write_bytes(data_dir / rel, buf.getvalue(), mkdir=True)
     return rel
 
 
@@ -249,7 +206,7 @@ def save_heatmap(data_dir: Path, instance_pk: int, token: str, heatmap: np.ndarr
     buf = BytesIO()
     np.save(buf, arr, allow_pickle=False)
     rel = _derived_rel(data_dir, instance_pk, token, "heatmap.npy")
-    atomic_write_bytes(buf.getvalue(), data_dir / rel)
+    atomic_write_bytes(data_dir / rel, buf.getvalue(), mkdir=True)
     return rel
 
 

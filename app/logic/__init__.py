@@ -10,6 +10,9 @@
 - :mod:`app.logic.report_text` — report sentences (what the reports panel makes clickable).
 - :mod:`app.logic.thumbnails` — small cached thumbnails for the study browser.
 - :mod:`app.logic.bundles` — opening a model bundle with one clear message when it fails.
+- :mod:`app.logic.jobs` — every background job of the app (import, image loading, analysis,
+  heatmaps, similar reports, reviews, thumbnails, exports) as a plain function the GUI's
+  task runner calls in a worker thread.
 
 Nothing here imports Qt or torch; the headless ``analyze`` command uses the same code.
 """

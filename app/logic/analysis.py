@@ -9,11 +9,12 @@ stored before the library recorded hashes) the model runs and the result is stor
 :func:`app.library.queries.add_analysis` (probabilities, the domain state, the mask
 probabilities as an 8-bit PNG, the default heatmap as float32 ``.npy``), so reopening a study is
 instant, shows the same domain state, and the browser can sort and filter on the top finding.
-What ``add_analysis`` has no column for (mask threshold and area, the thresholds and classes of
-the bundle, the default heatmap's phrase and peak-to-mean ratio, the pooled embedding and the
-similar reports) goes into a JSON file beside the mask:
-``derived/<instance id>/analysis-<analysis id>.json``, written atomically; a missing or
-unreadable JSON only means those extras are recomputed on demand. Within one process an image
+The rest (mask threshold and area, the thresholds and classes of the bundle, the default
+heatmap's phrase and peak-to-mean ratio, the pooled embedding and the similar reports) is stored
+with the same row, as JSON in ``analyses.extras`` (Alembic revision 0003, which also read in the
+``derived/<instance id>/analysis-<analysis id>.json`` files older versions wrote beside the
+mask); extras that are not recorded only mean the bundle's facts are taken and the rest is
+recomputed on demand. Within one process an image
 is analysed by one bundle at a time: the shown image's analysis and "analyze all" run in
 different threads, and the later request for an image in flight waits and reuses what the first
 stored (:func:`analyze_instance`), so no image is analysed and stored twice.
@@ -31,14 +32,12 @@ Domain
 ------
 Every result carries the runtime's :class:`core_model.runtime.domain.DomainState` (in domain,
 out of domain with the reasons, or unknown when the bundle records no training domain); the
-library's view position and modality are passed to ``bundle.analyze`` when the runtime takes
-them. The runtime is imported lazily (starting the app does not load onnxruntime).
+library's view position and modality are passed to ``bundle.analyze`` as its ``view`` and
+``modality`` hints. The runtime is imported lazily (starting the app does not load onnxruntime).
 """
 
 from __future__ import annotations
 
-import inspect
-import json
 import logging
 import math
 import threading
@@ -189,39 +188,20 @@ def contrast_text(ratio: float | None) -> str:
 
 
 def _hits(raw) -> list[Hit]:
+    """Hits from the runtime's ``ReportHit`` (or our own ``Hit``) objects, or from the dicts
+    stored in an analysis's extras."""
     out = []
     for h in raw or []:
         if isinstance(h, Hit):
             out.append(h)
         elif isinstance(h, dict):
             out.append(Hit(str(h.get("id", "")), str(h.get("text", "")), float(h.get("score", 0.0))))
-        else:  # the runtime's ReportHit(id, text, score) or a plain tuple
-            hid, text, score = (h.id, h.text, h.score) if hasattr(h, "text") else tuple(h)[:3]
-            out.append(Hit(str(hid), str(text), float(score)))
+        else:  # core_model.runtime.retrieval.ReportHit(id, text, score)
+            out.append(Hit(str(h.id), str(h.text), float(h.score)))
     return out
 
 
 # -- the cache ------------------------------------------------------------------------------
-
-
-def _extras_path(library, instance_pk: int, analysis_id: int) -> Path:
-    return library.data_dir / "derived" / str(instance_pk) / f"analysis-{analysis_id}.json"
-
-
-def _write_extras(library, instance_pk: int, analysis_id: int, extras: dict) -> None:
-    from app.library.storage import atomic_write_bytes
-
-    try:
-        atomic_write_bytes(json.dumps(extras).encode("utf-8"), _extras_path(library, instance_pk, analysis_id))
-    except OSError as exc:  # the analysis row is stored; only the extras are lost
-        log.warning("could not write the extras of analysis %d (%s)", analysis_id, exc.strerror or exc)
-
-
-def _read_extras(library, instance_pk: int, analysis_id: int) -> dict:
-    try:
-        return json.loads(_extras_path(library, instance_pk, analysis_id).read_text("utf-8"))
-    except (OSError, ValueError):
-        return {}
 
 
 def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str, *, bundle_hash: str | None = None,
@@ -247,10 +227,9 @@ def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str, *, b
             match.append(Analysis.bundle_hash == bundle_hash)
         row = s.execute(select(Analysis).where(*match)
                         .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)).scalar_one_or_none()
-        instance_pk = inst.id
     if row is None:
         return None
-    return _from_row(library, uid, instance_pk, row, load_arrays=load_arrays)
+    return _from_row(library, uid, row, load_arrays=load_arrays)
 
 
 def latest_any(library, uid: str) -> AnalysisResult | None:
@@ -262,16 +241,20 @@ def latest_any(library, uid: str) -> AnalysisResult | None:
         if inst is None:
             return None
         row = latest_analysis(s, inst)
-        instance_pk = inst.id
-    return None if row is None else _from_row(library, uid, instance_pk, row, load_arrays=False)
+    return None if row is None else _from_row(library, uid, row, load_arrays=False)
 
 
-def _from_row(library, uid: str, instance_pk: int, row, *, load_arrays: bool) -> AnalysisResult | None:
-    from app.library.queries import analysis_domain, analysis_heatmap, analysis_mask, analysis_probabilities
-
+def _from_row(library, uid: str, row, *, load_arrays: bool) -> AnalysisResult | None:
+    from app.library.queries import (
+        analysis_domain,
+        analysis_extras,
+        analysis_heatmap,
+        analysis_mask,
+        analysis_probabilities,
+    )
     from app.logic.overlay import to_unit
 
-    extras = _read_extras(library, instance_pk, row.id)
+    extras = analysis_extras(row)
     mask = heat = None
     if load_arrays:
         try:
@@ -318,26 +301,9 @@ def _instance_source(library, uid: str) -> tuple[Path, str, str]:
     return path, view, modality
 
 
-_HINTS: dict[type, frozenset] = {}
-
-
-def _hint_keywords(bundle: "Bundle") -> frozenset:
-    """Which of the library's hints (``view``, ``modality``) this bundle's ``analyze`` takes
-    (looked up once per bundle class)."""
-    cls = type(bundle)
-    if cls not in _HINTS:
-        try:
-            params = inspect.signature(bundle.analyze).parameters
-        except (TypeError, ValueError):
-            params = {}
-        _HINTS[cls] = frozenset(k for k in ("view", "modality") if k in params)
-    return _HINTS[cls]
-
-
 def _analyze(bundle: "Bundle", path: Path, view: str, modality: str) -> "RuntimeAnalysis":
-    hints = {"view": view or None, "modality": modality or None}
-    kwargs = {k: hints[k] for k in _hint_keywords(bundle)}
-    return bundle.analyze(str(path), **kwargs)
+    """The runtime's analysis, with the library's view position and modality as hints."""
+    return bundle.analyze(str(path), view=view or None, modality=modality or None)
 
 
 def _finite(d: dict) -> dict[str, float]:
@@ -390,14 +356,8 @@ def run_model(library, bundle: "Bundle", uid: str, *, heatmap: bool = True, simi
 
 
 def store_result(library, result: AnalysisResult) -> int:
-    from app.library.queries import add_analysis, get_instance
+    from app.library.queries import add_analysis
 
-    analysis_id = add_analysis(library, result.uid, bundle_id=result.bundle_id, bundle_version=result.bundle_version,
-                               probabilities=result.probabilities, mask=result.mask, heatmap=result.heatmap,
-                               bundle_hash=result.bundle_hash, domain=result.domain.to_dict())
-    with library.session() as s:
-        inst = get_instance(s, result.uid)
-        instance_pk = inst.id
     extras = dict(
         thresholds=result.thresholds, classes=result.classes, mask_threshold=result.mask_threshold,
         mask_area_fraction=result.mask_area_fraction, mask_label=result.mask_label,
@@ -406,7 +366,9 @@ def store_result(library, result: AnalysisResult) -> int:
         embedding=None if result.embedding is None else [float(x) for x in result.embedding])
     if extras["similar"] is None:
         del extras["similar"]
-    _write_extras(library, instance_pk, analysis_id, extras)
+    analysis_id = add_analysis(library, result.uid, bundle_id=result.bundle_id, bundle_version=result.bundle_version,
+                               probabilities=result.probabilities, mask=result.mask, heatmap=result.heatmap,
+                               bundle_hash=result.bundle_hash, domain=result.domain.to_dict(), extras=extras)
     result.analysis_id = analysis_id
     return analysis_id
 
@@ -451,7 +413,7 @@ def analyze_instance(library, bundle: "Bundle", uid: str, *, force: bool = False
             cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version),
                                      bundle_hash=bundle.content_hash)
             if cached is not None:
-                # bundle facts are the bundle's own (the extras file may be gone)
+                # bundle facts are the bundle's own (the extras may not be recorded)
                 cached.thresholds = cached.thresholds or _finite(dict(bundle.thresholds))
                 cached.classes = cached.classes or list(bundle.classes)
                 cached.mask_label = cached.mask_label or bundle.mask_label

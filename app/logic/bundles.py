@@ -63,8 +63,8 @@ def open_bundle(path: str | os.PathLike, threads: int | None = None):
 
 def describe(bundle) -> str:
     """One line: id, version, classes, segmentation head."""
-    classes = ", ".join(getattr(bundle, "classes", []) or [])
-    mask = getattr(bundle, "mask_label", None)
+    classes = ", ".join(bundle.classes or [])
+    mask = bundle.mask_label
     text = f"{bundle.id} {bundle.version}"
     if classes:
         text += f" - classes: {classes}"

@@ -7,10 +7,13 @@
   from the 8-bit display;
 - ``presets``: every window / VOI LUT the file offers, with its explanation
   (:func:`core_model.imaging.dicom.window_presets`), the viewer's keys 1-5;
-- :meth:`ViewImage.render`: the library's display pipeline (VOI, then MONOCHROME1 / INVERSE
-  inversion, then 8-bit), identical to :func:`core_model.imaging.dicom.render_dataset`, but fast
-  enough for a mouse drag: for integer modality values the VOI is evaluated once per distinct
-  value (a lookup table over ``min..max``) and the image is one gather through it;
+- :meth:`ViewImage.render`: the app's display pipeline (VOI, then MONOCHROME1 / INVERSE
+  inversion, then 8-bit), identical to :func:`core_model.imaging.dicom.render_dataset` (tested
+  pixel for pixel), but fast enough for a mouse drag: for integer modality values the VOI is
+  evaluated once per distinct value (a lookup table over ``min..max``) and the image is one
+  gather through it;
+- :func:`display_file`: one file's default display or a preset, through the same
+  :meth:`ViewImage.render` (what ``adaptor-review render`` and the thumbnails write);
 - :func:`drag_window`: window/level from a mouse drag (horizontal = width, vertical = centre);
 - :class:`Spacing` and :func:`measure`: distances in mm, saying honestly which spacing the file
   gives (PS3.3 10.7.1.3: Pixel Spacing is in the patient plane when present; Imager Pixel Spacing
@@ -27,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 _MAX_LUT = 1 << 20  # integer value ranges up to this size use the lookup-table path
-_MONO = ("MONOCHROME1", "MONOCHROME2")
 
 
 @dataclass(frozen=True)
@@ -146,11 +148,9 @@ class ViewImage:
         if preset is not None and preset.kind == "window":
             return float(preset.center), float(preset.width)
         if preset is not None and preset.kind == "voi_lut":
-            item = self.header.VOILUTSequence[preset.index]
-            entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
-            if first >= 32768 and self.vmin < 0:
-                first -= 65536
-            return first + entries / 2.0, float(entries)
+            from core_model.imaging.dicom import voi_lut_window
+
+            return voi_lut_window(self.header.VOILUTSequence[preset.index], self.vmin)
         # full range (and PNG/JPEG): the linear window that maps min..max onto the display
         lo, hi = (self.vmin, self.vmax) if self.is_dicom else (0.0, 255.0)
         return (lo + hi) / 2.0 + 0.5, max(hi - lo + 1.0, 2.0)
@@ -281,8 +281,9 @@ def load_image(path: str | os.PathLike) -> ViewImage:
                          _lut_base=None)
     from core_model.imaging.dicom import (
         decode_pixels,
+        file_inversion,
+        is_monochrome,
         modality_values,
-        needs_inversion,
         read_dataset,
         window_presets,
     )
@@ -295,10 +296,39 @@ def load_image(path: str | os.PathLike) -> ViewImage:
     base = _lut_base(values)
     if base is not None and float(values.max()) < 2 ** 24 and float(values.min()) > -2 ** 24:
         values = values.astype(np.float32)  # exact for these integers, half the memory
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    mono = is_monochrome(ds)
     return ViewImage(
         source=path.name, values=values, presets=window_presets(ds), units=modality_units(ds),
         spacing=spacing_of(ds), is_dicom=True,
-        file_invert=needs_inversion(ds) if photometric in _MONO else False,
-        value_kind="modality value" if photometric in _MONO else "luminance", header=ds, _lut_base=base,
+        file_invert=file_inversion(ds),
+        value_kind="modality value" if mono else "luminance", header=ds, _lut_base=base,
         vmin=float(values.min()) if values.size else 0.0, vmax=float(values.max()) if values.size else 0.0)
+
+
+@dataclass(frozen=True)
+class Display:
+    pixels: np.ndarray  # uint8 (rows, columns)
+    presets: list  # WindowPreset; empty for PNG/JPEG
+    preset_index: int | None  # the preset used (0-based), None for PNG/JPEG
+
+
+def display_file(path: str | os.PathLike, preset: int | None = None) -> Display:
+    """The default display (``preset`` None) or a 0-based preset of a DICOM/PNG/JPEG file, as the
+    viewer shows it (:meth:`ViewImage.render`). ``preset`` is 0-based here; the viewer's keys 1-5
+    and ``render --preset N`` are 1-based."""
+    from core_model.imaging.errors import ImageReadError, UnsupportedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found", reason="missing")
+    if _is_plain_image(path):
+        if preset not in (None, 0):
+            raise UnsupportedImageError(f"{path.name}: PNG/JPEG images have no window presets", reason="bad_preset")
+        return Display(load_image(path).render(), [], None)
+    image = load_image(path)
+    index = 0 if preset is None else preset
+    if not 0 <= index < len(image.presets):
+        names = ", ".join(f"{i + 1}: {p.label()}" for i, p in enumerate(image.presets))
+        raise UnsupportedImageError(f"{path.name}: preset {index + 1} does not exist; the file offers {names}",
+                                    reason="bad_preset")
+    return Display(image.render(WindowState(preset=index)), image.presets, index)

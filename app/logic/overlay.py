@@ -251,12 +251,8 @@ def export_view_png(path: str | os.PathLike, base: np.ndarray, layers: Sequence[
         rgb = rgb[r0:r1, c0:c1]
     if footer:
         rgb = np.concatenate([rgb, render_footer(rgb.shape[1], legend or Legend())], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from core_model.fileio import atomic_write
+
+    atomic_write(path, lambda f: Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(f, format="PNG"),
+                 fsync=False, mkdir=True)
     return path

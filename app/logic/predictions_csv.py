@@ -117,7 +117,7 @@ def columns_for(classes: Sequence[str]) -> list[str]:
 
 
 def write_predictions_csv(path: str | os.PathLike, rows: list[dict], classes: Sequence[str]) -> Path:
-    """Write atomically (``.part`` then rename); returns the path."""
+    """Write atomically (:func:`core_model.fileio.atomic_write`); returns the path."""
     path = Path(path)
     buf = io.StringIO()
     buf.write(NOTICE_LINE + "\n")
@@ -125,15 +125,9 @@ def write_predictions_csv(path: str | os.PathLike, rows: list[dict], classes: Se
     writer.writeheader()
     for row in rows:
         writer.writerow({k: row.get(k, "") for k in writer.fieldnames})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        tmp.write_text(buf.getvalue(), encoding="utf-8", newline="")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    from core_model.fileio import atomic_write_text
+
+    return atomic_write_text(path, buf.getvalue(), fsync=False, mkdir=True)
 
 
 def read_predictions_csv(path: str | os.PathLike) -> list[dict]:

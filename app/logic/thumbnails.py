@@ -1,6 +1,6 @@
 """Small cached thumbnails for the study browser (Qt-free).
 
-A thumbnail is the library's default display (:func:`app.library.display.display_file`) shrunk
+A thumbnail is the library's default display (:func:`app.logic.image.display_file`) shrunk
 to fit ``size`` pixels, kept as an 8-bit PNG under the library's data folder
 (``thumbnails/<size>/<2 hex>/<40 hex>.png``, from a SHA-256 of the SOP Instance UID), written atomically. Making one decodes the
 whole image, so the app makes them in a worker thread, for the rows on screen only.
@@ -40,8 +40,8 @@ def make_thumbnail(library, uid: str, file_path: str, storage: str, size: int = 
 
     from PIL import Image
 
-    from app.library.display import display_file
-    from app.library.storage import atomic_write_bytes
+    from app.logic.image import display_file
+    from core_model.fileio import atomic_write_bytes
 
     cached = load_cached(library, uid, size)
     if cached is not None:
@@ -54,7 +54,7 @@ def make_thumbnail(library, uid: str, file_path: str, storage: str, size: int = 
     if getattr(library, "read_only", False):  # opened read-only: nothing is written into it
         return np.asarray(img, dtype=np.uint8).copy()
     try:
-        atomic_write_bytes(buf.getvalue(), thumbnail_path(library, uid, size), fsync=False)
+        atomic_write_bytes(thumbnail_path(library, uid, size), buf.getvalue(), fsync=False, mkdir=True)
     except OSError:
         pass  # a read-only library still shows thumbnails, it only cannot keep them
     return np.asarray(img, dtype=np.uint8).copy()

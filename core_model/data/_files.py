@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -66,28 +65,3 @@ def index_files(folder, suffixes=(".dcm",), what: str = "image folder") -> tuple
                         found[stem] = os.path.join(dirpath, fn)
                     break
     return found, duplicates
-
-
-def temp_path_for(path) -> Path:
-    """A unique temporary name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
-    p = Path(path)
-    return p.with_name(f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write text to ``path`` through a temporary file in the same folder and ``os.replace``
-    (normal permissions, as a plain ``open`` would give)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(p)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p

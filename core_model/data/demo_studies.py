@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core_model.data.phantoms import FINDINGS, PhantomOptions, dicom_pixels_and_spec, plan_cases, render_case
+from core_model.fileio import atomic_write_text
 
 # (phantom DICOM variant for pixels + header, transfer syntax name or None for the variant's own)
 ENCODINGS = [
@@ -63,9 +64,7 @@ def write_demo_studies(phantom_dir: str | os.PathLike, out_dir: str | os.PathLik
             ts = _syntax(syntax)
         path = out / f"{case.id}.dcm"
         write_dicom(path, pixels, spec, transfer_syntax=ts)
-        tmp = out / f"{case.id}.txt.part"
-        tmp.write_text(case.report.strip() + "\n")
-        os.replace(tmp, out / f"{case.id}.txt")
+        atomic_write_text(out / f"{case.id}.txt", case.report.strip() + "\n", fsync=False)
         index.append({"id": case.id, "file": path.name, "finding": case.finding, "view": case.view,
                       "photometric": spec.photometric, "bits_stored": spec.bits_stored,
                       "transfer_syntax": str(ts.name if hasattr(ts, "name") else ts)})

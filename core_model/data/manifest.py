@@ -26,7 +26,6 @@ required column raises :class:`~core_model.errors.DataError` naming it (and the 
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import math
@@ -34,9 +33,11 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from core_model.data._files import open_text
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.data.reports import clean_text, report_text
 from core_model.errors import DataError
+from core_model.fileio import atomic_write_text
 
 _SPLITS = {
     "train": "train", "training": "train",
@@ -48,12 +49,6 @@ _SPLITS = {
 def _is_jsonl(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith((".jsonl", ".jsonl.gz", ".ndjson", ".json"))
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
 
 
 def parse_label(value) -> float:
@@ -84,7 +79,7 @@ def parse_label(value) -> float:
 def _rows(path: Path, image_column: str, require_report: bool) -> Iterator[tuple[int, dict | None, str]]:
     """(line number, row or None, problem) for each data row; checks required columns first."""
     required = [image_column] + (["report"] if require_report else [])
-    with _open_text(path) as fh:
+    with open_text(path, "manifest") as fh:
         if _is_jsonl(path):
             parsed: list[tuple[int, dict | None, str]] = []
             keys: set[str] = set()
@@ -233,25 +228,20 @@ def verify_image(path: str) -> str:
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[dict], columns: list[str] | None = None) -> Path:
-    """Write rows as CSV (``.csv``) or JSONL (``.jsonl``) atomically (temp file + os.replace)."""
+    """Write rows as CSV (``.csv``) or JSONL (``.jsonl``) atomically (:func:`core_model.fileio.atomic_write`)."""
     path = Path(path)
     rows = list(rows)
     if columns is None:
         columns = []
         for r in rows:
             columns.extend(k for k in r if k not in columns)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        if _is_jsonl(path):
-            for r in rows:
-                fh.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
-        else:
-            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-            writer.writeheader()
-            for r in rows:
-                writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
+    fh = io.StringIO()
+    if _is_jsonl(path):
+        for r in rows:
+            fh.write(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({c: "" if r.get(c) is None else r.get(c) for c in columns})
+    return atomic_write_text(path, fh.getvalue(), mkdir=True)

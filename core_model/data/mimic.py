@@ -26,12 +26,11 @@ missing CSV or a missing required column raises :class:`~core_model.errors.DataE
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import os
 import re
 from pathlib import Path
 
+from core_model.data._files import open_text
 from core_model.data.manifest import parse_label
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.data.reports import report_text
@@ -54,17 +53,8 @@ def find_csv(root: Path, kind: str, *, required: bool = True) -> Path | None:
     return None
 
 
-def _open(path: Path) -> io.TextIOBase:
-    try:
-        if path.name.lower().endswith(".gz"):
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-        return open(path, encoding="utf-8-sig", newline="")
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
-
-
 def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
-    with _open(path) as fh:
+    with open_text(path, "MIMIC-CXR-JPG file") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header

@@ -66,7 +66,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from core_model.data._files import atomic_write_text, open_text
+from core_model.data._files import open_text
+from core_model.fileio import atomic_write_text
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.errors import DataError
 
@@ -352,7 +353,7 @@ def write_split_file(path, split: SplitAssignment | Mapping[str, str]) -> None:
         if s not in SPLITS:
             raise DataError(f"split of {i!r} is {s!r}; expected one of {SPLITS}")
         w.writerow([i, s])
-    atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue(), fsync=False, mkdir=True)
 
 
 def read_split_file(path) -> dict[str, str]:

@@ -7,16 +7,12 @@
     >>> vit = create_image_encoder("/models/rad-dino")  # any local transformers directory
 
 Encoders are frozen: eval mode, ``requires_grad=False``, and ``train()`` cannot switch them back.
+``registry`` maps names to specs; ``factory`` creates encoders; ``image`` / ``text`` hold the
+presets (importing this package registers them).
 """
 
-from core_model.encoders.registry import (
-    EncoderInfo,
-    create_image_encoder,
-    create_text_encoder,
-    list_encoders,
-    register_image_encoder,
-    register_text_encoder,
-)
+from core_model.encoders.factory import create_image_encoder, create_text_encoder  # registers the presets
+from core_model.encoders.registry import EncoderInfo, list_encoders, register_image_encoder, register_text_encoder
 
 __all__ = [
     "EncoderInfo",

@@ -1,9 +1,9 @@
-"""Registry of named encoder presets (after timm's ``register_model`` / ``create_model``).
+"""Registry of named encoder presets: names -> specs (after timm's ``_registry.py``).
 
-A name is either a registered preset (``dinov2-small``, ``minilm``, ``tiny-vit``...), a
-transformers model id (``facebook/dinov2-base``) or a local directory with a transformers model.
-Loading never touches the network unless ``allow_download=True`` (or the environment variable
-``CXR_ADAPTOR_ALLOW_DOWNLOAD=1``).
+The preset modules (:mod:`~core_model.encoders.image`, :mod:`~core_model.encoders.text`) register
+their presets here when imported (``core_model.encoders`` imports them); creating an encoder from
+a name is :mod:`core_model.encoders.factory`'s job. This module imports no other part of the
+package, so there is no import cycle.
 """
 
 from __future__ import annotations
@@ -42,13 +42,7 @@ def register_text_encoder(name: str, *, source: str, description: str, licence: 
     return wrap
 
 
-def _ensure_presets_loaded():
-    # Importing the modules registers their presets.
-    from core_model.encoders import image, text  # noqa: F401
-
-
 def list_encoders(kind: str | None = None) -> list[EncoderInfo]:
-    _ensure_presets_loaded()
     items = []
     if kind in (None, "image"):
         items += list(_IMAGE.values())
@@ -58,27 +52,4 @@ def list_encoders(kind: str | None = None) -> list[EncoderInfo]:
 
 
 def get_info(name: str, kind: str) -> EncoderInfo | None:
-    _ensure_presets_loaded()
     return (_IMAGE if kind == "image" else _TEXT).get(name)
-
-
-def create_image_encoder(name: str, *, allow_download: bool | None = None, **kwargs):
-    """A frozen :class:`~core_model.encoders.image.FrozenImageEncoder` by preset, id or path."""
-    _ensure_presets_loaded()
-    from core_model.encoders.image import load_image_encoder
-
-    info = _IMAGE.get(name)
-    if info is not None:
-        return info.factory(allow_download=allow_download, **{**info.options, **kwargs})
-    return load_image_encoder(name, allow_download=allow_download, **kwargs)
-
-
-def create_text_encoder(name: str, *, allow_download: bool | None = None, **kwargs):
-    """A frozen :class:`~core_model.encoders.text.FrozenTextEncoder` by preset, id or path."""
-    _ensure_presets_loaded()
-    from core_model.encoders.text import load_text_encoder
-
-    info = _TEXT.get(name)
-    if info is not None:
-        return info.factory(allow_download=allow_download, **{**info.options, **kwargs})
-    return load_text_encoder(name, allow_download=allow_download, **kwargs)

@@ -38,7 +38,7 @@ from core_model.export.graphs import HeatmapGraph, ImageGraph, TextGraph
 from core_model.fileio import atomic_write_json, sha256_file
 from core_model.heads import SegDecoder, make_cls_head
 from core_model.runtime.format import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_IO, MANIFEST
-from core_model.training.pretrain import _jsonable, code_version, load_adaptor
+from core_model.training.artifacts import code_version, jsonable, load_adaptor
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +362,8 @@ def export_bundle(runs: list[Path], out: Path, *, quantize: str | None = None, m
                                                            synthetic=_trained_on_phantoms(meta, cls_meta, seg_meta))
         if domain_section:
             config["domain"] = domain_section
-        atomic_write_json(tmp / "config.json", _jsonable(config))
-        atomic_write_json(tmp / "model_card.json", _jsonable(card))
+        atomic_write_json(tmp / "config.json", jsonable(config))
+        atomic_write_json(tmp / "model_card.json", jsonable(card))
         (tmp / "MODEL_CARD.md").write_text(card_markdown(card))
         bid = bundle_id or f"{meta['image_encoder']['name']}+{meta['text_encoder']['name']}-{meta['image_encoder']['weights_sha256'][:6]}"
         write_manifest(tmp, bid)

@@ -10,10 +10,8 @@ KEYS = {"classification", "segmentation", "export"}
 
 
 def build_runs_from_recipe(path: str | Path, progress: bool = True) -> tuple[list[Path], dict]:
-    from core_model.training.config import load_config, save_config
-    from core_model.training.finetune import FINETUNE_DEFAULTS, finetune_classification, finetune_segmentation
-
     from core_model.training.config import read_yaml_mapping
+    from core_model.training.pipeline import TASKS, ensure_finetuned
 
     p = Path(path)
     recipe = read_yaml_mapping(p, "bundle recipe")
@@ -21,22 +19,15 @@ def build_runs_from_recipe(path: str | Path, progress: bool = True) -> tuple[lis
     if unknown:
         raise ConfigError(f"unknown keys in {p}: {sorted(unknown)}; known: {sorted(KEYS)}")
     runs = []
-    for key, fn in (("classification", finetune_classification), ("segmentation", finetune_segmentation)):
+    for key in TASKS:
         part = recipe.get(key)
         if not part:
             continue
         if not part.get("out") or not part.get("config"):
             raise ConfigError(f"{p}: {key} needs 'config' (a fine-tuning config) and 'out' (its run folder)")
         out = Path(part["out"])
-        if not (out / "head.json").exists():
-            defaults = FINETUNE_DEFAULTS
-            if key == "segmentation":
-                defaults = {**FINETUNE_DEFAULTS, "head": {"kind": "progressive", "dropout": 0.0}}
-            cfg = load_config(defaults, part["config"], part.get("set", []))
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out / "config.yaml")
-            print(f"{key} run {out} is missing: fine-tuning it with {part['config']}")
-            fn(cfg, out, progress=progress)
+        ensure_finetuned(key, part["config"], out, part.get("set", []), progress=progress,
+                         announce=f"{key} run {out} is missing: fine-tuning it with {part['config']}")
         runs.append(out)
     if not runs:
         raise ConfigError(f"{p} names no classification or segmentation run")

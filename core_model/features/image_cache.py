@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from core_model.data.records import Record
+from core_model.fileio import atomic_write
 from core_model.imaging.errors import ImageReadError
 from core_model.imaging.preprocess import load_display
 
@@ -36,9 +37,7 @@ def _one(args) -> str | None:
     scale = max_side / max(img.size)
     if scale < 1:
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BILINEAR)
-    tmp = dst + ".part"
-    img.save(tmp, format="PNG")
-    os.replace(tmp, dst)
+    atomic_write(dst, lambda f: img.save(f, format="PNG"), fsync=False)
     return None
 
 

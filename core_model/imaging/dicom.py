@@ -131,8 +131,8 @@ PIXEL_TAGS = (0x7FE00010, 0x7FE00009, 0x7FE00008)  # Pixel Data, Double Float, F
 MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"}
-_MONO = ("MONOCHROME1", "MONOCHROME2")
-_KNOWN_PHOTOMETRIC = _MONO + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT",
+MONOCHROME = ("MONOCHROME1", "MONOCHROME2")  # the photometric interpretations with modality values
+_KNOWN_PHOTOMETRIC = MONOCHROME + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT",
                               "YBR_PARTIAL_420", "PALETTE COLOR")
 
 
@@ -593,7 +593,7 @@ def check_rescale(ds: Dataset, source: str = "") -> None:
     """Rescale Slope / Intercept that would make every pixel NaN or constant: refused
     (:class:`InvalidValuesError`) rather than rendered as a silently black image."""
     name = f"{source}: " if source else ""
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper() not in _MONO:
+    if str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper() not in MONOCHROME:
         return
     if "ModalityLUTSequence" in ds:
         return
@@ -757,7 +757,7 @@ def modality_values(ds: Dataset, stored: np.ndarray | None = None, *, source: st
         stored = decode_pixels(ds, source=source)
     if stored.dtype.kind == "f":
         values = stored.astype(np.float64)
-    elif str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() not in _MONO:
+    elif str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper() not in MONOCHROME:
         values = stored.astype(np.float64)
     else:
         check_rescale(ds, source)
@@ -772,6 +772,22 @@ def modality_values(ds: Dataset, stored: np.ndarray | None = None, *, source: st
 
 # --------------------------------------------------------------------------------------------
 # VOI
+#
+# The modality LUT above is pydicom's ``apply_modality_lut``. The VOI below is our own, not
+# pydicom's ``apply_voi_lut`` / ``apply_windowing`` / ``apply_voi``, because (pydicom 3.0):
+# - its window output lies in the stored value range (Bits Stored, Pixel Representation and the
+#   rescale), ours in [0, 1] for any display, and it takes centre and width only from the file,
+#   while the viewer also needs a manual window/level and a full-range preset that keeps
+#   Pixel Padding Value out of the range;
+# - it raises on a window width the standard forbids, where we leave that window out of the
+#   presets (a file with one bad window still shows), and it writes converted values back into
+#   the dataset (``ds.BitsStored = ...``);
+# - it reads OW LUT Data as 16-bit words whatever the descriptor's depth (8-bit LUTs packed two
+#   per word fail), its 8-bit LUT index wraps for inputs above 255, and it neither reads a "first
+#   value mapped" written as US but meant as SS (:func:`lut_first_mapped`) nor tolerates entries
+#   above the declared depth.
+# Where both apply (LINEAR, LINEAR_EXACT and SIGMOID windows, VOI LUT Sequences, MONOCHROME1)
+# tests/imaging/test_voi_vs_pydicom.py checks ours against pydicom's.
 
 
 def _as_list(value: Any) -> list:
@@ -860,12 +876,26 @@ def _lut_table(item: Dataset, ds: Dataset, values: np.ndarray) -> tuple[int, np.
     table = np.asarray(table[:entries], dtype=np.float64)
     if table.size == 0:
         raise UnsupportedImageError("VOI LUT holds no entries")
-    if first >= 32768 and float(np.min(values)) < 0:  # first value mapped written as US but meant SS
-        first -= 65536
+    first = lut_first_mapped(first, float(np.min(values)))
     top = float(2 ** bits - 1) if 8 <= bits <= 16 else 0.0
     if table.max() > top:  # malformed: entries exceed the declared depth; use the depth they need
         top = float(2 ** int(math.ceil(math.log2(table.max() + 1))) - 1)
     return first, table, max(top, 1.0)
+
+
+def lut_first_mapped(first: int, lowest_value: float) -> int:
+    """The LUT Descriptor's "first input value mapped" (its second value, C.11.2.1.1): stored as
+    US, but meant as SS when the values it maps can be negative (a value >= 32768 then means
+    ``first - 65536``)."""
+    return first - 65536 if first >= 32768 and lowest_value < 0 else first
+
+
+def voi_lut_window(item: Dataset, lowest_value: float) -> tuple[float, float]:
+    """(centre, width) of the linear window spanning a VOI LUT item's input range (where a
+    manual window/level drag starts from when that LUT is shown)."""
+    entries, first = int(item.LUTDescriptor[0]) or 65536, int(item.LUTDescriptor[1])
+    first = lut_first_mapped(first, lowest_value)
+    return first + entries / 2.0, float(entries)
 
 
 def voi_lut(values: np.ndarray, item: Dataset, ds: Dataset) -> np.ndarray:
@@ -879,7 +909,7 @@ def voi_lut(values: np.ndarray, item: Dataset, ds: Dataset) -> np.ndarray:
 def _full_range(values: np.ndarray, ds: Dataset) -> np.ndarray:
     data = values
     padding = ds.get("PixelPaddingValue")
-    if padding is not None and str(ds.get("PhotometricInterpretation", "")).upper() in _MONO:
+    if padding is not None and str(ds.get("PhotometricInterpretation", "")).upper() in MONOCHROME:
         # C.7.5.1.1.2: padding pixels are not image; keep them out of the automatic range
         try:
             stored_pad = float(padding)
@@ -933,6 +963,17 @@ def needs_inversion(ds: Dataset) -> bool:
     return photometric == "MONOCHROME1" or shape == "INVERSE"
 
 
+def is_monochrome(ds: Dataset) -> bool:
+    """MONOCHROME1 / MONOCHROME2 (modality values), not a colour image shown as luminance."""
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper() in MONOCHROME
+
+
+def file_inversion(ds: Dataset) -> bool:
+    """Whether the display inverts the VOI output by the file's own rule: :func:`needs_inversion`
+    for monochrome images, never for colour (luminance) images."""
+    return needs_inversion(ds) if is_monochrome(ds) else False
+
+
 def to_display(unit: np.ndarray, invert: bool) -> np.ndarray:
     """[0, 1] -> uint8 display values (round half to even), inverting after VOI when asked."""
     if invert:
@@ -959,9 +1000,7 @@ def render_dataset(ds: Dataset, preset: int | WindowPreset | None = None, *,
                 f"{len(presets)} (" + ", ".join(p.label() for p in presets) + ")", reason="bad_preset")
         preset = presets[preset]
     unit = apply_voi(values, ds, preset, center=center, width=width)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    file_invert = needs_inversion(ds) if photometric in _MONO else False
-    return to_display(unit, file_invert != user_invert)
+    return to_display(unit, file_inversion(ds) != user_invert)
 
 
 def render_file(path: str | os.PathLike, preset: int | None = None) -> np.ndarray:

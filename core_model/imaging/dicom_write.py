@@ -170,16 +170,11 @@ def write_dicom(path: str | os.PathLike, pixels: np.ndarray, spec: DicomSpec | N
 
 
 def save_atomic(ds: Dataset, path: str | os.PathLike) -> Path:
-    """``ds.save_as`` through a ``.part`` file and ``os.replace``: never a half-written file."""
+    """``ds.save_as`` through :func:`core_model.fileio.atomic_write`: never a half-written file."""
+    from core_model.fileio import atomic_write
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        ds.save_as(tmp, enforce_file_format=True)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda f: ds.save_as(f, enforce_file_format=True), fsync=False, mkdir=True)
     return path
 
 

@@ -9,9 +9,9 @@
 Research use only: not a medical device, not for diagnosis.
 """
 
-from core_model.runtime.bundle import BundleError, BundleFormatError, BundleIntegrityError, UnsafeArchiveError
-from core_model.runtime.model import Analysis, Bundle, load_bundle, sentences
+from core_model.runtime.bundle import Analysis, Bundle, load_bundle
+from core_model.runtime.verify import BundleError, BundleFormatError, BundleIntegrityError, UnsafeArchiveError
 from core_model.runtime.retrieval import ReportBank, ReportHit
 
 __all__ = ["Analysis", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError", "ReportBank",
-           "ReportHit", "UnsafeArchiveError", "load_bundle", "sentences"]
+           "ReportHit", "UnsafeArchiveError", "load_bundle"]

@@ -1,380 +1,43 @@
-"""Loading and checking a model bundle (torch-free).
-
-A bundle is a folder or a .zip (the format is defined once in :mod:`core_model.runtime.format`;
-the layout is described in :mod:`core_model.export.bundle`). Loading checks, in order:
-
-1. a .zip archive itself: no absolute paths, no ``..``, no links, no duplicate names, and budgets
-   per member, in total and on the compression ratio, counted on the bytes actually streamed out
-   (declared sizes can lie); the half-unpacked folder is removed on every refusal;
-2. ``manifest.json`` (read with a size and a nesting-depth limit): format and version, the
-   required files, and that the folder is a **closed set**: every file in it is listed, every
-   listed file is there, is not a link, and matches its SHA-256;
-3. (in :class:`core_model.runtime.Bundle`) config.json against the graphs: every graph is a
-   manifest-listed file, its input/output names and static dimensions match the config, and a
-   smoke inference on a built-in test image passes (:mod:`core_model.runtime.checks`).
-
-Any failure raises a :class:`BundleError` subclass with a specific one-line message; nothing is
-ever unpickled (``numpy.load(allow_pickle=False)``, JSON, ONNX).
-"""
+"""The model bundle: :class:`Bundle` (analyse images, phrase heatmaps, similar reports) and
+:func:`load_bundle`, torch-free. What is checked before a bundle is built is in
+:mod:`core_model.runtime.verify` (zip, manifest, hashes) and :mod:`core_model.runtime.checks`
+(config vs graphs, smoke inference)."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import stat
-import tempfile
 import threading
-import zipfile
-import zlib
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
 
 import numpy as np
+from PIL import Image
 
-from core_model.errors import UserError
-from core_model.fileio import sha256_file as _sha256
-from core_model.runtime.format import (BUNDLE_FORMAT, MANIFEST, MAX_JSON_BYTES, MAX_JSON_DEPTH, REQUIRED_FILES,
-                                       SUPPORTED_VERSIONS)
+from core_model.imaging.preprocess import from_square, prepare_input_with_shape
+from core_model.runtime.domain import (DomainModel, DomainState, header_view_modality, normalize_modality,
+                                       normalize_view, unknown)
+from core_model.runtime.verify import BundleError, BundleFormatError, discard_unpacked, one_line, open_bundle_folder
+from core_model.runtime.retrieval import ReportBank, ReportHit
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-class BundleError(UserError):
-    """The model bundle cannot be used; the message says why."""
+ImageLike = Union[str, os.PathLike, np.ndarray]
 
 
-class BundleFormatError(BundleError):
-    pass
+@dataclass
+class Analysis:
+    probabilities: dict[str, float]
+    mask: np.ndarray | None  # float32 (H, W) probabilities on the original image grid
+    mask_threshold: float | None
+    mask_area_fraction: float | None
+    embedding: np.ndarray  # (d,) L2-normalised
+    image_shape: tuple[int, int]
+    patch_tokens: np.ndarray = field(repr=False, default=None)  # (P, d), for heatmaps
+    mask_square: np.ndarray | None = field(repr=False, default=None)  # (S, S) model-space probabilities
+    domain: DomainState = field(default_factory=unknown)  # see core_model.runtime.domain
 
-
-class BundleIntegrityError(BundleError):
-    pass
-
-
-class UnsafeArchiveError(BundleError):
-    pass
-
-
-def one_line(exc: BaseException, limit: int = 240) -> str:
-    """The first line of an exception's text, shortened (for messages built on third-party errors)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-# ---- JSON with limits ------------------------------------------------------------------------
-_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def json_depth(data: bytes) -> int:
-    """Deepest nesting of objects/arrays in a JSON text (strings skipped), without parsing it."""
-    if data.count(b"[") + data.count(b"{") == 0:
-        return 0
-    bare = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
-    step = (np.isin(bare, (ord("["), ord("{"))).astype(np.int32)
-            - np.isin(bare, (ord("]"), ord("}"))).astype(np.int32))
-    return int(np.cumsum(step).max(initial=0))
-
-
-def loads_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH):
-    """Parse JSON bytes, refusing (with ``what`` in the message) text nested deeper than ``max_depth``."""
-    depth = 0 if data.count(b"[") + data.count(b"{") <= max_depth else json_depth(data)
-    if depth > max_depth:
-        raise BundleFormatError(f"{what} is nested {depth} levels deep (at most {max_depth} allowed); "
-                                f"not a file this app writes")
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise BundleFormatError(f"{what} is not UTF-8 text ({one_line(exc)})") from exc
-    except RecursionError as exc:  # the depth scan makes this unreachable; never let it escape
-        raise BundleFormatError(f"{what} is nested too deeply to read") from exc
-    except ValueError as exc:
-        raise BundleFormatError(f"{what} is not valid JSON ({one_line(exc)})") from exc
-
-
-def read_limited(path: Path, what: str, max_bytes: int) -> bytes:
-    """A file's bytes, refusing one over ``max_bytes`` (checked on what is read, not only on stat)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise BundleIntegrityError(f"{what} cannot be read ({exc.strerror or one_line(exc)})") from exc
-    if len(data) > max_bytes:
-        raise BundleFormatError(f"{what} is larger than {max_bytes >> 20} MiB; not a file this app writes")
-    return data
-
-
-def read_json(path: Path, what: str | None = None, *, max_bytes: int = MAX_JSON_BYTES,
-              max_depth: int = MAX_JSON_DEPTH):
-    """Read a bundle's JSON file with a byte-size and a nesting-depth limit (BundleFormatError)."""
-    what = what or path.name
-    return loads_json(read_limited(path, what, max_bytes), what, max_depth=max_depth)
-
-
-# ---- zip archives ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ZipLimits:
-    """Budgets for unpacking a bundle .zip, checked on the bytes streamed out (declared sizes are
-    only a first, cheap filter). An ONNX graph cannot exceed 2 GiB (protobuf), so no member may."""
-
-    member_bytes: int = 2 << 30
-    total_bytes: int = 4 << 30
-    ratio: float = 100.0  # uncompressed / compressed, per member ...
-    ratio_floor: int = 1 << 20  # ... once the member has produced this many bytes
-    members: int = 10_000
-
-
-DEFAULT_ZIP_LIMITS = ZipLimits()
-
-_CHUNK = 64 << 10  # small reads: the compressed bytes read ahead stay small beside what they unpack to
-
-
-def _consumed(src, info: zipfile.ZipInfo) -> int:
-    """Compressed bytes actually read so far for a member (the declared compressed size can lie too)."""
-    left = getattr(src, "_compress_left", None)  # CPython's ZipExtFile; else the declared size
-    return info.compress_size - left if isinstance(left, int) and 0 <= left <= info.compress_size else info.compress_size
-
-
-def _check_member(info: zipfile.ZipInfo, limits: ZipLimits = DEFAULT_ZIP_LIMITS) -> str:
-    name = info.filename
-    if not name.replace("\\", "/").strip("/") or "\x00" in name:
-        raise UnsafeArchiveError(f"bundle archive holds an entry without a usable name ({name!r}); refusing it")
-    mode = (info.external_attr >> 16) & 0xFFFF
-    if stat.S_ISLNK(mode):
-        raise UnsafeArchiveError(f"bundle archive holds a link ({name!r}); refusing it")
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
-        raise UnsafeArchiveError(f"bundle archive holds an absolute path ({name!r}); refusing it")
-    parts = Path(name.replace("\\", "/")).parts
-    if ".." in parts:
-        raise UnsafeArchiveError(f"bundle archive holds a path that leaves its folder ({name!r}); refusing it")
-    if info.flag_bits & 0x1:
-        raise UnsafeArchiveError(f"bundle archive member {name!r} is encrypted; refusing it")
-    if info.file_size > limits.member_bytes:
-        raise UnsafeArchiveError(f"bundle archive member {name!r} is implausibly large ({info.file_size} bytes; "
-                                 f"at most {limits.member_bytes} per file)")
-    if info.file_size > limits.ratio_floor and info.file_size > limits.ratio * max(info.compress_size, 1):
-        raise UnsafeArchiveError(f"bundle archive member {name!r} claims a compression ratio over "
-                                 f"{limits.ratio:.0f}:1 (a zip bomb?); refusing it")
-    return name
-
-
-def default_cache_root() -> Path:
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("cxr-adaptor")) / "bundles"
-
-
-def _stream_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, limits: ZipLimits, total: int) -> int:
-    """Copy one member to ``dest``, counting what comes out; -> the new running total."""
-    name = info.filename
-    written = 0
-    with zf.open(info) as src, open(dest, "xb") as out:
-        while True:
-            chunk = src.read(_CHUNK)
-            if not chunk:
-                break
-            written += len(chunk)
-            total += len(chunk)
-            if written > limits.member_bytes:
-                raise UnsafeArchiveError(f"bundle archive member {name!r} unpacks to more than "
-                                         f"{limits.member_bytes} bytes; refusing the archive")
-            if total > limits.total_bytes:
-                raise UnsafeArchiveError(f"bundle archive unpacks to more than {limits.total_bytes} bytes in "
-                                         f"total; refusing it")
-            if written > limits.ratio_floor and written > limits.ratio * max(_consumed(src, info), 1):
-                raise UnsafeArchiveError(f"bundle archive member {name!r} unpacks at a compression ratio over "
-                                         f"{limits.ratio:.0f}:1 (a zip bomb?); refusing the archive")
-            out.write(chunk)
-    if written != info.file_size:
-        raise UnsafeArchiveError(f"bundle archive member {name!r} unpacks to {written} bytes but declares "
-                                 f"{info.file_size}; the archive is damaged or forged")
-    return total
-
-
-STALE_UNPACK_SECONDS = 24 * 3600
-
-
-def _remove_stale_unpacks(cache_root: Path) -> None:
-    """Remove half-unpacked folders a killed process left behind (older than a day, so never one
-    another process is writing now)."""
-    import time
-
-    for p in cache_root.glob(".unpack-*"):
-        try:
-            if p.is_dir() and not p.is_symlink() and time.time() - p.stat().st_mtime > STALE_UNPACK_SECONDS:
-                shutil.rmtree(p, ignore_errors=True)
-        except OSError:
-            pass
-
-
-def extract_zip(path: Path, cache_root: Path | None = None, *, limits: ZipLimits = DEFAULT_ZIP_LIMITS) -> Path:
-    """Safely unpack a bundle .zip into a cache folder named by the archive's hash.
-
-    Every refusal (unsafe name, budget exceeded while streaming, damaged data, full disk) removes
-    the partly unpacked folder before raising."""
-    path = Path(path)
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as exc:
-        raise BundleFormatError(f"{path.name} is not a readable zip archive ({one_line(exc)})") from exc
-    except OSError as exc:
-        raise BundleFormatError(f"{path.name} cannot be read ({exc.strerror or one_line(exc)})") from exc
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > limits.members:
-            raise UnsafeArchiveError(f"{path.name} holds {len(infos)} entries (at most {limits.members}); "
-                                     f"not a model bundle")
-        seen: set[str] = set()
-        declared = 0
-        for info in infos:
-            name = _check_member(info, limits)
-            key = name.replace("\\", "/").rstrip("/")
-            if key in seen:
-                raise UnsafeArchiveError(f"bundle archive holds {name!r} twice; refusing it")
-            seen.add(key)
-            declared += info.file_size
-        if declared > limits.total_bytes:
-            raise UnsafeArchiveError(f"{path.name} unpacks to {declared} bytes (at most {limits.total_bytes}); "
-                                     f"refusing it")
-        digest = _sha256(path)[:20]
-        cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
-        target = cache_root / digest
-        if (target / MANIFEST).exists():
-            return target
-        try:
-            cache_root.mkdir(parents=True, exist_ok=True)
-            _remove_stale_unpacks(cache_root)
-            tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache_root))
-        except OSError as exc:
-            raise BundleError(f"cannot unpack {path.name} into {cache_root} ({exc.strerror or one_line(exc)})") from exc
-        try:
-            total = 0
-            for info in infos:
-                dest = tmp / info.filename.replace("\\", "/")
-                if info.is_dir():
-                    dest.mkdir(parents=True, exist_ok=True)
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                total = _stream_member(zf, info, dest, limits, total)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BundleError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise UnsafeArchiveError(f"{path.name} is damaged and cannot be unpacked ({one_line(exc)})") from exc
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise BundleError(f"cannot unpack {path.name} into {cache_root} ({exc.strerror or one_line(exc)})") from exc
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return target
-
-
-def discard_unpacked(folder: Path) -> None:
-    """Remove a folder :func:`extract_zip` made (the bundle in it was refused)."""
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-# ---- the folder: a closed, hashed set ----------------------------------------------------------
-def _listed_name(folder: Path, rel) -> str:
-    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
-        raise UnsafeArchiveError(f"{folder}: manifest.json lists a file name that is not a plain relative path ({rel!r})")
-    p = PurePosixPath(rel)
-    if p.is_absolute() or (len(rel) > 1 and rel[1] == ":") or any(part in ("..", ".", "") for part in rel.split("/")):
-        raise UnsafeArchiveError(f"{folder}: manifest names a file outside the bundle ({rel!r})")
-    return rel
-
-
-def _folder_files(folder: Path) -> set[str]:
-    """Every file under ``folder`` as a relative POSIX path; links anywhere are refused."""
-    found: set[str] = set()
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        base = Path(dirpath)
-        for d in dirnames:
-            if (base / d).is_symlink():
-                rel = (base / d).relative_to(folder).as_posix()
-                raise UnsafeArchiveError(f"{folder}: {rel} is a link; refusing it")
-        for f in filenames:
-            p = base / f
-            rel = p.relative_to(folder).as_posix()
-            if p.is_symlink():
-                raise UnsafeArchiveError(f"{folder}: {rel} is a link; refusing it")
-            found.add(rel)
-    return found
-
-
-def verify_folder(folder: Path) -> dict:
-    """Check manifest, the closed set of files and every hash; return the manifest."""
-    manifest_path = folder / MANIFEST
-    if manifest_path.is_symlink():
-        raise UnsafeArchiveError(f"{folder}: manifest.json is a link; refusing it")
-    if not manifest_path.is_file():
-        raise BundleFormatError(f"{folder} is not a model bundle (no manifest.json)")
-    manifest = read_json(manifest_path, f"{folder}: manifest.json")
-    if not isinstance(manifest, dict):
-        raise BundleFormatError(f"{folder}: manifest.json is not an object")
-    if manifest.get("format") != BUNDLE_FORMAT:
-        raise BundleFormatError(f"{folder}: not a CXR Adaptor bundle (format {str(manifest.get('format'))[:60]!r})")
-    version = manifest.get("format_version")
-    if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
-        shown = version if isinstance(version, int) and not isinstance(version, bool) else repr(str(version)[:20])
-        raise BundleFormatError(f"{folder}: bundle format version {shown} is not supported by this app "
-                                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); update the app or re-export")
-    for key in ("id", "version"):
-        value = manifest.get(key)
-        if value is not None and (not isinstance(value, str) or len(value) > 200 or "\n" in value):
-            raise BundleFormatError(f"{folder}: manifest.json '{key}' must be a short line of text")
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        raise BundleFormatError(f"{folder}: manifest.json lists no files")
-    for rel, digest in files.items():
-        _listed_name(folder, rel)
-        if rel == MANIFEST:
-            raise BundleFormatError(f"{folder}: manifest.json lists itself; re-export the bundle")
-        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-            raise BundleFormatError(f"{folder}: manifest.json gives {rel} no SHA-256 (a 64-digit hex string)")
-    for req in REQUIRED_FILES:
-        if req not in files:
-            raise BundleFormatError(f"{folder}: the manifest does not list the required file {req}")
-    present = _folder_files(folder)
-    unlisted = sorted(present - set(files) - {MANIFEST})
-    if unlisted:
-        shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
-        raise BundleIntegrityError(f"{folder}: {shown} {'is' if len(unlisted) == 1 else 'are'} not listed in "
-                                   f"manifest.json; a bundle holds only the files its manifest lists "
-                                   f"(remove {'it' if len(unlisted) == 1 else 'them'} or re-export the bundle)")
-    for rel, digest in files.items():
-        if rel not in present:
-            raise BundleIntegrityError(f"{folder}: {rel} is missing")
-        if _sha256(folder / rel) != digest:
-            raise BundleIntegrityError(f"{folder}: {rel} does not match its SHA-256 in manifest.json "
-                                       f"(altered or damaged); re-export or re-download the bundle")
-    return manifest
-
-
-def open_bundle_folder(path: str | os.PathLike, cache_root: Path | None = None) -> tuple[Path, dict]:
-    """-> (verified folder, manifest). A .zip is unpacked into ``cache_root`` first; when the
-    unpacked folder is refused, it is removed again."""
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise BundleError(f"model bundle {p} does not exist")
-    if p.is_file():
-        if not zipfile.is_zipfile(p):
-            raise BundleFormatError(f"{p.name} is neither a bundle folder nor a .zip bundle")
-        folder = extract_zip(p, cache_root)
-        try:
-            return folder, verify_folder(folder)
-        except BaseException:
-            discard_unpacked(folder)
-            raise
-    if not p.is_dir():
-        raise BundleFormatError(f"{p} is neither a bundle folder nor a .zip bundle")
-    return p, verify_folder(p)
+    def above_threshold(self, thresholds: dict[str, float]) -> dict[str, bool]:
+        return {k: v >= thresholds.get(k, 0.5) for k, v in self.probabilities.items()}
 
 
 class SessionSet:
@@ -412,8 +75,245 @@ class SessionSet:
             return self._sessions[name]
 
 
-def load_npy(path: Path) -> np.ndarray:
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class Bundle:
+    """See docs/DESIGN.md, "Runtime API". Methods are safe to call from worker threads."""
+
+    def __init__(self, folder: Path, manifest: dict, *, threads: int = 0):
+        """``folder`` and ``manifest`` as :func:`core_model.runtime.verify.verify_folder` returned
+        them. Reads only manifest-listed files (JSON with size and depth limits), checks config.json
+        against every graph's inputs and outputs and runs the smoke inference
+        (:mod:`core_model.runtime.checks`); BundleError says what is wrong."""
+        from core_model.fileio import sha256_file
+        from core_model.runtime import checks
+        from core_model.runtime.verify import read_json, read_limited
+        from core_model.runtime.format import MAX_MARKDOWN_BYTES, MAX_TOKENIZER_BYTES
+
+        self.folder = folder
+        self.manifest = manifest
+        files = manifest.get("files") if isinstance(manifest, dict) else None
+        if not isinstance(files, dict):
+            raise BundleFormatError(f"{folder}: manifest.json lists no files")
+        self._content_hash = sha256_file(folder / "manifest.json")
+        self.config = read_json(folder / "config.json")
+        self.card = read_json(folder / "model_card.json")
+        if not isinstance(self.card, dict):
+            raise BundleFormatError(f"{folder}: model_card.json is not an object")
+        cfg = checks.read_config(self.config, files)
+        md = folder / "MODEL_CARD.md"
+        self.card_markdown = (read_limited(md, "MODEL_CARD.md", MAX_MARKDOWN_BYTES).decode("utf-8", "replace")
+                              if "MODEL_CARD.md" in files else json.dumps(self.card, indent=2))
+        self.id = str(manifest.get("id", folder.name))
+        self.version = str(manifest.get("version", ""))
+        self.classes: list[str] = cfg.classes
+        self.thresholds: dict[str, float] = cfg.thresholds
+        self.mask_label: str | None = cfg.mask_label
+        self.mask_threshold = cfg.mask_threshold
+        self.preprocess = cfg.preprocess
+        self.patch_grid = cfg.patch_grid
+        self.sessions = SessionSet(folder, cfg.graphs, threads)
+        self._tok_lock = threading.Lock()
+        from tokenizers import Tokenizer
+
+        tok_path = folder / "tokenizer" / "tokenizer.json"
+        if tok_path.stat().st_size > MAX_TOKENIZER_BYTES:
+            raise BundleFormatError(f"{folder}: tokenizer/tokenizer.json is larger than {MAX_TOKENIZER_BYTES >> 20} MiB")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(tok_path))
+        except Exception as exc:  # tokenizers raises plain Exceptions
+            raise BundleFormatError(f"{folder}: the tokenizer cannot be loaded ({one_line(exc)})") from exc
+        self.max_length = cfg.max_length
+        self.special_ids = set(cfg.special_ids)
+        self.pad_id = cfg.pad_id
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(self.max_length)
+        self.bank = ReportBank.load(folder / "reports")
+        checks.check_graph_io(self.sessions, cfg, self.bank.embeddings.shape[1] if len(self.bank) else None)
+        self.smoke_ms = checks.smoke_test(self, cfg)  # the load-time inference on the built-in test image
+
+    @property
+    def research_use_only(self) -> bool:
+        return True
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of manifest.json, which lists the SHA-256 of every file: two bundles with the same
+        content hash hold the same graphs, config and report bank. Cached results are keyed by it."""
+        return self._content_hash
+
+    @property
+    def synthetic(self) -> bool:
+        """True when the model was trained on synthetic data (the demo's phantoms): its output means
+        nothing for real images."""
+        d = self.card.get("domain") if isinstance(self.card, dict) else None
+        if isinstance(d, dict) and "synthetic" in d:
+            return bool(d["synthetic"])
+        return bool(self.config.get("synthetic", False))
+
+    # ---- image ------------------------------------------------------------------------------
+    def _image_session(self):
+        session = self.sessions.get("image")
+        shape = session.get_inputs()[0].shape  # [batch, 3, S, S]
+        size = self.preprocess.size
+        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (self.preprocess.channels, size, size))):
+            raise BundleFormatError(f"the bundle's image graph takes input {shape} but its preprocessing makes "
+                                    f"{self.preprocess.channels}x{size}x{size} images; the bundle is inconsistent, re-export it")
+        return session
+
+    def _run_image(self, batch: np.ndarray):
+        return self._image_session().run(None, {"pixel_values": batch.astype(np.float32)})
+
+    @property
+    def domain_model(self) -> DomainModel | None:
+        """The training domain recorded at export (None for bundles exported without one: their
+        analyses carry the ``unknown`` domain state). Read once, on first use."""
+        if not hasattr(self, "_domain_model"):
+            with self._tok_lock:
+                if not hasattr(self, "_domain_model"):
+                    self._domain_model = DomainModel.load(
+                        self.folder, self.config.get("domain"), set((self.manifest.get("files") or {})),
+                        dim=int(self.config["embedding_dim"]) if self.config.get("embedding_dim") else None)
+        return self._domain_model
+
+    def analyze(self, image: ImageLike, *, view: str | None = None, modality: str | None = None) -> Analysis:
+        """``view`` / ``modality``: what the caller knows of the image (e.g. from its library);
+        otherwise a DICOM's header is read (ViewPosition, Modality); for other inputs they are unknown."""
+        return self.analyze_batch([image], view=view, modality=modality)[0]
+
+    def analyze_batch(self, images: list[ImageLike], *, view=None, modality=None) -> list[Analysis]:
+        """``view`` / ``modality``: None, one value for all images, or one value (or None) per image."""
+        views, modalities = _per_image(view, len(images), "view"), _per_image(modality, len(images), "modality")
+        prepared = [prepare_input_with_shape(im, self.preprocess) for im in images]
+        x = np.stack([p[0] for p in prepared])
+        probs, _logits, mask_logits, patches, emb = self._run_image(x)
+        domains = self._domain_states(images, emb, patches, views, modalities)
+        out = []
+        for i, (_, shape) in enumerate(prepared):
+            mask = mask_sq = area = None
+            if self.mask_label:
+                mask_sq = _sigmoid(mask_logits[i, 0]).astype(np.float32)
+                mask = from_square(mask_sq, shape[0], shape[1], self.preprocess).astype(np.float32)
+                area = float((mask >= self.mask_threshold).mean())
+            out.append(Analysis(
+                probabilities={c: float(probs[i, k]) for k, c in enumerate(self.classes)},
+                mask=mask, mask_threshold=self.mask_threshold if self.mask_label else None,
+                mask_area_fraction=area, embedding=emb[i].astype(np.float32), image_shape=shape,
+                patch_tokens=patches[i], mask_square=mask_sq, domain=domains[i],
+            ))
+        return out
+
+    def _domain_states(self, images, emb, patches, views, modalities) -> list[DomainState]:
+        dm = self.domain_model
+        if dm is None:
+            return [unknown() for _ in images]
+        try:
+            scores = dm.scores(emb, patches)
+        except ValueError as exc:
+            raise BundleFormatError(f"the bundle's domain model does not fit its image graph ({exc}); "
+                                    f"re-export the bundle") from exc
+        states = []
+        for i, im in enumerate(images):
+            view, modality = normalize_view(views[i]), normalize_modality(modalities[i])
+            if view is None or modality is None:
+                h_view, h_modality = header_view_modality(im)
+                view, modality = view or h_view, modality or h_modality
+            states.append(dm.assess(float(scores[i]), view=view, modality=modality))
+        return states
+
+    # ---- text -------------------------------------------------------------------------------
+    def encode_text(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[str]]]:
+        """-> token embeddings (B, T, d), word weights (B, T), pooled embeddings (B, d), tokens."""
+        with self._tok_lock:
+            encs = [self.tokenizer.encode(t if t.strip() else ".") for t in texts]
+        t_max = max(len(e.ids) for e in encs)
+        ids = np.full((len(encs), t_max), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encs), t_max), dtype=np.int64)
+        for i, e in enumerate(encs):
+            ids[i, : len(e.ids)] = e.ids
+            mask[i, : len(e.ids)] = 1
+        tokens, pooled = self.sessions.get("text").run(None, {"input_ids": ids, "attention_mask": mask})
+        weights = np.array([[1.0 if (m and tid not in self.special_ids) else 0.0 for tid, m in zip(row, mrow)]
+                            for row, mrow in zip(ids, mask)], dtype=np.float32)
+        for i in range(len(encs)):  # only special tokens: use them all
+            if weights[i].sum() == 0:
+                weights[i] = mask[i]
+        return tokens, weights, pooled, [e.tokens for e in encs]
+
+    # ---- heatmaps ---------------------------------------------------------------------------
+    def has_heatmaps(self) -> bool:
+        return bool((self.config.get("graphs") or {}).get("heatmap"))
+
+    def patch_heatmap(self, analysis: Analysis, phrase: str) -> np.ndarray:
+        """Attention of the phrase's words over the image patches: (rows, cols), sums to 1."""
+        if not self.has_heatmaps():
+            raise BundleError("this bundle has no heatmap graph (the paper-preset Adaptor has no patch tokens)")
+        tokens, weights, _, _ = self.encode_text([phrase])
+        heat = self.sessions.get("heatmap").run(None, {
+            "token_embeddings": tokens.astype(np.float32), "word_weights": weights,
+            "patch_tokens": analysis.patch_tokens[None].astype(np.float32)})[0][0]
+        rows, cols = self.patch_grid or (int(round(len(heat) ** 0.5)),) * 2
+        return heat.reshape(rows, cols).astype(np.float32)
+
+    def heatmap_square(self, analysis: Analysis, phrase: str) -> np.ndarray:
+        """The patch heatmap upsampled to the model's square input grid (S, S)."""
+        grid = self.patch_heatmap(analysis, phrase)
+        size = self.preprocess.size
+        return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
+
+    def heatmap(self, image_or_analysis: ImageLike | Analysis, phrase: str) -> np.ndarray:
+        """Where the model looks for ``phrase``: float32 (H, W) on the original grid, stretched
+        min-max to [0, 1] over the image (attention is relative: the raw map sums to 1 over the
+        patches, see :meth:`patch_heatmap`). Padding outside the image is 0."""
+        a = image_or_analysis if isinstance(image_or_analysis, Analysis) else self.analyze(image_or_analysis)
+        grid = self.patch_heatmap(a, phrase)
+        lo, hi = float(grid.min()), float(grid.max())
+        unit = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
+        size = self.preprocess.size
+        sq = np.asarray(Image.fromarray(unit.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        h = from_square(sq, a.image_shape[0], a.image_shape[1], self.preprocess)
+        return np.clip(h, 0.0, 1.0).astype(np.float32)
+
+    # ---- retrieval --------------------------------------------------------------------------
+    def similar_reports(self, query: Analysis | ImageLike, k: int = 5) -> list[ReportHit]:
+        if isinstance(query, Analysis):
+            q = query.embedding
+        elif isinstance(query, np.ndarray) or _looks_like_path(query):
+            q = self.analyze(query).embedding
+        else:
+            q = self.encode_text([str(query)])[2][0]
+        return self.bank.search(q, k)
+
+
+def _per_image(value, n: int, what: str) -> list:
+    if value is None or isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(f"{len(values)} {what} hints for {n} images")
+    return values
+
+
+def _looks_like_path(q) -> bool:
+    if isinstance(q, os.PathLike):
+        return True
+    s = str(q)
+    return "\n" not in s and len(s) < 4096 and os.path.exists(s)
+
+
+def load_bundle(path: str | os.PathLike, *, threads: int = 0, cache_root: Path | None = None) -> Bundle:
+    """Open a bundle folder or .zip, verifying it completely (see :mod:`core_model.runtime.verify`):
+    a closed set of hashed files, config consistent with the graphs, and a passing smoke inference.
+    A .zip unpacked for a bundle that is refused is removed from the cache again."""
+    source = Path(path).expanduser()
+    folder, manifest = open_bundle_folder(source, cache_root)
     try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, EOFError, OSError) as exc:
-        raise BundleFormatError(f"{path.name} is not a plain numeric array ({one_line(exc)})") from exc
+        return Bundle(folder, manifest, threads=threads)
+    except BaseException as exc:
+        if folder != source:  # unpacked from a .zip into the cache
+            discard_unpacked(folder)
+        if isinstance(exc, BundleError) and str(folder) not in str(exc) and source.name not in str(exc):
+            raise type(exc)(f"{source}: {exc}") from exc
+        raise

@@ -1,10 +1,10 @@
 """Load-time checks of a bundle's config against its graphs, and the smoke inference (torch-free).
 
 :class:`core_model.runtime.Bundle` runs these after the manifest and every hash were verified
-(:func:`core_model.runtime.bundle.verify_folder`): a bundle whose files are intact can still be
+(:func:`core_model.runtime.verify.verify_folder`): a bundle whose files are intact can still be
 inconsistent (a config declaring other classes than the graph outputs, a graph swapped for
 another one, a graph that loads but cannot run). Each problem raises a
-:class:`~core_model.runtime.bundle.BundleFormatError` with a one-line message naming it.
+:class:`~core_model.runtime.verify.BundleFormatError` with a one-line message naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from core_model.imaging.preprocess import PreprocessSpec, prepare_input_with_shape
-from core_model.runtime.bundle import BundleFormatError, one_line
+from core_model.runtime.verify import BundleFormatError, one_line
 from core_model.runtime.format import DEFAULT_GRAPHS, GRAPH_IO, MAX_INPUT_SIZE, REQUIRED_GRAPHS
 
 SMOKE_PHRASE = "small left pleural effusion"

@@ -300,7 +300,7 @@ class DomainModel:
         array file must be one of them. Raises ``BundleFormatError`` on a malformed section."""
         from pathlib import Path
 
-        from core_model.runtime.bundle import BundleFormatError, load_npy
+        from core_model.runtime.verify import BundleFormatError, load_npy
 
         if section is None:
             return None

@@ -31,7 +31,7 @@ class ReportBank:
 
     @classmethod
     def load(cls, folder: Path) -> "ReportBank":
-        from core_model.runtime.bundle import BundleFormatError, BundleIntegrityError, load_npy, loads_json
+        from core_model.runtime.verify import BundleFormatError, BundleIntegrityError, load_npy, loads_json
         from core_model.runtime.format import MAX_REPORT_DEPTH, MAX_REPORT_LINE_BYTES
 
         emb = load_npy(folder / "embeddings.npy")

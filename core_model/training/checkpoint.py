@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from core_model.errors import UserError
 from core_model.fileio import atomic_write_json
-from core_model.fileio import sha256_file as _sha256
+from core_model.fileio import sha256_file
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
@@ -27,7 +27,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | 
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return _sha256(path)
+    return sha256_file(path)
 
 
 def optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
@@ -88,6 +88,6 @@ class CheckpointDir:
         meta = self.path / f"{pointer['name']}.json"
         if not weights.exists() or not meta.exists():
             raise UserError(f"checkpoint {pointer['name']} named by {self.pointer} is missing its files")
-        if _sha256(weights) != pointer["weights_sha256"]:
+        if sha256_file(weights) != pointer["weights_sha256"]:
             raise UserError(f"checkpoint {weights} does not match its recorded SHA-256 (corrupt or altered)")
         return load_file(str(weights)), json.loads(meta.read_text())

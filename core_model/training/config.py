@@ -4,11 +4,19 @@ A config is a two-level mapping (section -> key -> value). ``load_config`` start
 command's defaults, merges the YAML file, then ``--set section.key=value`` overrides (values
 parsed as YAML), and rejects unknown sections or keys with the list of known ones, so a typo
 never silently does nothing. The resolved config is written back next to the results.
+
+Sections given in the defaults as a dataclass instance (``loss``: :class:`LossConfig`, ``train``:
+:class:`PretrainTrainConfig` / :class:`FinetuneTrainConfig`) come back as that dataclass, built
+and type-checked once here (``cfg["train"].lr``); the other sections stay mappings. The key
+rules are the same for both: unknown keys are refused, numbers given as strings become numbers.
+``config_to_dict`` gives the plain mapping that is saved (same keys, same order).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,7 +24,50 @@ import yaml
 
 from core_model.errors import ConfigError
 
-PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """``loss``: the pretraining loss (InfoNCE + the word-patch local term)."""
+    temperature: float = 0.07
+    min_temperature: float = 0.01
+    max_temperature: float = 1.0
+    image_to_text_weight: float = 0.75
+    local_weight: float = 1.0
+    local_candidates: int = 16
+
+
+@dataclass(frozen=True)
+class PretrainTrainConfig:
+    """``train`` of ``adaptor-train pretrain``."""
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 5e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.02  # share of all steps with linear warm-up, then linear decay to 0
+    grad_clip: float | None = 1.0  # max gradient norm (0 / null: no clipping)
+    seed: int = 42
+    checkpoint_every: int | None = 0  # steps between checkpoints (0: end of each epoch only)
+    device: str = "auto"
+    threads: int | None = 0  # torch CPU threads (0: torch's default)
+    ram_limit_gb: float = 8  # caches smaller than this are loaded into memory
+
+
+@dataclass(frozen=True)
+class FinetuneTrainConfig:
+    """``train`` of ``adaptor-train finetune-cls`` / ``finetune-seg``."""
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 42
+    class_weights: str | None = "none"  # none | balanced
+    device: str = "auto"
+    threads: int | None = 0
+    ram_limit_gb: float = 8
+
+
+PRETRAIN_DEFAULTS: dict[str, Any] = {
     "data": {
         "kind": "phantoms",  # phantoms | manifest | mimic | openi
         "path": "runs/phantoms",  # phantoms: output folder (generated when missing); manifest: the CSV/JSONL
@@ -60,27 +111,36 @@ PRETRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
         "local_mixing": 0,  # conv blocks over the patch grid before attention (0: none)
         "cross_tokens": "regional",  # patch tokens report words attend to: regional | contextual
     },
-    "loss": {
-        "temperature": 0.07,
-        "min_temperature": 0.01,
-        "max_temperature": 1.0,
-        "image_to_text_weight": 0.75,
-        "local_weight": 1.0,
-        "local_candidates": 16,
+    "loss": LossConfig(),
+    "train": PretrainTrainConfig(),
+}
+
+
+FINETUNE_DEFAULTS: dict = {
+    "pretrained": "runs/phantoms-tiny",  # a pretrain run folder (adaptor.safetensors + adaptor.json)
+    "pretrain_config": None,  # a pretrain config to run first when `pretrained` is missing
+    "data": {
+        "kind": "phantoms",  # phantoms | manifest | rsna | siim | covidx | chexpert
+        "path": "runs/phantoms",
+        "test_path": None,  # covidx: the official test label file
+        "images": None,
+        "val_path": None,  # chexpert: valid.csv
+        "n": 2000, "seed": 0, "dicom": "none",  # phantoms
+        "classes": None,  # label names (label_<name> columns / dataset classes)
+        "task": "multilabel",  # binary | multilabel | multiclass (classification)
+        "mask_label": "pneumothorax",  # segmentation: which finding the masks show
+        "fraction": 1.0,  # share of the training split with labels (1 / 10 / 100 %)
+        "split_file": None,
+        "split_protocol": None,
+        "uncertainty": "as_is",
+        "mask_dir": None,
+        "limit": None,
     },
-    "train": {
-        "epochs": 10,
-        "batch_size": 128,
-        "lr": 5e-4,
-        "weight_decay": 0.01,
-        "warmup": 0.02,  # share of all steps with linear warm-up, then linear decay to 0
-        "grad_clip": 1.0,
-        "seed": 42,
-        "checkpoint_every": 0,  # steps between checkpoints (0: end of each epoch only)
-        "device": "auto",
-        "threads": 0,  # torch CPU threads (0: torch's default)
-        "ram_limit_gb": 8,  # caches smaller than this are loaded into memory
-    },
+    "head": {"kind": "mlp", "dropout": 0.2},  # classification: mlp | linear; segmentation: progressive | light
+    "input_size": None,  # segmentation: model input size (224 ... 896); default: the Adaptor's
+    "cache": {"dir": None, "patch_pool": None, "batch_size": 32, "workers": 2, "shard_size": 256, "device": "auto"},
+    "train": FinetuneTrainConfig(),
+    "eval": {"threshold": "youden", "bootstrap": 1000, "examples": 8, "seg_threshold": 0.5},
 }
 
 
@@ -91,13 +151,52 @@ def _merge(base: dict, update: dict, where: str = "") -> dict:
         if key not in out:
             known = ", ".join(sorted(out))
             raise ConfigError(f"unknown config key {path!r}; known keys here: {known}")
-        if isinstance(out[key], dict):
+        if dataclasses.is_dataclass(out[key]):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {path!r} must be a mapping")
+            out[key] = _section(type(out[key]), _merge(_fields(out[key]), value, path), path)
+        elif isinstance(out[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"config key {path!r} must be a mapping")
             out[key] = _merge(out[key], value, path)
         else:
             out[key] = _coerce(out[key], value, path)
     return out
+
+
+def _fields(section) -> dict:
+    return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
+
+
+_KINDS = {"int": int, "float": float, "str": str}
+
+
+def _section(cls, values: dict, where: str):
+    """The typed section ``cls`` from merged ``values``, each checked against its field's type."""
+    checked = {}
+    for f in dataclasses.fields(cls):
+        value, path = values[f.name], f"{where}.{f.name}"
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None:
+            if "None" not in kinds:
+                raise ConfigError(f"config key {path!r} needs a value")
+        elif kinds[0] == "int":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"config key {path!r} must be an integer, got {value!r}")
+        elif kinds[0] == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"config key {path!r} must be a number, got {value!r}")
+        elif not isinstance(value, _KINDS[kinds[0]]):
+            raise ConfigError(f"config key {path!r} must be a {kinds[0]}, got {value!r}")
+        checked[f.name] = value
+    return cls(**checked)
+
+
+def config_to_dict(cfg: dict) -> dict:
+    """The plain mapping of a loaded config (typed sections as mappings, field order kept)."""
+    return {k: (_fields(v) if dataclasses.is_dataclass(v) else v) for k, v in cfg.items()}
 
 
 def _coerce(default: Any, value: Any, path: str) -> Any:
@@ -156,7 +255,26 @@ def load_config(defaults: dict, path: str | Path | None = None, overrides: Itera
     return cfg
 
 
-def save_config(cfg: dict, path: str | Path) -> None:
-    from core_model.features.cache import atomic_write_bytes
+def load_flat_config(defaults: dict, path: str | Path, types: dict[str, type], *, section: str | None = None) -> dict:
+    """A one-level config file (its keys flat, or all under ``section:``) over ``defaults``: unknown
+    keys refused with the known ones listed, each value cast with ``types`` (``adaptor-train
+    phantoms``)."""
+    data = read_yaml_mapping(path)
+    if section and isinstance(data.get(section), dict) and len(data) == 1:
+        data = data[section]
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(types)}")
+    values = dict(defaults)
+    for key, value in data.items():
+        try:
+            values[key] = types[key](value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"config key {key!r} must be {types[key].__name__}, got {value!r}") from None
+    return values
 
-    atomic_write_bytes(Path(path), yaml.safe_dump(cfg, sort_keys=False).encode())
+
+def save_config(cfg: dict, path: str | Path) -> None:
+    from core_model.fileio import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), yaml.safe_dump(config_to_dict(cfg), sort_keys=False).encode())

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from core_model.data.records import ReadResult, Record
-from core_model.errors import ConfigError, UserError
+from core_model.errors import UserError
 from core_model.features.cache import FeatureCache
 from core_model.imaging.preprocess import PreprocessSpec
 
@@ -20,46 +20,13 @@ log = logging.getLogger(__name__)
 
 def load_records(data: dict) -> ReadResult:
     """Read the dataset a config's ``data`` section names (phantoms are generated when missing)."""
-    kind = data.get("kind")
-    path = data.get("path")
-    if kind == "phantoms":
-        from core_model.data.manifest import read_manifest
+    from core_model.data.readers import read_dataset
 
-        result = read_manifest(ensure_phantom_manifest(data))
-    elif kind == "manifest":
-        if not path:
-            raise ConfigError("data.path must name the manifest CSV/JSONL")
-        from core_model.data.manifest import read_manifest
-
-        result = read_manifest(Path(path))
-    elif kind == "mimic":
-        from core_model.data.mimic import read_mimic
-
-        if not data.get("images") or not data.get("reports"):
-            raise ConfigError("data.images (MIMIC-CXR-JPG root) and data.reports (MIMIC-CXR reports root) are required")
-        result = read_mimic(Path(data["images"]), Path(data["reports"]), frontal_only=bool(data.get("frontal_only", True)))
-    elif kind == "openi":
-        from core_model.data.openi import read_openi
-
-        if not path:
-            raise ConfigError("data.path must name the Open-I reports archive (NLMCXR_reports.tgz)")
-        result = read_openi(Path(path), images=Path(data["images"]) if data.get("images") else None)
-    else:
-        raise ConfigError(f"unknown data.kind {kind!r}: phantoms, manifest, mimic or openi")
+    result = read_dataset(data)
     if data.get("limit"):
         result.records = result.records[: int(data["limit"])]
     assign_missing_splits(result.records, float(data.get("val_fraction", 0.1)), seed=int(data.get("seed", 0) or 0))
     return result
-
-
-def ensure_phantom_manifest(data: dict) -> Path:
-    """The phantom set a config names (synthetic data), generated when missing."""
-    from core_model.data.phantoms import ensure_phantoms
-
-    if not data.get("path"):
-        raise ConfigError("data.path must name the folder of the phantom set")
-    return ensure_phantoms(Path(data["path"]), n=int(data.get("n", 2000)), seed=int(data.get("seed", 0)),
-                           dicom=data.get("dicom") or "none")
 
 
 def assign_missing_splits(records: list[Record], val_fraction: float, seed: int = 0) -> None:

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from core_model.errors import ConfigError, UserError
-from core_model.features.cache import atomic_write_json
+from core_model.fileio import atomic_write_json
+from core_model.training.artifacts import jsonable, load_adaptor
 from core_model.training.batches import CachedPairs
 from core_model.training.finetune import (
     _device,
@@ -31,7 +32,6 @@ from core_model.training.finetune import (
     cache_config_for,
     check_same_encoder,
 )
-from core_model.training.pretrain import _jsonable, load_adaptor
 
 DEFAULT_PROMPTS = {
     "normal": (["Normal chest radiograph.", "The lungs are clear.", "No acute cardiopulmonary process."],
@@ -90,7 +90,7 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
         data_cfg = read_yaml_mapping(cfg_file).get("data")
         if data_cfg is None:
             raise ConfigError(f"{cfg_file} has no data section")
-    from core_model.training.finetune import FINETUNE_DEFAULTS
+    from core_model.training.config import FINETUNE_DEFAULTS
 
     data = {**FINETUNE_DEFAULTS["data"], **data_cfg}
     if task == "classification":
@@ -130,7 +130,7 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
         result["metrics"] = _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device)
     else:
         raise ConfigError(f"unknown task {task!r}: classification, segmentation, zeroshot, retrieval or grounding")
-    atomic_write_json(out / "metrics.json", _jsonable(result))
+    atomic_write_json(out / "metrics.json", jsonable(result))
     _write_report(out, result, labeled)
     return result
 
@@ -279,7 +279,7 @@ def _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device, h
 
 
 def _write_report(out: Path, result: dict, labeled) -> None:
-    from core_model.reports.markdown import write_report
+    from core_model.results.markdown import write_report
 
     m = result["metrics"]
     if result["task"] == "grounding":

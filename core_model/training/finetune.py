@@ -22,46 +22,18 @@ import torch.nn.functional as F
 from core_model.errors import ConfigError, UserError
 from core_model.features.cache import FeatureCache
 from core_model.fileio import atomic_write_bytes, atomic_write_json
-from core_model.fileio import sha256_file as file_sha256
-from core_model.heads import SegDecoder, make_cls_head, seg_loss
+from core_model.fileio import sha256_file
+from core_model.heads import SegDecoder, make_cls_head
+from core_model.losses import seg_loss
+from core_model.training.artifacts import code_version, jsonable, load_adaptor
 from core_model.training.batches import CachedPairs
 from core_model.training.checkpoint import save_tensors
-from core_model.training.pretrain import _jsonable, code_version, load_adaptor
+from core_model.training.config import FinetuneTrainConfig
+from core_model.training.pipeline import ensure_pretrained
 
 log = logging.getLogger(__name__)
 
 HEAD_FORMAT = 1
-
-FINETUNE_DEFAULTS: dict = {
-    "pretrained": "runs/phantoms-tiny",  # a pretrain run folder (adaptor.safetensors + adaptor.json)
-    "pretrain_config": None,  # a pretrain config to run first when `pretrained` is missing
-    "data": {
-        "kind": "phantoms",  # phantoms | manifest | rsna | siim | covidx | chexpert
-        "path": "runs/phantoms",
-        "test_path": None,  # covidx: the official test label file
-        "images": None,
-        "val_path": None,  # chexpert: valid.csv
-        "n": 2000, "seed": 0, "dicom": "none",  # phantoms
-        "classes": None,  # label names (label_<name> columns / dataset classes)
-        "task": "multilabel",  # binary | multilabel | multiclass (classification)
-        "mask_label": "pneumothorax",  # segmentation: which finding the masks show
-        "fraction": 1.0,  # share of the training split with labels (1 / 10 / 100 %)
-        "split_file": None,
-        "split_protocol": None,
-        "uncertainty": "as_is",
-        "mask_dir": None,
-        "limit": None,
-    },
-    "head": {"kind": "mlp", "dropout": 0.2},  # classification: mlp | linear; segmentation: progressive | light
-    "input_size": None,  # segmentation: model input size (224 ... 896); default: the Adaptor's
-    "cache": {"dir": None, "patch_pool": None, "batch_size": 32, "workers": 2, "shard_size": 256, "device": "auto"},
-    "train": {
-        "epochs": 30, "batch_size": 64, "lr": 1e-3, "weight_decay": 1e-4, "seed": 42,
-        "class_weights": "none",  # none | balanced
-        "device": "auto", "threads": 0, "ram_limit_gb": 8,
-    },
-    "eval": {"threshold": "youden", "bootstrap": 1000, "examples": 8, "seg_threshold": 0.5},
-}
 
 
 def _device(name: str) -> torch.device:
@@ -73,39 +45,15 @@ def _device(name: str) -> torch.device:
 # ---- shared setup ------------------------------------------------------------------------------
 def _start(cfg: dict, progress: bool):
     """Threads, device (deterministic on CPU), the pretrained Adaptor (built first if missing)."""
-    t = cfg["train"]
-    if t.get("threads"):
-        torch.set_num_threads(int(t["threads"]))
-    device = _device(t["device"])
+    t: FinetuneTrainConfig = cfg["train"]
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    device = _device(t.device)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
-    run = ensure_pretrained(cfg, progress)
+    run = ensure_pretrained(cfg["pretrained"], cfg.get("pretrain_config"), progress)
     adaptor, _, meta = load_adaptor(run, device)
     return device, run, adaptor, meta
-
-
-def ensure_pretrained(cfg: dict, progress: bool = True) -> Path:
-    """The pretrain run this fine-tuning builds on; pretrains first when it is missing."""
-    run = Path(cfg["pretrained"])
-    if (run / "adaptor.safetensors").exists() and (run / "adaptor.json").exists():
-        return run
-    if not cfg.get("pretrain_config"):
-        raise UserError(f"no pretrained Adaptor in {run}; run `adaptor-train pretrain --out {run}` first "
-                        f"or set pretrain_config so it is built automatically")
-    from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
-    from core_model.training.datasets import ensure_cache, load_records, summary
-    from core_model.training.pretrain import Pretrainer
-
-    print(f"pretrained Adaptor {run} is missing: pretraining it first with {cfg['pretrain_config']}")
-    pcfg = load_config(PRETRAIN_DEFAULTS, cfg["pretrain_config"])
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(pcfg, run / "config.yaml")
-    result = load_records(pcfg["data"])
-    cache = ensure_cache(pcfg, result.records, progress=progress)
-    recs = result.records
-    Pretrainer(pcfg, run, cache, [r.report for r in recs], [r.finding for r in recs], [r.split for r in recs],
-               progress=progress, data_summary=summary(result)).run()
-    return run
 
 
 def cache_config_for(meta: dict, cfg: dict, *, input_size: int | None = None, patch_pool: int | None = None) -> dict:
@@ -180,14 +128,14 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
     from core_model.training.datasets import ensure_cache
     from core_model.training.downstream_data import load_labeled
 
-    t = cfg["train"]
+    t: FinetuneTrainConfig = cfg["train"]
     device, run, adaptor, meta = _start(cfg, progress)
     labeled = load_labeled(cfg["data"], "classification", out)
     _write_splits(out, labeled)
     cache_cfg = cache_config_for(meta, cfg)
     cache = ensure_cache(cache_cfg, labeled.records, text=False, progress=progress)
     check_same_encoder(cache, meta)
-    pairs = CachedPairs(cache, ram_limit_bytes=float(t.get("ram_limit_gb", 8)) * 1e9, text=False)
+    pairs = CachedPairs(cache, ram_limit_bytes=float(t.ram_limit_gb) * 1e9, text=False)
 
     records = labeled.records
     valid = cache.valid
@@ -203,18 +151,18 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
     yt = {s: torch.from_numpy(y[idx[s]]).to(device) for s in idx}
     n_out = len(labeled.classes)
 
-    torch.manual_seed(int(t["seed"]))
+    torch.manual_seed(t.seed)
     head = make_cls_head(cfg["head"]["kind"], feats.shape[1], n_out, float(cfg["head"].get("dropout", 0.2))).to(device)
-    opt = torch.optim.AdamW(head.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
-    pos_weight, class_weight = _class_weights(t.get("class_weights", "none"), y[idx["train"]], multiclass, n_out, device)
+    opt = torch.optim.AdamW(head.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
+    pos_weight, class_weight = _class_weights(t.class_weights, y[idx["train"]], multiclass, n_out, device)
     best = {"score": -math.inf, "state": None, "epoch": 0}
     history = []
-    bs = int(t["batch_size"])
+    bs = t.batch_size
     n_train = len(idx["train"])
     t0 = time.perf_counter()
-    for epoch in range(int(t["epochs"])):
+    for epoch in range(t.epochs):
         head.train()
-        g = torch.Generator().manual_seed(int(t["seed"]) * 1000 + epoch)
+        g = torch.Generator().manual_seed(t.seed * 1000 + epoch)
         perm = torch.randperm(n_train, generator=g)
         losses = []
         for b in range(0, n_train, bs):
@@ -241,7 +189,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
     metrics = evaluate_classification(
         y[idx["test"]], logits["test"], class_names=labeled.classes, task=labeled.task,
         y_val=y[idx["val"]], logits_val=logits["val"], threshold_method=ev.get("threshold", "youden"),
-        n_boot=int(ev.get("bootstrap", 1000)), seed=int(t["seed"]),
+        n_boot=int(ev.get("bootstrap", 1000)), seed=t.seed,
     )
     head_meta = {
         "format": HEAD_FORMAT, "kind": "classification_head", "research_use_only": True,
@@ -249,12 +197,12 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
                  "dropout": float(cfg["head"].get("dropout", 0.2))},
         "task": labeled.task, "classes": labeled.classes, "thresholds": metrics["thresholds"],
         "temperature": metrics["temperature"], "adaptor_run": str(run.resolve()),
-        "adaptor_sha256": file_sha256(run / "adaptor.safetensors"), "preprocess": meta["preprocess"],
+        "adaptor_sha256": sha256_file(run / "adaptor.safetensors"), "preprocess": meta["preprocess"],
         "dataset": labeled.dataset, "fraction": labeled.fraction, "split_protocol": labeled.split.protocol,
         "best_epoch": best["epoch"], "code_version": code_version(),
     }
     save_tensors(out / "head.safetensors", head.state_dict())
-    atomic_write_json(out / "head.json", _jsonable(head_meta))
+    atomic_write_json(out / "head.json", jsonable(head_meta))
     test_records = [records[i] for i in idx["test"]]
     probs = _probs(logits["test"], metrics["temperature"], multiclass)
     _write_csv(out / "predictions_test.csv", ["id", *[f"p_{c}" for c in labeled.classes], *[f"y_{c}" for c in labeled.classes]],
@@ -269,7 +217,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
         "best_epoch": best["epoch"], "train_seconds": seconds, "history": history,
         "metrics": metrics, "adaptor_run": str(run),
     }
-    atomic_write_json(out / "metrics.json", _jsonable(result))
+    atomic_write_json(out / "metrics.json", jsonable(result))
     _write_cls_report(out, result, y[idx["test"]], probs, labeled)
     return result
 
@@ -332,7 +280,7 @@ def _write_splits(out: Path, labeled) -> None:
 
 
 def _write_cls_report(out: Path, result: dict, y_test, probs, labeled) -> None:
-    from core_model.reports.runs import write_classification_report
+    from core_model.results.runs import write_classification_report
 
     write_classification_report(out, result, y_test, probs, labeled.classes, labeled.task)
 
@@ -356,7 +304,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     from core_model.training.datasets import ensure_cache
     from core_model.training.downstream_data import load_labeled
 
-    t = cfg["train"]
+    t: FinetuneTrainConfig = cfg["train"]
     device, run, adaptor, meta = _start(cfg, progress)
     if adaptor.config.mode != "tokens":
         raise UserError("segmentation needs a tokens Adaptor (the paper preset has no patch tokens)")
@@ -371,7 +319,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     check_same_encoder(cache, meta)
     grid = tuple(cache.manifest["image"]["grid"])
     spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
-    pairs = CachedPairs(cache, ram_limit_bytes=float(t.get("ram_limit_gb", 8)) * 1e9, text=False)
+    pairs = CachedPairs(cache, ram_limit_bytes=float(t.ram_limit_gb) * 1e9, text=False)
     records = labeled.records
     idx = {s: np.array([i for i in labeled.by_split(s) if cache.valid[i]], dtype=np.int64) for s in ("train", "val", "test")}
     for s in idx:
@@ -381,10 +329,10 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     for i in np.concatenate(list(idx.values())):
         masks[i] = _mask_for(records[i], spec, size)
 
-    torch.manual_seed(int(t["seed"]))
+    torch.manual_seed(t.seed)
     decoder = SegDecoder(adaptor.config.dim, grid, size, cfg["head"]["kind"] if cfg["head"]["kind"] in ("progressive", "light") else "progressive").to(device)
-    opt = torch.optim.AdamW(decoder.parameters(), lr=float(t["lr"]), weight_decay=float(t["weight_decay"]))
-    bs = int(t["batch_size"])
+    opt = torch.optim.AdamW(decoder.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
+    bs = t.batch_size
     thr = float(cfg["eval"].get("seg_threshold", 0.5))
 
     def tokens_of(sel: np.ndarray) -> torch.Tensor:
@@ -408,9 +356,9 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     history = []
     t0 = time.perf_counter()
     n_train = len(idx["train"])
-    for epoch in range(int(t["epochs"])):
+    for epoch in range(t.epochs):
         decoder.train()
-        g = torch.Generator().manual_seed(int(t["seed"]) * 1000 + epoch)
+        g = torch.Generator().manual_seed(t.seed * 1000 + epoch)
         perm = idx["train"][torch.randperm(n_train, generator=g).numpy()]
         losses = []
         for b in range(0, n_train, bs):
@@ -444,12 +392,12 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
         "format": HEAD_FORMAT, "kind": "segmentation_head", "research_use_only": True,
         "head": {"kind": decoder.kind, "in_dim": adaptor.config.dim, "grid": list(grid), "input_size": size},
         "label": labeled.classes[0], "threshold": thr, "adaptor_run": str(run.resolve()),
-        "adaptor_sha256": file_sha256(run / "adaptor.safetensors"), "preprocess": spec.to_dict(),
+        "adaptor_sha256": sha256_file(run / "adaptor.safetensors"), "preprocess": spec.to_dict(),
         "patch_pool": int(pool), "dataset": labeled.dataset, "fraction": labeled.fraction,
         "split_protocol": labeled.split.protocol, "best_epoch": best["epoch"], "code_version": code_version(),
     }
     save_tensors(out / "head.safetensors", decoder.state_dict())
-    atomic_write_json(out / "head.json", _jsonable(head_meta))
+    atomic_write_json(out / "head.json", jsonable(head_meta))
     result = {
         "command": "finetune-seg", "research_use_only": True, "dataset": labeled.dataset, "label": labeled.classes[0],
         "fraction": labeled.fraction, "decoder": decoder.kind, "input_size": size, "grid": list(grid),
@@ -458,7 +406,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
         "best_epoch": best["epoch"], "train_seconds": seconds, "history": history,
         "metrics": test_metrics, "val_metrics": val_metrics, "adaptor_run": str(run),
     }
-    atomic_write_json(out / "metrics.json", _jsonable(result))
+    atomic_write_json(out / "metrics.json", jsonable(result))
     _write_seg_report(out, result, records, idx["test"], test_acc, predict, masks, spec,
                       int(cfg["eval"].get("examples", 8)))
     return result
@@ -466,8 +414,8 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
 
 def _write_seg_report(out: Path, result: dict, records, test_idx, acc, predict, masks, spec, n: int) -> None:
     from core_model.imaging.preprocess import load_display, to_square
-    from core_model.reports.plots import pick_examples
-    from core_model.reports.runs import write_segmentation_report
+    from core_model.results.plots import pick_examples
+    from core_model.results.runs import write_segmentation_report
 
     inter, pred, true = acc.counts()
     denom = pred + true

@@ -3,71 +3,38 @@
 Deterministic on CPU for a given seed: each epoch's order comes from ``seed + epoch`` and each
 step's randomness (dropout, local-loss candidates) from ``seed`` and the global step, so a run
 resumed from any checkpoint reaches the same weights as an uninterrupted one.
+
+This module is the training loop; the saved Adaptor's I/O is in :mod:`.artifacts`, the DDP
+helpers in :mod:`.distributed`, the LR schedule in :mod:`.scheduler`, and building a run from a
+config (records, cache, then this loop) in :mod:`.pipeline`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from core_model.adaptor import Adaptor, AdaptorConfig, make_config
 from core_model.errors import UserError
-from core_model.features.cache import FeatureCache, atomic_write_bytes, atomic_write_json
+from core_model.features.cache import FeatureCache
+from core_model.fileio import atomic_write_bytes, atomic_write_json
 from core_model.losses import AdaptorLoss
 from core_model.metrics.retrieval import retrieval_metrics
+from core_model.training.artifacts import adaptor_metadata, jsonable, load_state, save_adaptor, state_tensors
 from core_model.training.batches import CachedPairs, report_groups
-from core_model.training.checkpoint import CheckpointDir, optimizer_from_tensors, optimizer_to_tensors, save_tensors
+from core_model.training.checkpoint import CheckpointDir, optimizer_from_tensors, optimizer_to_tensors
+from core_model.training.config import LossConfig, PretrainTrainConfig
+from core_model.training.distributed import average_gradients, dist_info, gather
+from core_model.training.scheduler import linear_warmup_decay
 
 log = logging.getLogger(__name__)
-
-ADAPTOR_FORMAT = 1
-
-
-# ---- distributed helpers ---------------------------------------------------------------------
-def dist_info() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def init_distributed_from_env() -> bool:
-    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or torch.distributed.is_initialized():
-        return torch.distributed.is_available() and torch.distributed.is_initialized()
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    torch.distributed.init_process_group(backend=backend)
-    return True
-
-
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    rank, world = dist_info()
-    if world == 1:
-        return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
-
-
-def _average_gradients(params) -> None:
-    _, world = dist_info()
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= world
 
 
 # ---- model construction ----------------------------------------------------------------------
@@ -94,40 +61,6 @@ def _param_groups(modules, weight_decay: float):
                 continue
             (no_decay if p.ndim < 2 or "log_scale" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def linear_warmup_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return f
-
-
-def _state_tensors(adaptor: Adaptor, loss: AdaptorLoss) -> dict[str, torch.Tensor]:
-    out = {f"adaptor.{k}": v for k, v in adaptor.state_dict().items()}
-    out.update({f"loss.{k}": v for k, v in loss.state_dict().items()})
-    # shared layers appear under two names; safetensors refuses aliases
-    seen, dedup = {}, {}
-    for k, v in out.items():
-        key = (v.data_ptr(), tuple(v.shape), v.dtype) if v.numel() else None
-        if key is not None and key in seen:
-            continue
-        if key is not None:
-            seen[key] = k
-        dedup[k] = v
-    return dedup
-
-
-def _load_state(adaptor: Adaptor, loss: AdaptorLoss, tensors: dict[str, torch.Tensor]) -> None:
-    a = {k[len("adaptor."):]: v for k, v in tensors.items() if k.startswith("adaptor.")}
-    if adaptor.config.share_layers:  # restore the aliases
-        for k in list(a):
-            if k.startswith("image_layers."):
-                a.setdefault("text_layers." + k[len("image_layers."):], a[k])
-    adaptor.load_state_dict(a)
-    loss.load_state_dict({k[len("loss."):]: v for k, v in tensors.items() if k.startswith("loss.")})
 
 
 # ---- evaluation ------------------------------------------------------------------------------
@@ -171,16 +104,17 @@ class Pretrainer:
                  findings: list[str | None], splits: list[str | None], *, progress: bool = True,
                  data_summary: dict | None = None):
         self.cfg = cfg
+        self.train_cfg: PretrainTrainConfig = cfg["train"]
         self.out = Path(out_dir)
         self.cache = cache
         self.progress = progress
         self.data_summary = data_summary or {}
-        t = cfg["train"]
-        self.seed = int(t["seed"])
+        t = self.train_cfg
+        self.seed = t.seed
         self.rank, self.world = dist_info()
-        if t.get("threads"):
-            torch.set_num_threads(int(t["threads"]))
-        dev = t.get("device", "auto")
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        dev = t.device
         if dev == "auto":
             dev = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(dev)
@@ -201,27 +135,27 @@ class Pretrainer:
         if len(val_idx) < 2:
             raise UserError("no validation pairs: give the data a 'val' split (or set data.val_fraction)")
         self.train_idx, self.val_idx = train_idx, val_idx
-        self.pairs = CachedPairs(cache, ram_limit_bytes=float(t.get("ram_limit_gb", 8)) * 1e9)
+        self.pairs = CachedPairs(cache, ram_limit_bytes=float(t.ram_limit_gb) * 1e9)
 
         torch.manual_seed(self.seed)
         self.adaptor = Adaptor(adaptor_config_from(cfg["adaptor"], cache)).to(self.device)
-        lc = cfg["loss"]
+        lc: LossConfig = cfg["loss"]
         self.loss_fn = AdaptorLoss(
-            temperature=lc["temperature"], min_temperature=lc["min_temperature"],
-            max_temperature=lc["max_temperature"], image_to_text_weight=lc["image_to_text_weight"],
-            local_weight=lc["local_weight"] if self.adaptor.cross is not None else 0.0,
-            local_candidates=lc["local_candidates"],
+            temperature=lc.temperature, min_temperature=lc.min_temperature,
+            max_temperature=lc.max_temperature, image_to_text_weight=lc.image_to_text_weight,
+            local_weight=lc.local_weight if self.adaptor.cross is not None else 0.0,
+            local_candidates=lc.local_candidates,
         ).to(self.device)
         self.params = [p for m in (self.adaptor, self.loss_fn) for p in m.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(_param_groups([self.adaptor, self.loss_fn], t["weight_decay"]), lr=t["lr"])
-        self.batch_size = int(t["batch_size"])
+        self.opt = torch.optim.AdamW(_param_groups([self.adaptor, self.loss_fn], t.weight_decay), lr=t.lr)
+        self.batch_size = t.batch_size
         if self.batch_size % self.world:
             raise UserError(f"train.batch_size {self.batch_size} must be divisible by the number of processes {self.world}")
         global_batch = min(self.batch_size, len(train_idx))
         self.steps_per_epoch = max(1, len(train_idx) // global_batch)
         self.global_batch = global_batch
-        self.total_steps = self.steps_per_epoch * int(t["epochs"])
-        warmup = int(round(float(t["warmup"]) * self.total_steps))
+        self.total_steps = self.steps_per_epoch * t.epochs
+        warmup = int(round(float(t.warmup) * self.total_steps))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, linear_warmup_decay(self.total_steps, warmup))
         self.ckpt = CheckpointDir(self.out / "checkpoint")
         self.history: list[dict] = []
@@ -242,7 +176,7 @@ class Pretrainer:
     def _save_checkpoint(self, epoch: int, step_in_epoch: int) -> None:
         if self.rank != 0:
             return
-        tensors = _state_tensors(self.adaptor, self.loss_fn)
+        tensors = state_tensors(self.adaptor, self.loss_fn)
         opt_tensors, groups = optimizer_to_tensors(self.opt)
         tensors.update(opt_tensors)
         self.ckpt.save(self.step, tensors, {
@@ -252,7 +186,7 @@ class Pretrainer:
 
     def _resume(self) -> tuple[int, int]:
         tensors, state = self.ckpt.load()
-        _load_state(self.adaptor, self.loss_fn, {k: v.to(self.device) for k, v in tensors.items()})
+        load_state(self.adaptor, self.loss_fn, {k: v.to(self.device) for k, v in tensors.items()})
         optimizer_from_tensors(self.opt, {k: v.to(self.device) for k, v in tensors.items()}, state["optimizer_groups"])
         self.sched.load_state_dict(state["scheduler"])
         self.history = state["history"]
@@ -274,14 +208,14 @@ class Pretrainer:
             to_ = self.adaptor.encode_text(batch["text_pooled"], batch.get("text_tokens"), batch.get("text_mask"))
             global_sim = None
             if self.world > 1:  # negatives from every process's share of the batch
-                global_sim = _gather(io_.pooled.float()) @ _gather(to_.pooled.float()).t()
+                global_sim = gather(io_.pooled.float()) @ gather(to_.pooled.float()).t()
             loss, parts = self.loss_fn(self.adaptor, io_, to_, local_groups, generator=gen,
                                        global_sim=global_sim, global_groups=groups)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        _average_gradients(self.params)
-        if self.cfg["train"].get("grad_clip"):
-            torch.nn.utils.clip_grad_norm_(self.params, float(self.cfg["train"]["grad_clip"]))
+        average_gradients(self.params)
+        if self.train_cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, float(self.train_cfg.grad_clip))
         self.opt.step()
         self.sched.step()
         self.step += 1
@@ -298,7 +232,7 @@ class Pretrainer:
 
     def run(self, resume: bool = False) -> dict:
         self.out.mkdir(parents=True, exist_ok=True)
-        t = self.cfg["train"]
+        t = self.train_cfg
         start_epoch, skip = 0, 0
         if resume and self.ckpt.exists():
             start_epoch, skip = self._resume()
@@ -310,15 +244,15 @@ class Pretrainer:
                   f"{100 * ps['trainable_share']:.2f} % of all {ps['trainable'] + ps['frozen_encoders']:,} "
                   f"(frozen encoders {ps['frozen_encoders']:,})")
             print(f"pairs: {len(self.train_idx)} train, {len(self.val_idx)} val; "
-                  f"{self.steps_per_epoch} steps/epoch x {t['epochs']} epochs, global batch {self.global_batch}, "
+                  f"{self.steps_per_epoch} steps/epoch x {t.epochs} epochs, global batch {self.global_batch}, "
                   f"device {self.device}{' bf16' if self.amp else ''}, {self.world} process(es)")
-        every = int(t.get("checkpoint_every") or 0)
+        every = t.checkpoint_every or 0
         bar = None
         if self.progress and self.rank == 0:
             from tqdm import tqdm
 
             bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="pretrain", dynamic_ncols=True)
-        for epoch in range(start_epoch, int(t["epochs"])):
+        for epoch in range(start_epoch, t.epochs):
             order = self._epoch_order(epoch)
             t0 = time.perf_counter()
             losses = []
@@ -377,7 +311,7 @@ class Pretrainer:
             "data": self.data_summary,
             "cache": {"path": str(self.cache.path), "bytes_per_item": self.cache.manifest.get("bytes_per_item")},
         }
-        atomic_write_json(self.out / "metrics.json", _jsonable(metrics))
+        atomic_write_json(self.out / "metrics.json", jsonable(metrics))
 
 
 def _epoch_line(row: dict) -> str:
@@ -389,79 +323,3 @@ def _epoch_line(row: dict) -> str:
         parts.append(f"(chance R@5 {row['chance_R@5']:.3f}" + (f", P {row['chance_P_finding']:.3f})" if "chance_P_finding" in row else ")"))
     parts.append(f"{row['pairs_per_s']:.0f} pairs/s")
     return " | ".join(parts)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
-# ---- saved Adaptors --------------------------------------------------------------------------
-def code_version() -> str:
-    from core_model import __version__
-
-    try:
-        import subprocess
-
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
-    except Exception:
-        rev = ""
-    return f"{__version__}+{rev}" if rev else __version__
-
-
-def adaptor_metadata(adaptor: Adaptor, loss_fn: AdaptorLoss, cache: FeatureCache, cfg: dict, metrics: dict,
-                     data: dict) -> dict:
-    return {
-        "format": ADAPTOR_FORMAT,
-        "kind": "adaptor",
-        "research_use_only": True,
-        "adaptor": adaptor.config.to_dict(),
-        "image_encoder": cache.manifest["image"]["encoder"],
-        "text_encoder": cache.manifest["text"]["encoder"],
-        "text_max_length": cache.manifest["text"]["max_length"],
-        "preprocess": cache.manifest["image"]["preprocess"],
-        "patch_pool": cache.manifest["image"].get("patch_pool", 1),
-        "encoder_grid": cache.manifest["image"].get("encoder_grid"),
-        "temperature": loss_fn.global_nce.temperature,
-        "local_temperature": loss_fn.local_nce.temperature,
-        "config": cfg,
-        "metrics": _jsonable(metrics),
-        "data": data,
-        "code_version": code_version(),
-    }
-
-
-def save_adaptor(path: Path, adaptor: Adaptor, loss_fn: AdaptorLoss, meta: dict) -> None:
-    save_tensors(Path(path), _state_tensors(adaptor, loss_fn))
-    atomic_write_json(Path(path).with_suffix(".json"), _jsonable(meta))
-
-
-def load_adaptor(path: str | Path, device: str | torch.device = "cpu") -> tuple[Adaptor, AdaptorLoss, dict]:
-    """Load a saved Adaptor (``adaptor.safetensors`` + ``adaptor.json``, or their run folder)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "adaptor.safetensors"
-    meta_path = path.with_suffix(".json")
-    if not path.exists() or not meta_path.exists():
-        raise UserError(f"no pretrained Adaptor at {path} (expected adaptor.safetensors and adaptor.json)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format") != ADAPTOR_FORMAT or meta.get("kind") != "adaptor":
-        raise UserError(f"{meta_path} is not an Adaptor of a supported format")
-    adaptor = Adaptor(AdaptorConfig.from_dict(meta["adaptor"]))
-    lc = meta.get("config", {}).get("loss", {})
-    loss_fn = AdaptorLoss(temperature=max(min(meta.get("temperature", 0.07), lc.get("max_temperature", 1.0)),
-                                          lc.get("min_temperature", 0.01)),
-                          min_temperature=lc.get("min_temperature", 0.01), max_temperature=lc.get("max_temperature", 1.0))
-    _load_state(adaptor, loss_fn, load_file(str(path)))
-    adaptor.to(device).eval()
-    return adaptor, loss_fn, meta

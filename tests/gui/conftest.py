@@ -314,13 +314,13 @@ def _gated_class():
             self.threads: set[str] = set()
             self.images: list[str] = []
 
-        def analyze(self, image):
+        def analyze(self, image, *, view=None, modality=None):
             self.threads.add(threading.current_thread().name)
             self.images.append(str(image))
             self.entered.set()
             if not self.release.wait(60):
                 raise TimeoutError("the test never released the gated analysis")
-            return super().analyze(image)
+            return super().analyze(image, view=view, modality=modality)
 
     return GatedBundle
 

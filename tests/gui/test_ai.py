@@ -293,9 +293,9 @@ def test_a_slow_analysis_can_be_cancelled_and_nothing_is_stored(qtbot, make_wind
 
 def test_large_overlays_are_coloured_in_a_worker(qtbot, make_window, library, exported_bundle, loaded_bundle,
                                                 monkeypatch):
-    import app.gui.main_window as mw
+    import app.gui.analysis_controller as controller
 
-    monkeypatch.setattr(mw, "INLINE_OVERLAY_PIXELS", 0)
+    monkeypatch.setattr(controller, "INLINE_OVERLAY_PIXELS", 0)
     window = make_window(bundle=exported_bundle)
     # an image with a finding at or above its threshold: only such an image has a default heatmap
     assert window.browser.select_uid(uid_of(library, "anna_pa.dcm"))

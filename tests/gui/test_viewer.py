@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
 
-from app.library.display import display_file
+from app.logic.image import display_file
 from core_model.imaging.dicom import read_dataset, render_dataset
 from tests.gui.conftest import drag, hover, shoot, show_image, uid_of, view_to_widget
 

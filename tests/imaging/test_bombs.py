@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from app.library import open_library
-from app.library.display import display_file
+from app.logic.image import display_file
 from app.library.importer import Importer
 from app.logic.image import load_image
 from core_model.imaging.dicom import check_header, read_dataset, render_file, scan_header

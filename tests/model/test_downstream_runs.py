@@ -59,7 +59,7 @@ def test_predictions_do_not_depend_on_the_batch(tiny_pipeline):
     from core_model.heads import SegDecoder, make_cls_head
     from core_model.training.batches import CachedPairs
     from core_model.training.finetune import adaptor_image_outputs
-    from core_model.training.pretrain import load_adaptor
+    from core_model.training.artifacts import load_adaptor
 
     adaptor, _, _ = load_adaptor(tiny_pipeline / "pretrain")
     cache_dir = next((tiny_pipeline / "phantoms" / "features").glob("*"))
@@ -137,7 +137,7 @@ def test_label_fraction_keeps_that_share_of_the_training_split(tiny_pipeline, tm
 
     from core_model.data.splits import pandas_sample
     from core_model.training.downstream_data import load_labeled
-    from core_model.training.finetune import FINETUNE_DEFAULTS
+    from core_model.training.config import FINETUNE_DEFAULTS
 
     data = {**FINETUNE_DEFAULTS["data"], **yaml.safe_load((tiny_pipeline / "cls.yaml").read_text())["data"]}
     full = load_labeled(data, "classification")

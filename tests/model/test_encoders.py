@@ -56,3 +56,28 @@ def test_real_minilm_works_offline_and_reads_meaning():
     sim = pooled @ pooled.t()
     assert sim[0, 1] > sim[0, 2] + 0.2  # paraphrases closer than unrelated findings
     assert tokens.shape[0] == 3 and tokens.shape[2] == 384
+
+
+def test_registry_and_factory_have_no_import_cycle():
+    """The registry (names -> specs) imports no other module of the package; the preset modules
+    import the registry, the factory imports both (as timm's _registry / _factory)."""
+    import ast
+    from pathlib import Path
+
+    import core_model.encoders as pkg
+
+    def package_imports(name: str) -> set[str]:
+        tree = ast.parse((Path(pkg.__file__).parent / f"{name}.py").read_text())
+        out = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("core_model.encoders"):
+                out.add(node.module)
+                out.update(f"{node.module}.{a.name}" for a in node.names if node.module == "core_model.encoders")
+        return out
+
+    assert package_imports("registry") == set()
+    for preset_module in ("image", "text"):
+        assert "core_model.encoders.factory" not in package_imports(preset_module)
+    assert {"core_model.encoders.image", "core_model.encoders.text", "core_model.encoders.registry"} <= \
+        package_imports("factory")
+    assert {e.name for e in pkg.list_encoders("image")} >= {"tiny-vit", "dinov2-small"}  # presets registered

@@ -47,3 +47,17 @@ def test_identical_reports_are_not_treated_as_negatives():
     plain, grouped = grads
     assert plain > 1e-3  # plain InfoNCE pushes the duplicate apart
     assert abs(grouped) < 1e-3 * plain  # duplicate-aware targets (almost) do not
+
+
+def test_segmentation_loss_is_ten_focal_plus_dice_and_prefers_the_true_mask():
+    from core_model.losses import focal_loss, seg_loss, soft_dice_loss
+
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:10, 4:10] = 1.0
+    good = (target * 2 - 1) * 8.0  # logits that agree with the mask
+    bad = -good
+    assert torch.allclose(seg_loss(good, target), 10 * focal_loss(good, target) + soft_dice_loss(good, target))
+    assert float(seg_loss(good, target)) < 0.01 < float(seg_loss(bad, target))
+    # Dice is per image: an image with no lesion and an empty prediction costs (almost) nothing
+    empty = torch.zeros(1, 1, 8, 8)
+    assert float(soft_dice_loss(torch.full((1, 1, 8, 8), -8.0), empty)) < 0.05

@@ -15,7 +15,8 @@ from safetensors.numpy import load_file
 from core_model.features.precompute import PrecomputeOptions, precompute
 from core_model.imaging.preprocess import PreprocessSpec
 from core_model.training.config import PRETRAIN_DEFAULTS, load_config
-from core_model.training.pretrain import Pretrainer, load_adaptor
+from core_model.training.artifacts import load_adaptor
+from core_model.training.pretrain import Pretrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERRIDES = ["train.batch_size=16", "adaptor.dim=64", "adaptor.ffn_dim=128", "train.lr=2e-3",

@@ -24,7 +24,7 @@ import pytest
 
 from app.logic.bundles import BundleOpenError, open_bundle
 from core_model.runtime import BundleError, BundleFormatError, BundleIntegrityError, UnsafeArchiveError, load_bundle
-from core_model.runtime.bundle import ZipLimits, extract_zip
+from core_model.runtime.verify import ZipLimits, extract_zip
 from core_model.runtime.format import BUNDLE_FORMAT, GRAPH_IO, REQUIRED_FILES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -412,7 +412,7 @@ def test_the_depth_scan_matches_the_parsed_depth():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from core_model.runtime.bundle import json_depth
+    from core_model.runtime.verify import json_depth
 
     scalars = st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\\n :,é', max_size=8)
     values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)

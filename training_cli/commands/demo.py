@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import json
 
-    from core_model.training.demo import run_demo
+    from core_model.demo import run_demo
 
     out = prepare_out(args.out)
     doc = run_demo(out, assets=args.assets, n=args.n, progress=not args.no_progress)

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from core_model.errors import ConfigError, UserError
+from core_model.errors import UserError
 
 KEYS = {  # config / command-line keys -> type
     "n": int, "seed": int, "size": int, "dicom": str, "dicom_fraction": float,
@@ -53,19 +53,9 @@ def resolve_options(args: argparse.Namespace) -> dict:
 
     values = {k: v for k, v in vars(PhantomOptions()).items() if k in KEYS}
     if getattr(args, "config", None):
-        from core_model.training.config import read_yaml_mapping
+        from core_model.training.config import load_flat_config
 
-        data = read_yaml_mapping(args.config)
-        if isinstance(data.get("phantoms"), dict) and len(data) == 1:
-            data = data["phantoms"]
-        unknown = sorted(set(data) - set(KEYS))
-        if unknown:
-            raise ConfigError(f"config file {args.config}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(KEYS)}")
-        for key, value in data.items():
-            try:
-                values[key] = KEYS[key](value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"config key {key!r} must be {KEYS[key].__name__}, got {value!r}") from None
+        values = load_flat_config(values, args.config, KEYS, section="phantoms")
     for key in KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -94,7 +84,7 @@ def run(args) -> int:
     summary = generate_phantoms(out, opts, progress=progress)
     import yaml
 
-    from core_model.data.phantoms import atomic_write_text
+    from core_model.fileio import atomic_write_text
 
     atomic_write_text(out / "config.yaml", yaml.safe_dump(values, sort_keys=False))
     c = summary["counts"]

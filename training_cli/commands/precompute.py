@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from core_model.features.cache import atomic_write_json
+from core_model.fileio import atomic_write_json
 from training_cli.common import RESEARCH_NOTE, add_common, add_train_shortcuts, prepare_out, shortcut_overrides
 
 
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
     from core_model.training.datasets import ensure_cache, load_records, summary
-    from core_model.training.pretrain import init_distributed_from_env
+    from core_model.training.distributed import init_distributed_from_env
 
     overrides = shortcut_overrides(args) + list(args.overrides)
     if args.patch_pool:

@@ -19,9 +19,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
-    from core_model.training.datasets import ensure_cache, load_records, summary
-    from core_model.training.pretrain import Pretrainer, dist_info, init_distributed_from_env
+    from core_model.training.config import PRETRAIN_DEFAULTS, load_config
+    from core_model.training.datasets import load_records
+    from core_model.training.distributed import dist_info, init_distributed_from_env
+    from core_model.training.pipeline import pretrain
 
     cfg = load_config(PRETRAIN_DEFAULTS, args.config, shortcut_overrides(args) + list(args.overrides))
     out = prepare_out(args.out)
@@ -32,15 +33,7 @@ def run(args) -> int:
         print(f"data: {result.summary()}")
         for s in result.skipped[:10]:
             print(f"  skipped {s}")
-        save_config(cfg, out / "config.yaml")
-    cache = ensure_cache(cfg, result.records, progress=not args.no_progress)
-    records = result.records
-    trainer = Pretrainer(
-        cfg, out, cache,
-        reports=[r.report for r in records], findings=[r.finding for r in records], splits=[r.split for r in records],
-        progress=not args.no_progress, data_summary=summary(result),
-    )
-    trainer.run(resume=args.resume)
+    pretrain(cfg, out, result=result, progress=not args.no_progress, resume=args.resume)
     if rank == 0:
         print(f"wrote {out / 'adaptor.safetensors'} and {out / 'metrics.json'}")
     return 0

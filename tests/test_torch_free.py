@@ -6,9 +6,10 @@ import sys
 
 MODULES = [
     "core_model.data.rle", "core_model.data.rsna", "core_model.data.siim", "core_model.data.covidx",
-    "core_model.data.chexpert", "core_model.data.splits", "core_model.metrics.classification",
+    "core_model.data.chexpert", "core_model.data.splits", "core_model.data.readers", "core_model.data.phantoms",
+    "core_model.metrics.classification",
     "core_model.metrics.segmentation", "core_model.metrics.zeroshot", "core_model.metrics.references",
-    "core_model.metrics.retrieval", "core_model.reports.markdown", "core_model.reports.plots",
+    "core_model.metrics.retrieval", "core_model.results.markdown", "core_model.results.plots",
 ]
 
 

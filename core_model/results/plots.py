@@ -8,13 +8,12 @@ Qt) and works without a display. No torch, no Qt.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from core_model.data._files import temp_path_for
+from core_model.fileio import atomic_write
 
 RESEARCH_LINE = "Research use only - not for diagnosis."
 
@@ -36,15 +35,7 @@ def _figure(w: float, h: float):
 
 def _save(fig, path) -> Path:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(temp_path_for(p))
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(p, lambda f: fig.savefig(f, format="png"), fsync=False, mkdir=True)
     return p
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 from core_model.metrics.classification import evaluate_classification
 from core_model.metrics.references import comparability, lookup
 from core_model.metrics.segmentation import SegmentationAccumulator
-from core_model.reports.markdown import render_report, write_metrics_json, write_report
-from core_model.reports.plots import pick_examples, plot_curves, plot_roc_pr, plot_segmentation_grid
+from core_model.results.markdown import render_report, write_metrics_json, write_report
+from core_model.results.plots import pick_examples, plot_curves, plot_roc_pr, plot_segmentation_grid
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_segmentation_grid_png(tmp_path):
 
 
 def test_plots_do_not_touch_the_global_matplotlib_backend(tmp_path):
-    code = ("import matplotlib, sys; matplotlib.use('svg'); import core_model.reports.plots as p;"
+    code = ("import matplotlib, sys; matplotlib.use('svg'); import core_model.results.plots as p;"
             f"p.plot_roc_pr([0, 1, 0, 1], [.1, .9, .2, .8], 'x', {str(tmp_path / 'c.png')!r});"
             "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

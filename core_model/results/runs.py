@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core_model.reports.markdown import write_report
-from core_model.reports.plots import plot_curves, plot_segmentation_grid
+from core_model.results.markdown import write_report
+from core_model.results.plots import plot_curves, plot_segmentation_grid
 
 
 def write_classification_report(out: Path, result: dict, y_test, probs, classes, task: str) -> Path:

@@ -5,6 +5,9 @@ evaluate (zero-shot, retrieval) -> export (bundle, int8 text graph, domain model
 on the phantom test split and generated non-chest images -> demo studies (DICOM + reports).
 With ``assets`` the bundle, the studies and the metrics are also written to the demo assets
 folder (``assets/demo``) that ``adaptor-review --demo`` and the installer use.
+
+It sits above :mod:`core_model.training` and :mod:`core_model.export` (it runs both); its runs
+are made by :mod:`core_model.training.pipeline`, like every other run.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import time
 from pathlib import Path
 
 from core_model.errors import ConfigError
-from core_model.features.cache import atomic_write_json
+from core_model.fileio import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 RECIPE = {
     "pretrain": "phantoms-minilm.yaml",
     "classification": "phantoms-cls.yaml",
     "segmentation": "phantoms-seg.yaml",
 }
+# The demo's segmentation head section: the light decoder and no dropout key (unlike the
+# pipeline's default, progressive with dropout 0.0), as the committed demo assets were built.
+DEMO_SEGMENTATION_HEAD = {"kind": "light"}
 
 
 def _config(name: str) -> Path:
@@ -70,11 +76,12 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
              progress: bool = True) -> dict:
     from core_model.data.demo_studies import write_demo_studies
     from core_model.export.bundle import export_bundle
-    from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
-    from core_model.training.datasets import ensure_cache, ensure_phantom_manifest, load_records, summary
+    from core_model.data.readers import ensure_phantom_manifest
+    from core_model.training.artifacts import pretrained_exists
+    from core_model.training.config import PRETRAIN_DEFAULTS, load_config
+    from core_model.training.datasets import ensure_cache, load_records
     from core_model.training.evaluate import evaluate
-    from core_model.training.finetune import FINETUNE_DEFAULTS, finetune_classification, finetune_segmentation
-    from core_model.training.pretrain import Pretrainer
+    from core_model.training.pipeline import ensure_finetuned, load_finetune_config, pretrain
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -107,36 +114,25 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
 
     t = stage("pretrain the Adaptor")
     run = out / "pretrain"
-    if (run / "adaptor.safetensors").exists():
+    if pretrained_exists(run):
         reused.append("pretrain")
     else:
-        run.mkdir(exist_ok=True)
-        save_config(pcfg, run / "config.yaml")
-        recs = result.records
-        Pretrainer(pcfg, run, cache, [r.report for r in recs], [r.finding for r in recs], [r.split for r in recs],
-                   progress=progress, data_summary=summary(result)).run()
+        pretrain(pcfg, run, result=result, cache=cache, progress=progress)
     timings["pretrain"] = time.perf_counter() - t
 
     ft_over = data_over + [f"pretrained={json.dumps(str(run))}", "pretrain_config=null"]
-    for key, name, fn in (("classification", "cls", finetune_classification),
-                          ("segmentation", "seg", finetune_segmentation)):
+    for key, name in (("classification", "cls"), ("segmentation", "seg")):
         t = stage(f"fine-tune {key}")
-        dst = out / name
-        if (dst / "head.json").exists():
+        head = DEMO_SEGMENTATION_HEAD if key == "segmentation" else None
+        if not ensure_finetuned(key, _config(RECIPE[key]), out / name, ft_over, head=head, progress=progress):
             reused.append(name)
-        else:
-            defaults = FINETUNE_DEFAULTS if key == "classification" else {**FINETUNE_DEFAULTS, "head": {"kind": "light"}}
-            cfg = load_config(defaults, _config(RECIPE[key]), ft_over)
-            dst.mkdir(exist_ok=True)
-            save_config(cfg, dst / "config.yaml")
-            fn(cfg, dst, progress=progress)
         timings[name] = time.perf_counter() - t
 
     t = stage("evaluate (zero-shot, retrieval, grounding)")
     for task in ("zeroshot", "retrieval", "grounding"):
         dst = out / f"eval-{task}"
         dst.mkdir(exist_ok=True)
-        data = load_config(FINETUNE_DEFAULTS, _config(RECIPE["classification"]), ft_over)["data"]
+        data = load_finetune_config("classification", _config(RECIPE["classification"]), ft_over)["data"]
         evaluate(run, task, data, dst, progress=progress)
     timings["evaluate"] = time.perf_counter() - t
 

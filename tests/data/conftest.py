@@ -1,4 +1,4 @@
-"""Fixtures for the downstream tests: the real label files (read-only, skipped when absent)."""
+"""Fixtures for the dataset reader tests: the real label files (read-only, skipped when absent)."""
 
 from __future__ import annotations
 

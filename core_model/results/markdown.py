@@ -50,9 +50,10 @@ def to_jsonable(obj):
 
 
 def write_metrics_json(path, metrics: Mapping) -> Path:
-    from core_model.data._files import atomic_write_text
+    from core_model.fileio import atomic_write_text
 
-    return atomic_write_text(path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=False) + "\n", fsync=False,
+                             mkdir=True)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -226,6 +227,6 @@ def render_report(*, title: str, dataset: str, protocol: str | None, fraction: f
 
 def write_report(path, **kwargs) -> Path:
     """:func:`render_report` written atomically to ``path`` (e.g. ``DIR/report.md``)."""
-    from core_model.data._files import atomic_write_text
+    from core_model.fileio import atomic_write_text
 
-    return atomic_write_text(path, render_report(**kwargs))
+    return atomic_write_text(path, render_report(**kwargs), fsync=False, mkdir=True)

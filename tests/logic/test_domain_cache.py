@@ -1,6 +1,7 @@
 """The analysis cache keyed by the bundle's content hash, and the domain state stored with each
 analysis (Qt-free: app.logic.analysis over a real SQLite library, the real runtime and the real
-demo bundle), including a library written before revision 0002 (analyses without a hash)."""
+demo bundle), including a library written before revision 0002 (analyses without a hash) and one
+written before revision 0003 (extras in files beside the mask)."""
 
 from __future__ import annotations
 
@@ -124,6 +125,66 @@ def test_a_library_from_before_the_hashes_is_migrated_and_its_old_rows_are_not_r
         fresh = A.analyze_instance(reopened, demo_bundle, uid)
         assert not fresh.from_cache and fresh.analysis_id != old.analysis_id
         assert fresh.domain == direct_analysis(demo_bundle, reopened, uid).domain
+    finally:
+        reopened.close()
+
+
+def test_extras_files_of_an_older_library_are_read_into_the_database(lib, demo_bundle):
+    """Revision 0002 -> 0003: the extras an older app wrote beside the mask
+    (``derived/<instance>/analysis-<id>.json``) are read once into ``analyses.extras``; the cached
+    analysis shows them without the file, and an unreadable file only leaves them unrecorded."""
+    import json
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from app.library import open_library
+    from app.library.db import HEAD_REVISION, MIGRATIONS_DIR
+    from app.logic import analysis as A
+
+    good, bad = A.all_instance_uids(lib)[:2]
+    first = A.analyze_instance(lib, demo_bundle, good)
+    other = A.analyze_instance(lib, demo_bundle, bad)
+    with lib.engine.connect() as conn:
+        rows = {r[0]: (r[1], json.loads(r[2])) for r in conn.exec_driver_sql(
+            "SELECT id, instance_pk, extras FROM analyses")}
+    assert set(rows) == {first.analysis_id, other.analysis_id}
+    assert rows[first.analysis_id][1]["heatmap_phrase"] == first.heatmap_phrase
+    db, derived = lib.db_path, lib.derived_dir
+    lib.close()
+    # back to revision 0002, with the files such an app wrote (one of them damaged)
+    engine = sa.create_engine(f"sqlite:///{db}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002_analysis_bundle_hash_domain")
+    with engine.connect() as conn:
+        assert "extras" not in {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(analyses)")}
+    engine.dispose()
+    legacy = {}
+    for analysis_id, (instance_pk, extras) in rows.items():
+        legacy[analysis_id] = derived / str(instance_pk) / f"analysis-{analysis_id}.json"
+        legacy[analysis_id].parent.mkdir(parents=True, exist_ok=True)
+        legacy[analysis_id].write_text(json.dumps(extras) if analysis_id == first.analysis_id else "{not json")
+    reopened = open_library(db)  # migrates to the head again, reading the files once
+    try:
+        with reopened.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD_REVISION
+            stored = dict(conn.exec_driver_sql("SELECT id, extras FROM analyses").all())
+        assert json.loads(stored[first.analysis_id]) == rows[first.analysis_id][1]
+        assert stored[other.analysis_id] is None
+        for path in legacy.values():
+            path.unlink()  # never read again
+        again = A.analyze_instance(reopened, demo_bundle, good)
+        assert again.from_cache and again.analysis_id == first.analysis_id
+        assert again.heatmap_phrase == first.heatmap_phrase and again.mask_threshold == first.mask_threshold
+        assert [h.id for h in again.similar] == [h.id for h in first.similar]
+        assert again.embedding is not None and again.embedding.tolist() == pytest.approx(first.embedding.tolist())
+        unrecorded = A.analyze_instance(reopened, demo_bundle, bad)  # still the stored analysis
+        assert unrecorded.from_cache and unrecorded.analysis_id == other.analysis_id
+        assert unrecorded.similar is None and unrecorded.thresholds == demo_bundle.thresholds
     finally:
         reopened.close()
 

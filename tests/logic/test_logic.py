@@ -257,11 +257,16 @@ def test_analysis_is_stored_and_reused_only_for_the_same_bundle_version(library,
     assert A.cached_analysis(library, uid, b1.id, "no-such-version") is None
     assert not A.analyze_instance(library, b1, uid, force=True).from_cache
     assert len(analysis_rows(library, uid)) == 3
-    # the extras file sits beside the mask; without it the analysis is still usable
-    extras = list((library.data_dir / "derived").rglob("analysis-*.json"))
-    assert len(extras) == 3 and "mask_threshold" in json.loads(extras[0].read_text())
-    for p in extras:
-        p.unlink()
+    # the extras are stored with the row (analyses.extras, revision 0003), no longer in a file
+    # beside the mask; without them the analysis is still usable
+    assert not list((library.data_dir / "derived").rglob("analysis-*.json"))
+    with library.engine.connect() as conn:
+        extras = [r[0] for r in conn.exec_driver_sql("SELECT extras FROM analyses ORDER BY id")]
+    assert len(extras) == 3 and "mask_threshold" in json.loads(extras[0])
+    assert json.loads(extras[0])["mask_threshold"] == first.mask_threshold
+    assert [h["id"] for h in json.loads(extras[0])["similar"]] == [h.id for h in first.similar]
+    with library.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE analyses SET extras = NULL")
     bare = A.analyze_instance(library, b1, uid)
     assert bare.from_cache and bare.similar is None and bare.thresholds == b1.thresholds
     hits = A.similar_reports(library, b1, bare, uid, k=3)  # recomputed on demand, from the file
