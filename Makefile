@@ -19,8 +19,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,app,dev]'
 	touch $(STAMP)
 
+LINT_DIRS := app core_model training_cli tests benchmarks tools
+
 lint: setup
 	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check $(LINT_DIRS)
+	$(BIN)/mypy
 	$(BIN)/python tools/third_party_notices.py --check
 
 test: lint

@@ -29,15 +29,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     gui = parser.add_argument_group("desktop app (when no COMMAND is given)")
-    gui.add_argument("--db", dest="gui_db", metavar="FILE", default=None,
-                     help="library database file (default: the user data folder, or $CXR_ADAPTOR_DB)")
-    gui.add_argument("--bundle", dest="gui_bundle", metavar="PATH", default=None,
-                     help="model bundle folder or .zip to load (default: the last one used)")
-    gui.add_argument("--demo", action="store_true",
-                     help="open a fresh temporary library with the demo studies and the demo model")
-    gui.add_argument("--screenshot", metavar="PNG", default=None,
-                     help="render the window offscreen after loading (and analysing the first image when a "
-                          "model is loaded), write it as PNG and exit")
+    gui.add_argument(
+        "--db",
+        dest="gui_db",
+        metavar="FILE",
+        default=None,
+        help="library database file (default: the user data folder, or $CXR_ADAPTOR_DB)",
+    )
+    gui.add_argument(
+        "--bundle",
+        dest="gui_bundle",
+        metavar="PATH",
+        default=None,
+        help="model bundle folder or .zip to load (default: the last one used)",
+    )
+    gui.add_argument(
+        "--demo", action="store_true", help="open a fresh temporary library with the demo studies and the demo model"
+    )
+    gui.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        default=None,
+        help="render the window offscreen after loading (and analysing the first image when a "
+        "model is loaded), write it as PNG and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_commands(sub, "app.cli", COMMANDS)
     return parser
@@ -48,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not getattr(args, "command", None):
         return _run_gui(args)
     if getattr(args, "db", None) is None and args.gui_db is not None:
@@ -70,18 +86,26 @@ def main(argv: list[str] | None = None) -> int:
 # System libraries Qt itself (QtGui) loads on Linux, and the Debian/Ubuntu packages that have them
 # (the xcb platform plugin's are checked in app.gui.app.platform_problem). README "System packages".
 QT_SYSTEM_LIBRARIES = {
-    "libEGL.so.1": "libegl1", "libGL.so.1": "libgl1", "libOpenGL.so.0": "libopengl0",
-    "libfontconfig.so.1": "libfontconfig1", "libfreetype.so.6": "libfreetype6", "libxkbcommon.so.0": "libxkbcommon0",
-    "libdbus-1.so.3": "libdbus-1-3", "libglib-2.0.so.0": "libglib2.0-0", "libX11.so.6": "libx11-6",
+    "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1",
+    "libOpenGL.so.0": "libopengl0",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libdbus-1.so.3": "libdbus-1-3",
+    "libglib-2.0.so.0": "libglib2.0-0",
+    "libX11.so.6": "libx11-6",
 }
 
 
 def _system_package_hint(text: str) -> str:
-    """", install the system package libegl1 (...)" when an ImportError names a missing system library."""
+    """ ", install the system package libegl1 (...)" when an ImportError names a missing system library."""
     for soname, package in QT_SYSTEM_LIBRARIES.items():
         if soname in text:
-            return (f": the system library {soname} is missing; install the package {package} "
-                    f"(sudo apt install {package}; README 'System packages')")
+            return (
+                f": the system library {soname} is missing; install the package {package} "
+                f"(sudo apt install {package}; README 'System packages')"
+            )
     return ""
 
 
@@ -99,8 +123,10 @@ def _print_demo_analysis() -> None:
 
     assets = demo_assets()
     bundle = load_bundle(assets.bundle)
-    print(f"Demo model {bundle.id} on the demo studies (synthetic phantoms). Research use only: "
-          "not a medical device, not for diagnosis.")
+    print(
+        f"Demo model {bundle.id} on the demo studies (synthetic phantoms). Research use only: "
+        "not a medical device, not for diagnosis."
+    )
     for path in sorted(assets.studies.glob("*.dcm")):
         print_analysis(bundle, str(path), bundle.analyze(path), k=1)
 
@@ -116,12 +142,18 @@ def _run_gui(args: argparse.Namespace) -> int:
         print(f"no display: writing the app's window to {args.screenshot} instead of opening it")
     try:
         from app.gui.app import GuiOptions, run_app
-    except ImportError as exc:  # an installation without PySide6 / pyqtgraph (a server), or Qt without its system libraries
-        print(f"adaptor-review: the desktop app cannot start ({exc}){_system_package_hint(str(exc))}; the headless "
-              "commands work: adaptor-review --help", file=sys.stderr)
+    except (
+        ImportError
+    ) as exc:  # an installation without PySide6 / pyqtgraph (a server), or Qt without its system libraries
+        print(
+            f"adaptor-review: the desktop app cannot start ({exc}){_system_package_hint(str(exc))}; the headless "
+            "commands work: adaptor-review --help",
+            file=sys.stderr,
+        )
         return 2
-    options = GuiOptions(db=args.gui_db, bundle=args.gui_bundle, demo=args.demo, screenshot=args.screenshot,
-                         verbose=args.verbose)
+    options = GuiOptions(
+        db=args.gui_db, bundle=args.gui_bundle, demo=args.demo, screenshot=args.screenshot, verbose=args.verbose
+    )
     try:
         return run_app(options)
     except UserError as exc:

@@ -43,8 +43,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = ROOT / "assets" / "demo" / "bundle"
-NO_BUNDLE = ("no model bundle: give --bundle PATH (any bundle exported by adaptor-train export), or make the demo "
-             "bundle with `adaptor-train demo --out runs/demo --assets assets/demo`")
+NO_BUNDLE = (
+    "no model bundle: give --bundle PATH (any bundle exported by adaptor-train export), or make the demo "
+    "bundle with `adaptor-train demo --out runs/demo --assets assets/demo`"
+)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -67,7 +69,8 @@ def generate(folder: Path, n: int, size: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
     lungs = np.exp(-(((xx - 0.3) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2)) + np.exp(
-        -(((xx - 0.7) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2))
+        -(((xx - 0.7) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2)
+    )
     base = 2600 - 1500 * lungs
     patients = max(1, n // 4)
     studies: dict[tuple, tuple[str, str]] = {}
@@ -78,9 +81,18 @@ def generate(folder: Path, n: int, size: int, seed: int = 0) -> None:
             studies[key] = (generate_uid(), f"20{10 + (i % 14):02d}{1 + i % 12:02d}{1 + i % 28:02d}")
         study_uid, date = studies[key]
         img = np.clip(base + rng.normal(0, 40, base.shape), 0, 4095).astype(np.uint16)
-        ds = build_dataset(img, DicomSpec(patient_name=f"BENCH^PATIENT{p}", patient_id=f"B{p:06d}",
-                                          study_uid=study_uid, study_date=date, instance_number=i,
-                                          view_position=("PA", "AP", "LL")[i % 3], windows=[(1800.0, 2400.0)]))
+        ds = build_dataset(
+            img,
+            DicomSpec(
+                patient_name=f"BENCH^PATIENT{p}",
+                patient_id=f"B{p:06d}",
+                study_uid=study_uid,
+                study_date=date,
+                instance_number=i,
+                view_position=("PA", "AP", "LL")[i % 3],
+                windows=[(1800.0, 2400.0)],
+            ),
+        )
         sub = folder / f"sub{i % 20:02d}"
         sub.mkdir(parents=True, exist_ok=True)
         ds.save_as(sub / f"IM{i:06d}.dcm", enforce_file_format=True)
@@ -166,12 +178,12 @@ def measure_stalls(args, work: Path, source: Path, bundle_path: Path, bundle) ->
         window.show()
         app.processEvents()
         done = {}
-        window.import_finished.connect(lambda s: done.setdefault("import", s))
-        window.batch_finished.connect(lambda s: done.setdefault("batch", s))
+        window.import_finished.connect(lambda s: done.setdefault("import", s))  # noqa: B023 (called within this iteration)
+        window.batch_finished.connect(lambda s: done.setdefault("batch", s))  # noqa: B023 (called within this iteration)
         hb.start()
         t = time.perf_counter()
         window.import_paths([str(source)])
-        wait_for(app, lambda: "import" in done, 3600)
+        wait_for(app, lambda: "import" in done, 3600)  # noqa: B023 (called within this iteration)
         out["import_ours_s"].append(time.perf_counter() - t)
         out["import_ours_ms"].append(hb.stop())
         assert done["import"].imported == args.files, done["import"]
@@ -187,7 +199,7 @@ def measure_stalls(args, work: Path, source: Path, bundle_path: Path, bundle) ->
     out["analyze_ours_ms"], out["analyze_ours_s"] = [], []
     for r in range(args.repeats):
         done.pop("batch", None)
-        uids = todo[r * args.analyze:(r + 1) * args.analyze]
+        uids = todo[r * args.analyze : (r + 1) * args.analyze]
         hb.start()
         t = time.perf_counter()
         window.analyze_all(uids)
@@ -205,9 +217,9 @@ def measure_stalls(args, work: Path, source: Path, bundle_path: Path, bundle) ->
     for r in range(args.repeats):
         floor_lib = open_library(work / f"floor{r}" / "library.db")
         hb.start()
-        worker = threading.Thread(target=lambda: Importer(floor_lib, mode="copy").run([str(source)]))
+        worker = threading.Thread(target=lambda: Importer(floor_lib, mode="copy").run([str(source)]))  # noqa: B023 (called within this iteration)
         worker.start()
-        wait_for(app, lambda: not worker.is_alive(), 3600)
+        wait_for(app, lambda: not worker.is_alive(), 3600)  # noqa: B023 (called within this iteration)
         out["import_floor_ms"].append(hb.stop())
         floor_lib.close()
 
@@ -224,7 +236,7 @@ def measure_stalls(args, work: Path, source: Path, bundle_path: Path, bundle) ->
     out["import_base_s"] = run_in_loop(app, lambda: Importer(base, mode="copy", progress=progress).run([str(source)]))
     window.browser.refresh()
     out["import_base_ms"] = hb.stop()
-    uids = all_instance_uids(base)[1: args.analyze + 1]
+    uids = all_instance_uids(base)[1 : args.analyze + 1]
     hb.start()
     out["analyze_base_s"] = run_in_loop(app, lambda: analyze_many(base, bundle, uids))
     window.browser.refresh()
@@ -260,18 +272,29 @@ p = P(); app.installEventFilter(p); w.show(); app.exec()
 
 
 def measure_start(args, work: Path) -> dict:
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CXR_ADAPTOR_STARTUP_PROBE="1",
-               XDG_CONFIG_HOME=str(work / "settings-start"), PYTHONDONTWRITEBYTECODE="1")
-    ours = [_start_time([sys.executable, "-m", "app.main", "--db", str(work / "ours" / "library.db")], env)
-            for _ in range(args.starts)]
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        CXR_ADAPTOR_STARTUP_PROBE="1",
+        XDG_CONFIG_HOME=str(work / "settings-start"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    ours = [
+        _start_time([sys.executable, "-m", "app.main", "--db", str(work / "ours" / "library.db")], env)
+        for _ in range(args.starts)
+    ]
     bare = [_start_time([sys.executable, "-c", BARE], env) for _ in range(args.starts)]
     return dict(start_ours=ours, start_bare=bare)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", default=None, metavar="PATH",
-                        help="model bundle folder or .zip (default: assets/demo/bundle when it exists)")
+    parser.add_argument(
+        "--bundle",
+        default=None,
+        metavar="PATH",
+        help="model bundle folder or .zip (default: assets/demo/bundle when it exists)",
+    )
     parser.add_argument("--files", type=int, default=2000)
     parser.add_argument("--analyze", type=int, default=50)
     parser.add_argument("--size", type=int, default=128, help="image side in pixels")
@@ -300,8 +323,10 @@ def main(argv: list[str] | None = None) -> int:
         source = work / "source"
         t = time.perf_counter()
         generate(source, args.files, args.size)
-        print(f"generated {args.files} DICOM files ({args.size} x {args.size}) in {time.perf_counter() - t:.1f} s",
-              flush=True)
+        print(
+            f"generated {args.files} DICOM files ({args.size} x {args.size}) in {time.perf_counter() - t:.1f} s",
+            flush=True,
+        )
         args.analyze = min(args.analyze, max(1, (args.files - 1) // args.repeats))
         stalls = measure_stalls(args, work, source, bundle_path, bundle)
         start = measure_start(args, work)
@@ -325,22 +350,36 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'':40s} {'ours (workers)':>20s} {'baseline (GUI thread)':>22s} {'ratio':>8s}  target")
     for name, ours, base in rows:
         ok = med(ours) <= TARGET_STALL_MS
-        print(f"{name:40s} {med(ours):7.0f} ms ({max(ours):4.0f} ms) {base:19.0f} ms {base / max(med(ours), 1e-9):7.0f}x"
-              f"  <= {TARGET_STALL_MS:.0f} ms {verdict(ok)}")
+        print(
+            f"{name:40s} {med(ours):7.0f} ms ({max(ours):4.0f} ms) {base:19.0f} ms {base / max(med(ours), 1e-9):7.0f}x"
+            f"  <= {TARGET_STALL_MS:.0f} ms {verdict(ok)}"
+        )
     floor = stalls["import_floor_ms"]
     print(f"{'  floor: importer thread, no window work':40s} {med(floor):7.0f} ms ({max(floor):4.0f} ms)")
     so, sb = start["start_ours"], start["start_bare"]
     best, mid = min(so), statistics.median(so)
-    print(f"{'cold start to painted window (best)':40s} {best:14.2f} s {min(sb):15.2f} s (bare) {best / min(sb):7.1f}x  "
-          f"<= {TARGET_START_S} s {verdict(best <= TARGET_START_S)}")
-    print(f"{'cold start to painted window (median)':40s} {mid:14.2f} s {statistics.median(sb):15.2f} s (bare) "
-          f"{mid / statistics.median(sb):7.1f}x  <= {TARGET_START_S} s {verdict(mid <= TARGET_START_S)}")
+    print(
+        f"{'cold start to painted window (best)':40s} {best:14.2f} s {min(sb):15.2f} s (bare) {best / min(sb):7.1f}x  "
+        f"<= {TARGET_START_S} s {verdict(best <= TARGET_START_S)}"
+    )
+    print(
+        f"{'cold start to painted window (median)':40s} {mid:14.2f} s {statistics.median(sb):15.2f} s (bare) "
+        f"{mid / statistics.median(sb):7.1f}x  <= {TARGET_START_S} s {verdict(mid <= TARGET_START_S)}"
+    )
     print()
-    print(f"work time: import {med(stalls['import_ours_s']):.1f} s (workers) vs {stalls['import_base_s']:.1f} s "
-          f"(GUI thread); analyse {med(stalls['analyze_ours_s']):.1f} s vs {stalls['analyze_base_s']:.1f} s")
-    print("stalls of ours (ms): import " + ", ".join(f"{x:.0f}" for x in stalls["import_ours_ms"])
-          + "; analyse " + ", ".join(f"{x:.0f}" for x in stalls["analyze_ours_ms"]))
-    print(f"cold starts (s): ours {', '.join(f'{x:.2f}' for x in so)}; bare Qt window {', '.join(f'{x:.2f}' for x in sb)}")
+    print(
+        f"work time: import {med(stalls['import_ours_s']):.1f} s (workers) vs {stalls['import_base_s']:.1f} s "
+        f"(GUI thread); analyse {med(stalls['analyze_ours_s']):.1f} s vs {stalls['analyze_base_s']:.1f} s"
+    )
+    print(
+        "stalls of ours (ms): import "
+        + ", ".join(f"{x:.0f}" for x in stalls["import_ours_ms"])
+        + "; analyse "
+        + ", ".join(f"{x:.0f}" for x in stalls["analyze_ours_ms"])
+    )
+    print(
+        f"cold starts (s): ours {', '.join(f'{x:.2f}' for x in so)}; bare Qt window {', '.join(f'{x:.2f}' for x in sb)}"
+    )
     return 0
 
 

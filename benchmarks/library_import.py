@@ -39,8 +39,28 @@ from core_model.imaging.dicom_write import DicomSpec, build_dataset  # noqa: E40
 
 VIEWS = ["PA", "AP", "LL", "RL", ""]
 FINDINGS = ["normal", "pneumonia", "covid19", "pneumothorax"]
-SURNAMES = ["SMITH", "MÜLLER", "GARCIA", "NGUYEN", "KOWALSKI", "ROSSI", "TANAKA", "OKAFOR", "SILVA", "NOVAK",
-            "DUBOIS", "HANSEN", "IVANOV", "KIM", "PATEL", "COHEN", "MURPHY", "JANSEN", "LOPEZ", "BERG"]
+SURNAMES = [
+    "SMITH",
+    "MÜLLER",
+    "GARCIA",
+    "NGUYEN",
+    "KOWALSKI",
+    "ROSSI",
+    "TANAKA",
+    "OKAFOR",
+    "SILVA",
+    "NOVAK",
+    "DUBOIS",
+    "HANSEN",
+    "IVANOV",
+    "KIM",
+    "PATEL",
+    "COHEN",
+    "MURPHY",
+    "JANSEN",
+    "LOPEZ",
+    "BERG",
+]
 GIVEN = ["ANNA", "JOHN", "MARIA", "WEI", "OMAR", "EVA", "LUCA", "AIKO", "NIA", "PIOTR", "SARA", "LEE"]
 
 
@@ -56,12 +76,23 @@ def generate(folder: Path, n: int, size: int, seed: int = 0) -> None:
         p = i % patients
         study_key = (p, i // (patients * 2))
         if study_key not in studies:
-            studies[study_key] = (generate_uid(), generate_uid(), f"20{rng.randint(10, 24):02d}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}")
+            studies[study_key] = (
+                generate_uid(),
+                generate_uid(),
+                f"20{rng.randint(10, 24):02d}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}",
+            )
         study_uid, series_uid, date = studies[study_key]
-        spec = DicomSpec(patient_name=f"{SURNAMES[p % len(SURNAMES)]}^{GIVEN[p % len(GIVEN)]}{p}",
-                         patient_id=f"PID{p:06d}", patient_birth_date="19600101", study_uid=study_uid,
-                         series_uid=series_uid, study_date=date, view_position=rng.choice(VIEWS[:4]),
-                         instance_number=i, windows=[(2048.0, 4096.0)])
+        spec = DicomSpec(
+            patient_name=f"{SURNAMES[p % len(SURNAMES)]}^{GIVEN[p % len(GIVEN)]}{p}",
+            patient_id=f"PID{p:06d}",
+            patient_birth_date="19600101",
+            study_uid=study_uid,
+            series_uid=series_uid,
+            study_date=date,
+            view_position=rng.choice(VIEWS[:4]),
+            instance_number=i,
+            windows=[(2048.0, 4096.0)],
+        )
         ds = build_dataset(base, spec)
         ds.save_as(_path(folder, i), enforce_file_format=True)
 
@@ -111,25 +142,53 @@ def run_naive(folder: Path, db: Path) -> tuple[float, int]:
             pid = str(ds.PatientID)
             patient = s.execute(select(Patient).where(Patient.patient_key == pid)).scalar_one_or_none()
             if patient is None:
-                patient = Patient(patient_key=pid, patient_id=pid, issuer="", name=str(ds.PatientName),
-                                  name_search=str(ds.PatientName).lower(), birth_date="", sex="")
+                patient = Patient(
+                    patient_key=pid,
+                    patient_id=pid,
+                    issuer="",
+                    name=str(ds.PatientName),
+                    name_search=str(ds.PatientName).lower(),
+                    birth_date="",
+                    sex="",
+                )
                 s.add(patient)
                 s.flush()
             study = s.execute(select(Study).where(Study.study_uid == ds.StudyInstanceUID)).scalar_one_or_none()
             if study is None:
-                study = Study(study_uid=str(ds.StudyInstanceUID), patient_pk=patient.id, study_date=str(ds.StudyDate),
-                              study_time="", description="", accession_number="")
+                study = Study(
+                    study_uid=str(ds.StudyInstanceUID),
+                    patient_pk=patient.id,
+                    study_date=str(ds.StudyDate),
+                    study_time="",
+                    description="",
+                    accession_number="",
+                )
                 s.add(study)
                 s.flush()
             series = s.execute(select(Series).where(Series.series_uid == ds.SeriesInstanceUID)).scalar_one_or_none()
             if series is None:
-                series = Series(series_uid=str(ds.SeriesInstanceUID), study_pk=study.id, modality=str(ds.Modality),
-                                description="", body_part="")
+                series = Series(
+                    series_uid=str(ds.SeriesInstanceUID),
+                    study_pk=study.id,
+                    modality=str(ds.Modality),
+                    description="",
+                    body_part="",
+                )
                 s.add(series)
                 s.flush()
-            s.add(Instance(sop_instance_uid=uid, series_pk=series.id, patient_pk=patient.id,
-                           study_date=study.study_date, file_path=str(path), storage="linked",
-                           view_position=str(ds.get("ViewPosition", "")), rows=int(ds.Rows), columns=int(ds.Columns)))
+            s.add(
+                Instance(
+                    sop_instance_uid=uid,
+                    series_pk=series.id,
+                    patient_pk=patient.id,
+                    study_date=study.study_date,
+                    file_path=str(path),
+                    storage="linked",
+                    view_position=str(ds.get("ViewPosition", "")),
+                    rows=int(ds.Rows),
+                    columns=int(ds.Columns),
+                )
+            )
             s.commit()
             imported += 1
         devnull.write(f"\r{k + 1}/{len(files)} {path.name}")  # unthrottled progress
@@ -154,29 +213,71 @@ def fill_synthetic(db: Path, n: int, seed: int = 1) -> None:
     n_pat, n_study = max(1, n // 5), max(1, int(n / 2.5))
     now = utcnow()
     with lib.write_connection() as conn:
-        conn.execute(insert(Patient), [dict(
-            id=i + 1, patient_key=f"id:{i}", patient_id=f"PID{i:07d}", issuer="",
-            name=(name := f"{SURNAMES[rng.randrange(len(SURNAMES))]}^{GIVEN[rng.randrange(len(GIVEN))]}{i}"),
-            name_search=name.lower().replace("^", " "), birth_date="19600101", sex=rng.choice("MF")) for i in range(n_pat)])
+        conn.execute(
+            insert(Patient),
+            [
+                dict(
+                    id=i + 1,
+                    patient_key=f"id:{i}",
+                    patient_id=f"PID{i:07d}",
+                    issuer="",
+                    name=(name := f"{SURNAMES[rng.randrange(len(SURNAMES))]}^{GIVEN[rng.randrange(len(GIVEN))]}{i}"),
+                    name_search=name.lower().replace("^", " "),
+                    birth_date="19600101",
+                    sex=rng.choice("MF"),
+                )
+                for i in range(n_pat)
+            ],
+        )
         dates = [f"20{rng.randint(5, 24):02d}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}" for _ in range(n_study)]
         study_patient = [rng.randrange(n_pat) + 1 for _ in range(n_study)]
-        conn.execute(insert(Study), [dict(id=i + 1, study_uid=f"2.25.{i}", patient_pk=study_patient[i],
-                                          study_date=dates[i], study_time="", description="CHEST",
-                                          accession_number="") for i in range(n_study)])
-        conn.execute(insert(Series), [dict(id=i + 1, series_uid=f"2.25.1{i}", study_pk=i + 1, modality="DX",
-                                           description="", body_part="CHEST") for i in range(n_study)])
+        conn.execute(
+            insert(Study),
+            [
+                dict(
+                    id=i + 1,
+                    study_uid=f"2.25.{i}",
+                    patient_pk=study_patient[i],
+                    study_date=dates[i],
+                    study_time="",
+                    description="CHEST",
+                    accession_number="",
+                )
+                for i in range(n_study)
+            ],
+        )
+        conn.execute(
+            insert(Series),
+            [
+                dict(
+                    id=i + 1, series_uid=f"2.25.1{i}", study_pk=i + 1, modality="DX", description="", body_part="CHEST"
+                )
+                for i in range(n_study)
+            ],
+        )
         rows = []
         for i in range(n):
             st = rng.randrange(n_study)
             reviewed = rng.random()
             analysed = rng.random() < 0.6
-            rows.append(dict(
-                sop_instance_uid=f"2.25.9{i}", series_pk=st + 1, patient_pk=study_patient[st], study_date=dates[st],
-                file_path=f"/data/{i}.dcm", storage="linked", view_position=rng.choice(VIEWS), modality="DX",
-                rows=2048, columns=2048, imported_at=now,
-                review_status=None if reviewed < 0.7 else ("approved" if reviewed < 0.9 else "flagged"),
-                top_finding=rng.choice(FINDINGS) if analysed else None,
-                top_probability=round(rng.random(), 3) if analysed else None))
+            rows.append(
+                dict(
+                    sop_instance_uid=f"2.25.9{i}",
+                    series_pk=st + 1,
+                    patient_pk=study_patient[st],
+                    study_date=dates[st],
+                    file_path=f"/data/{i}.dcm",
+                    storage="linked",
+                    view_position=rng.choice(VIEWS),
+                    modality="DX",
+                    rows=2048,
+                    columns=2048,
+                    imported_at=now,
+                    review_status=None if reviewed < 0.7 else ("approved" if reviewed < 0.9 else "flagged"),
+                    top_finding=rng.choice(FINDINGS) if analysed else None,
+                    top_probability=round(rng.random(), 3) if analysed else None,
+                )
+            )
             if len(rows) == 20000:
                 conn.execute(insert(Instance), rows)
                 rows = []
@@ -193,21 +294,37 @@ SEARCHES = {
     "patient ID prefix": dict(text="PID00123"),
     "2020-2022, view PA": dict(date_from="2020-01-01", date_to="2022-12-31", view="PA"),
     "flagged, by name": dict(review_status="flagged", sort="patient_name", descending=False),
-    "top finding pneumothorax >= 0.8, by probability": dict(top_finding="pneumothorax", min_probability=0.8,
-                                                            sort="top_probability"),
+    "top finding pneumothorax >= 0.8, by probability": dict(
+        top_finding="pneumothorax", min_probability=0.8, sort="top_probability"
+    ),
     "unreviewed pneumonia, name 'kim'": dict(text="kim", review_status="unreviewed", top_finding="pneumonia"),
 }
 
 
-def naive_search(session, text=None, date_from=None, date_to=None, view=None, review_status=None,
-                 top_finding=None, min_probability=None, sort="study_date", descending=True, limit=200):
+def naive_search(
+    session,
+    text=None,
+    date_from=None,
+    date_to=None,
+    view=None,
+    review_status=None,
+    top_finding=None,
+    min_probability=None,
+    sort="study_date",
+    descending=True,
+    limit=200,
+):
     from sqlalchemy import func, or_, select
 
     from app.library.models import Instance, Patient, Series, Study
 
-    q = (select(Instance.id, Patient.name, Study.study_date).select_from(Instance)
-         .join(Series, Series.id == Instance.series_pk).join(Study, Study.id == Series.study_pk)
-         .join(Patient, Patient.id == Study.patient_pk))
+    q = (
+        select(Instance.id, Patient.name, Study.study_date)
+        .select_from(Instance)
+        .join(Series, Series.id == Instance.series_pk)
+        .join(Study, Study.id == Series.study_pk)
+        .join(Patient, Patient.id == Study.patient_pk)
+    )
     if text:
         q = q.where(or_(Patient.name_search.like(f"%{text.lower()}%"), Patient.patient_id.like(f"{text}%")))
     if date_from:
@@ -217,12 +334,18 @@ def naive_search(session, text=None, date_from=None, date_to=None, view=None, re
     if view:
         q = q.where(Instance.view_position == view)
     if review_status:
-        q = q.where(Instance.review_status.is_(None) if review_status == "unreviewed" else Instance.review_status == review_status)
+        q = q.where(
+            Instance.review_status.is_(None)
+            if review_status == "unreviewed"
+            else Instance.review_status == review_status
+        )
     if top_finding:
         q = q.where(Instance.top_finding == top_finding)
     if min_probability is not None:
         q = q.where(Instance.top_probability >= min_probability)
-    key = {"study_date": Study.study_date, "patient_name": Patient.name, "top_probability": Instance.top_probability}[sort]
+    key = {"study_date": Study.study_date, "patient_name": Patient.name, "top_probability": Instance.top_probability}[
+        sort
+    ]
     rows = session.execute(q.order_by(key.desc() if descending else key.asc()).limit(limit)).all()
     total = session.execute(select(func.count()).select_from(q.order_by(None).limit(None).subquery())).scalar_one()
     return rows, total
@@ -257,8 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         generate(folder, args.files, args.size)
         size_mb = sum(p.stat().st_size for p in folder.rglob("*.dcm")) / 1e6
-        print(f"generated {args.files} DICOMs ({args.size}x{args.size} 16-bit, {size_mb:.0f} MB) in "
-              f"{time.perf_counter() - t:.1f} s")
+        print(
+            f"generated {args.files} DICOMs ({args.size}x{args.size} 16-bit, {size_mb:.0f} MB) in "
+            f"{time.perf_counter() - t:.1f} s"
+        )
         # warm the OS cache equally for both runs
         for p in folder.rglob("*.dcm"):
             p.read_bytes()
@@ -273,14 +398,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'ours  (header-only, batched commits, throttled progress)':58s} {ours_s:8.2f} {ours_rate:9.0f}")
         print(f"  {'naive (full dcmread, commit per file, progress per file)':58s} {naive_s:8.2f} {naive_rate:9.0f}")
         print(f"  {'ours with --copy (managed copies, synced per batch)':58s} {copy_s:8.2f} {copy_rate:9.0f}")
-        print(f"  speed-up ours / naive: {ours_rate / naive_rate:.1f}x; target >= 500 files/s: "
-              f"{'PASS' if ours_rate >= 500 else 'FAIL'}")
+        print(
+            f"  speed-up ours / naive: {ours_rate / naive_rate:.1f}x; target >= 500 files/s: "
+            f"{'PASS' if ours_rate >= 500 else 'FAIL'}"
+        )
 
         db = work / "search.db"
         t = time.perf_counter()
         fill_synthetic(db, args.instances)
-        print(f"\nSearch over {args.instances:,} synthetic instances (bulk-inserted in {time.perf_counter() - t:.1f} s); "
-              "page of 200 rows + total count, median / max of 7 runs")
+        print(
+            f"\nSearch over {args.instances:,} synthetic instances (bulk-inserted in {time.perf_counter() - t:.1f} s); "
+            "page of 200 rows + total count, median / max of 7 runs"
+        )
         from app.library import open_library
         from app.library.queries import search_instances
 
@@ -292,8 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                 result = search_instances(s, **kw)
                 naive_rows, naive_total = naive_search(s, **kw)
                 assert naive_total == result.total, (label, naive_total, result.total)
-                med, mx = time_it(lambda: search_instances(s, **kw))
-                nmed, nmx = time_it(lambda: naive_search(s, **kw), repeat=3)
+                med, mx = time_it(lambda: search_instances(s, **kw))  # noqa: B023 (called within this iteration)
+                nmed, nmx = time_it(lambda: naive_search(s, **kw), repeat=3)  # noqa: B023 (called within this iteration)
                 worst = max(worst, med)
                 print(f"  {label:50s} {med:6.1f} / {mx:6.1f} {nmed:6.1f} / {nmx:6.1f} {result.total:8d}")
         lib.close()

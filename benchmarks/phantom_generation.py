@@ -42,8 +42,10 @@ def main(argv=None) -> int:
     print(f"{'default (' + str(workers) + ' workers)':28s} {ours:9.1f} {args.n / ours:11.1f}")
     print(f"{'baseline (1 process)':28s} {base:9.1f} {args.n / base:11.1f}")
     goal = 60.0 * args.n / 2000
-    print(f"target phantoms_{args.n}: ours {ours:.1f} s, baseline {base:.1f} s, ratio {base / ours:.2f}, "
-          f"goal < {goal:.0f} s: {'met' if ours < goal else 'missed'}")
+    print(
+        f"target phantoms_{args.n}: ours {ours:.1f} s, baseline {base:.1f} s, ratio {base / ours:.2f}, "
+        f"goal < {goal:.0f} s: {'met' if ours < goal else 'missed'}"
+    )
     return 0
 
 

@@ -85,7 +85,7 @@ def main() -> int:
         "tt": torch.randn(b_adaptor, t_len, dt, generator=g).to(device),
         "m": torch.ones(b_adaptor, t_len, dtype=torch.bool, device=device),
     }
-    feats["m"][:, t_len // 2:] = torch.rand(b_adaptor, t_len - t_len // 2, generator=g).to(device) > 0.5
+    feats["m"][:, t_len // 2 :] = torch.rand(b_adaptor, t_len - t_len // 2, generator=g).to(device) > 0.5
 
     def adaptor_step(adaptor, loss_fn, opt, tokens: bool):
         def step():
@@ -96,6 +96,7 @@ def main() -> int:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
         return step
 
     pooled = Adaptor(AdaptorConfig.paper(di, dt)).to(device)
@@ -103,8 +104,19 @@ def main() -> int:
     opt_p = torch.optim.AdamW(list(pooled.parameters()) + list(loss_p.parameters()), lr=1e-4)
     r_pooled = rate(adaptor_step(pooled, loss_p, opt_p, False), b_adaptor, 2, iters, sync)
 
-    tok = Adaptor(make_config("tokens", di, dt, dim=256, heads=4, layers=1, ffn_dim=1024, local_mixing=1,
-                              patch_grid=(grid // pool, grid // pool))).to(device)
+    tok = Adaptor(
+        make_config(
+            "tokens",
+            di,
+            dt,
+            dim=256,
+            heads=4,
+            layers=1,
+            ffn_dim=1024,
+            local_mixing=1,
+            patch_grid=(grid // pool, grid // pool),
+        )
+    ).to(device)
     loss_t = AdaptorLoss(local_candidates=4).to(device)
     opt_t = torch.optim.AdamW(list(tok.parameters()) + list(loss_t.parameters()), lr=1e-4)
     r_tokens = rate(adaptor_step(tok, loss_t, opt_t, True), b_adaptor, 2, iters, sync)
@@ -117,8 +129,16 @@ def main() -> int:
     txt_model.train()
     proj_i, proj_t = torch.nn.Linear(di, 256).to(device), torch.nn.Linear(dt, 256).to(device)
     nce = InfoNCE().to(device)
-    opt_e = torch.optim.AdamW([*img_model.parameters(), *txt_model.parameters(), *proj_i.parameters(),
-                               *proj_t.parameters(), *nce.parameters()], lr=1e-5)
+    opt_e = torch.optim.AdamW(
+        [
+            *img_model.parameters(),
+            *txt_model.parameters(),
+            *proj_i.parameters(),
+            *proj_t.parameters(),
+            *nce.parameters(),
+        ],
+        lr=1e-5,
+    )
     x = torch.randn(b_e2e, 3, 224, 224, generator=g).to(device)
     ids = torch.randint(1000, 20000, (b_e2e, t_len), generator=g).to(device)
     am = torch.ones_like(ids)
@@ -153,8 +173,14 @@ def main() -> int:
             p = tmp / f"{i}.png"
             Image.fromarray((rng.random((224, 224)) * 255).astype(np.uint8)).save(p)
             recs.append(Record(id=str(i), image_path=str(p), report="x"))
-        opts = PrecomputeOptions(text=False, patch_pool=pool, batch_size=batch, workers=8 if args.gpu else 2,
-                                 shard_size=1024, device=str(device))
+        opts = PrecomputeOptions(
+            text=False,
+            patch_pool=pool,
+            batch_size=batch,
+            workers=8 if args.gpu else 2,
+            shard_size=1024,
+            device=str(device),
+        )
         precompute(recs[:batch], tmp / "warm", vit, None, PreprocessSpec(), opts, progress=False)
         sync()
         t = time.perf_counter()
@@ -171,15 +197,23 @@ def main() -> int:
     r_fwd = rate(fwd, batch, 2, max(3, n_img // batch), sync)
 
     name = "GPU (ViT-S/14 + BERT-base compute, bf16)" if args.gpu else "CPU (tiny-vit + tiny-bert)"
-    print(f"Pretraining throughput on {name}; Adaptor batch {b_adaptor}, end-to-end batch {b_e2e}, "
-          f"{t_len} report tokens, {p_tok} patch tokens after {pool}x{pool} pooling")
-    print(f"  {'pooled Adaptor step (paper preset)':<44} {r_pooled:10,.0f} pairs/s  {r_pooled / r_e2e:7.1f}x end-to-end"
-          f"  (GPU target >= 50x)")
-    print(f"  {'token-level Adaptor step (default)':<44} {r_tokens:10,.0f} pairs/s  {r_tokens / r_e2e:7.1f}x end-to-end"
-          f"  (GPU target >= 10x)")
+    print(
+        f"Pretraining throughput on {name}; Adaptor batch {b_adaptor}, end-to-end batch {b_e2e}, "
+        f"{t_len} report tokens, {p_tok} patch tokens after {pool}x{pool} pooling"
+    )
+    print(
+        f"  {'pooled Adaptor step (paper preset)':<44} {r_pooled:10,.0f} pairs/s  {r_pooled / r_e2e:7.1f}x end-to-end"
+        f"  (GPU target >= 50x)"
+    )
+    print(
+        f"  {'token-level Adaptor step (default)':<44} {r_tokens:10,.0f} pairs/s  {r_tokens / r_e2e:7.1f}x end-to-end"
+        f"  (GPU target >= 10x)"
+    )
     print(f"  {'end-to-end step, both encoders trained':<44} {r_e2e:10,.0f} pairs/s")
-    print(f"  {'precompute from resized 224 px PNGs':<44} {r_pre:10,.0f} images/s  {100 * r_pre / r_fwd:6.0f} % of the bare forward"
-          f"  (GPU target >= 70 %)")
+    print(
+        f"  {'precompute from resized 224 px PNGs':<44} {r_pre:10,.0f} images/s  {100 * r_pre / r_fwd:6.0f} % of the bare forward"
+        f"  (GPU target >= 70 %)"
+    )
     print(f"  {'bare image-encoder forward (tensors in memory)':<44} {r_fwd:10,.0f} images/s")
     return 0
 

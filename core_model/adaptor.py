@@ -69,9 +69,20 @@ class AdaptorConfig:
             raise ValueError("cross_tokens must be 'contextual' or 'regional'")
 
     @classmethod
-    def paper(cls, image_dim: int, text_dim: int) -> "AdaptorConfig":
-        return cls(image_dim=image_dim, text_dim=text_dim, mode="pooled", dim=768, heads=12, layers=2,
-                   ffn_dim=2048, dropout=0.1, activation="relu", norm_first=False, share_layers=True)
+    def paper(cls, image_dim: int, text_dim: int) -> AdaptorConfig:
+        return cls(
+            image_dim=image_dim,
+            text_dim=text_dim,
+            mode="pooled",
+            dim=768,
+            heads=12,
+            layers=2,
+            ffn_dim=2048,
+            dropout=0.1,
+            activation="relu",
+            norm_first=False,
+            share_layers=True,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,7 +90,7 @@ class AdaptorConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AdaptorConfig":
+    def from_dict(cls, d: dict) -> AdaptorConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -205,7 +216,7 @@ class LocalMixing(nn.Module):
 def grid_of(num_patches: int, hint: tuple[int, int] | None) -> tuple[int, int]:
     if hint and hint[0] * hint[1] == num_patches:
         return tuple(hint)
-    side = int(round(num_patches ** 0.5))
+    side = int(round(num_patches**0.5))
     if side * side != num_patches:
         raise ValueError(f"cannot lay {num_patches} patch tokens on a grid; give patch_grid")
     return side, side
@@ -259,8 +270,9 @@ class Adaptor(nn.Module):
         regions = regional if self.config.cross_tokens == "regional" else x[:, 1:]
         return ImageOut(F.normalize(feat, dim=-1), x[:, 1:], feat, regions)
 
-    def encode_text(self, pooled: torch.Tensor, tokens: torch.Tensor | None = None,
-                    mask: torch.Tensor | None = None) -> TextOut:
+    def encode_text(
+        self, pooled: torch.Tensor, tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> TextOut:
         """pooled (B, Dt); tokens (B, T, Dt) with mask (B, T) True for real tokens (tokens mode)."""
         if self.config.mode == "pooled":
             x = self.text_proj(pooled).unsqueeze(1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def add_commands(subparsers: argparse._SubParsersAction, package: str, names: Iterable[str]) -> None:

@@ -42,6 +42,7 @@ def _config(name: str) -> Path:
 
 def headline(out: Path) -> dict:
     """The demo's key figures, from the runs' metrics files."""
+
     def load(rel):
         p = out / rel / "metrics.json"
         return json.loads(p.read_text()) if p.exists() else {}
@@ -63,20 +64,24 @@ def headline(out: Path) -> dict:
         "seg_test_empty_baseline_dice_mgca": (seg.get("empty_baseline") or {}).get("dice_mgca"),
         "zeroshot_test_auroc": {k: v.get("auroc") for k, v in zs.get("per_class", {}).items()},
         "retrieval_test_i2t_P@5_finding": ret.get("i2t_P@5_finding"),
-        "grounding_test_pointing_game": {k: v.get("pointing_game_prompt") for k, v in grd.get("per_finding", {}).items()},
+        "grounding_test_pointing_game": {
+            k: v.get("pointing_game_prompt") for k, v in grd.get("per_finding", {}).items()
+        },
         "grounding_test_chance": {k: v.get("chance") for k, v in grd.get("per_finding", {}).items()},
         "domain_test_in_domain_rate": (dom.get("in_domain") or {}).get("in_domain_rate"),
         "domain_generated_out_of_domain_rate": ((dom.get("out_of_domain") or {}).get("generated") or {}).get(
-            "out_of_domain_rate"),
+            "out_of_domain_rate"
+        ),
         "domain_auroc_score_generated": dom.get("auroc_score"),
     }
 
 
-def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None, n: int = 2000,
-             progress: bool = True) -> dict:
+def run_demo(
+    out: str | os.PathLike, *, assets: str | os.PathLike | None = None, n: int = 2000, progress: bool = True
+) -> dict:
     from core_model.data.demo_studies import write_demo_studies
-    from core_model.export.bundle import export_bundle
     from core_model.data.readers import ensure_phantom_manifest
+    from core_model.export.bundle import export_bundle
     from core_model.training.artifacts import pretrained_exists
     from core_model.training.config import PRETRAIN_DEFAULTS, load_config
     from core_model.training.datasets import ensure_cache, load_records
@@ -160,11 +165,16 @@ def run_demo(out: str | os.PathLike, *, assets: str | os.PathLike | None = None,
     timings["total"] = time.perf_counter() - t_all
 
     bundle_bytes = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
-    summary_doc = {"research_use_only": True, "synthetic_data": True, "n_phantoms": n,
-                   "recipe": {k: f"configs/{v}" for k, v in RECIPE.items()},
-                   "metrics": headline(out), "bundle_bytes": bundle_bytes,
-                   "seconds": {k: round(v, 1) for k, v in timings.items()},
-                   "reused_from_an_earlier_run": reused}
+    summary_doc = {
+        "research_use_only": True,
+        "synthetic_data": True,
+        "n_phantoms": n,
+        "recipe": {k: f"configs/{v}" for k, v in RECIPE.items()},
+        "metrics": headline(out),
+        "bundle_bytes": bundle_bytes,
+        "seconds": {k: round(v, 1) for k, v in timings.items()},
+        "reused_from_an_earlier_run": reused,
+    }
     atomic_write_json(out / "demo.json", summary_doc)
     atomic_write_json(out / "metrics.json", {"command": "demo", **summary_doc})
     if assets:

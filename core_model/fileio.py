@@ -13,12 +13,20 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable, Union
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
-Content = Union[bytes, bytearray, memoryview, str, BinaryIO, Callable[[BinaryIO], None]]
+
+class Readable(Protocol):
+    """Anything with a binary ``read(n)``: an open file, a zip member, a size-limited reader."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+Content = bytes | bytearray | memoryview | str | BinaryIO | Readable | Callable[[BinaryIO], None]
 _COPY_CHUNK = 1 << 20
 
 
@@ -38,8 +46,14 @@ def temp_path_for(path: str | os.PathLike, staging: str | os.PathLike | None = N
     return folder / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part"
 
 
-def atomic_write(path: str | os.PathLike, content: Content, *, fsync: bool = True,
-                 staging: str | os.PathLike | None = None, mkdir: bool = False) -> int:
+def atomic_write(
+    path: str | os.PathLike,
+    content: Content,
+    *,
+    fsync: bool = True,
+    staging: str | os.PathLike | None = None,
+    mkdir: bool = False,
+) -> int:
     """Write ``content`` to ``path`` atomically; returns the number of bytes written.
 
     ``content``: bytes, a str (written as UTF-8, newlines unchanged), an open binary file (read

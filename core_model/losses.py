@@ -24,8 +24,14 @@ from torch import nn
 
 
 class InfoNCE(nn.Module):
-    def __init__(self, temperature: float = 0.07, learnable: bool = True, min_temperature: float = 0.01,
-                 max_temperature: float = 1.0, image_to_text_weight: float = 0.5):
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        learnable: bool = True,
+        min_temperature: float = 0.01,
+        max_temperature: float = 1.0,
+        image_to_text_weight: float = 0.5,
+    ):
         super().__init__()
         if not 0.0 <= image_to_text_weight <= 1.0:
             raise ValueError("image_to_text_weight must be within [0, 1]")
@@ -76,16 +82,24 @@ class AdaptorLoss(nn.Module):
     cross-attention similarity (tokens Adaptor). ``local_candidates`` K > 0 compares each report
     with its own image and K-1 others from the batch (bounded cost); 0 = all pairs."""
 
-    def __init__(self, temperature: float = 0.07, min_temperature: float = 0.01, max_temperature: float = 1.0,
-                 image_to_text_weight: float = 0.5, local_weight: float = 1.0, local_candidates: int = 16):
+    def __init__(
+        self,
+        temperature: float = 0.07,
+        min_temperature: float = 0.01,
+        max_temperature: float = 1.0,
+        image_to_text_weight: float = 0.5,
+        local_weight: float = 1.0,
+        local_candidates: int = 16,
+    ):
         super().__init__()
         self.global_nce = InfoNCE(temperature, True, min_temperature, max_temperature, image_to_text_weight)
         self.local_nce = InfoNCE(temperature, True, min_temperature, max_temperature, image_to_text_weight)
         self.local_weight = local_weight
         self.local_candidates = local_candidates
 
-    def local(self, adaptor, image, text, groups: torch.Tensor | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor | None:
+    def local(
+        self, adaptor, image, text, groups: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor | None:
         """The cross-attention term alone (None when disabled or not a tokens Adaptor)."""
         if not (self.local_weight > 0 and adaptor.cross is not None and image.regions is not None):
             return None
@@ -101,9 +115,16 @@ class AdaptorLoss(nn.Module):
             return candidate_loss(scores, self.local_nce.scale(), positive)
         return self.local_nce(adaptor.local_similarity(image, text), groups)
 
-    def forward(self, adaptor, image, text, groups: torch.Tensor | None = None,
-                generator: torch.Generator | None = None, global_sim: torch.Tensor | None = None,
-                global_groups: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def forward(
+        self,
+        adaptor,
+        image,
+        text,
+        groups: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        global_sim: torch.Tensor | None = None,
+        global_groups: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict]:
         """Total loss and its parts. ``global_sim``/``global_groups`` replace the local batch's
         similarity matrix for the global term (embeddings gathered across processes)."""
         if global_sim is None:
@@ -142,5 +163,7 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     return (1 - (2 * inter + eps) / (p.sum(1) + t.sum(1) + eps)).mean()
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, focal_weight: float = 10.0, dice_weight: float = 1.0) -> torch.Tensor:
+def seg_loss(
+    logits: torch.Tensor, target: torch.Tensor, focal_weight: float = 10.0, dice_weight: float = 1.0
+) -> torch.Tensor:
     return focal_weight * focal_loss(logits, target) + dice_weight * soft_dice_loss(logits, target)

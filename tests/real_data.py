@@ -13,7 +13,10 @@ _CANDIDATES = [
     Path(__file__).resolve().parents[2] / "shared" / "data" / "real",
     Path("/work/shared/data/real"),
 ]
-REAL_DIR = next((Path(c) for c in _CANDIDATES if c and Path(c).is_dir()), Path(__file__).resolve().parents[2] / "shared" / "data" / "real")
+REAL_DIR = next(
+    (Path(c) for c in _CANDIDATES if c and Path(c).is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "real",
+)
 
 
 def real_file(name: str) -> Path:

@@ -42,7 +42,10 @@ def test_atomic_write_forms(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": [1, 2], "b": 1}
     atomic_save_npy(tmp_path / "x.npy", np.arange(6, dtype=np.float32))
     assert np.array_equal(np.load(tmp_path / "x.npy"), np.arange(6, dtype=np.float32))
-    assert atomic_write_text(tmp_path / "r.md", "# Research use only\n", fsync=False).read_text() == "# Research use only\n"
+    assert (
+        atomic_write_text(tmp_path / "r.md", "# Research use only\n", fsync=False).read_text()
+        == "# Research use only\n"
+    )
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):

@@ -56,8 +56,13 @@ def test_demo_studies_cover_findings_views_and_encodings():
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # a hang guard, not a speed claim (~8 min on an idle 2-core machine)
 def test_recipe_rebuilds_the_committed_metrics(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "training_cli.main", "demo", "--out", str(tmp_path / "demo"),
-                           "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=1750)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training_cli.main", "demo", "--out", str(tmp_path / "demo"), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1750,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     new = json.loads((tmp_path / "demo" / "demo.json").read_text())["metrics"]
     old = json.loads((DEMO / "metrics.json").read_text())["metrics"]

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from pydicom import uid
 
 from app.library import open_library
-from app.logic.image import display_file
 from app.library.importer import REASONS, Importer
+from app.logic.image import display_file
 from core_model.errors import UserError
 from core_model.imaging.errors import ImageReadError
 from tests.imaging.builders import REAL_DCM, REAL_PNG, gradient, write
@@ -30,8 +30,13 @@ from tests.imaging.builders import REAL_DCM, REAL_PNG, gradient, write
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_BUNDLE = ROOT / "assets" / "demo" / "bundle"
 
-FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=60,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 class _Seeds(dict):
@@ -44,8 +49,9 @@ def seeds(tmp_path_factory) -> dict[str, bytes]:
     d = tmp_path_factory.mktemp("seeds")
     px12 = gradient(48, 40, bits=12)
     out = {
-        "native12": write(d / "n.dcm", px12, rescale_slope=2.0, rescale_intercept=-1024.0,
-                          windows=[(1000.0, 2000.0), (0.0, 400.0)]),
+        "native12": write(
+            d / "n.dcm", px12, rescale_slope=2.0, rescale_intercept=-1024.0, windows=[(1000.0, 2000.0), (0.0, 400.0)]
+        ),
         "mono1": write(d / "m1.dcm", px12, photometric="MONOCHROME1"),
         "rle": write(d / "r.dcm", px12, uid.RLELossless),
         "jpeg": write(d / "j.dcm", gradient(48, 40, bits=8), uid.JPEGBaseline8Bit, bits_stored=8),
@@ -108,12 +114,12 @@ def check_all_three(path: Path, lib, bundle) -> None:
     try:
         shown = display_file(path)
         assert shown.pixels.dtype == np.uint8 and shown.pixels.ndim == 2 and shown.pixels.size > 0
-    except Exception as exc:  # noqa: BLE001 - the point is to see every kind of exception
+    except Exception as exc:
         specific(exc)
     try:
         a = bundle.analyze(path)
         assert all(np.isfinite(v) for v in a.probabilities.values())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         specific(exc)
 
 
@@ -130,8 +136,13 @@ def test_mutated_dicoms_are_accepted_or_refused_with_a_reason(seed, m, seeds, li
 
 
 @pytest.mark.timeout(300)
-@settings(derandomize=True, database=None, deadline=None, max_examples=40,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=40,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(m=mutations)
 def test_mutated_pngs_are_accepted_or_refused_with_a_reason(m, lib, bundle, tmp_path_factory):
     path = tmp_path_factory.mktemp("p") / "mutant.png"

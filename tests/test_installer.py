@@ -36,12 +36,17 @@ def _transfer_syntax_files(folder: Path) -> list[str]:
 
     rng = np.random.default_rng(0)
     names = []
-    for k, ts in enumerate([ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless,
-                            JPEG2000Lossless, RLELossless]):
+    for k, ts in enumerate(
+        [ExplicitVRLittleEndian, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, JPEG2000Lossless, RLELossless]
+    ):
         eight = ts == JPEGBaseline8Bit
         pixels = (rng.random((256, 200)) * (255 if eight else 4095)).astype(np.uint8 if eight else np.uint16)
-        spec = DicomSpec(patient_name=f"TS^TEST{k}", patient_id=f"TS{k}", bits_stored=8 if eight else 12,
-                         photometric="MONOCHROME1" if k % 2 else "MONOCHROME2")
+        spec = DicomSpec(
+            patient_name=f"TS^TEST{k}",
+            patient_id=f"TS{k}",
+            bits_stored=8 if eight else 12,
+            photometric="MONOCHROME1" if k % 2 else "MONOCHROME2",
+        )
         write_dicom(folder / f"ts{k}.dcm", pixels, spec, transfer_syntax=ts)
         names.append(ts.name)
     return names
@@ -50,11 +55,27 @@ def _transfer_syntax_files(folder: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     if not (DEMO / "bundle").exists() or not (DEMO / "studies").exists():
-        pytest.fail("assets/demo is missing its bundle/ or studies/ (build them with `adaptor-train demo --assets assets/demo`)")
+        pytest.fail(
+            "assets/demo is missing its bundle/ or studies/ (build them with `adaptor-train demo --assets assets/demo`)"
+        )
     work = tmp_path_factory.mktemp("pyinstaller")
-    proc = subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--distpath", str(work / "dist"),
-                           "--workpath", str(work / "build"), str(ROOT / "build_installer.spec")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "PyInstaller",
+            "--noconfirm",
+            "--distpath",
+            str(work / "dist"),
+            "--workpath",
+            str(work / "build"),
+            str(ROOT / "build_installer.spec"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     exe = work / "dist" / "adaptor-review" / "adaptor-review"
     assert exe.exists()
@@ -77,23 +98,38 @@ def test_built_app_imports_analyses_and_renders(built, tmp_path):
     syntaxes = _transfer_syntax_files(ts_dir)
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CXR_ADAPTOR_DB": str(tmp_path / "unused.db")}
     db = tmp_path / "lib.db"
-    imp = subprocess.run([str(built), "import", str(DEMO / "studies"), str(ts_dir), "--db", str(db), "--json"],
-                         capture_output=True, text=True, timeout=600, env=env)
+    imp = subprocess.run(
+        [str(built), "import", str(DEMO / "studies"), str(ts_dir), "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert imp.returncode == 0, imp.stderr[-3000:]
     summary = json.loads(imp.stdout)
     n_demo = len(list((DEMO / "studies").glob("*.dcm")))
     assert summary["imported"] == n_demo + len(syntaxes), summary
     assert not summary["rejected"], summary["rejected"]
     out_csv = tmp_path / "pred.csv"
-    ana = subprocess.run([str(built), "analyze", "--all", "--bundle", str(DEMO / "bundle"), "--csv", str(out_csv),
-                          "--db", str(db)], capture_output=True, text=True, timeout=900, env=env)
+    ana = subprocess.run(
+        [str(built), "analyze", "--all", "--bundle", str(DEMO / "bundle"), "--csv", str(out_csv), "--db", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert ana.returncode == 0, ana.stderr[-3000:]
     with open(out_csv, newline="") as f:
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert len(rows) == n_demo + len(syntaxes)
     assert not any(r.get("error") for r in rows), [r["error"] for r in rows if r.get("error")]
     shot = tmp_path / "shot.png"
-    gui = subprocess.run([str(built), "--db", str(db), "--bundle", str(DEMO / "bundle"), "--screenshot", str(shot)],
-                         capture_output=True, text=True, timeout=600, env=env)
+    gui = subprocess.run(
+        [str(built), "--db", str(db), "--bundle", str(DEMO / "bundle"), "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert gui.returncode == 0, gui.stderr[-3000:]
     assert shot.stat().st_size > 20_000

@@ -63,7 +63,7 @@ def licence_of(dist) -> str:
 def render() -> str:
     rows = []
     copyleft = []
-    for key, dist in closure().items():
+    for _key, dist in closure().items():
         lic = licence_of(dist)
         url = dist.metadata.get("Home-page") or ""
         for entry in dist.metadata.get_all("Project-URL") or []:

@@ -14,8 +14,14 @@ RESEARCH_NOTE = "Research use only: not a medical device, not for diagnosis."
 def add_common(parser: argparse.ArgumentParser, *, out_help: str = "output folder") -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML config (see configs/)")
     parser.add_argument("--out", metavar="DIR", required=True, help=out_help)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override a config value (repeatable), e.g. --set train.lr=1e-4")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set train.lr=1e-4",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
 
 
@@ -32,8 +38,13 @@ def add_train_shortcuts(parser: argparse.ArgumentParser) -> None:
 
 def shortcut_overrides(args) -> list[str]:
     mapping = {
-        "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed",
-        "device": "train.device", "image_encoder": "encoders.image", "text_encoder": "encoders.text",
+        "epochs": "train.epochs",
+        "batch_size": "train.batch_size",
+        "lr": "train.lr",
+        "seed": "train.seed",
+        "device": "train.device",
+        "image_encoder": "encoders.image",
+        "text_encoder": "encoders.text",
     }
     out = []
     for attr, key in mapping.items():

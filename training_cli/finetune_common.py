@@ -9,10 +9,11 @@ from training_cli.common import RESEARCH_NOTE, add_common, add_train_shortcuts, 
 
 def add_finetune_parser(sub, name: str, summary: str, task: str) -> None:
     p = sub.add_parser(
-        name, help=summary,
+        name,
+        help=summary,
         description=f"{summary[0].upper()}{summary[1:]}. Frozen encoders and Adaptor; the pretraining run is "
-                    "built first when it is missing and pretrain_config is set. Writes metrics.json, "
-                    "report.md, figures, splits.csv and head.safetensors in --out. " + RESEARCH_NOTE,
+        "built first when it is missing and pretrain_config is set. Writes metrics.json, "
+        "report.md, figures, splits.csv and head.safetensors in --out. " + RESEARCH_NOTE,
     )
     add_common(p, out_help="run folder")
     add_train_shortcuts(p)

@@ -56,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adaptor-train {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"adaptor-train {args.command}: interrupted; rerun with the same --out (and --resume"
-              " where offered) to continue", file=sys.stderr)
+        print(
+            f"adaptor-train {args.command}: interrupted; rerun with the same --out (and --resume"
+            " where offered) to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

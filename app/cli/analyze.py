@@ -21,16 +21,20 @@ from core_model.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("analyze", help="run a model bundle over library instances and write a CSV",
-                                   description=__doc__.split("\n\n")[1],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "analyze",
+        help="run a model bundle over library instances and write a CSV",
+        description=__doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("uids", nargs="*", metavar="INSTANCE", help="SOP Instance, Series or Study UIDs")
     parser.add_argument("--all", action="store_true", help="analyse every instance in the library")
     parser.add_argument("--bundle", required=True, metavar="PATH", help="model bundle folder or .zip")
     parser.add_argument("--csv", required=True, metavar="OUT", help="CSV file to write")
     add_db_argument(parser)
-    parser.add_argument("--force", action="store_true",
-                        help="analyse again even when the library holds an analysis by this bundle")
+    parser.add_argument(
+        "--force", action="store_true", help="analyse again even when the library holds an analysis by this bundle"
+    )
     parser.add_argument("--no-heatmap", action="store_true", help="skip the default heatmap (faster)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
@@ -74,11 +78,20 @@ def run(args: argparse.Namespace) -> int:
                 raise KeyboardInterrupt
             cancel.set()
 
-        previous = (signal.signal(signal.SIGINT, on_sigint)
-                    if threading.current_thread() is threading.main_thread() else None)
+        previous = (
+            signal.signal(signal.SIGINT, on_sigint) if threading.current_thread() is threading.main_thread() else None
+        )
         try:
-            summary = analyze_many(library, bundle, uids, force=args.force, heatmap=not args.no_heatmap,
-                                   progress=progress, cancelled=cancel.is_set, keep_results=True)
+            summary = analyze_many(
+                library,
+                bundle,
+                uids,
+                force=args.force,
+                heatmap=not args.no_heatmap,
+                progress=progress,
+                cancelled=cancel.is_set,
+                keep_results=True,
+            )
         finally:
             if interactive:
                 sys.stderr.write("\n")
@@ -91,24 +104,42 @@ def run(args: argparse.Namespace) -> int:
         out = write_predictions_csv(args.csv, rows, classes)
     finally:
         library.close()
-    domains = {k: sum(1 for r in results.values() if r.domain.status == k)
-               for k in ("in_domain", "out_of_domain", "unknown")}
+    domains = {
+        k: sum(1 for r in results.values() if r.domain.status == k) for k in ("in_domain", "out_of_domain", "unknown")
+    }
     if args.json:
-        print(json.dumps(dict(notice=NOTICE, bundle=describe(bundle), csv=str(out), total=summary.total,
-                              analysed=summary.analysed, cached=summary.cached, cancelled=summary.cancelled,
-                              failed=[dict(uid=u, message=m) for u, m in summary.failed],
-                              domain=domains, synthetic_model=bool(bundle.synthetic),
-                              elapsed_s=round(summary.elapsed_s, 3)), indent=2))
+        print(
+            json.dumps(
+                dict(
+                    notice=NOTICE,
+                    bundle=describe(bundle),
+                    csv=str(out),
+                    total=summary.total,
+                    analysed=summary.analysed,
+                    cached=summary.cached,
+                    cancelled=summary.cancelled,
+                    failed=[dict(uid=u, message=m) for u, m in summary.failed],
+                    domain=domains,
+                    synthetic_model=bool(bundle.synthetic),
+                    elapsed_s=round(summary.elapsed_s, 3),
+                ),
+                indent=2,
+            )
+        )
     else:
         print(NOTICE)
         print(f"Model: {describe(bundle)}")
         state = "Analysis cancelled" if summary.cancelled else "Analysis finished"
-        print(f"{state}: {summary.analysed} analysed, {summary.cached} reused from the library, "
-              f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)")
+        print(
+            f"{state}: {summary.analysed} analysed, {summary.cached} reused from the library, "
+            f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)"
+        )
         if bundle.synthetic:
             print("This is a demo model trained on synthetic phantoms: its results mean nothing for real images.")
-        print(f"Domain: {domains['in_domain']} in the model's training domain, {domains['out_of_domain']} out of it "
-              f"(results not meaningful), {domains['unknown']} unknown (see the CSV's domain_status)")
+        print(
+            f"Domain: {domains['in_domain']} in the model's training domain, {domains['out_of_domain']} out of it "
+            f"(results not meaningful), {domains['unknown']} unknown (see the CSV's domain_status)"
+        )
         for uid, message in summary.failed:
             print(f"  failed {uid}: {message}")
         print(f"Wrote {out} ({len(rows)} rows)")

@@ -14,5 +14,4 @@ def add_db_argument(parser: argparse.ArgumentParser) -> None:
         default = str(default_db_path())
     except Exception:  # platformdirs failure must not break --help
         default = "the user data folder"
-    parser.add_argument("--db", metavar="FILE", default=None,
-                        help=f"library database file (default: {default})")
+    parser.add_argument("--db", metavar="FILE", default=None, help=f"library database file (default: {default})")

@@ -18,13 +18,17 @@ from core_model.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("export-anonymized", help="export de-identified copies of instances",
-                                   description=__doc__.split("\n\n")[1])
+    parser = subparsers.add_parser(
+        "export-anonymized", help="export de-identified copies of instances", description=__doc__.split("\n\n")[1]
+    )
     parser.add_argument("uids", nargs="*", metavar="UID", help="SOP Instance, Series or Study UIDs")
     parser.add_argument("--all", action="store_true", help="export every instance in the library")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--include-burned-in", action="store_true",
-                        help="also export images whose Burned In Annotation is YES (pixels may show names)")
+    parser.add_argument(
+        "--include-burned-in",
+        action="store_true",
+        help="also export images whose Burned In Annotation is YES (pixels may show names)",
+    )
     add_db_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=run)
@@ -39,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give the UIDs to export or --all (not both)")
     library = open_library(args.db, create=False)
     try:
-        summary = export_anonymized(library, None if args.all else args.uids, args.out,
-                                    include_burned_in=args.include_burned_in)
+        summary = export_anonymized(
+            library, None if args.all else args.uids, args.out, include_burned_in=args.include_burned_in
+        )
     finally:
         library.close()
     if args.json:
@@ -51,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if summary.skipped_burned_in:
         print(f"Refused {summary.skipped_burned_in} with burned-in annotation (use --include-burned-in to export them)")
     if summary.burned_in_not_declared:
-        print(f"{summary.burned_in_not_declared} exported image(s) do not declare Burned In Annotation: "
-              "their pixels were not checked for burned-in text")
+        print(
+            f"{summary.burned_in_not_declared} exported image(s) do not declare Burned In Annotation: "
+            "their pixels were not checked for burned-in text"
+        )
     if summary.unknown_uids:
         print("Not in the library: " + ", ".join(summary.unknown_uids))
     for r in summary.refused:

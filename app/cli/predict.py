@@ -17,8 +17,11 @@ RESEARCH = "Research use only: not a medical device, not for diagnosis."
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="analyse DICOM/PNG/JPEG files with a model bundle (no library)",
-                       description=__doc__.split("\n\n")[1] + " " + RESEARCH)
+    p = sub.add_parser(
+        "predict",
+        help="analyse DICOM/PNG/JPEG files with a model bundle (no library)",
+        description=__doc__.split("\n\n")[1] + " " + RESEARCH,
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="DICOM, PNG or JPEG files")
     p.add_argument("--bundle", required=True, metavar="PATH", help="model bundle folder or .zip")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -76,10 +79,14 @@ def run(args) -> int:
         entry["above_threshold"] = a.above_threshold(bundle.thresholds)
         entry["domain"] = a.domain.to_dict()
         if bundle.mask_label:
-            entry["mask"] = {"label": bundle.mask_label, "area_fraction": round(a.mask_area_fraction, 6),
-                             "area_pixels": int((a.mask >= a.mask_threshold).sum())}
-        entry["similar_reports"] = [{"id": h.id, "score": round(h.score, 4), "text": h.text}
-                                    for h in bundle.similar_reports(a, args.k)]
+            entry["mask"] = {
+                "label": bundle.mask_label,
+                "area_fraction": round(a.mask_area_fraction, 6),
+                "area_pixels": int((a.mask >= a.mask_threshold).sum()),
+            }
+        entry["similar_reports"] = [
+            {"id": h.id, "score": round(h.score, 4), "text": h.text} for h in bundle.similar_reports(a, args.k)
+        ]
         if args.heatmap:
             heat = bundle.heatmap(a, args.heatmap)
             png = out_dir / f"{i:04d}_{Path(image).stem}_heatmap.png"
@@ -89,10 +96,22 @@ def run(args) -> int:
         if not args.json:
             _print_entry(entry, bundle)
     if args.json:
-        json.dump({"bundle": {"id": bundle.id, "version": bundle.version, "content_hash": bundle.content_hash,
-                              "synthetic": bundle.synthetic},
-                   "research_use_only": True, "notice": _notice(bundle), "thresholds": bundle.thresholds,
-                   "results": results}, sys.stdout, indent=2)
+        json.dump(
+            {
+                "bundle": {
+                    "id": bundle.id,
+                    "version": bundle.version,
+                    "content_hash": bundle.content_hash,
+                    "synthetic": bundle.synthetic,
+                },
+                "research_use_only": True,
+                "notice": _notice(bundle),
+                "thresholds": bundle.thresholds,
+                "results": results,
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
     else:
         print(_notice(bundle))
@@ -101,17 +120,21 @@ def run(args) -> int:
 
 def print_analysis(bundle, image: str, analysis, k: int = 3) -> None:
     """Print one image's analysis the way `predict` does (used by `--demo` without a display)."""
-    entry = {"image": image, "probabilities": analysis.probabilities,
-             "above_threshold": analysis.above_threshold(bundle.thresholds),
-             "domain": analysis.domain.to_dict(),
-             "similar_reports": [{"id": h.id, "score": h.score, "text": h.text}
-                                 for h in bundle.similar_reports(analysis, k)]}
+    entry = {
+        "image": image,
+        "probabilities": analysis.probabilities,
+        "above_threshold": analysis.above_threshold(bundle.thresholds),
+        "domain": analysis.domain.to_dict(),
+        "similar_reports": [
+            {"id": h.id, "score": h.score, "text": h.text} for h in bundle.similar_reports(analysis, k)
+        ],
+    }
     if bundle.mask_label:
         entry["mask"] = {"label": bundle.mask_label, "area_fraction": analysis.mask_area_fraction}
     _print_entry(entry, bundle)
 
 
-SYNTHETIC = ("Demo model trained on synthetic phantoms: its output means nothing for real images.")
+SYNTHETIC = "Demo model trained on synthetic phantoms: its output means nothing for real images."
 
 
 def _notice(bundle) -> str:

@@ -14,12 +14,18 @@ from core_model.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("render", help="write the viewer's display of an instance or file as PNG",
-                                   description=__doc__.split("\n\n")[1])
+    parser = subparsers.add_parser(
+        "render", help="write the viewer's display of an instance or file as PNG", description=__doc__.split("\n\n")[1]
+    )
     parser.add_argument("target", metavar="INSTANCE_UID_OR_PATH", help="a SOP Instance UID in the library, or a file")
     parser.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
-    parser.add_argument("--preset", type=int, default=None, metavar="N",
-                        help="window preset N (1 = the file's first window or VOI LUT; default: the viewer's default)")
+    parser.add_argument(
+        "--preset",
+        type=int,
+        default=None,
+        metavar="N",
+        help="window preset N (1 = the file's first window or VOI LUT; default: the viewer's default)",
+    )
     add_db_argument(parser)
     parser.set_defaults(func=run)
     return parser
@@ -37,10 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if target.exists():
         source = target
     else:
-        from app.library import open_library
+        from app.library import LibraryError, open_library
         from app.library.queries import get_instance
-
-        from app.library import LibraryError
 
         try:
             library = open_library(args.db, create=False)
@@ -60,8 +64,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     if out.suffix.lower() != ".png":
         raise UserError("--out must be a .png file")
-    atomic_write(out, lambda f: Image.fromarray(display.pixels, mode="L").save(f, format="PNG"), fsync=False,
-                 mkdir=True)
+    atomic_write(
+        out, lambda f: Image.fromarray(display.pixels, mode="L").save(f, format="PNG"), fsync=False, mkdir=True
+    )
     rows, cols = display.pixels.shape
     what = ""
     if display.preset_index is not None:

@@ -39,13 +39,15 @@ OUT_OF_DOMAIN_TEXT = "This image is unlike the model's training data: results ar
 UNKNOWN_TEXT = "The model cannot say whether this image is like its training data"
 
 # bar colours: (at or above the threshold, below it)
-_BAR_COLOURS = {"in_domain": ((214, 69, 50), (70, 130, 180)),
-                "unknown": ((196, 140, 60), (110, 140, 165)),
-                "out_of_domain": ((160, 160, 160), (160, 160, 160))}
+_BAR_COLOURS = {
+    "in_domain": ((214, 69, 50), (70, 130, 180)),
+    "unknown": ((196, 140, 60), (110, 140, 165)),
+    "out_of_domain": ((160, 160, 160), (160, 160, 160)),
+}
 
 
 def domain_look(domain) -> str:
-    """"in_domain", "unknown" or "out_of_domain": how a result with this
+    """ "in_domain", "unknown" or "out_of_domain": how a result with this
     :class:`~core_model.runtime.domain.DomainState` (or None) is shown."""
     status = getattr(domain, "status", None)
     return status if status in _BAR_COLOURS else "unknown"
@@ -58,17 +60,22 @@ def domain_html(domain) -> str:
     look = domain_look(domain)
     reasons = [escape(r) for r in (getattr(domain, "reasons", ()) or ())]
     score, thr = getattr(domain, "score", None), getattr(domain, "threshold", None)
-    numbers = (f"distance score {score:.2f} {'>' if look == 'out_of_domain' else '≤'} threshold {thr:.2f}"
-               if score is not None and thr is not None else "")
+    numbers = (
+        f"distance score {score:.2f} {'>' if look == 'out_of_domain' else '≤'} threshold {thr:.2f}"
+        if score is not None and thr is not None
+        else ""
+    )
     if look == "in_domain":
         return "In the model's training domain" + (f" ({numbers})." if numbers else ".")
     if look == "out_of_domain":
         items = "".join(f"<li>{r}</li>" for r in reasons)
-        return (f"<b>⚠ {OUT_OF_DOMAIN_TEXT}.</b>"
-                + (f"<ul style='margin: 2px 0 0 -20px'>{items}</ul>" if items else "")
-                + (f"<small>{numbers}</small><br>" if numbers and not any("score" in r for r in reasons) else "")
-                + "Probabilities are greyed and the overlays are off; tick <i>Show mask</i> or "
-                  "<i>Show heatmap</i> to see them anyway.")
+        return (
+            f"<b>⚠ {OUT_OF_DOMAIN_TEXT}.</b>"
+            + (f"<ul style='margin: 2px 0 0 -20px'>{items}</ul>" if items else "")
+            + (f"<small>{numbers}</small><br>" if numbers and not any("score" in r for r in reasons) else "")
+            + "Probabilities are greyed and the overlays are off; tick <i>Show mask</i> or "
+            "<i>Show heatmap</i> to see them anyway."
+        )
     why = "; ".join(reasons)
     return f"<b>{UNKNOWN_TEXT}</b>" + (f" ({why})." if why else ".") + " Treat the results with caution."
 
@@ -107,13 +114,13 @@ class ProbabilityBars(QWidget):
     def _row_height(self) -> int:
         return int(self.fontMetrics().height() * 1.7)
 
-    def sizeHint(self) -> QSize:  # noqa: N802
+    def sizeHint(self) -> QSize:
         return QSize(240, max(1, len(self.items)) * self._row_height() + 4)
 
-    def minimumSizeHint(self) -> QSize:  # noqa: N802
+    def minimumSizeHint(self) -> QSize:
         return self.sizeHint()
 
-    def paintEvent(self, _event) -> None:  # noqa: N802
+    def paintEvent(self, _event) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fm = self.fontMetrics()
@@ -145,15 +152,19 @@ class ProbabilityBars(QWidget):
                 p.setPen(QPen(tick, 2))
                 p.drawLine(int(x), int(bar.top() - 3), int(x), int(bar.bottom() + 3))
                 p.setBrush(tick)
-                p.drawPolygon(QPolygonF([QPointF(x - 4, bar.top() - 8), QPointF(x + 4, bar.top() - 8),
-                                         QPointF(x, bar.top() - 3)]))
+                p.drawPolygon(
+                    QPolygonF([QPointF(x - 4, bar.top() - 8), QPointF(x + 4, bar.top() - 8), QPointF(x, bar.top() - 3)])
+                )
             p.setPen(text_colour)
             if muted:  # no "above threshold" marking: the comparison means nothing here
                 label = f"{prob:.2f}"
             else:
                 label = f"{prob:.2f}" + ("" if thr is None else (f" ≥ {thr:.2f}" if above else f" < {thr:.2f}"))
-            p.drawText(QRectF(bar_x + bar_w + 6, y, value_w, rh),
-                       Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, label)
+            p.drawText(
+                QRectF(bar_x + bar_w + 6, y, value_w, rh),
+                Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+                label,
+            )
 
 
 class ColorBar(QWidget):
@@ -174,7 +185,7 @@ class ColorBar(QWidget):
         self.setAccessibleDescription(f"0 to 1{' (' + note + ')' if note else ''}, transparent below {threshold:.2f}")
         self.update()
 
-    def paintEvent(self, _event) -> None:  # noqa: N802
+    def paintEvent(self, _event) -> None:
         if self.table is None:
             return
         p = QPainter(self)
@@ -191,8 +202,12 @@ class ColorBar(QWidget):
         p.drawText(4, h + 4 + fm.ascent(), lo)
         p.drawText(4 + w - fm.horizontalAdvance(hi), h + 4 + fm.ascent(), hi)
         label = f"threshold {self.threshold:.2f}"
-        lx = int(min(max(4.0 + fm.horizontalAdvance(lo) + 6, x - fm.horizontalAdvance(label) / 2),
-                     4 + w - fm.horizontalAdvance(label) - fm.horizontalAdvance(hi) - 6))
+        lx = int(
+            min(
+                max(4.0 + fm.horizontalAdvance(lo) + 6, x - fm.horizontalAdvance(label) / 2),
+                4 + w - fm.horizontalAdvance(label) - fm.horizontalAdvance(hi) - 6,
+            )
+        )
         p.drawText(lx, h + 4 + fm.ascent(), label)
 
 
@@ -217,8 +232,11 @@ class AIPanel(QWidget):
     def __init__(self, settings=None, parent: QWidget | None = None):
         super().__init__(parent)
         self.setAccessibleName("AI panel")
-        g = (lambda k: settings.get(k)) if settings is not None else (lambda k: __import__(
-            "app.gui.settings", fromlist=["DEFAULTS"]).DEFAULTS[k])
+        g = (
+            (lambda k: settings.get(k))
+            if settings is not None
+            else (lambda k: __import__("app.gui.settings", fromlist=["DEFAULTS"]).DEFAULTS[k])
+        )
         self.notice = QLabel(RESEARCH_NOTICE)
         self.notice.setAccessibleName("Research use notice")
         bold = QFont(self.font())
@@ -300,8 +318,9 @@ class AIPanel(QWidget):
         self.colormap.setCurrentIndex(max(0, i))
         self.heat_relative = QCheckBox("Relative (stretch min–max)")
         self.heat_relative.setAccessibleName("Stretch the heatmap to its minimum and maximum")
-        self.heat_relative.setToolTip("On: 0 = where the model looks least in this image, 1 = most. "
-                                      "Off: the model's values as they are.")
+        self.heat_relative.setToolTip(
+            "On: 0 = where the model looks least in this image, 1 = most. Off: the model's values as they are."
+        )
         self.heat_relative.setChecked(bool(g("overlay/heatmap_relative")))
         self.colorbar = ColorBar()
         self.heat_label = QLabel("")
@@ -372,8 +391,12 @@ class AIPanel(QWidget):
 
     @property
     def heatmap_settings(self) -> tuple[bool, float, str, float]:
-        return (self.heat_visible.isChecked(), self.heat_opacity.value() / 100.0, self.colormap.currentData(),
-                self.heat_threshold.value() / 100.0)
+        return (
+            self.heat_visible.isChecked(),
+            self.heat_opacity.value() / 100.0,
+            self.colormap.currentData(),
+            self.heat_threshold.value() / 100.0,
+        )
 
     @property
     def heatmap_relative(self) -> bool:
@@ -384,8 +407,11 @@ class AIPanel(QWidget):
         return threshold_lut(colormaps.table(cmap), thr)
 
     def _update_colorbar(self, emit: bool = True) -> None:
-        self.colorbar.set_table(self.heatmap_table(), self.heat_threshold.value() / 100.0,
-                                "relative" if self.heat_relative.isChecked() else "")
+        self.colorbar.set_table(
+            self.heatmap_table(),
+            self.heat_threshold.value() / 100.0,
+            "relative" if self.heat_relative.isChecked() else "",
+        )
         if emit:
             self.heatmap_changed.emit()
 
@@ -395,16 +421,21 @@ class AIPanel(QWidget):
             self.phrase_requested.emit(text)
 
     # -- what the controller shows --------------------------------------------------------------
-    def set_model(self, description: str | None, error: str | None = None, mask_label: str | None = None,
-                  synthetic: bool = False) -> None:
+    def set_model(
+        self, description: str | None, error: str | None = None, mask_label: str | None = None, synthetic: bool = False
+    ) -> None:
         from html import escape
 
         if error:
-            self.model_label.setText(f"<b>Model could not be loaded:</b> {escape(error)}<br>"
-                                     "The library works without a model; choose another bundle.")
+            self.model_label.setText(
+                f"<b>Model could not be loaded:</b> {escape(error)}<br>"
+                "The library works without a model; choose another bundle."
+            )
         elif description:
-            self.model_label.setText(f"Model: {escape(description)}"
-                                     + (f"<br><b style='color: #b35900'>{SYNTHETIC_NOTICE}.</b>" if synthetic else ""))
+            self.model_label.setText(
+                f"Model: {escape(description)}"
+                + (f"<br><b style='color: #b35900'>{SYNTHETIC_NOTICE}.</b>" if synthetic else "")
+            )
         else:
             self.model_label.setText("No model loaded. Choose a model bundle to analyse images.")
         loaded = bool(description) and not error
@@ -487,28 +518,36 @@ class AIPanel(QWidget):
             return
         self._show_domain(result.domain)
         classes = result.classes or list(result.probabilities)
-        self.bars.set_values([(c, float(result.probabilities[c]), result.thresholds.get(c))
-                              for c in classes if c in result.probabilities], look=self.domain_look)
+        self.bars.set_values(
+            [
+                (c, float(result.probabilities[c]), result.thresholds.get(c))
+                for c in classes
+                if c in result.probabilities
+            ],
+            look=self.domain_look,
+        )
         if result.mask is not None:
             area = result.mask_area_fraction
             if area is None:
                 area = float(np.mean(result.mask >= result.mask_threshold))
-            self.mask_info.setText(f"{result.mask_label or 'mask'}: {100 * area:.1f} % of the image "
-                                   f"(probability ≥ {result.mask_threshold:.2f})")
+            self.mask_info.setText(
+                f"{result.mask_label or 'mask'}: {100 * area:.1f} % of the image "
+                f"(probability ≥ {result.mask_threshold:.2f})"
+            )
         else:
             self.mask_info.setText("This model has no segmentation head" if not result.mask_label else "No mask")
         when = "from the library" if result.from_cache else f"in {result.elapsed_s:.1f} s"
         self.status.setText(f"Analysed {when}.")
         self.status.setVisible(True)
 
-    def set_heatmap_label(self, phrase: str | None, source: str = "", contrast: str = "",
-                          empty: str = "") -> None:
+    def set_heatmap_label(self, phrase: str | None, source: str = "", contrast: str = "", empty: str = "") -> None:
         """``contrast``: what the relative stretch worked with (the raw map's peak-to-mean
         ratio, shown while "Relative" is on); ``empty``: why no heatmap is shown."""
         self._heat_label_args = (phrase, source, contrast, empty)
         if not phrase:
-            self.heat_label.setText((empty + " " if empty else "")
-                                    + "No heatmap shown: type a phrase or click a report sentence.")
+            self.heat_label.setText(
+                (empty + " " if empty else "") + "No heatmap shown: type a phrase or click a report sentence."
+            )
         else:
             self.heat_label.setText(f"Showing “{phrase}”" + (f" ({source})" if source else ""))
         shown = bool(phrase and contrast and self.heat_relative.isChecked())

@@ -120,9 +120,15 @@ class AnalysisController(QObject):
         self.ai.set_busy("Analysing…", cancellable=True)
         holder: dict = {}
         holder["task"] = self._tasks["analysis"] = self.runner.start(
-            "Analysis", jobs.analyze_job, self.library, self.bundle, uid, force,
+            "Analysis",
+            jobs.analyze_job,
+            self.library,
+            self.bundle,
+            uid,
+            force,
             on_result=lambda r: None if holder["task"].cancelled else self._analysis_done(r),
-            on_failed=lambda msg, uid=uid: None if holder["task"].cancelled else self._analysis_failed(uid, msg))
+            on_failed=lambda msg, uid=uid: None if holder["task"].cancelled else self._analysis_failed(uid, msg),
+        )
 
     def cancel_analysis(self) -> None:
         """Stop the shown image's analysis (the model's current step still finishes; nothing is
@@ -158,8 +164,12 @@ class AnalysisController(QObject):
         self.window.update_actions()
         self._update_mask_layer()
         if result.heatmap is not None and result.heatmap_phrase:
-            self._set_heat(result.heatmap_phrase, result.heatmap, "the most likely finding above its threshold",
-                           result.heatmap_peak_to_mean)
+            self._set_heat(
+                result.heatmap_phrase,
+                result.heatmap,
+                "the most likely finding above its threshold",
+                result.heatmap_peak_to_mean,
+            )
             self.ai.phrase.setText(result.heatmap_phrase)
             self.ai.phrase.setCursorPosition(0)
         else:
@@ -168,9 +178,15 @@ class AnalysisController(QObject):
             self.reports.set_similar(result.similar, "The model's report bank is empty")
         else:
             self._tasks["similar"] = self.runner.start(
-                "Similar reports", jobs.similar_job, self.library, self.bundle, result, result.uid,
+                "Similar reports",
+                jobs.similar_job,
+                self.library,
+                self.bundle,
+                result,
+                result.uid,
                 on_result=self._similar_done,
-                on_failed=lambda msg: self.reports.set_similar(None, f"Similar reports unavailable: {msg}"))
+                on_failed=lambda msg: self.reports.set_similar(None, f"Similar reports unavailable: {msg}"),
+            )
         self.analysis_shown.emit(result.uid)
 
     def _similar_done(self, payload) -> None:
@@ -191,8 +207,9 @@ class AnalysisController(QObject):
         from PIL import Image
 
         log.warning("overlay %s resized to the image %s", arr.shape, shape)
-        return np.asarray(Image.fromarray(np.asarray(arr, dtype=np.float32), "F").resize(
-            (shape[1], shape[0]), Image.BILINEAR))
+        return np.asarray(
+            Image.fromarray(np.asarray(arr, dtype=np.float32), "F").resize((shape[1], shape[0]), Image.BILINEAR)
+        )
 
     def _update_mask_layer(self) -> None:
         visible, opacity, mode = self.ai.mask_settings
@@ -209,12 +226,14 @@ class AnalysisController(QObject):
         threshold = r.mask_threshold
         self._overlay("mask", (id(r), mode), mask.size, lambda: mask_rgba(mask, threshold, mode))
 
-    def _set_heat(self, phrase: str | None, heat: np.ndarray | None, source: str, ratio: float | None = None,
-                  empty: str = "") -> None:
+    def _set_heat(
+        self, phrase: str | None, heat: np.ndarray | None, source: str, ratio: float | None = None, empty: str = ""
+    ) -> None:
         heat = self._fit(heat)
         self.current_heat = (phrase, heat, source, ratio) if phrase and heat is not None else None
-        self.ai.set_heatmap_label(phrase if self.current_heat else None, source,
-                                  analysis_logic.contrast_text(ratio), empty=empty)
+        self.ai.set_heatmap_label(
+            phrase if self.current_heat else None, source, analysis_logic.contrast_text(ratio), empty=empty
+        )
         self.reports.set_current(phrase if self.current_heat else None)
         self._update_heat_layer()
 
@@ -233,9 +252,13 @@ class AnalysisController(QObject):
         self.settings.set("overlay/heatmap_relative", relative)
         phrase, heat, _source, _ratio = self.current_heat
         table = self.ai.heatmap_table()
-        self._overlay("heat", (id(heat), cmap, threshold, relative), heat.size,
-                      lambda: heatmap_rgba(heat, table, threshold, relative),
-                      shown=lambda: self.heatmap_shown.emit(phrase))
+        self._overlay(
+            "heat",
+            (id(heat), cmap, threshold, relative),
+            heat.size,
+            lambda: heatmap_rgba(heat, table, threshold, relative),
+            shown=lambda: self.heatmap_shown.emit(phrase),
+        )
 
     def _overlay(self, kind: str, sig, pixels: int, compute, shown=None) -> None:
         """Show overlay ``kind`` ("mask" / "heat") for ``sig``: opacity and visibility change
@@ -263,8 +286,11 @@ class AnalysisController(QObject):
             apply(compute())
         else:
             self._tasks[f"overlay-{kind}"] = self.runner.start(
-                "Overlay", lambda ctx: compute(), on_result=apply,
-                on_failed=lambda msg: self.window.status_message(f"Overlay not shown: {msg}"))
+                "Overlay",
+                lambda ctx: compute(),
+                on_result=apply,
+                on_failed=lambda msg: self.window.status_message(f"Overlay not shown: {msg}"),
+            )
 
     def _overlay_look(self, kind: str) -> tuple[bool, float]:
         if kind == "mask":
@@ -292,9 +318,17 @@ class AnalysisController(QObject):
         self.runner.cancel(self._tasks.pop("heatmap", None))
         self.ai.set_busy(f"Computing the heatmap of “{phrase}”…")
         self._tasks["heatmap"] = self.runner.start(
-            "Heatmap", jobs.heatmap_job, self.library, self.bundle, self.current_result, uid, phrase, source,
+            "Heatmap",
+            jobs.heatmap_job,
+            self.library,
+            self.bundle,
+            self.current_result,
+            uid,
+            phrase,
+            source,
             on_result=lambda payload, key=key: self._heatmap_done(key, payload),
-            on_failed=lambda msg: self._heatmap_failed(msg))
+            on_failed=lambda msg: self._heatmap_failed(msg),
+        )
 
     def _heatmap_done(self, key, payload) -> None:
         uid, phrase, source, heat, ratio = payload
@@ -313,8 +347,10 @@ class AnalysisController(QObject):
         """What the exported PNG says beside the view: model, domain, mask and heatmap as shown."""
         lines = []
         if self.bundle is not None:
-            lines.append(f"Model {self.bundle.id} {self.bundle.version}"
-                         + (f" - {SYNTHETIC_NOTICE}" if self.bundle.synthetic else ""))
+            lines.append(
+                f"Model {self.bundle.id} {self.bundle.version}"
+                + (f" - {SYNTHETIC_NOTICE}" if self.bundle.synthetic else "")
+            )
         r = self.current_result
         if r is not None:
             if r.domain.status == "out_of_domain":
@@ -323,16 +359,21 @@ class AnalysisController(QObject):
                 lines.append(f"Domain: {r.domain.summary()}")
         if r is not None and self.viewer.mask_layer is not None and self.viewer.mask_layer.visible:
             _v, opacity, mode = self.ai.mask_settings
-            lines.append(f"Mask ({r.mask_label or 'segmentation'}, {mode}, opacity {opacity:.2f}): "
-                         f"probability >= {r.mask_threshold:.2f}")
+            lines.append(
+                f"Mask ({r.mask_label or 'segmentation'}, {mode}, opacity {opacity:.2f}): "
+                f"probability >= {r.mask_threshold:.2f}"
+            )
         table = None
         label = ""
         if self.current_heat is not None and self.viewer.heat_layer is not None and self.viewer.heat_layer.visible:
             _v, opacity, cmap, thr = self.ai.heatmap_settings
             phrase = self.current_heat[0]
-            scale = (f"stretched min-max, {analysis_logic.contrast_text(self.current_heat[3])}, "
-                     if self.ai.heatmap_relative else "")
-            lines.append(f"Heatmap of \"{phrase}\" ({cmap}, {scale}opacity {opacity:.2f}, hidden below {thr:.2f})")
+            scale = (
+                f"stretched min-max, {analysis_logic.contrast_text(self.current_heat[3])}, "
+                if self.ai.heatmap_relative
+                else ""
+            )
+            lines.append(f'Heatmap of "{phrase}" ({cmap}, {scale}opacity {opacity:.2f}, hidden below {thr:.2f})')
             table = self.ai.heatmap_table()
             label = "relative heatmap value" if self.ai.heatmap_relative else "heatmap value"
         lines.append(f"Display: {self.viewer.window_text()}")

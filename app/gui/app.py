@@ -100,13 +100,17 @@ def platform_problem(env=None, platform: str | None = None, loader=can_load) -> 
         libs = ", ".join(f"{so} (package {deb})" for so, deb, _ in missing)
         debs = " ".join(dict.fromkeys(deb for _, deb, _ in missing))
         rpms = " ".join(dict.fromkeys(rpm for _, _, rpm in missing))
-        return (f"the desktop app cannot start: Qt's X11 (xcb) platform plugin needs system libraries that are "
-                f"missing: {libs}. Install them: sudo apt install {debs} (Debian/Ubuntu) or sudo dnf install "
-                f"{rpms} (Fedora); README 'System packages' lists them all. The headless commands work without "
-                "them (adaptor-review --help)")
+        return (
+            f"the desktop app cannot start: Qt's X11 (xcb) platform plugin needs system libraries that are "
+            f"missing: {libs}. Install them: sudo apt install {debs} (Debian/Ubuntu) or sudo dnf install "
+            f"{rpms} (Fedora); README 'System packages' lists them all. The headless commands work without "
+            "them (adaptor-review --help)"
+        )
     if not env.get("DISPLAY") and not env.get("WAYLAND_DISPLAY"):
-        return ("the desktop app cannot start: there is no X display (DISPLAY is not set). Run it in a desktop "
-                "session, or use --screenshot PNG or the headless commands (adaptor-review --help)")
+        return (
+            "the desktop app cannot start: there is no X display (DISPLAY is not set). Run it in a desktop "
+            "session, or use --screenshot PNG or the headless commands (adaptor-review --help)"
+        )
     return None
 
 
@@ -121,8 +125,10 @@ def qt_message_level(kind_name: str, category: str, text: str) -> int:
     return logging.DEBUG
 
 
-PLATFORM_HINT = ("the Qt platform plugin could not start; on Linux install the system packages listed in the "
-                 "README ('System packages', e.g. libxcb-cursor0), or run the headless commands")
+PLATFORM_HINT = (
+    "the Qt platform plugin could not start; on Linux install the system packages listed in the "
+    "README ('System packages', e.g. libxcb-cursor0), or run the headless commands"
+)
 
 
 def install_qt_message_handler() -> None:
@@ -262,9 +268,12 @@ def _startup_probe(app, window) -> None:
     from PySide6.QtCore import QEvent, QObject, QTimer
 
     class Probe(QObject):
-        def eventFilter(self, obj, event):  # noqa: N802
-            if event.type() == QEvent.Type.Paint and not self.done and (
-                    obj is window or (hasattr(obj, "window") and obj.window() is window)):
+        def eventFilter(self, obj, event):
+            if (
+                event.type() == QEvent.Type.Paint
+                and not self.done
+                and (obj is window or (hasattr(obj, "window") and obj.window() is window))
+            ):
                 self.done = True
                 print(f"startup-painted {time.time():.6f}", flush=True)
                 QTimer.singleShot(0, app.quit)
@@ -318,8 +327,10 @@ def _screenshot(app, window, path: str, *, wait_bundle: bool, wait_import: bool)
             note = " (timed out waiting for the analysis)" if timed_out else ""
             print(f"Research use only; not for diagnosis. Wrote {out}{note}")
             if window.bundle is not None and window.bundle.synthetic:
-                print("The model shown is a demo model trained on synthetic phantoms: its output means nothing "
-                      "for real images.")
+                print(
+                    "The model shown is a demo model trained on synthetic phantoms: its output means nothing "
+                    "for real images."
+                )
             if window.bundle_error:
                 print(f"Model not loaded: {window.bundle_error}")
             state["code"] = 3 if timed_out else 0
@@ -332,4 +343,3 @@ def _screenshot(app, window, path: str, *, wait_bundle: bool, wait_import: bool)
     timer.start()
     app.exec()
     return state["code"]
-

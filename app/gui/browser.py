@@ -34,8 +34,7 @@ COLUMNS = [
     ("Status", "review_status"),
     ("Top finding", "top_probability"),
 ]
-STATUS_FILTERS = [("All images", None), ("Unreviewed", "unreviewed"), ("Approved", "approved"),
-                  ("Flagged", "flagged")]
+STATUS_FILTERS = [("All images", None), ("Unreviewed", "unreviewed"), ("Approved", "approved"), ("Flagged", "flagged")]
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
 
 
@@ -80,8 +79,9 @@ class StudyTableModel(QAbstractTableModel):
     # -- data -----------------------------------------------------------------------------
     def _query(self, offset: int):
         with self.library.session() as s:
-            return search_instances(s, sort=self.sort_key, descending=self.descending, limit=self.page_size,
-                                    offset=offset, **self.filters)
+            return search_instances(
+                s, sort=self.sort_key, descending=self.descending, limit=self.page_size, offset=offset, **self.filters
+            )
 
     def refresh(self) -> None:
         result = self._query(0)
@@ -90,10 +90,10 @@ class StudyTableModel(QAbstractTableModel):
         self.total = result.total
         self.endResetModel()
 
-    def canFetchMore(self, parent=QModelIndex()) -> bool:  # noqa: N802
+    def canFetchMore(self, parent=QModelIndex()) -> bool:
         return not parent.isValid() and len(self.rows) < self.total
 
-    def fetchMore(self, parent=QModelIndex()) -> None:  # noqa: N802
+    def fetchMore(self, parent=QModelIndex()) -> None:
         if parent.isValid() or len(self.rows) >= self.total:
             return
         result = self._query(len(self.rows))
@@ -104,19 +104,25 @@ class StudyTableModel(QAbstractTableModel):
         self.rows.extend(result.rows)
         self.endInsertRows()
 
-    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+    def rowCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: N802
+    def columnCount(self, parent=QModelIndex()) -> int:
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section][0]
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.ToolTipRole:
-            return ["Thumbnail", "Sort by patient name", "Sort by patient ID", "Sort by study date",
-                    "Sort by view position", "Sort by review status",
-                    "Sort by the probability of the top finding"][section]
+            return [
+                "Thumbnail",
+                "Sort by patient name",
+                "Sort by patient ID",
+                "Sort by study date",
+                "Sort by view position",
+                "Sort by review status",
+                "Sort by the probability of the top finding",
+            ][section]
         return None
 
     def cell_text(self, row: InstanceRow, column: int) -> str:
@@ -148,12 +154,13 @@ class StudyTableModel(QAbstractTableModel):
         if row.top_finding is None:
             return "Not analysed"
         if row.top_domain == "out_of_domain":
-            return ("The image is unlike the model's training data: its result is not meaningful "
-                    "(the AI panel says why)")
+            return "The image is unlike the model's training data: its result is not meaningful (the AI panel says why)"
         if row.top_domain == "in_domain":
             return "The latest analysis's most likely finding; the image is in the model's training domain"
-        return ("The latest analysis's most likely finding; the model cannot say whether the image is like "
-                "its training data")
+        return (
+            "The latest analysis's most likely finding; the model cannot say whether the image is like "
+            "its training data"
+        )
 
     def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
         if not index.isValid() or index.row() >= len(self.rows):
@@ -175,8 +182,10 @@ class StudyTableModel(QAbstractTableModel):
                 return row.review_status or "unreviewed"
             if col == 6:
                 return self.finding_tooltip(row)
-            return (f"{row.modality or row.source_format.upper()} {row.view_position} {row.columns} x {row.rows}\n"
-                    f"Study {format_date(row.study_date)} {row.study_description}\n{row.sop_instance_uid}")
+            return (
+                f"{row.modality or row.source_format.upper()} {row.view_position} {row.columns} x {row.rows}\n"
+                f"Study {format_date(row.study_date)} {row.study_description}\n{row.sop_instance_uid}"
+            )
         if role == Qt.ItemDataRole.AccessibleTextRole:
             if col == 5:
                 return row.review_status or "unreviewed"
@@ -273,8 +282,13 @@ class BrowserWidget(QWidget):
         self.table.setSortingEnabled(True)
         self.table.setColumnWidth(0, THUMB + 12)
         fm = self.fontMetrics()  # widths from typical contents (measuring rows would cost a query's time)
-        for col, sample in ((1, "OKAFOR, BENJAMIN"), (2, "PAT-00000"), (3, "2024-03-01"), (4, "VIEW"),
-                            (5, "✓ approved")):
+        for col, sample in (
+            (1, "OKAFOR, BENJAMIN"),
+            (2, "PAT-00000"),
+            (3, "2024-03-01"),
+            (4, "VIEW"),
+            (5, "✓ approved"),
+        ):
             self.table.setColumnWidth(col, fm.horizontalAdvance(sample) + 16)
 
         filters = QHBoxLayout()
@@ -427,7 +441,7 @@ class BrowserWidget(QWidget):
         if first < 0:
             return []
         last = len(self.model.rows) - 1 if last < 0 else last
-        return self.model.rows[first:last + 1]
+        return self.model.rows[first : last + 1]
 
     def persistent(self, row: int) -> QPersistentModelIndex:
         return QPersistentModelIndex(self.model.index(row, 0))

@@ -45,8 +45,9 @@ class ModelCardDialog(QDialog):
         self.resize(fm.horizontalAdvance("M") * 60, fm.height() * 36)
 
 
-def message(parent: QWidget, title: str, text: str, details: str = "",
-            icon: QMessageBox.Icon = QMessageBox.Icon.Warning) -> QMessageBox:
+def message(
+    parent: QWidget, title: str, text: str, details: str = "", icon: QMessageBox.Icon = QMessageBox.Icon.Warning
+) -> QMessageBox:
     """A non-modal message box (never blocks the event loop, so workers keep reporting)."""
     box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, parent)
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
@@ -96,8 +97,10 @@ class LibraryProblemDialog(QDialog):
         self.reason.setAccessibleName("Why the library cannot be opened")
         self.reason.setWordWrap(True)
         self.reason.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        hint = QLabel("Choose another library file: an existing library, or a new name to create an empty one. "
-                      "Nothing has been changed in the file above.")
+        hint = QLabel(
+            "Choose another library file: an existing library, or a new name to create an empty one. "
+            "Nothing has been changed in the file above."
+        )
         hint.setWordWrap(True)
         self.path = QLineEdit(str(self._suggestion()))
         self.path.setAccessibleName("Library file to open")
@@ -144,9 +147,13 @@ class LibraryProblemDialog(QDialog):
 
     def _browse(self) -> None:
         start = self.path.text().strip() or str(Path.home())
-        path, _ = QFileDialog.getSaveFileName(self, "Choose or create a library", start,
-                                              "Library databases (*.db);;All files (*)",
-                                              options=QFileDialog.Option.DontConfirmOverwrite)
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Choose or create a library",
+            start,
+            "Library databases (*.db);;All files (*)",
+            options=QFileDialog.Option.DontConfirmOverwrite,
+        )
         if path:
             self.path.setText(path)
 

@@ -63,8 +63,9 @@ class MainWindow(QMainWindow):
     review_saved = Signal(str)
     error_shown = Signal(str)
 
-    def __init__(self, library, *, settings: Settings | None = None, restore_layout: bool = True,
-                 select_first: bool = True):
+    def __init__(
+        self, library, *, settings: Settings | None = None, restore_layout: bool = True, select_first: bool = True
+    ):
         super().__init__()
         self.library = library
         self.settings = settings or Settings()
@@ -147,8 +148,9 @@ class MainWindow(QMainWindow):
         em = fm.horizontalAdvance("M")
         self.resize(em * 150, fm.height() * 56)
         self.resizeDocks([self.dock_browser, self.dock_ai], [em * 60, em * 41], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.dock_ai, self.dock_reports], [fm.height() * 36, fm.height() * 17],
-                         Qt.Orientation.Vertical)
+        self.resizeDocks(
+            [self.dock_ai, self.dock_reports], [fm.height() * 36, fm.height() * 17], Qt.Orientation.Vertical
+        )
         if restore_layout:
             self._restore_layout()
         self._thumb_timer = QTimer(self)
@@ -173,9 +175,11 @@ class MainWindow(QMainWindow):
         dock.setObjectName(f"dock_{title.lower()}")
         dock.setAccessibleName(f"{title} panel")
         dock.setWidget(widget)
-        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
-                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+            | QDockWidget.DockWidgetFeature.DockWidgetClosable
+        )
         self.addDockWidget(area, dock)
         return dock
 
@@ -201,50 +205,96 @@ class MainWindow(QMainWindow):
         W = Qt.ShortcutContext.WidgetWithChildrenShortcut
         self.act_import_files = self._action("Import files…", self.import_files_dialog, QKeySequence.StandardKey.Open)
         self.act_import_folder = self._action("Import folder…", self.import_folder_dialog, "Ctrl+Shift+O")
-        self.act_copy = self._action("Copy imported files into the library", self._set_copy_mode, checkable=True,
-                                     tip="Off: link files where they are (zip members are always copied)")
+        self.act_copy = self._action(
+            "Copy imported files into the library",
+            self._set_copy_mode,
+            checkable=True,
+            tip="Off: link files where they are (zip members are always copied)",
+        )
         self.act_copy.setChecked(bool(self.settings.get("import/copy")))
         self.act_bundle_dir = self._action("Choose model bundle folder…", self.choose_bundle_folder, "Ctrl+B")
         self.act_bundle_zip = self._action("Choose model bundle (.zip)…", self.choose_bundle_zip)
         self.act_card = self._action("Model card…", self.show_model_card)
         self.act_export_png = self._action("Export view as PNG…", self.export_png_dialog, "Ctrl+E")
-        self.act_export_csv = self._action("Export predictions CSV for the selected images…", self.export_csv_dialog,
-                                           "Ctrl+Shift+E")
+        self.act_export_csv = self._action(
+            "Export predictions CSV for the selected images…", self.export_csv_dialog, "Ctrl+Shift+E"
+        )
         self.act_quit = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
         file_menu = self.menuBar().addMenu("&File")
-        for a in (self.act_import_files, self.act_import_folder, self.act_copy, None, self.act_bundle_dir,
-                  self.act_bundle_zip, self.act_card, None, self.act_export_png, self.act_export_csv, None,
-                  self.act_quit):
+        for a in (
+            self.act_import_files,
+            self.act_import_folder,
+            self.act_copy,
+            None,
+            self.act_bundle_dir,
+            self.act_bundle_zip,
+            self.act_card,
+            None,
+            self.act_export_png,
+            self.act_export_csv,
+            None,
+            self.act_quit,
+        ):
             file_menu.addSeparator() if a is None else file_menu.addAction(a)
 
         # Viewer keys work while the viewer or the browser has the focus (not while typing).
-        self.act_presets = [self._action(f"Window preset {i + 1}", lambda i=i: self.viewer.set_preset(i), str(i + 1),
-                                         context=W) for i in range(5)]
+        self.act_presets = [
+            self._action(f"Window preset {i + 1}", lambda i=i: self.viewer.set_preset(i), str(i + 1), context=W)
+            for i in range(5)
+        ]
         self.act_invert = self._action("Invert", self.viewer.toggle_invert, "I", context=W)
         self.act_reset = self._action("Reset view", self.viewer.reset, "Space", context=W)
         self.act_fit = self._action("Fit to window", self.viewer.fit, "F", context=W)
         self.act_zoom_in = self._action("Zoom in", lambda: self.viewer.zoom(1.25), "+", context=W)
         self.act_zoom_out = self._action("Zoom out", lambda: self.viewer.zoom(0.8), "-", context=W)
-        self.act_measure = self._action("Measure distance", self.viewer.set_measure_mode, "M", context=W,
-                                        checkable=True)
-        self.act_next = self._action("Next image", lambda: self.browser.select_relative(1), ["Right", "Down"],
-                                     context=W)
-        self.act_prev = self._action("Previous image", lambda: self.browser.select_relative(-1), ["Left", "Up"],
-                                     context=W)
+        self.act_measure = self._action(
+            "Measure distance", self.viewer.set_measure_mode, "M", context=W, checkable=True
+        )
+        self.act_next = self._action(
+            "Next image", lambda: self.browser.select_relative(1), ["Right", "Down"], context=W
+        )
+        self.act_prev = self._action(
+            "Previous image", lambda: self.browser.select_relative(-1), ["Left", "Up"], context=W
+        )
         view_menu = self.menuBar().addMenu("&View")
-        for a in (*self.act_presets, None, self.act_invert, self.act_reset, self.act_fit, self.act_zoom_in,
-                  self.act_zoom_out, self.act_measure, None, self.act_next, self.act_prev, None):
+        for a in (
+            *self.act_presets,
+            None,
+            self.act_invert,
+            self.act_reset,
+            self.act_fit,
+            self.act_zoom_in,
+            self.act_zoom_out,
+            self.act_measure,
+            None,
+            self.act_next,
+            self.act_prev,
+            None,
+        ):
             view_menu.addSeparator() if a is None else view_menu.addAction(a)
         for dock in (self.dock_browser, self.dock_ai, self.dock_reports, self.dock_review):
             view_menu.addAction(dock.toggleViewAction())
-        viewer_keys = [*self.act_presets, self.act_invert, self.act_reset, self.act_fit, self.act_zoom_in,
-                       self.act_zoom_out, self.act_measure, self.act_next, self.act_prev]
+        viewer_keys = [
+            *self.act_presets,
+            self.act_invert,
+            self.act_reset,
+            self.act_fit,
+            self.act_zoom_in,
+            self.act_zoom_out,
+            self.act_measure,
+            self.act_next,
+            self.act_prev,
+        ]
         self.viewer.addActions(viewer_keys)
         self.browser.table.addActions(viewer_keys)
 
         self.act_analyze = self._action("Analyze image again", lambda: self.analyze_current(force=True), "Ctrl+R")
-        self.act_analyze_all = self._action("Analyze all images", self.analyze_all, "Ctrl+Shift+R",
-                                            tip="Analyse every image without an analysis by this model")
+        self.act_analyze_all = self._action(
+            "Analyze all images",
+            self.analyze_all,
+            "Ctrl+Shift+R",
+            tip="Analyse every image without an analysis by this model",
+        )
         self.act_cancel = self._action("Cancel running jobs", self.cancel_jobs)
         ai_menu = self.menuBar().addMenu("&Analysis")
         for a in (self.act_analyze, self.act_analyze_all, None, self.act_cancel):
@@ -298,9 +348,14 @@ class MainWindow(QMainWindow):
             self._image_loaded((uid, *cached))
             return
         self.viewer.info.setText("Loading…")
-        self._tasks["image"] = self.runner.start("Load image", jobs.load_image_job, self.library, uid,
-                                                 on_result=self._image_loaded,
-                                                 on_failed=lambda msg, uid=uid: self._image_failed(uid, msg))
+        self._tasks["image"] = self.runner.start(
+            "Load image",
+            jobs.load_image_job,
+            self.library,
+            uid,
+            on_result=self._image_loaded,
+            on_failed=lambda msg, uid=uid: self._image_failed(uid, msg),
+        )
 
     def _show_text_panels(self, uid: str | None) -> None:
         if uid is None:
@@ -317,12 +372,19 @@ class MainWindow(QMainWindow):
                 return
             texts = [r.text for r in reports_for(s, inst)]
             reviews = [(r.status, r.comment, r.created_at) for r in reviews_for(s, inst)]
-        pending = [(p.status, p.comment, p.created_at) for p in self.review_queue.items(uid)] \
-            if self.review_queue is not None else []
+        pending = (
+            [(p.status, p.comment, p.created_at) for p in self.review_queue.items(uid)]
+            if self.review_queue is not None
+            else []
+        )
         self.reports.set_own(texts)
         self.review.set_reviews(reviews, pending)
-        self.reports.set_similar(None, "Analysing…" if self.bundle is not None else
-                                 "No model loaded: choose a model bundle to find similar reports")
+        self.reports.set_similar(
+            None,
+            "Analysing…"
+            if self.bundle is not None
+            else "No model loaded: choose a model bundle to find similar reports",
+        )
 
     def _image_failed(self, uid: str, msg: str) -> None:
         if uid != self.current_uid:
@@ -391,8 +453,11 @@ class MainWindow(QMainWindow):
         if uid is None:
             return
         if self.review_queue is None:
-            self.show_error("Review not saved", f"This library is read-only ({self.read_only}): reviews cannot "
-                            "be saved. Open a writable copy of the library to review.")
+            self.show_error(
+                "Review not saved",
+                f"This library is read-only ({self.read_only}): reviews cannot "
+                "be saved. Open a writable copy of the library to review.",
+            )
             return
         from app.library.pending import PendingReview
 
@@ -416,10 +481,14 @@ class MainWindow(QMainWindow):
             self._review_flush_again = True
             return
         self._review_flush = self.runner.start(
-            "Save review", jobs.flush_reviews_job, self.review_queue, REVIEW_LOCK_TIMEOUT_S,
+            "Save review",
+            jobs.flush_reviews_job,
+            self.review_queue,
+            REVIEW_LOCK_TIMEOUT_S,
             on_result=self._reviews_flushed,
             on_failed=lambda msg: self._reviews_not_saved(msg, busy=False),
-            on_finished=self._review_flush_finished)
+            on_finished=self._review_flush_finished,
+        )
 
     def _review_flush_finished(self) -> None:
         if self._review_flush_again:
@@ -427,7 +496,7 @@ class MainWindow(QMainWindow):
             QTimer.singleShot(0, self.flush_reviews)
 
     def _reviews_flushed(self, result) -> None:
-        for item, why in result.dropped:
+        for _item, why in result.dropped:
             self.show_error("Review not saved", why)
         for item in result.saved:
             self.status_message(f"Review saved: {item.status}")
@@ -447,14 +516,18 @@ class MainWindow(QMainWindow):
 
     def _reviews_not_saved(self, msg: str, *, busy: bool) -> None:
         n = len(self.review_queue) if self.review_queue is not None else 0
-        kept = (f"{'The review is' if n == 1 else f'{n} reviews are'} kept and will be saved "
-                "automatically when the library is free.")
+        kept = (
+            f"{'The review is' if n == 1 else f'{n} reviews are'} kept and will be saved "
+            "automatically when the library is free."
+        )
         if busy:
             note = f"Waiting: another program is using the library. {kept}"
-            text = (f"Another program is using the library {Path(str(self.library.db_path)).name}: it holds "
-                    f"the database lock (another adaptor-review, an import, or a database tool such as "
-                    f"sqlite3 or DB Browser).\n\n{kept} Close that program or let it finish; "
-                    "“Retry now” tries again at once.")
+            text = (
+                f"Another program is using the library {Path(str(self.library.db_path)).name}: it holds "
+                f"the database lock (another adaptor-review, an import, or a database tool such as "
+                f"sqlite3 or DB Browser).\n\n{kept} Close that program or let it finish; "
+                "“Retry now” tries again at once."
+            )
         else:
             note = f"Not saved yet: {msg}. {kept}"
             text = f"{msg}.\n\n{kept} “Retry now” tries again."
@@ -466,8 +539,9 @@ class MainWindow(QMainWindow):
         if self._busy_box is None or not _alive(self._busy_box):  # one message per episode, not per retry
             from app.gui.dialogs import retry_message
 
-            self._busy_box = retry_message(self, "Library busy" if busy else "Review not saved", text,
-                                           self.flush_reviews)
+            self._busy_box = retry_message(
+                self, "Library busy" if busy else "Review not saved", text, self.flush_reviews
+            )
             self._boxes.append(self._busy_box)
             self.error_shown.emit(note)
         self._review_timer.start()
@@ -493,8 +567,9 @@ class MainWindow(QMainWindow):
 
     def import_files_dialog(self) -> None:
         start = self.settings.get("import/last_folder") or str(Path.home())
-        files, _ = QFileDialog.getOpenFileNames(self, "Import images", start,
-                                                "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.zip DICOMDIR);;All files (*)")
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Import images", start, "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.zip DICOMDIR);;All files (*)"
+        )
         if files:
             self.settings.set("import/last_folder", str(Path(files[0]).parent))
             self.import_paths(files)
@@ -511,10 +586,17 @@ class MainWindow(QMainWindow):
         if not paths:
             return None
         mode = "copy" if self.act_copy.isChecked() else "link"
-        task = self.runner.start("Import", jobs.import_job, self.library, paths, mode, lane="background",
-                                 on_result=self._import_done,
-                                 on_failed=lambda msg: self.show_error("Import failed", msg),
-                                 on_progress=lambda *_: self.refresh_browser())
+        task = self.runner.start(
+            "Import",
+            jobs.import_job,
+            self.library,
+            paths,
+            mode,
+            lane="background",
+            on_result=self._import_done,
+            on_failed=lambda msg: self.show_error("Import failed", msg),
+            on_progress=lambda *_: self.refresh_browser(),
+        )
         self.jobs.add(task, "Importing")
         self.status_message(f"Importing {len(paths)} item(s)…")
         return task
@@ -530,28 +612,33 @@ class MainWindow(QMainWindow):
 
     def _import_done(self, summary) -> None:
         self.refresh_browser(force=True)
-        self.browser.set_findings(list(self.bundle.classes) if self.bundle is not None else [],
-                                  dict(self.bundle.thresholds) if self.bundle is not None else None)
+        self.browser.set_findings(
+            list(self.bundle.classes) if self.bundle is not None else [],
+            dict(self.bundle.thresholds) if self.bundle is not None else None,
+        )
         state = "Import cancelled" if summary.cancelled else "Import finished"
-        text = (f"{state}: {summary.imported} imported, {summary.duplicates} duplicates, "
-                f"{len(summary.rejected)} rejected ({summary.elapsed_s:.1f} s)")
+        text = (
+            f"{state}: {summary.imported} imported, {summary.duplicates} duplicates, "
+            f"{len(summary.rejected)} rejected ({summary.elapsed_s:.1f} s)"
+        )
         self.status_message(text, 15000)
         if summary.rejected:
             details = "\n".join(f"{r.path}\n    {r.reason}: {r.message}" for r in summary.rejected[:500])
-            self._boxes.append(message(self, "Import", f"{text}. Some files were not imported.", details,
-                                       QMessageBox.Icon.Information))
+            self._boxes.append(
+                message(self, "Import", f"{text}. Some files were not imported.", details, QMessageBox.Icon.Information)
+            )
         self.import_finished.emit(summary)
 
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
+    def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
             event.acceptProposedAction()
         else:
             event.ignore()
 
-    def dragMoveEvent(self, event) -> None:  # noqa: N802
+    def dragMoveEvent(self, event) -> None:
         self.dragEnterEvent(event)
 
-    def dropEvent(self, event) -> None:  # noqa: N802
+    def dropEvent(self, event) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if paths:
             event.acceptProposedAction()
@@ -569,8 +656,9 @@ class MainWindow(QMainWindow):
         batch, self._thumb_queue = self._thumb_queue[:24], self._thumb_queue[24:]
         if not batch:
             return
-        self.runner.start("Thumbnails", jobs.thumbnails_job, self.library, batch, lane="thumbnails",
-                          on_result=self._thumbnails_done)
+        self.runner.start(
+            "Thumbnails", jobs.thumbnails_job, self.library, batch, lane="thumbnails", on_result=self._thumbnails_done
+        )
         if self._thumb_queue:
             self._thumb_timer.start()
 
@@ -597,9 +685,13 @@ class MainWindow(QMainWindow):
         synthetic one is then refused unless this is the library it was chosen for)."""
         self.bundle_loading = True
         self.ai.set_busy(f"Loading the model {Path(path).name}…")
-        self.runner.start("Load model", jobs.open_bundle_job, str(path),
-                          on_result=lambda payload: self._bundle_loaded(payload, remembered=remembered),
-                          on_failed=lambda msg, p=str(path): self._bundle_failed(p, msg, quiet))
+        self.runner.start(
+            "Load model",
+            jobs.open_bundle_job,
+            str(path),
+            on_result=lambda payload: self._bundle_loaded(payload, remembered=remembered),
+            on_failed=lambda msg, p=str(path): self._bundle_failed(p, msg, quiet),
+        )
 
     # The remembered bundle ("model/last_bundle", loaded when the app starts without --bundle)
     # is the last bundle that loaded and is not synthetic. A synthetic (demo) bundle is never
@@ -643,9 +735,11 @@ class MainWindow(QMainWindow):
         if bundle.synthetic and remembered:
             # the demo model remembered by an older version: never the default for a library
             self._forget_bundle(path)
-            self.bundle_error = (f"the remembered model {bundle.id} {bundle.version} is a demo model trained on "
-                                 "synthetic phantoms; it is not loaded for this library (choose it again if you "
-                                 "mean to)")
+            self.bundle_error = (
+                f"the remembered model {bundle.id} {bundle.version} is a demo model trained on "
+                "synthetic phantoms; it is not loaded for this library (choose it again if you "
+                "mean to)"
+            )
             self.ai.set_busy(None)
             if self.bundle is None:
                 self.ai.set_model(None, error=self.bundle_error)
@@ -672,8 +766,7 @@ class MainWindow(QMainWindow):
         if self.bundle is None:
             self.status_message("No model loaded")
             return
-        dlg = ModelCardDialog(f"{self.bundle.id} {self.bundle.version}", self.bundle.card_markdown,
-                              self)
+        dlg = ModelCardDialog(f"{self.bundle.id} {self.bundle.version}", self.bundle.card_markdown, self)
         dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dlg.show()
         self.model_card_dialog = dlg
@@ -685,10 +778,17 @@ class MainWindow(QMainWindow):
         if self.bundle is None:
             self.show_error("Analyze all", "Choose a model bundle first.")
             return None
-        task = self.runner.start("Analyze all", jobs.analyze_all_job, self.library, self.bundle, uids, lane="background",
-                                 on_result=self._batch_done,
-                                 on_failed=lambda msg: self.show_error("Analysis stopped", msg),
-                                 on_progress=lambda *_: self.refresh_browser())
+        task = self.runner.start(
+            "Analyze all",
+            jobs.analyze_all_job,
+            self.library,
+            self.bundle,
+            uids,
+            lane="background",
+            on_result=self._batch_done,
+            on_failed=lambda msg: self.show_error("Analysis stopped", msg),
+            on_progress=lambda *_: self.refresh_browser(),
+        )
         self.jobs.add(task, "Analysing")
         return task
 
@@ -699,8 +799,10 @@ class MainWindow(QMainWindow):
             return
         self.refresh_browser(force=True)
         state = "Analysis cancelled" if summary.cancelled else "Analysis finished"
-        text = (f"{state}: {summary.analysed} analysed, {summary.cached} already done, "
-                f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)")
+        text = (
+            f"{state}: {summary.analysed} analysed, {summary.cached} already done, "
+            f"{len(summary.failed)} failed ({summary.elapsed_s:.1f} s)"
+        )
         self.status_message(text, 15000)
         if summary.failed:
             details = "\n".join(f"{uid}: {msg}" for uid, msg in summary.failed[:500])
@@ -716,8 +818,9 @@ class MainWindow(QMainWindow):
         if self.viewer.display is None:
             self.status_message("No image to export")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export the view as PNG", str(Path.home() / "view.png"),
-                                              "PNG images (*.png)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export the view as PNG", str(Path.home() / "view.png"), "PNG images (*.png)"
+        )
         if path:
             self.export_png(path)
 
@@ -728,10 +831,17 @@ class MainWindow(QMainWindow):
         if self.viewer.display is None:
             self.status_message("No image to export")
             return None
-        task = self.runner.start("Export PNG", jobs.export_png_job, path, self.viewer.display.copy(),
-                                 list(self.viewer.layers()), self.viewer.view_rect(), self.export_legend(),
-                                 on_result=lambda p: self.status_message(f"Exported the view to {p}"),
-                                 on_failed=lambda msg: self.show_error("Export failed", msg))
+        task = self.runner.start(
+            "Export PNG",
+            jobs.export_png_job,
+            path,
+            self.viewer.display.copy(),
+            list(self.viewer.layers()),
+            self.viewer.view_rect(),
+            self.export_legend(),
+            on_result=lambda p: self.status_message(f"Exported the view to {p}"),
+            on_failed=lambda msg: self.show_error("Export failed", msg),
+        )
         return task
 
     def export_csv_dialog(self) -> None:
@@ -739,27 +849,40 @@ class MainWindow(QMainWindow):
         if not uids:
             self.status_message("Select the images to export first (Ctrl+A selects all shown)")
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export predictions", str(Path.home() / "predictions.csv"),
-                                              "CSV files (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export predictions", str(Path.home() / "predictions.csv"), "CSV files (*.csv)"
+        )
         if path:
             self.export_csv(uids, path)
 
     def export_csv(self, uids: list[str], path: str):
         if not str(path).lower().endswith(".csv"):
             path = str(path) + ".csv"
-        task = self.runner.start("Export CSV", jobs.export_csv_job, self.library, self.bundle, list(uids), path,
-                                 on_result=lambda r: self.status_message(f"Wrote {r[1]} rows to {r[0]}"),
-                                 on_failed=lambda msg: self.show_error("Export failed", msg))
+        task = self.runner.start(
+            "Export CSV",
+            jobs.export_csv_job,
+            self.library,
+            self.bundle,
+            list(uids),
+            path,
+            on_result=lambda r: self.status_message(f"Wrote {r[1]} rows to {r[0]}"),
+            on_failed=lambda msg: self.show_error("Export failed", msg),
+        )
         return task
 
     # -- about, layout, close --------------------------------------------------------------------
     def show_about(self) -> None:
-        self._boxes.append(message(
-            self, "About CXR Adaptor review",
-            "CXR Adaptor review: look at chest X-rays and at what an Adaptor model makes of them.\n\n"
-            f"{RESEARCH_NOTICE}. Not a medical device.\n\n"
-            "Keys: 1-5 window presets, I invert, Space reset, F fit, M measure, arrows next/previous image; "
-            "left drag window/level, right drag pan, wheel zoom.", icon=QMessageBox.Icon.Information))
+        self._boxes.append(
+            message(
+                self,
+                "About CXR Adaptor review",
+                "CXR Adaptor review: look at chest X-rays and at what an Adaptor model makes of them.\n\n"
+                f"{RESEARCH_NOTICE}. Not a medical device.\n\n"
+                "Keys: 1-5 window presets, I invert, Space reset, F fit, M measure, arrows next/previous image; "
+                "left drag window/level, right drag pan, wheel zoom.",
+                icon=QMessageBox.Icon.Information,
+            )
+        )
 
     def _restore_layout(self) -> None:
         geometry = self.settings.get("window/geometry")
@@ -779,7 +902,7 @@ class MainWindow(QMainWindow):
     def is_idle(self) -> bool:
         return not self.bundle_loading and not self.runner.running()
 
-    def closeEvent(self, event) -> None:  # noqa: N802
+    def closeEvent(self, event) -> None:
         self._thumb_timer.stop()
         self._review_timer.stop()  # queued reviews stay in pending_reviews.json for the next start
         self.save_layout()

@@ -74,8 +74,9 @@ class ReportsPanel(QWidget):
             n = len(self.links)
             self.links.append((sentence.phrase, source))
             cls = ' class="current"' if sentence.phrase == self.current else ""
-            parts.append(f'<a href="s:{n}"{cls} title="Show where the model finds this">'
-                         f"{html.escape(sentence.text)}</a> ")
+            parts.append(
+                f'<a href="s:{n}"{cls} title="Show where the model finds this">{html.escape(sentence.text)}</a> '
+            )
         return "".join(parts)
 
     def _render(self) -> None:
@@ -91,9 +92,11 @@ class ReportsPanel(QWidget):
             out.append(f'<p class="note">{html.escape(self.note)}</p>')
         else:
             for rank, hit in enumerate(self.hits, 1):
-                out.append(f'<p><span class="score">#{rank} &nbsp;score {hit.score:.3f}</span> '
-                           f'<span class="note">({html.escape(str(hit.id))})</span><br>'
-                           f"{self._sentences_html(hit.text, f'similar report #{rank}')}</p>")
+                out.append(
+                    f'<p><span class="score">#{rank} &nbsp;score {hit.score:.3f}</span> '
+                    f'<span class="note">({html.escape(str(hit.id))})</span><br>'
+                    f"{self._sentences_html(hit.text, f'similar report #{rank}')}</p>"
+                )
         scroll = self.text.verticalScrollBar().value()
         self.text.setHtml("".join(out))
         self.text.verticalScrollBar().setValue(scroll)

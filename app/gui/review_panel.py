@@ -73,8 +73,11 @@ class ReviewPanel(QWidget):
     def set_read_only(self, reason: str | None) -> None:
         """A read-only library: reviews cannot be saved, and the panel says why."""
         self.read_only = reason
-        self.set_note(f"This library is read-only ({reason}): reviews cannot be saved. Open a writable "
-                      "copy to review." if reason else None)
+        self.set_note(
+            f"This library is read-only ({reason}): reviews cannot be saved. Open a writable copy to review."
+            if reason
+            else None
+        )
         self.set_enabled(reason is None)
 
     def set_note(self, text: str | None, *, retry: bool = False) -> None:
@@ -82,8 +85,9 @@ class ReviewPanel(QWidget):
         self.note.setVisible(bool(text))
         self.retry.setVisible(retry)
 
-    def set_reviews(self, reviews: list[tuple[str, str, str]] | None,
-                    pending: list[tuple[str, str, str]] | None = None) -> None:
+    def set_reviews(
+        self, reviews: list[tuple[str, str, str]] | None, pending: list[tuple[str, str, str]] | None = None
+    ) -> None:
         """``reviews``: (status, comment, created_at) newest first; None: no image. ``pending``:
         the same for reviews waiting to be saved (shown first, marked as such)."""
         self.history.clear()
@@ -101,11 +105,16 @@ class ReviewPanel(QWidget):
         else:
             self.current.setText("Status: unreviewed")
         for status, comment, when in pending:
-            self.history.addItem(f"{format_date(when[:10].replace('-', ''))} {when[11:16]}  {status}"
-                                 + (f": {comment}" if comment else "") + "  (waiting to be saved)")
+            self.history.addItem(
+                f"{format_date(when[:10].replace('-', ''))} {when[11:16]}  {status}"
+                + (f": {comment}" if comment else "")
+                + "  (waiting to be saved)"
+            )
         for status, comment, when in reviews:
-            self.history.addItem(f"{format_date(when[:10].replace('-', ''))} {when[11:16]}  {status}"
-                                 + (f": {comment}" if comment else ""))
+            self.history.addItem(
+                f"{format_date(when[:10].replace('-', ''))} {when[11:16]}  {status}"
+                + (f": {comment}" if comment else "")
+            )
 
     def clear_comment(self) -> None:
         self.comment.setPlainText("")

@@ -31,7 +31,7 @@ class ImageViewBox(pg.ViewBox):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self.setMouseMode(pg.ViewBox.PanMode)
 
-    def mouseDragEvent(self, ev, axis=None):  # noqa: N802 (Qt naming)
+    def mouseDragEvent(self, ev, axis=None):
         button = ev.button()
         if button == Qt.MouseButton.LeftButton and not (ev.modifiers() & Qt.KeyboardModifier.ShiftModifier):
             ev.accept()
@@ -48,7 +48,7 @@ class ImageViewBox(pg.ViewBox):
             return
         super().mouseDragEvent(ev, axis)
 
-    def mouseClickEvent(self, ev):  # noqa: N802
+    def mouseClickEvent(self, ev):
         if ev.double() and ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
             self.double_clicked.emit()
@@ -73,7 +73,8 @@ class ViewerWidget(QWidget):
         self.graphics.setBackground("k")
         self.graphics.setAccessibleName("Image display")
         self.graphics.setAccessibleDescription(
-            "Left drag: window/level (or ruler in measure mode); right drag: pan; wheel: zoom; double click: fit")
+            "Left drag: window/level (or ruler in measure mode); right drag: pan; wheel: zoom; double click: fit"
+        )
         self.graphics.setAcceptDrops(False)  # file drops go to the main window (import)
         self.graphics.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.readout = QLabel(" ")
@@ -147,8 +148,9 @@ class ViewerWidget(QWidget):
         self._render_now()
         self.fit()
         if image.is_dicom:
-            self.spacing.setText(image.spacing.describe() if image.spacing
-                                 else "No pixel spacing in the file: distances are in pixels")
+            self.spacing.setText(
+                image.spacing.describe() if image.spacing else "No pixel spacing in the file: distances are in pixels"
+            )
         else:
             self.spacing.setText("PNG/JPEG: no pixel spacing, distances are in pixels")
 
@@ -209,8 +211,9 @@ class ViewerWidget(QWidget):
         return True
 
     def set_window(self, center: float, width: float) -> None:
-        self.state = WindowState(preset=None, center=float(center), width=max(1.0, float(width)),
-                                 invert=self.state.invert)
+        self.state = WindowState(
+            preset=None, center=float(center), width=max(1.0, float(width)), invert=self.state.invert
+        )
         self._render_now()
 
     def toggle_invert(self) -> None:
@@ -266,8 +269,7 @@ class ViewerWidget(QWidget):
 
     def set_measure_mode(self, on: bool) -> None:
         self.measure_mode = bool(on)
-        self.message.emit("Measure: drag on the image to draw a ruler" if on
-                          else "Window/level: drag on the image")
+        self.message.emit("Measure: drag on the image to draw a ruler" if on else "Window/level: drag on the image")
 
     def _ruler_drag(self, ev) -> None:
         if ev.isStart() or self._ruler_start is None:
@@ -326,8 +328,11 @@ class ViewerWidget(QWidget):
         item = self.mask_item if which == "mask" else self.heat_item
         if layer is None:
             return
-        layer = Layer(layer.rgba, layer.opacity if opacity is None else float(opacity),
-                      layer.visible if visible is None else bool(visible))
+        layer = Layer(
+            layer.rgba,
+            layer.opacity if opacity is None else float(opacity),
+            layer.visible if visible is None else bool(visible),
+        )
         if which == "mask":
             self.mask_layer = layer
         else:

@@ -22,7 +22,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
@@ -113,7 +114,7 @@ class Task(QRunnable):
         ctx = TaskContext(self.signals, self.cancel_event)
         try:
             value = self.fn(ctx, *self.args, **self.kwargs)
-        except BaseException as exc:  # noqa: BLE001 - everything becomes a message
+        except BaseException as exc:
             if not isinstance(exc, UserError):
                 log.debug("task %s failed", self.name, exc_info=True)
             self.error = user_message(exc)
@@ -146,16 +147,29 @@ class TaskRunner(QObject):
         self.active: dict[int, Task] = {}
         self.closed = False  # after shutdown: late signals of finished tasks are ignored
 
-    def start(self, name: str, fn: Callable[..., Any], *args, lane: str = "interactive",
-              on_result: Callable[[Any], None] | None = None, on_failed: Callable[[str], None] | None = None,
-              on_progress: Callable[[int, int, str], None] | None = None,
-              on_finished: Callable[[], None] | None = None, priority: int = 0, **kwargs) -> Task:
+    def start(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args,
+        lane: str = "interactive",
+        on_result: Callable[[Any], None] | None = None,
+        on_failed: Callable[[str], None] | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+        priority: int = 0,
+        **kwargs,
+    ) -> Task:
         if self.closed:  # the window is closing: nothing new starts
             log.debug("not starting %s: shut down", name)
             return None  # type: ignore[return-value]
         task = Task(name, fn, *args, lane=lane, **kwargs)
-        for signal, callback in ((task.signals.progress, on_progress), (task.signals.result, on_result),
-                                 (task.signals.failed, on_failed), (task.signals.finished, on_finished)):
+        for signal, callback in (
+            (task.signals.progress, on_progress),
+            (task.signals.result, on_result),
+            (task.signals.failed, on_failed),
+            (task.signals.finished, on_finished),
+        ):
             if callback is not None:
                 signal.connect(self._guard(callback))
         task.signals.finished.connect(lambda t=task: self._finished(t))

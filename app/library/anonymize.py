@@ -49,10 +49,10 @@ import logging
 import os
 import secrets
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import select
 
@@ -69,12 +69,18 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NOTICE = "Research use only; not for diagnosis. De-identified export; verify before sharing."
 # De-identification Method is LO (64 characters per value, several values allowed)
-METHOD = ("CXR Adaptor export-anonymized", "PS3.15 Basic Application Confidentiality Profile",
-          "Retain Longitudinal Temporal Info, Modified Dates",
-          "Retain Patient Characteristics", "UIDs remapped, private tags removed")
-CODES = (("113100", "Basic Application Confidentiality Profile"),
-         ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-         ("113108", "Retain Patient Characteristics Option"))
+METHOD = (
+    "CXR Adaptor export-anonymized",
+    "PS3.15 Basic Application Confidentiality Profile",
+    "Retain Longitudinal Temporal Info, Modified Dates",
+    "Retain Patient Characteristics",
+    "UIDs remapped, private tags removed",
+)
+CODES = (
+    ("113100", "Basic Application Confidentiality Profile"),
+    ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    ("113108", "Retain Patient Characteristics Option"),
+)
 
 MAX_ELEMENTS = 100_000  # a radiograph has a few hundred
 
@@ -82,19 +88,36 @@ MAX_ELEMENTS = 100_000  # a radiograph has a few hundred
 RETAINED_CHARACTERISTICS = {0x00100040, 0x00101010, 0x00101020, 0x00101030}  # sex, age, size, weight
 PATIENT_NAME, PATIENT_ID, PATIENT_AGE = 0x00100010, 0x00100020, 0x00101010
 # UIs that name a class, a syntax or a coding scheme, not an instance: kept
-UID_KEEP_KEYWORDS = {"TransferSyntaxUID", "CodingSchemeUID", "ContextGroupExtensionCreatorUID",
-                     "MappingResourceUID", "ContextUID"}
+UID_KEEP_KEYWORDS = {
+    "TransferSyntaxUID",
+    "CodingSchemeUID",
+    "ContextGroupExtensionCreatorUID",
+    "MappingResourceUID",
+    "ContextUID",
+}
 REMOVED_GROUPS = {0x0000, 0x4000, 0x4008}  # command elements; retired text and results groups
 STRING_VRS = {"AE", "AS", "CS", "DS", "IS", "LO", "LT", "PN", "SH", "ST", "UC", "UT", "UR"}
-DUMMY = {"AE": "ANONYMIZED", "CS": "ANONYMIZED", "SH": "ANONYMIZED", "LO": "ANONYMIZED",
-         "LT": "ANONYMIZED", "ST": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED",
-         "PN": "ANONYMIZED", "DS": "0", "IS": "0", "DA": "19000101", "TM": "000000",
-         "DT": "19000101000000"}
+DUMMY = {
+    "AE": "ANONYMIZED",
+    "CS": "ANONYMIZED",
+    "SH": "ANONYMIZED",
+    "LO": "ANONYMIZED",
+    "LT": "ANONYMIZED",
+    "ST": "ANONYMIZED",
+    "UT": "ANONYMIZED",
+    "UC": "ANONYMIZED",
+    "PN": "ANONYMIZED",
+    "DS": "0",
+    "IS": "0",
+    "DA": "19000101",
+    "TM": "000000",
+    "DT": "19000101000000",
+}
 
 # Reasons an instance is not exported (fixed texts: never a file name or a value)
 REASONS = {
     "burned_in_annotation": "Burned In Annotation is YES: its pixels may show names "
-                            "(export it with --include-burned-in after checking)",
+    "(export it with --include-burned-in after checking)",
     "too_deep": f"sequences nested deeper than {MAX_SEQUENCE_DEPTH} levels (a crafted file)",
     "too_large": "the file declares more pixel data than this app handles",
     "too_many_elements": f"more than {MAX_ELEMENTS} data elements",
@@ -191,8 +214,15 @@ def inspect_dataset(ds) -> set[str]:
                 for value in _values(elem.value):
                     text = str(value)
                     needles.update(p for p in text.replace("=", "^").split("^") if len(p.strip()) >= 3)
-            elif elem.keyword in ("PatientID", "OtherPatientIDs", "PatientBirthDate", "AccessionNumber",
-                                  "MedicalRecordLocator", "OtherPatientNames", "PatientBirthName"):
+            elif elem.keyword in (
+                "PatientID",
+                "OtherPatientIDs",
+                "PatientBirthDate",
+                "AccessionNumber",
+                "MedicalRecordLocator",
+                "OtherPatientNames",
+                "PatientBirthName",
+            ):
                 needles.update(str(v) for v in _values(elem.value) if len(str(v).strip()) >= 3)
     return {n.strip().lower() for n in needles if n.strip()}
 
@@ -241,8 +271,12 @@ class _Job:
 
     def action(self, elem, depth: int) -> str:
         tag, vr = elem.tag, elem.VR
-        if (tag.is_private or tag.group in REMOVED_GROUPS or tag.element == 0x0000
-                or (tag.group & 0xFF00) in (0x5000, 0x6000)):
+        if (
+            tag.is_private
+            or tag.group in REMOVED_GROUPS
+            or tag.element == 0x0000
+            or (tag.group & 0xFF00) in (0x5000, 0x6000)
+        ):
             return "X"  # private attributes, command, curve, overlay and retired groups, group lengths
         if depth == 0 and tag in (PATIENT_NAME, PATIENT_ID):
             return "K"  # replaced by the pseudonym afterwards
@@ -333,9 +367,15 @@ def _set_identity(ds, pseudonym: str) -> None:
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
 
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientIdentityRemoved",
-                    "DeidentificationMethod", "DeidentificationMethodCodeSequence",
-                    "LongitudinalTemporalInformationModified"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientIdentityRemoved",
+        "DeidentificationMethod",
+        "DeidentificationMethodCodeSequence",
+        "LongitudinalTemporalInformationModified",
+    ):
         if keyword in ds:  # set afresh, whatever VR the file gave them
             delattr(ds, keyword)
     ds.PatientName = pseudonym
@@ -356,7 +396,7 @@ def _rebuild_file_meta(ds) -> None:
     """A new File Meta header (nothing of the old one but its transfer syntax) and a zeroed
     preamble: both may carry anything (application titles, private data, a TIFF header)."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
     old = getattr(ds, "file_meta", None)
     syntax = old.get("TransferSyntaxUID") if old is not None else None
@@ -364,8 +404,8 @@ def _rebuild_file_meta(ds) -> None:
         implicit = getattr(ds, "original_encoding", (True, True))[0]
         syntax = ImplicitVRLittleEndian if implicit is not False else ExplicitVRLittleEndian
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", "") or ""
-    meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "") or ""
+    meta.MediaStorageSOPClassUID = UID(ds.get("SOPClassUID", "") or "")
+    meta.MediaStorageSOPInstanceUID = UID(ds.get("SOPInstanceUID", "") or "")
     meta.TransferSyntaxUID = syntax
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
@@ -426,8 +466,9 @@ def _read(src: Path):
         raise RefusedInstance("too_deep") from None
 
 
-def export_anonymized(library: Library, uids: Iterable[str] | None, out_dir: str | os.PathLike, *,
-                      include_burned_in: bool = False) -> ExportSummary:
+def export_anonymized(
+    library: Library, uids: Iterable[str] | None, out_dir: str | os.PathLike, *, include_burned_in: bool = False
+) -> ExportSummary:
     """Export the given SOP Instance / Series / Study UIDs (``None``: every instance).
 
     One instance that cannot be exported (refused for its content, or unreadable) is listed in
@@ -468,9 +509,15 @@ def export_anonymized(library: Library, uids: Iterable[str] | None, out_dir: str
                 summary.refused.append(record)
             log.warning("anonymised export: instance %s not exported (%s)", new_uid, exc.reason)
             continue
-        except Exception as exc:  # noqa: BLE001 - one odd file must not stop the export
-            summary.refused.append(dict(instance=new_uid, patient=pseudonym, reason="invalid_dataset",
-                                        message=f"{REASONS['invalid_dataset']} ({type(exc).__name__})"))
+        except Exception as exc:
+            summary.refused.append(
+                dict(
+                    instance=new_uid,
+                    patient=pseudonym,
+                    reason="invalid_dataset",
+                    message=f"{REASONS['invalid_dataset']} ({type(exc).__name__})",
+                )
+            )
             log.warning("anonymised export: instance %s not exported (%s)", new_uid, type(exc).__name__)
             continue
         if entry["burned_in_annotation"] not in ("YES", "NO"):
@@ -483,8 +530,12 @@ def export_anonymized(library: Library, uids: Iterable[str] | None, out_dir: str
         manifest_summary.pop(private, None)
     manifest = dict(notice=MANIFEST_NOTICE, method="; ".join(METHOD), summary=manifest_summary, files=exported)
     atomic_write_json(out / "export-manifest.json", manifest)
-    log.info("anonymised export: %d exported, %d refused, %d failed",
-             summary.exported, len(summary.refused), len(summary.failed))
+    log.info(
+        "anonymised export: %d exported, %d refused, %d failed",
+        summary.exported,
+        len(summary.refused),
+        len(summary.failed),
+    )
     return summary
 
 
@@ -511,8 +562,12 @@ def _export_one(library: Library, inst, anon: Anonymizer, key: str, out: Path, *
         buf = BytesIO()
         Image.fromarray(pixels).save(buf, format="PNG")  # no metadata chunks
         _write(dst, lambda: atomic_write_bytes(dst, buf.getvalue()))
-        return dict(file=dst.relative_to(out).as_posix(), sop_instance_uid=new_uid, patient=pseudonym,
-                    burned_in_annotation="not declared")
+        return dict(
+            file=dst.relative_to(out).as_posix(),
+            sop_instance_uid=new_uid,
+            patient=pseudonym,
+            burned_in_annotation="not declared",
+        )
     try:
         ds = _read(src)
     except OSError:
@@ -530,8 +585,13 @@ def _export_one(library: Library, inst, anon: Anonymizer, key: str, out: Path, *
     from core_model.imaging.dicom_write import save_atomic
 
     _write(dst, lambda: save_atomic(ds, dst))
-    return dict(file=dst.relative_to(out).as_posix(), sop_instance_uid=new_uid, patient=pseudonym,
-                burned_in_annotation=burned if burned in ("YES", "NO") else "not declared", scrubbed=scrubbed)
+    return dict(
+        file=dst.relative_to(out).as_posix(),
+        sop_instance_uid=new_uid,
+        patient=pseudonym,
+        burned_in_annotation=burned if burned in ("YES", "NO") else "not declared",
+        scrubbed=scrubbed,
+    )
 
 
 def _write(dst: Path, write) -> None:

@@ -30,9 +30,9 @@ import os
 import sqlite3
 import stat
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
@@ -84,14 +84,18 @@ _READONLY_TEXT = ("attempt to write a readonly database", "readonly database", "
 
 
 def busy_message(db_path) -> str:
-    return (f"another program is using the library {db_path} (it holds the database lock: another "
-            "adaptor-review import or a database tool such as sqlite3 or DB Browser); close it or let it "
-            "finish, then try again")
+    return (
+        f"another program is using the library {db_path} (it holds the database lock: another "
+        "adaptor-review import or a database tool such as sqlite3 or DB Browser); close it or let it "
+        "finish, then try again"
+    )
 
 
 def full_message(db_path, detail: str = "") -> str:
-    return (f"the disk holding the library {db_path} is full{f' ({detail})' if detail else ''}; free some "
-            "space and try again: what was saved before is intact")
+    return (
+        f"the disk holding the library {db_path} is full{f' ({detail})' if detail else ''}; free some "
+        "space and try again: what was saved before is intact"
+    )
 
 
 def translate_error(exc: BaseException, db_path) -> LibraryError | None:
@@ -118,9 +122,11 @@ def translate_error(exc: BaseException, db_path) -> LibraryError | None:
     if name.startswith("SQLITE_READONLY") or any(t in text for t in _READONLY_TEXT):
         return LibraryReadOnlyError(f"the library {db_path} cannot be written ({orig}): nothing was saved")
     if name.startswith("SQLITE_IOERR") or "disk i/o error" in text:
-        return LibraryFullError(f"the disk holding the library {db_path} failed to write ({orig}): it may be "
-                                "full or removed; free some space (or reconnect it) and try again: what was saved "
-                                "before is intact")
+        return LibraryFullError(
+            f"the disk holding the library {db_path} failed to write ({orig}): it may be "
+            "full or removed; free some space (or reconnect it) and try again: what was saved "
+            "before is intact"
+        )
     return None
 
 
@@ -186,6 +192,7 @@ def _begin_hook(lock_timeout_s: float):
         timeout = float(options.get("lock_timeout", lock_timeout_s))
         on_wait = options.get("on_lock_wait")
         raw = conn.connection.dbapi_connection
+        assert raw is not None  # a checked-out connection always has one
         started = time.monotonic()
         raw.execute(f"PRAGMA busy_timeout = {min(_LOCK_SLICE_MS, int(timeout * 1000))}")
         try:
@@ -205,8 +212,9 @@ def _begin_hook(lock_timeout_s: float):
     return on_begin
 
 
-def make_engine(db_path: Path, *, lock_timeout_s: float | None = None, read_only: bool = False,
-                immutable: bool = False) -> Engine:
+def make_engine(
+    db_path: Path, *, lock_timeout_s: float | None = None, read_only: bool = False, immutable: bool = False
+) -> Engine:
     """The engine for a library file; ``read_only`` opens it with ``mode=ro`` (``immutable``:
     also without the -wal/-shm files, for a library on a read-only medium)."""
     lock_timeout_s = lock_timeout_default() if lock_timeout_s is None else float(lock_timeout_s)
@@ -221,8 +229,7 @@ def make_engine(db_path: Path, *, lock_timeout_s: float | None = None, read_only
 
 
 def current_revision(conn: Connection) -> str | None:
-    exists = conn.execute(text(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")).first()
+    exists = conn.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")).first()
     if not exists:
         return None
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
@@ -292,8 +299,10 @@ class Library:
     def check_writable(self) -> None:
         """Raise :class:`LibraryReadOnlyError` when the library is open read-only."""
         if self.read_only:
-            raise LibraryReadOnlyError(f"the library {self.db_path.name} is open read-only ({self.read_only_reason}): "
-                                       "nothing can be saved in it")
+            raise LibraryReadOnlyError(
+                f"the library {self.db_path.name} is open read-only ({self.read_only_reason}): "
+                "nothing can be saved in it"
+            )
 
     def _write_options(self, lock_timeout: float | None, on_lock_wait) -> dict:
         self.check_writable()
@@ -322,7 +331,7 @@ class Library:
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> "Library":
+    def __enter__(self) -> Library:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -342,8 +351,9 @@ def _check_is_sqlite(db_path: Path) -> None:
         raise LibraryError(f"{db_path} is not a library database (not SQLite)")
 
 
-def open_library(db: str | os.PathLike | None = None, *, create: bool = True,
-                 lock_timeout: float | None = None) -> Library:
+def open_library(
+    db: str | os.PathLike | None = None, *, create: bool = True, lock_timeout: float | None = None
+) -> Library:
     """Open (creating and migrating when needed) the library at ``db`` or the default path.
 
     A library that cannot be written opens read-only (``Library.read_only``). Raises
@@ -415,6 +425,7 @@ def _open_read_only(db_path: Path, reason: str, lock_timeout: float | None) -> L
             raise LibraryError(f"{db_path} is read-only ({reason}) and is not a library database yet")
         raise LibraryReadOnlyError(
             f"the library {db_path} is read-only ({reason}) and was made by another version of the app "
-            f"(schema {revision}, this app needs {HEAD_REVISION}); open it once with write access to upgrade it")
+            f"(schema {revision}, this app needs {HEAD_REVISION}); open it once with write access to upgrade it"
+        )
     log.info("library %s opened read-only: %s", db_path.name, reason)
     return Library(db_path, engine, read_only_reason=reason)

@@ -556,8 +556,19 @@ EXTRA = """\
 40080200	X			Interpretation ID
 """
 
-STRICTEST = {"X": "X", "Z": "Z", "D": "D", "U": "U", "K": "K", "C": "C",
-             "X/Z": "X", "X/D": "X", "X/Z/D": "X", "Z/D": "Z", "X/Z/U*": "U*"}
+STRICTEST = {
+    "X": "X",
+    "Z": "Z",
+    "D": "D",
+    "U": "U",
+    "K": "K",
+    "C": "C",
+    "X/Z": "X",
+    "X/D": "X",
+    "X/Z/D": "X",
+    "Z/D": "Z",
+    "X/Z/U*": "U*",
+}
 
 
 @dataclass(frozen=True)

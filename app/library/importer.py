@@ -47,9 +47,10 @@ import uuid
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -68,7 +69,7 @@ from core_model.imaging.dicom import (
 )
 from core_model.imaging.errors import ImageReadError
 from core_model.imaging.limits import MAX_PIXEL_BYTES
-from core_model.imaging.sniff import PNG_MAGIC, JPEG_MAGIC, kind_of_bytes, refusal  # noqa: F401 (re-exported)
+from core_model.imaging.sniff import JPEG_MAGIC, PNG_MAGIC, kind_of_bytes, refusal  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -251,10 +252,20 @@ def _spacing(ds) -> tuple[float | None, float | None, str | None]:
 class Importer:
     """One import run. ``Importer(lib, mode="copy").run([paths])`` -> :class:`ImportSummary`."""
 
-    def __init__(self, library: Library, *, mode: str = "copy", batch_size: int = 250,
-                 commit_interval: float = 2.0, progress: Callable[[ImportProgress], None] | None = None,
-                 progress_interval: float = 0.1, cancel=None, verify: bool = False, fsync: bool = True,
-                 archive_budget: ArchiveBudget = ARCHIVE_BUDGET):
+    def __init__(
+        self,
+        library: Library,
+        *,
+        mode: str = "copy",
+        batch_size: int = 250,
+        commit_interval: float = 2.0,
+        progress: Callable[[ImportProgress], None] | None = None,
+        progress_interval: float = 0.1,
+        cancel=None,
+        verify: bool = False,
+        fsync: bool = True,
+        archive_budget: ArchiveBudget = ARCHIVE_BUDGET,
+    ):
         if mode not in ("copy", "link"):
             raise ValueError("mode must be 'copy' or 'link'")
         self.lib = library
@@ -315,13 +326,18 @@ class Importer:
                     raise
                 except Exception as exc:  # a bug must not stop the run: record it and go on
                     log.warning("unexpected %s while importing %s", type(exc).__name__, cand.display)
-                    self._reject(cand.display, "internal_error",
-                                 f"{Path(cand.display).name}: unexpected {type(exc).__name__} while importing; "
-                                 "please report this file")
+                    self._reject(
+                        cand.display,
+                        "internal_error",
+                        f"{Path(cand.display).name}: unexpected {type(exc).__name__} while importing; "
+                        "please report this file",
+                    )
                 done += 1
                 now = time.monotonic()
-                if (len(self._pending) + len(self._unsaved_rejections) >= self.batch_size
-                        or now - last_commit >= self.commit_interval):
+                if (
+                    len(self._pending) + len(self._unsaved_rejections) >= self.batch_size
+                    or now - last_commit >= self.commit_interval
+                ):
                     self._flush(summary)
                     last_commit = now
                 if self.progress is not None and now - last_progress >= self.progress_interval:
@@ -341,9 +357,16 @@ class Importer:
             self._finish_run(run_id, status, summary)
             shutil.rmtree(self._staging, ignore_errors=True)
         self._emit(summary.files_seen, summary.files_seen, "", started, final=True)
-        log.info("import run %d %s: %d imported, %d duplicates, %d rejected, %d ignored in %.2f s",
-                 run_id, status, summary.imported, summary.duplicates, len(summary.rejected),
-                 summary.ignored, summary.elapsed_s)
+        log.info(
+            "import run %d %s: %d imported, %d duplicates, %d rejected, %d ignored in %.2f s",
+            run_id,
+            status,
+            summary.imported,
+            summary.duplicates,
+            len(summary.rejected),
+            summary.ignored,
+            summary.elapsed_s,
+        )
         return summary
 
     # -- run bookkeeping ---------------------------------------------------------------------
@@ -353,23 +376,47 @@ class Importer:
             from app.library.storage import _pid_alive
 
             host = socket.gethostname()
-            for rid, pid, rhost in conn.execute(select(ImportRun.id, ImportRun.pid, ImportRun.host)
-                                                .where(ImportRun.status == "running")):
+            for rid, pid, rhost in conn.execute(
+                select(ImportRun.id, ImportRun.pid, ImportRun.host).where(ImportRun.status == "running")
+            ):
                 if rhost == host and not _pid_alive(pid):
-                    conn.execute(update(ImportRun).where(ImportRun.id == rid)
-                                 .values(status="interrupted", finished_at=utcnow()))
-            result = conn.execute(insert(ImportRun).values(
-                mode=self.mode, sources=json.dumps([str(p) for p in paths]), pid=os.getpid(), host=host,
-                status="running", files_seen=0, imported=0, duplicates=0, rejected=0, ignored=0))
-            return int(result.inserted_primary_key[0])
+                    conn.execute(
+                        update(ImportRun).where(ImportRun.id == rid).values(status="interrupted", finished_at=utcnow())
+                    )
+            result = conn.execute(
+                insert(ImportRun).values(
+                    mode=self.mode,
+                    sources=json.dumps([str(p) for p in paths]),
+                    pid=os.getpid(),
+                    host=host,
+                    status="running",
+                    files_seen=0,
+                    imported=0,
+                    duplicates=0,
+                    rejected=0,
+                    ignored=0,
+                )
+            )
+            key = result.inserted_primary_key
+            assert key is not None  # a single-row insert
+            return int(key[0])
 
     def _finish_run(self, run_id: int, status: str, summary: ImportSummary) -> None:
         try:
             with self.lib.write_connection() as conn:
-                conn.execute(update(ImportRun).where(ImportRun.id == run_id).values(
-                    status=status, finished_at=utcnow(), files_seen=summary.files_seen,
-                    imported=summary.imported, duplicates=summary.duplicates,
-                    rejected=len(summary.rejected), ignored=summary.ignored))
+                conn.execute(
+                    update(ImportRun)
+                    .where(ImportRun.id == run_id)
+                    .values(
+                        status=status,
+                        finished_at=utcnow(),
+                        files_seen=summary.files_seen,
+                        imported=summary.imported,
+                        duplicates=summary.duplicates,
+                        rejected=len(summary.rejected),
+                        ignored=summary.ignored,
+                    )
+                )
         except Exception as exc:  # the run itself failed on the database: nothing more to record
             # the error that stopped the run reaches the user; this one only the debug log
             log.debug("could not record the end of import run %d: %s", run_id, str(exc).splitlines()[0], exc_info=True)
@@ -378,9 +425,17 @@ class Importer:
         if self.progress is None:
             return
         s = self.summary
-        self.progress(ImportProgress(done=done, total=total, imported=s.imported + self._pending_count(),
-                                     duplicates=s.duplicates, rejected=len(s.rejected), current=current,
-                                     elapsed=time.monotonic() - started))
+        self.progress(
+            ImportProgress(
+                done=done,
+                total=total,
+                imported=s.imported + self._pending_count(),
+                duplicates=s.duplicates,
+                rejected=len(s.rejected),
+                current=current,
+                elapsed=time.monotonic() - started,
+            )
+        )
 
     def _pending_count(self) -> int:
         return len(self._pending)
@@ -477,13 +532,19 @@ class Importer:
                 continue
             parts = [fid] if isinstance(fid, str) else [str(p) for p in fid]
             if any(p in ("..", "") or "/" in p or "\\" in p for p in parts):
-                self._reject("/".join(parts), "unsafe_archive_member",
-                             f"{dicomdir.name}: a referenced file leaves the DICOMDIR's folder")
+                self._reject(
+                    "/".join(parts),
+                    "unsafe_archive_member",
+                    f"{dicomdir.name}: a referenced file leaves the DICOMDIR's folder",
+                )
                 continue
             path = _resolve_case_insensitive(base, parts)
             if path is None:
-                self._reject(str(base.joinpath(*parts)), "missing",
-                             f"{'/'.join(parts)}: listed in {dicomdir.name} but not present")
+                self._reject(
+                    str(base.joinpath(*parts)),
+                    "missing",
+                    f"{'/'.join(parts)}: listed in {dicomdir.name} but not present",
+                )
                 continue
             files.append(path)
         return files
@@ -493,13 +554,18 @@ class Importer:
             with zipfile.ZipFile(archive) as zf:
                 infos = zf.infolist()
         except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            self._reject(str(archive), "bad_archive", f"{archive.name}: not a readable zip archive ({type(exc).__name__})")
+            self._reject(
+                str(archive), "bad_archive", f"{archive.name}: not a readable zip archive ({type(exc).__name__})"
+            )
             return []
         names = {i.filename for i in infos}
         budget = self.archive_budget
         if len(infos) > budget.members:
-            self._reject(str(archive), "archive_budget",
-                         f"{archive.name}: {len(infos):,} entries, more than the {budget.members:,} an archive may hold")
+            self._reject(
+                str(archive),
+                "archive_budget",
+                f"{archive.name}: {len(infos):,} entries, more than the {budget.members:,} an archive may hold",
+            )
             return []
         out = []
         occurrences: dict[str, int] = {}
@@ -508,7 +574,11 @@ class Importer:
             display = f"{archive}!{info.filename}" + (f" (entry {seen} of that name)" if seen > 1 else "")
             problem = _unsafe_member(info)
             if problem:
-                self._reject(display, "unsafe_archive_member", f"{archive.name}: entry {info.filename!r} {problem}; not extracted")
+                self._reject(
+                    display,
+                    "unsafe_archive_member",
+                    f"{archive.name}: entry {info.filename!r} {problem}; not extracted",
+                )
                 continue
             if info.is_dir():
                 continue
@@ -521,8 +591,11 @@ class Importer:
                 self._reject(display, "unsupported", f"{archive.name}: nested archive {leaf}; extract it first")
                 continue
             if info.flag_bits & 0x1:
-                self._reject(display, "encrypted", f"{archive.name}: entry {leaf} is encrypted (password-protected); "
-                             "decrypt the archive first")
+                self._reject(
+                    display,
+                    "encrypted",
+                    f"{archive.name}: entry {leaf} is encrypted (password-protected); decrypt the archive first",
+                )
                 continue
             problem = _budget_problem(info, budget)
             if problem:
@@ -537,8 +610,11 @@ class Importer:
                 study_txt = str(member.parent.parent / f"{member.parent.name}.txt")
                 if study_txt in names:
                     sidecars += ((study_txt, True),)
-            out.append(_Candidate(display=display, path=None, archive=archive, member=info.filename,
-                                  sidecars=sidecars, info=info))
+            out.append(
+                _Candidate(
+                    display=display, path=None, archive=archive, member=info.filename, sidecars=sidecars, info=info
+                )
+            )
         return out
 
     # -- one file ----------------------------------------------------------------------------
@@ -551,12 +627,15 @@ class Importer:
                     return
                 path = extracted
             else:
+                assert cand.path is not None  # a candidate is a file or an archive member
                 path = cand.path
             try:
                 with open(path, "rb") as f:
                     head = f.read(132)
             except OSError as exc:
-                self._reject(cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})")
+                self._reject(
+                    cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})"
+                )
                 return
             kind = kind_of_bytes(head)  # the one sniffer, as render / predict / the viewer use
             if kind in ("png", "jpeg"):
@@ -587,22 +666,28 @@ class Importer:
     def _extract(self, cand: _Candidate) -> Path | None:
         """Stream one member to the staging folder under the archive budget; on any refusal the
         partial file is removed (atomic_write) before the rejection is recorded."""
+        archive, member = cand.archive, cand.member
+        assert archive is not None and member is not None  # only archive members are extracted
         tmp = self._staging / f"member-{hashlib.sha1(cand.display.encode()).hexdigest()[:16]}"
         budget = self.archive_budget
-        written = self._archive_written.get(cand.archive, 0)
+        written = self._archive_written.get(archive, 0)
         reader = None
         try:
-            zf = self._open_zip(cand.archive)
-            info = cand.info if cand.info is not None else zf.getinfo(cand.member)
+            zf = self._open_zip(archive)
+            info = cand.info if cand.info is not None else zf.getinfo(member)
             # the ratio holds for the archive as a whole too: many small members, each under the
             # per-member allowance, must not add up to a bomb
-            archive_left = max(budget.archive_ratio_free_bytes,
-                               int(budget.ratio * self._archive_size(cand.archive))) - written
+            archive_left = (
+                max(budget.archive_ratio_free_bytes, int(budget.ratio * self._archive_size(archive))) - written
+            )
             if archive_left <= 0 or budget.total_bytes - written <= 0:
-                self._reject(cand.display, "archive_budget",
-                             f"{cand.archive.name}: entry {cand.member} not extracted: the archive has already "
-                             f"inflated to {_size(written)}, its budget (more than {budget.ratio:g} times its "
-                             "size, or the total per archive: zip bomb)")
+                self._reject(
+                    cand.display,
+                    "archive_budget",
+                    f"{archive.name}: entry {member} not extracted: the archive has already "
+                    f"inflated to {_size(written)}, its budget (more than {budget.ratio:g} times its "
+                    "size, or the total per archive: zip bomb)",
+                )
                 return None
             limit = min(info.file_size, budget.member_bytes, budget.total_bytes - written, archive_left)
             ratio_limit = max(budget.ratio_free_bytes, int(budget.ratio * max(info.compress_size, 1)))
@@ -610,23 +695,35 @@ class Importer:
                 reader = _LimitedReader(src, info.file_size, limit, ratio_limit, budget.ratio)
                 atomic_write(tmp, reader, fsync=False, staging=self._staging, mkdir=True)
         except _TooLarge as exc:
-            self._archive_written[cand.archive] = written + (reader.read_bytes if reader else 0)
+            self._archive_written[archive] = written + (reader.read_bytes if reader else 0)
             reason = "bad_archive" if exc.args and exc.args[0] == "declared" else "archive_budget"
-            self._reject(cand.display, reason, f"{cand.archive.name}: entry {cand.member} {exc.args[1]}; "
-                         f"stopped after {_size(reader.read_bytes)} and removed")
+            self._reject(
+                cand.display,
+                reason,
+                f"{archive.name}: entry {member} {exc.args[1]}; "
+                f"stopped after {_size(reader.read_bytes if reader else 0)} and removed",
+            )
             return None
         except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required for extraction"
             kind = "encrypted" if "encrypt" in str(exc).lower() or "password" in str(exc).lower() else "bad_archive"
-            self._reject(cand.display, kind, f"{cand.archive.name}: entry {cand.member} cannot be extracted "
-                         f"({'encrypted' if kind == 'encrypted' else type(exc).__name__})")
+            self._reject(
+                cand.display,
+                kind,
+                f"{archive.name}: entry {member} cannot be extracted "
+                f"({'encrypted' if kind == 'encrypted' else type(exc).__name__})",
+            )
             return None
-        except (zipfile.BadZipFile, OSError, KeyError, ValueError, NotImplementedError, EOFError,
-                zlib.error) as exc:
+        except (zipfile.BadZipFile, OSError, KeyError, ValueError, NotImplementedError, EOFError, zlib.error) as exc:
             detail = str(exc).splitlines()[0][:100] if str(exc) else ""
-            self._reject(cand.display, "bad_archive", f"{cand.archive.name}: entry {cand.member} cannot be extracted "
-                         f"({type(exc).__name__}{': ' + detail if detail else ''})")
+            self._reject(
+                cand.display,
+                "bad_archive",
+                f"{archive.name}: entry {member} cannot be extracted "
+                f"({type(exc).__name__}{': ' + detail if detail else ''})",
+            )
             return None
-        self._archive_written[cand.archive] = written + reader.read_bytes
+        assert reader is not None  # set before the write that succeeded
+        self._archive_written[archive] = written + reader.read_bytes
         return tmp
 
     def _dicom(self, cand: _Candidate, path: Path, summary: ImportSummary) -> None:
@@ -635,12 +732,17 @@ class Importer:
             check_header(scan)
         except ImageReadError as exc:
             name = PurePosixPath(cand.member).name if cand.member else path.name
-            message = (f"{name}: not a DICOM, PNG or JPEG file" if exc.reason == "not_dicom"
-                       else _with_display(str(exc), path, cand))
+            message = (
+                f"{name}: not a DICOM, PNG or JPEG file"
+                if exc.reason == "not_dicom"
+                else _with_display(str(exc), path, cand)
+            )
             self._reject(cand.display, exc.reason, message)
             return
         except OSError as exc:
-            self._reject(cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})")
+            self._reject(
+                cand.display, "unreadable", f"{path.name}: cannot be read ({exc.strerror or type(exc).__name__})"
+            )
             return
         ds = scan.dataset
         with warnings.catch_warnings():  # pydicom's value warnings may quote patient data
@@ -663,8 +765,12 @@ class Importer:
         if location is None:
             return
         file_path, storage, size = location
-        fields["instance"].update(file_path=file_path, storage=storage, file_size=size,
-                                  original_path=cand.display if cand.archive else os.path.abspath(path))
+        fields["instance"].update(
+            file_path=file_path,
+            storage=storage,
+            file_size=size,
+            original_path=cand.display if cand.archive else os.path.abspath(path),
+        )
         reports = self._sidecar_reports(cand, path)
         self._known.add(sop)
         self._pending.append(_Pending(reports=reports, **fields))
@@ -674,29 +780,58 @@ class Importer:
         birth = _date(_s(ds, "PatientBirthDate"))
         study_uid = _s(ds, "StudyInstanceUID") or _uid_from("study:" + sop)
         series_uid = _s(ds, "SeriesInstanceUID") or _uid_from("series:" + sop)
-        study_date = next((d for d in (_date(_s(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d), "")
+        study_date = next(
+            (d for d in (_date(_s(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d),
+            "",
+        )
         row, col, kind = _spacing(ds)
         modality = _s(ds, "Modality")
         ts = scan.transfer_syntax
         return {
-            "patient": dict(patient_key=patient_key(pid, issuer, name, birth), patient_id=pid, issuer=issuer,
-                            name=name, name_search=_name_search(name), birth_date=birth, sex=_s(ds, "PatientSex")),
-            "study": dict(study_uid=study_uid, study_date=study_date, study_time=_s(ds, "StudyTime"),
-                          description=_s(ds, "StudyDescription"), accession_number=_s(ds, "AccessionNumber")),
-            "series": dict(series_uid=series_uid, modality=modality, series_number=_int_or_none(ds.get("SeriesNumber")),
-                           description=_s(ds, "SeriesDescription"), body_part=_s(ds, "BodyPartExamined")),
+            "patient": dict(
+                patient_key=patient_key(pid, issuer, name, birth),
+                patient_id=pid,
+                issuer=issuer,
+                name=name,
+                name_search=_name_search(name),
+                birth_date=birth,
+                sex=_s(ds, "PatientSex"),
+            ),
+            "study": dict(
+                study_uid=study_uid,
+                study_date=study_date,
+                study_time=_s(ds, "StudyTime"),
+                description=_s(ds, "StudyDescription"),
+                accession_number=_s(ds, "AccessionNumber"),
+            ),
+            "series": dict(
+                series_uid=series_uid,
+                modality=modality,
+                series_number=_int_or_none(ds.get("SeriesNumber")),
+                description=_s(ds, "SeriesDescription"),
+                body_part=_s(ds, "BodyPartExamined"),
+            ),
             "instance": dict(
-                sop_instance_uid=sop, sop_class_uid=_s(ds, "SOPClassUID"), study_date=study_date,
-                instance_number=_int_or_none(ds.get("InstanceNumber")), source_format="dicom",
-                modality=modality, view_position=_s(ds, "ViewPosition").upper(),
+                sop_instance_uid=sop,
+                sop_class_uid=_s(ds, "SOPClassUID"),
+                study_date=study_date,
+                instance_number=_int_or_none(ds.get("InstanceNumber")),
+                source_format="dicom",
+                modality=modality,
+                view_position=_s(ds, "ViewPosition").upper(),
                 photometric=_s(ds, "PhotometricInterpretation").upper(),
-                rows=_int_or_none(ds.get("Rows")) or 0, columns=_int_or_none(ds.get("Columns")) or 0,
+                rows=_int_or_none(ds.get("Rows")) or 0,
+                columns=_int_or_none(ds.get("Columns")) or 0,
                 frames=_int_or_none(ds.get("NumberOfFrames")) or 1,
-                pixel_spacing_row=row, pixel_spacing_col=col, pixel_spacing_kind=kind,
-                transfer_syntax_uid=str(ts or ""), bits_allocated=_int_or_none(ds.get("BitsAllocated")) or 0,
+                pixel_spacing_row=row,
+                pixel_spacing_col=col,
+                pixel_spacing_kind=kind,
+                transfer_syntax_uid=str(ts or ""),
+                bits_allocated=_int_or_none(ds.get("BitsAllocated")) or 0,
                 bits_stored=_int_or_none(ds.get("BitsStored")) or _int_or_none(ds.get("BitsAllocated")) or 0,
                 pixel_representation=_int_or_none(ds.get("PixelRepresentation")) or 0,
-                burned_in_annotation=_s(ds, "BurnedInAnnotation").upper()),
+                burned_in_annotation=_s(ds, "BurnedInAnnotation").upper(),
+            ),
         }
 
     def _image(self, cand: _Candidate, path: Path, fmt: str, summary: ImportSummary) -> None:
@@ -728,7 +863,9 @@ class Importer:
             self._reject(cand.display, exc.reason, _with_display(str(exc), path, cand))
             return
         except (UnidentifiedImageError, SyntaxError, ValueError, struct.error) as exc:
-            self._reject(cand.display, "not_dicom", f"{path.name}: not a readable {fmt.upper()} image ({type(exc).__name__})")
+            self._reject(
+                cand.display, "not_dicom", f"{path.name}: not a readable {fmt.upper()} image ({type(exc).__name__})"
+            )
             return
         except (OSError, EOFError) as exc:
             reason = "truncated" if "truncat" in str(exc).lower() or isinstance(exc, EOFError) else "decode_failed"
@@ -738,7 +875,7 @@ class Importer:
             self._reject(cand.display, "too_large", f"{path.name}: the image declares too many pixels; refused")
             return
         source_name = PurePosixPath(cand.member).name if cand.member else path.name
-        parent_names = (PurePosixPath(cand.member).parent.parts if cand.member else path.parent.parts)
+        parent_names = PurePosixPath(cand.member).parent.parts if cand.member else path.parent.parts
         study_folder = parent_names[-1] if parent_names else ""
         patient_folder = parent_names[-2] if len(parent_names) > 1 else ""
         m_study, m_patient = _MIMIC_STUDY.match(study_folder), _MIMIC_PATIENT.match(patient_folder)
@@ -751,26 +888,56 @@ class Importer:
             pid, study_key = "", f"image:{sop}"
         study_uid = _uid_from("study:" + study_key)
         fields = {
-            "patient": dict(patient_key=patient_key(pid, "", "", ""), patient_id=pid, issuer="", name="",
-                            name_search="", birth_date="", sex=""),
+            "patient": dict(
+                patient_key=patient_key(pid, "", "", ""),
+                patient_id=pid,
+                issuer="",
+                name="",
+                name_search="",
+                birth_date="",
+                sex="",
+            ),
             "study": dict(study_uid=study_uid, study_date="", study_time="", description="", accession_number=""),
-            "series": dict(series_uid=_uid_from("series:" + study_key), modality="", series_number=None,
-                           description=f"{fmt.upper()} images", body_part=""),
+            "series": dict(
+                series_uid=_uid_from("series:" + study_key),
+                modality="",
+                series_number=None,
+                description=f"{fmt.upper()} images",
+                body_part="",
+            ),
             "instance": dict(
-                sop_instance_uid=sop, sop_class_uid="", study_date="", instance_number=None, source_format=fmt,
-                modality="", view_position="", photometric="MONOCHROME2" if mode in ("L", "I;16", "I", "1", "F") else "RGB",
-                rows=height, columns=width, frames=1, pixel_spacing_row=None, pixel_spacing_col=None,
-                pixel_spacing_kind=None, transfer_syntax_uid="",
-                bits_allocated=16 if mode.startswith("I") else 8, bits_stored=16 if mode.startswith("I") else 8,
-                pixel_representation=0, burned_in_annotation=""),
+                sop_instance_uid=sop,
+                sop_class_uid="",
+                study_date="",
+                instance_number=None,
+                source_format=fmt,
+                modality="",
+                view_position="",
+                photometric="MONOCHROME2" if mode in ("L", "I;16", "I", "1", "F") else "RGB",
+                rows=height,
+                columns=width,
+                frames=1,
+                pixel_spacing_row=None,
+                pixel_spacing_col=None,
+                pixel_spacing_kind=None,
+                transfer_syntax_uid="",
+                bits_allocated=16 if mode.startswith("I") else 8,
+                bits_stored=16 if mode.startswith("I") else 8,
+                pixel_representation=0,
+                burned_in_annotation="",
+            ),
         }
         suffix = ".png" if fmt == "png" else ".jpg"
         location = self._place(cand, path, sop, suffix)
         if location is None:
             return
         file_path, storage, size = location
-        fields["instance"].update(file_path=file_path, storage=storage, file_size=size,
-                                  original_path=cand.display if cand.archive else os.path.abspath(path))
+        fields["instance"].update(
+            file_path=file_path,
+            storage=storage,
+            file_size=size,
+            original_path=cand.display if cand.archive else os.path.abspath(path),
+        )
         self._known.add(sop)
         self._pending.append(_Pending(reports=self._sidecar_reports(cand, path), **fields))
 
@@ -801,8 +968,14 @@ class Importer:
             return None
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS):  # every next copy fails too
-                raise translate_error(exc, self.lib.db_path) from exc
-            self._reject(cand.display, "copy_failed", f"{path.name}: could not be copied into the library ({exc.strerror or type(exc).__name__})")
+                error = translate_error(exc, self.lib.db_path)
+                assert error is not None  # these errnos always translate
+                raise error from exc
+            self._reject(
+                cand.display,
+                "copy_failed",
+                f"{path.name}: could not be copied into the library ({exc.strerror or type(exc).__name__})",
+            )
             return None
         finally:
             if staged is not None and cand.archive is None and staged.exists():
@@ -831,8 +1004,11 @@ class Importer:
                 study_txt = path.parent.parent / f"{path.parent.name}.txt"
                 if study_txt.is_file():
                     found.append((_read_text(study_txt), os.path.abspath(study_txt), True))
-        return [dict(text=t.strip(), source="sidecar_txt", source_path=src, study_level=study_level)
-                for t, src, study_level in found if t and t.strip()]
+        return [
+            dict(text=t.strip(), source="sidecar_txt", source_path=src, study_level=study_level)
+            for t, src, study_level in found
+            if t and t.strip()
+        ]
 
     # -- database ----------------------------------------------------------------------------
     def _flush(self, summary: ImportSummary) -> None:
@@ -843,22 +1019,46 @@ class Importer:
             _make_durable(self._unsynced)
         self._unsynced = []
         with self.lib.write_connection() as conn:
-            self._resolve(conn, Patient, "patient_key", {p.patient["patient_key"]: p.patient for p in pending},
-                          self._patients)
-            self._resolve(conn, Study, "study_uid", {
-                p.study["study_uid"]: dict(p.study, patient_pk=self._patients[p.patient["patient_key"]])
-                for p in pending}, self._studies)
-            self._resolve(conn, Series, "series_uid", {
-                p.series["series_uid"]: dict(p.series, study_pk=self._studies[p.study["study_uid"]])
-                for p in pending}, self._series)
+            self._resolve(
+                conn, Patient, "patient_key", {p.patient["patient_key"]: p.patient for p in pending}, self._patients
+            )
+            self._resolve(
+                conn,
+                Study,
+                "study_uid",
+                {
+                    p.study["study_uid"]: dict(p.study, patient_pk=self._patients[p.patient["patient_key"]])
+                    for p in pending
+                },
+                self._studies,
+            )
+            self._resolve(
+                conn,
+                Series,
+                "series_uid",
+                {p.series["series_uid"]: dict(p.series, study_pk=self._studies[p.study["study_uid"]]) for p in pending},
+                self._series,
+            )
             now = utcnow()
-            rows = [dict(item.instance, series_pk=self._series[item.series["series_uid"]],
-                         patient_pk=self._patients[item.patient["patient_key"]],
-                         import_run_id=summary.run_id, imported_at=now) for item in pending]
+            rows = [
+                dict(
+                    item.instance,
+                    series_pk=self._series[item.series["series_uid"]],
+                    patient_pk=self._patients[item.patient["patient_key"]],
+                    import_run_id=summary.run_id,
+                    imported_at=now,
+                )
+                for item in pending
+            ]
             uids = [r["sop_instance_uid"] for r in rows]
             # another process may have imported some of them since we loaded the known set
-            taken = set(conn.execute(select(Instance.sop_instance_uid)
-                                     .where(Instance.sop_instance_uid.in_(uids))).scalars()) if uids else set()
+            taken = (
+                set(
+                    conn.execute(select(Instance.sop_instance_uid).where(Instance.sop_instance_uid.in_(uids))).scalars()
+                )
+                if uids
+                else set()
+            )
             fresh = [r for r in rows if r["sop_instance_uid"] not in taken]
             if fresh:
                 conn.execute(insert(Instance), fresh)
@@ -866,11 +1066,26 @@ class Importer:
             if report_rows:
                 conn.execute(insert(Report), report_rows)
             if rejections:
-                conn.execute(insert(RejectedFile), [dict(run_id=summary.run_id, path=r.path, reason=r.reason,
-                                                         message=r.message, created_at=utcnow()) for r in rejections])
-            conn.execute(update(ImportRun).where(ImportRun.id == summary.run_id).values(
-                imported=summary.imported + len(fresh), duplicates=summary.duplicates + len(taken),
-                rejected=len(summary.rejected), ignored=summary.ignored, files_seen=summary.files_seen))
+                conn.execute(
+                    insert(RejectedFile),
+                    [
+                        dict(
+                            run_id=summary.run_id, path=r.path, reason=r.reason, message=r.message, created_at=utcnow()
+                        )
+                        for r in rejections
+                    ],
+                )
+            conn.execute(
+                update(ImportRun)
+                .where(ImportRun.id == summary.run_id)
+                .values(
+                    imported=summary.imported + len(fresh),
+                    duplicates=summary.duplicates + len(taken),
+                    rejected=len(summary.rejected),
+                    ignored=summary.ignored,
+                    files_seen=summary.files_seen,
+                )
+            )
         summary.imported += len(fresh)
         summary.duplicates += len(taken)
         summary.reports += len(report_rows)
@@ -880,8 +1095,13 @@ class Importer:
         wanted = [p for p in pending if p.reports and p.instance["sop_instance_uid"] not in taken]
         if not wanted:
             return []
-        ids = dict(conn.execute(select(Instance.sop_instance_uid, Instance.id).where(
-            Instance.sop_instance_uid.in_([p.instance["sop_instance_uid"] for p in wanted]))).all())
+        ids = dict(
+            conn.execute(
+                select(Instance.sop_instance_uid, Instance.id).where(
+                    Instance.sop_instance_uid.in_([p.instance["sop_instance_uid"] for p in wanted])
+                )
+            ).all()
+        )
         out = []
         for p in wanted:
             study_pk = self._studies[p.study["study_uid"]]
@@ -890,16 +1110,25 @@ class Importer:
                     key = (p.study["study_uid"], rep["source_path"])
                     if key in self._study_reports:
                         continue
-                    exists = conn.execute(select(Report.id).where(Report.study_pk == study_pk,
-                                                                  Report.source_path == rep["source_path"])).first()
+                    exists = conn.execute(
+                        select(Report.id).where(Report.study_pk == study_pk, Report.source_path == rep["source_path"])
+                    ).first()
                     self._study_reports.add(key)
                     if exists:
                         continue
                     instance_pk = None
                 else:
                     instance_pk = ids[p.instance["sop_instance_uid"]]
-                out.append(dict(study_pk=study_pk, instance_pk=instance_pk, text=rep["text"], source=rep["source"],
-                                source_path=rep["source_path"], created_at=utcnow()))
+                out.append(
+                    dict(
+                        study_pk=study_pk,
+                        instance_pk=instance_pk,
+                        text=rep["text"],
+                        source=rep["source"],
+                        source_path=rep["source_path"],
+                        created_at=utcnow(),
+                    )
+                )
         return out
 
     @staticmethod
@@ -911,7 +1140,7 @@ class Importer:
             return
         column = getattr(model, key)
         for start in range(0, len(missing), 500):
-            chunk = missing[start:start + 500]
+            chunk = missing[start : start + 500]
             cache.update(dict(conn.execute(select(column, model.id).where(column.in_(chunk))).all()))
         new = [wanted[k] for k in missing if k not in cache]
         if new:
@@ -948,8 +1177,10 @@ def _budget_problem(info: zipfile.ZipInfo, budget: ArchiveBudget) -> str:
     if info.file_size > budget.member_bytes:
         return f"declares {_size(info.file_size)}, more than the {_size(budget.member_bytes)} budget"
     if info.file_size > budget.ratio_free_bytes and info.file_size > budget.ratio * max(info.compress_size, 1):
-        return (f"declares {_size(info.file_size)} from {_size(info.compress_size)}, "
-                f"a compression ratio over {budget.ratio:g} (zip bomb)")
+        return (
+            f"declares {_size(info.file_size)} from {_size(info.compress_size)}, "
+            f"a compression ratio over {budget.ratio:g} (zip bomb)"
+        )
     return ""
 
 
@@ -1015,7 +1246,7 @@ def _make_durable(paths: list[Path]) -> None:
 def _with_display(message: str, path: Path, cand: _Candidate) -> str:
     """Messages from the imaging layer name the file; for zip members use the member name."""
     if cand.member and message.startswith(path.name):
-        return PurePosixPath(cand.member).name + message[len(path.name):]
+        return PurePosixPath(cand.member).name + message[len(path.name) :]
     return message
 
 

@@ -58,7 +58,7 @@ class Patient(Base):
     birth_date: Mapped[str] = mapped_column(String, default="")  # YYYYMMDD or ""
     sex: Mapped[str] = mapped_column(String, default="")
 
-    studies: Mapped[list["Study"]] = relationship(back_populates="patient", passive_deletes=True)
+    studies: Mapped[list[Study]] = relationship(back_populates="patient", passive_deletes=True)
 
 
 class Study(Base):
@@ -73,8 +73,8 @@ class Study(Base):
     accession_number: Mapped[str] = mapped_column(String, default="")
 
     patient: Mapped[Patient] = relationship(back_populates="studies")
-    series: Mapped[list["Series"]] = relationship(back_populates="study", passive_deletes=True)
-    reports: Mapped[list["Report"]] = relationship(back_populates="study", passive_deletes=True)
+    series: Mapped[list[Series]] = relationship(back_populates="study", passive_deletes=True)
+    reports: Mapped[list[Report]] = relationship(back_populates="study", passive_deletes=True)
 
 
 class Series(Base):
@@ -89,17 +89,20 @@ class Series(Base):
     body_part: Mapped[str] = mapped_column(String, default="")
 
     study: Mapped[Study] = relationship(back_populates="series")
-    instances: Mapped[list["Instance"]] = relationship(back_populates="series", passive_deletes=True)
+    instances: Mapped[list[Instance]] = relationship(back_populates="series", passive_deletes=True)
 
 
 class Instance(Base):
     __tablename__ = "instances"
     __table_args__ = (
         CheckConstraint("storage IN ('managed', 'linked')", name="ck_instances_storage"),
-        CheckConstraint("review_status IS NULL OR review_status IN ('approved', 'flagged')",
-                        name="ck_instances_review_status"),
-        CheckConstraint("pixel_spacing_kind IS NULL OR pixel_spacing_kind IN ('PixelSpacing', 'ImagerPixelSpacing')",
-                        name="ck_instances_spacing_kind"),
+        CheckConstraint(
+            "review_status IS NULL OR review_status IN ('approved', 'flagged')", name="ck_instances_review_status"
+        ),
+        CheckConstraint(
+            "pixel_spacing_kind IS NULL OR pixel_spacing_kind IN ('PixelSpacing', 'ImagerPixelSpacing')",
+            name="ck_instances_spacing_kind",
+        ),
         # filter + default sort (study date) served by one index each; also single-column lookups
         Index("ix_instances_patient_date", "patient_pk", "study_date"),
         Index("ix_instances_view_date", "view_position", "study_date"),
@@ -144,9 +147,9 @@ class Instance(Base):
     top_domain: Mapped[str | None] = mapped_column(String, nullable=True)
 
     series: Mapped[Series] = relationship(back_populates="instances")
-    reports: Mapped[list["Report"]] = relationship(back_populates="instance", passive_deletes=True)
-    analyses: Mapped[list["Analysis"]] = relationship(back_populates="instance", passive_deletes=True)
-    reviews: Mapped[list["Review"]] = relationship(back_populates="instance", passive_deletes=True)
+    reports: Mapped[list[Report]] = relationship(back_populates="instance", passive_deletes=True)
+    analyses: Mapped[list[Analysis]] = relationship(back_populates="instance", passive_deletes=True)
+    reviews: Mapped[list[Review]] = relationship(back_populates="instance", passive_deletes=True)
 
 
 class Report(Base):
@@ -154,8 +157,9 @@ class Report(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
-    instance_pk: Mapped[int | None] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"),
-                                                     nullable=True, index=True)
+    instance_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("instances.id", ondelete="CASCADE"), nullable=True, index=True
+    )
     text: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String)  # sidecar_txt | user | ...
     source_path: Mapped[str] = mapped_column(Text, default="")
@@ -206,8 +210,11 @@ class Review(Base):
 
 class ImportRun(Base):
     __tablename__ = "import_runs"
-    __table_args__ = (CheckConstraint(
-        "status IN ('running', 'completed', 'cancelled', 'interrupted', 'failed')", name="ck_import_runs_status"),)
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('running', 'completed', 'cancelled', 'interrupted', 'failed')", name="ck_import_runs_status"
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     started_at: Mapped[str] = mapped_column(String, default=utcnow)
@@ -223,7 +230,7 @@ class ImportRun(Base):
     rejected: Mapped[int] = mapped_column(Integer, default=0)
     ignored: Mapped[int] = mapped_column(Integer, default=0)
 
-    rejected_files: Mapped[list["RejectedFile"]] = relationship(back_populates="run", passive_deletes=True)
+    rejected_files: Mapped[list[RejectedFile]] = relationship(back_populates="run", passive_deletes=True)
 
 
 class RejectedFile(Base):

@@ -75,8 +75,15 @@ class ReviewQueue:
         with self._flushing:
             for item in self.items():
                 try:
-                    add_review(self.library, item.uid, item.status, item.comment, item.reviewer,
-                               created_at=item.created_at, lock_timeout=lock_timeout)
+                    add_review(
+                        self.library,
+                        item.uid,
+                        item.status,
+                        item.comment,
+                        item.reviewer,
+                        created_at=item.created_at,
+                        lock_timeout=lock_timeout,
+                    )
                 except LibraryBusyError as exc:
                     result.busy, result.error = True, str(exc)
                     break
@@ -116,9 +123,10 @@ class ReviewQueue:
             return []
         try:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
-            items = [PendingReview(**{k: str(v) for k, v in entry.items()
-                                      if k in PendingReview.__dataclass_fields__})
-                     for entry in raw["pending_reviews"]]
+            items = [
+                PendingReview(**{k: str(v) for k, v in entry.items() if k in PendingReview.__dataclass_fields__})
+                for entry in raw["pending_reviews"]
+            ]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             aside = self.path.with_name(self.path.name + ".unreadable")
             log.warning("%s is unreadable (%s); moved aside to %s", self.path.name, exc, aside.name)

@@ -14,12 +14,13 @@ import logging
 import math
 import os
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.library.db import Library
@@ -77,11 +78,28 @@ class SearchResult:
 
 
 _ROW_COLUMNS = (
-    Instance.id, Instance.sop_instance_uid, Patient.name, Patient.patient_id, Patient.birth_date, Patient.sex,
-    Study.study_uid, Instance.study_date, Study.description, Series.series_uid, Instance.modality,
-    Instance.view_position, Instance.rows, Instance.columns, Instance.source_format, Instance.storage,
-    Instance.file_path, Instance.review_status, Instance.top_finding, Instance.top_probability,
-    Instance.imported_at, Instance.top_domain,
+    Instance.id,
+    Instance.sop_instance_uid,
+    Patient.name,
+    Patient.patient_id,
+    Patient.birth_date,
+    Patient.sex,
+    Study.study_uid,
+    Instance.study_date,
+    Study.description,
+    Series.series_uid,
+    Instance.modality,
+    Instance.view_position,
+    Instance.rows,
+    Instance.columns,
+    Instance.source_format,
+    Instance.storage,
+    Instance.file_path,
+    Instance.review_status,
+    Instance.top_finding,
+    Instance.top_probability,
+    Instance.imported_at,
+    Instance.top_domain,
 )
 
 SORT_KEYS = {
@@ -115,13 +133,25 @@ def _like(term: str) -> str:
     return "%" + _escape(term) + "%"
 
 
-def search_instances(session: Session, *, text: str | None = None, patient_name: str | None = None,
-                     patient_id: str | None = None, date_from: str | _dt.date | None = None,
-                     date_to: str | _dt.date | None = None, view: str | Sequence[str] | None = None,
-                     modality: str | Sequence[str] | None = None, review_status: str | None = None,
-                     top_finding: str | None = None, min_probability: float | None = None,
-                     sort: str = "study_date", descending: bool = True, limit: int | None = 200,
-                     offset: int = 0, with_total: bool = True) -> SearchResult:
+def search_instances(
+    session: Session,
+    *,
+    text: str | None = None,
+    patient_name: str | None = None,
+    patient_id: str | None = None,
+    date_from: str | _dt.date | None = None,
+    date_to: str | _dt.date | None = None,
+    view: str | Sequence[str] | None = None,
+    modality: str | Sequence[str] | None = None,
+    review_status: str | None = None,
+    top_finding: str | None = None,
+    min_probability: float | None = None,
+    sort: str = "study_date",
+    descending: bool = True,
+    limit: int | None = 200,
+    offset: int = 0,
+    with_total: bool = True,
+) -> SearchResult:
     """Filter, sort and page the instances.
 
     ``text`` matches a patient name (any part, case-insensitive) or the start of a patient ID;
@@ -143,12 +173,16 @@ def search_instances(session: Session, *, text: str | None = None, patient_name:
     patient_conditions = []
     if text:
         term = text.strip()
-        patient_conditions.append(or_(
-            Patient.name_search.like(_like(" ".join(term.lower().replace("^", " ").split())), escape="\\"),
-            Patient.patient_id.like(_escape(term) + "%", escape="\\")))
+        patient_conditions.append(
+            or_(
+                Patient.name_search.like(_like(" ".join(term.lower().replace("^", " ").split())), escape="\\"),
+                Patient.patient_id.like(_escape(term) + "%", escape="\\"),
+            )
+        )
     if patient_name:
-        patient_conditions.append(Patient.name_search.like(
-            _like(" ".join(patient_name.lower().replace("^", " ").split())), escape="\\"))
+        patient_conditions.append(
+            Patient.name_search.like(_like(" ".join(patient_name.lower().replace("^", " ").split())), escape="\\")
+        )
     if patient_id:
         patient_conditions.append(Patient.patient_id == patient_id)
     patient_filter = None
@@ -160,14 +194,17 @@ def search_instances(session: Session, *, text: str | None = None, patient_name:
         if not patient_ids:
             return SearchResult([], 0)
         few_patients = len(patient_ids) <= 2000
-        patient_filter = (Instance.patient_pk.in_(patient_ids) if few_patients
-                          else Instance.patient_pk.in_(select(Patient.id).where(*patient_conditions)))
+        patient_filter = (
+            Instance.patient_pk.in_(patient_ids)
+            if few_patients
+            else Instance.patient_pk.in_(select(Patient.id).where(*patient_conditions))
+        )
 
     def build(hide: bool) -> list:
         def col(column):
             return column.concat("") if hide else column
 
-        out = [patient_filter] if patient_filter is not None else []
+        out: list[ColumnElement[bool]] = [patient_filter] if patient_filter is not None else []
         if d0:
             out.append(col(Instance.study_date) >= d0)
         if d1:
@@ -200,7 +237,10 @@ def search_instances(session: Session, *, text: str | None = None, patient_name:
         hide = total > 3000  # many matches: walk patients in name order, the page fills fast
 
     key = SORT_KEYS[sort]
-    order = [key.desc() if descending else key.asc(), Instance.id.desc() if descending else Instance.id.asc()]
+    order: list[Any] = [
+        key.desc() if descending else key.asc(),
+        Instance.id.desc() if descending else Instance.id.asc(),
+    ]
     ids_query = select(Instance.id).where(*build(hide))
     if patient_sort:
         ids_query = ids_query.join(Patient, Patient.id == Instance.patient_pk)
@@ -210,15 +250,18 @@ def search_instances(session: Session, *, text: str | None = None, patient_name:
     ids = list(session.execute(ids_query).scalars())
     rows: list[InstanceRow] = []
     if ids:
-        found = {}
+        found: dict[int, InstanceRow] = {}
         for start in range(0, len(ids), 20000):
-            chunk = ids[start:start + 20000]
-            query = (select(*_ROW_COLUMNS).select_from(Instance)
-                     .join(Patient, Patient.id == Instance.patient_pk)
-                     .join(Series, Series.id == Instance.series_pk)
-                     .join(Study, Study.id == Series.study_pk)
-                     .where(Instance.id.in_(chunk)))
-            found.update((r[0], InstanceRow(*r)) for r in session.execute(query).all())
+            chunk = ids[start : start + 20000]
+            query = (
+                select(*_ROW_COLUMNS)
+                .select_from(Instance)
+                .join(Patient, Patient.id == Instance.patient_pk)
+                .join(Series, Series.id == Instance.series_pk)
+                .join(Study, Study.id == Series.study_pk)
+                .where(Instance.id.in_(chunk))
+            )
+            found.update((r[0], InstanceRow(*tuple(r))) for r in session.execute(query).all())
         rows = [found[i] for i in ids]
     if total is None:
         needs_count = with_total and (limit is None or len(rows) == limit or offset)
@@ -243,7 +286,9 @@ def resolve_uids(session: Session, uids: Iterable[str]) -> tuple[list[Instance],
         if not hits:
             hits = session.execute(select(Instance).join(Series).where(Series.series_uid == uid)).scalars().all()
         if not hits:
-            hits = session.execute(select(Instance).join(Series).join(Study).where(Study.study_uid == uid)).scalars().all()
+            hits = (
+                session.execute(select(Instance).join(Series).join(Study).where(Study.study_uid == uid)).scalars().all()
+            )
         if not hits:
             unknown.append(uid)
         for inst in hits:
@@ -262,27 +307,56 @@ def library_tree(session: Session) -> list[dict[str, Any]]:
     for p in session.execute(select(Patient).order_by(Patient.name_search, Patient.patient_id)).scalars():
         patients[p.id] = dict(patient_id=p.patient_id, name=p.name, birth_date=p.birth_date, sex=p.sex, studies=[])
     for s in session.execute(select(Study).order_by(Study.study_date, Study.id)).scalars():
-        studies[s.id] = dict(study_uid=s.study_uid, date=s.study_date, description=s.description,
-                             accession_number=s.accession_number, series=[])
+        studies[s.id] = dict(
+            study_uid=s.study_uid,
+            date=s.study_date,
+            description=s.description,
+            accession_number=s.accession_number,
+            series=[],
+        )
         patients[s.patient_pk]["studies"].append(studies[s.id])
     for se in session.execute(select(Series).order_by(Series.series_number, Series.id)).scalars():
-        series[se.id] = dict(series_uid=se.series_uid, modality=se.modality, number=se.series_number,
-                             description=se.description, instances=[])
+        series[se.id] = dict(
+            series_uid=se.series_uid,
+            modality=se.modality,
+            number=se.series_number,
+            description=se.description,
+            instances=[],
+        )
         studies[se.study_pk]["series"].append(series[se.id])
     for i in session.execute(select(Instance).order_by(Instance.instance_number, Instance.id)).scalars():
-        series[i.series_pk]["instances"].append(dict(
-            sop_instance_uid=i.sop_instance_uid, view=i.view_position, rows=i.rows, columns=i.columns,
-            photometric=i.photometric, transfer_syntax=i.transfer_syntax_uid, format=i.source_format,
-            storage=i.storage, file=i.file_path, review_status=i.review_status, top_finding=i.top_finding,
-            top_probability=i.top_probability))
+        series[i.series_pk]["instances"].append(
+            dict(
+                sop_instance_uid=i.sop_instance_uid,
+                view=i.view_position,
+                rows=i.rows,
+                columns=i.columns,
+                photometric=i.photometric,
+                transfer_syntax=i.transfer_syntax_uid,
+                format=i.source_format,
+                storage=i.storage,
+                file=i.file_path,
+                review_status=i.review_status,
+                top_finding=i.top_finding,
+                top_probability=i.top_probability,
+            )
+        )
     return list(patients.values())
 
 
 def counts(session: Session) -> dict[str, int]:
-    return {name: session.execute(select(func.count()).select_from(model)).scalar_one()
-            for name, model in (("patients", Patient), ("studies", Study), ("series", Series),
-                                ("instances", Instance), ("reports", Report), ("analyses", Analysis),
-                                ("reviews", Review))}
+    return {
+        name: session.execute(select(func.count()).select_from(model)).scalar_one()
+        for name, model in (
+            ("patients", Patient),
+            ("studies", Study),
+            ("series", Series),
+            ("instances", Instance),
+            ("reports", Report),
+            ("analyses", Analysis),
+            ("reviews", Review),
+        )
+    }
 
 
 # -- reports, runs --------------------------------------------------------------------------
@@ -291,9 +365,15 @@ def counts(session: Session) -> dict[str, int]:
 def reports_for(session: Session, instance: Instance) -> list[Report]:
     """The instance's own reports, then its study's study-level reports."""
     study_pk = session.execute(select(Series.study_pk).where(Series.id == instance.series_pk)).scalar_one()
-    return list(session.execute(select(Report).where(or_(
-        Report.instance_pk == instance.id, and_(Report.study_pk == study_pk, Report.instance_pk.is_(None))))
-        .order_by(Report.instance_pk.is_(None), Report.id)).scalars())
+    return list(
+        session.execute(
+            select(Report)
+            .where(
+                or_(Report.instance_pk == instance.id, and_(Report.study_pk == study_pk, Report.instance_pk.is_(None)))
+            )
+            .order_by(Report.instance_pk.is_(None), Report.id)
+        ).scalars()
+    )
 
 
 def add_report(library: Library, uid: str, text: str, source: str = "user") -> int:
@@ -322,8 +402,16 @@ def rejected_files(session: Session, run_id: int | None = None) -> list[Rejected
 # -- reviews --------------------------------------------------------------------------------
 
 
-def add_review(library: Library, uid: str, status: str, comment: str = "", reviewer: str = "", *,
-               created_at: str | None = None, lock_timeout: float | None = None) -> int:
+def add_review(
+    library: Library,
+    uid: str,
+    status: str,
+    comment: str = "",
+    reviewer: str = "",
+    *,
+    created_at: str | None = None,
+    lock_timeout: float | None = None,
+) -> int:
     """Record a review; the instance's review status becomes its latest one.
 
     ``created_at`` (a queued review saved later, see app.library.pending) keeps the time of the
@@ -337,23 +425,37 @@ def add_review(library: Library, uid: str, status: str, comment: str = "", revie
         if inst is None:
             raise UserError(f"no instance {uid} in the library")
         if created_at is not None:
-            same = s.execute(select(Review.id).where(
-                Review.instance_pk == inst.id, Review.status == status, Review.comment == comment,
-                Review.reviewer == reviewer, Review.created_at == created_at)).scalar()
+            same = s.execute(
+                select(Review.id).where(
+                    Review.instance_pk == inst.id,
+                    Review.status == status,
+                    Review.comment == comment,
+                    Review.reviewer == reviewer,
+                    Review.created_at == created_at,
+                )
+            ).scalar()
             if same is not None:
                 return int(same)
-        review = Review(instance_pk=inst.id, status=status, comment=comment, reviewer=reviewer,
-                        created_at=created_at or utcnow())
+        review = Review(
+            instance_pk=inst.id, status=status, comment=comment, reviewer=reviewer, created_at=created_at or utcnow()
+        )
         s.add(review)
         s.flush()
-        inst.review_status = s.execute(select(Review.status).where(Review.instance_pk == inst.id).order_by(
-            Review.created_at.desc(), Review.id.desc()).limit(1)).scalar()
+        inst.review_status = s.execute(
+            select(Review.status)
+            .where(Review.instance_pk == inst.id)
+            .order_by(Review.created_at.desc(), Review.id.desc())
+            .limit(1)
+        ).scalar()
         return review.id
 
 
 def reviews_for(session: Session, instance: Instance) -> list[Review]:
-    return list(session.execute(select(Review).where(Review.instance_pk == instance.id)
-                                .order_by(Review.created_at.desc(), Review.id.desc())).scalars())
+    return list(
+        session.execute(
+            select(Review).where(Review.instance_pk == instance.id).order_by(Review.created_at.desc(), Review.id.desc())
+        ).scalars()
+    )
 
 
 # -- analyses -------------------------------------------------------------------------------
@@ -367,10 +469,19 @@ def _top(probabilities: dict[str, float]) -> tuple[str | None, float | None]:
     return name, clean[name]
 
 
-def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: str,
-                 probabilities: dict[str, float], mask: np.ndarray | None = None,
-                 heatmap: np.ndarray | None = None, bundle_hash: str | None = None,
-                 domain: dict | None = None, extras: dict | None = None) -> int:
+def add_analysis(
+    library: Library,
+    uid: str,
+    *,
+    bundle_id: str,
+    bundle_version: str,
+    probabilities: dict[str, float],
+    mask: np.ndarray | None = None,
+    heatmap: np.ndarray | None = None,
+    bundle_hash: str | None = None,
+    domain: dict | None = None,
+    extras: dict | None = None,
+) -> int:
     """Store a model's output for an instance. Mask and heatmap are written as files first
     (atomically); the row and the instance's top finding (with the domain status, from
     ``domain``: a ``DomainState.to_dict()``) are committed together afterwards. If the commit
@@ -394,16 +505,27 @@ def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: 
         top_name, top_p = _top(probabilities)
         status = domain.get("status") if isinstance(domain, dict) else None
         with library.write() as s:
-            row = Analysis(instance_pk=instance_pk, bundle_id=bundle_id, bundle_version=bundle_version,
-                           probabilities=json.dumps({k: float(v) for k, v in probabilities.items()}, sort_keys=True),
-                           top_finding=top_name, top_probability=top_p, mask_path=mask_rel,
-                           heatmap_path=heat_rel, created_at=utcnow(), bundle_hash=bundle_hash,
-                           domain=None if domain is None else json.dumps(domain, sort_keys=True),
-                           extras=None if extras is None else json.dumps(extras, sort_keys=True))
+            row = Analysis(
+                instance_pk=instance_pk,
+                bundle_id=bundle_id,
+                bundle_version=bundle_version,
+                probabilities=json.dumps({k: float(v) for k, v in probabilities.items()}, sort_keys=True),
+                top_finding=top_name,
+                top_probability=top_p,
+                mask_path=mask_rel,
+                heatmap_path=heat_rel,
+                created_at=utcnow(),
+                bundle_hash=bundle_hash,
+                domain=None if domain is None else json.dumps(domain, sort_keys=True),
+                extras=None if extras is None else json.dumps(extras, sort_keys=True),
+            )
             s.add(row)
             s.flush()
-            s.execute(update(Instance).where(Instance.id == instance_pk)
-                      .values(top_finding=top_name, top_probability=top_p, top_domain=status))
+            s.execute(
+                update(Instance)
+                .where(Instance.id == instance_pk)
+                .values(top_finding=top_name, top_probability=top_p, top_domain=status)
+            )
             return row.id
     except BaseException:
         for path in written:
@@ -415,8 +537,12 @@ def add_analysis(library: Library, uid: str, *, bundle_id: str, bundle_version: 
 
 
 def latest_analysis(session: Session, instance: Instance) -> Analysis | None:
-    return session.execute(select(Analysis).where(Analysis.instance_pk == instance.id)
-                           .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)).scalar_one_or_none()
+    return session.execute(
+        select(Analysis)
+        .where(Analysis.instance_pk == instance.id)
+        .order_by(Analysis.created_at.desc(), Analysis.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
 
 
 def analysis_probabilities(analysis: Analysis) -> dict[str, float]:

@@ -29,10 +29,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from core_model.errors import UserError
 from core_model.fileio import atomic_write_bytes
-
-import numpy as np
 
 _COPY_CHUNK = 1 << 20
 

@@ -42,10 +42,11 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -81,13 +82,13 @@ class Hit:
     score: float
 
 
-def no_domain_state() -> "DomainState":
+def no_domain_state() -> DomainState:
     from core_model.runtime.domain import DomainState
 
     return DomainState.from_dict(None)  # unknown: "no domain state was recorded for this result"
 
 
-def domain_from_dict(d: dict | None) -> "DomainState":
+def domain_from_dict(d: dict | None) -> DomainState:
     from core_model.runtime.domain import DomainState
 
     return DomainState.from_dict(d)
@@ -116,9 +117,9 @@ class AnalysisResult:
     from_cache: bool = False
     elapsed_s: float = 0.0
     bundle_hash: str | None = None  # the bundle's content hash (None: a row stored before hashes)
-    domain: "DomainState" = field(default_factory=no_domain_state)
+    domain: DomainState = field(default_factory=no_domain_state)
     heatmap_peak_to_mean: float | None = None  # of the default heatmap's raw attention map
-    runtime: "RuntimeAnalysis | None" = None  # the runtime's Analysis (reused for phrase heatmaps); never stored
+    runtime: RuntimeAnalysis | None = None  # the runtime's Analysis (reused for phrase heatmaps); never stored
 
     @property
     def top_finding(self) -> tuple[str | None, float | None]:
@@ -169,7 +170,7 @@ def peak_to_mean(raw: np.ndarray) -> float | None:
     return float(a.max()) / mean
 
 
-def heatmap_contrast(bundle: "Bundle", analysis: "RuntimeAnalysis", phrase: str) -> tuple[np.ndarray, float | None]:
+def heatmap_contrast(bundle: Bundle, analysis: RuntimeAnalysis, phrase: str) -> tuple[np.ndarray, float | None]:
     """The runtime's heatmap of ``phrase`` (H, W) in [0, 1] (min-max stretched by the runtime)
     and the peak-to-mean ratio of its raw patch attention (:meth:`Bundle.patch_heatmap`, which
     sums to 1), which says how much contrast the stretch had to work with."""
@@ -204,8 +205,9 @@ def _hits(raw) -> list[Hit]:
 # -- the cache ------------------------------------------------------------------------------
 
 
-def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str, *, bundle_hash: str | None = None,
-                    load_arrays: bool = True) -> AnalysisResult | None:
+def cached_analysis(
+    library, uid: str, bundle_id: str, bundle_version: str, *, bundle_hash: str | None = None, load_arrays: bool = True
+) -> AnalysisResult | None:
     """The latest stored analysis of ``uid`` by this bundle, or None.
 
     With ``bundle_hash`` (the loaded bundle's content hash: what the app always passes) only a
@@ -221,12 +223,16 @@ def cached_analysis(library, uid: str, bundle_id: str, bundle_version: str, *, b
         inst = get_instance(s, uid)
         if inst is None:
             raise UserError(f"no instance {uid} in the library")
-        match = [Analysis.instance_pk == inst.id, Analysis.bundle_id == bundle_id,
-                 Analysis.bundle_version == bundle_version]
+        match = [
+            Analysis.instance_pk == inst.id,
+            Analysis.bundle_id == bundle_id,
+            Analysis.bundle_version == bundle_version,
+        ]
         if bundle_hash is not None:
             match.append(Analysis.bundle_hash == bundle_hash)
-        row = s.execute(select(Analysis).where(*match)
-                        .order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)).scalar_one_or_none()
+        row = s.execute(
+            select(Analysis).where(*match).order_by(Analysis.created_at.desc(), Analysis.id.desc()).limit(1)
+        ).scalar_one_or_none()
     if row is None:
         return None
     return _from_row(library, uid, row, load_arrays=load_arrays)
@@ -267,16 +273,27 @@ def _from_row(library, uid: str, row, *, load_arrays: bool) -> AnalysisResult | 
     emb = extras.get("embedding")
     ratio = extras.get("heatmap_peak_to_mean")
     return AnalysisResult(
-        uid=uid, bundle_id=row.bundle_id, bundle_version=row.bundle_version,
-        probabilities=analysis_probabilities(row), thresholds=extras.get("thresholds", {}),
-        classes=extras.get("classes", []), mask=mask, mask_threshold=float(extras.get("mask_threshold", 0.5)),
-        mask_area_fraction=extras.get("mask_area_fraction"), mask_label=extras.get("mask_label"),
-        heatmap=heat, heatmap_phrase=extras.get("heatmap_phrase"),
+        uid=uid,
+        bundle_id=row.bundle_id,
+        bundle_version=row.bundle_version,
+        probabilities=analysis_probabilities(row),
+        thresholds=extras.get("thresholds", {}),
+        classes=extras.get("classes", []),
+        mask=mask,
+        mask_threshold=float(extras.get("mask_threshold", 0.5)),
+        mask_area_fraction=extras.get("mask_area_fraction"),
+        mask_label=extras.get("mask_label"),
+        heatmap=heat,
+        heatmap_phrase=extras.get("heatmap_phrase"),
         similar=_hits(extras["similar"]) if "similar" in extras else None,
         embedding=np.asarray(emb, dtype=np.float32) if emb is not None else None,
-        analysis_id=row.id, created_at=row.created_at, from_cache=True, bundle_hash=row.bundle_hash,
+        analysis_id=row.id,
+        created_at=row.created_at,
+        from_cache=True,
+        bundle_hash=row.bundle_hash,
         domain=domain_from_dict(analysis_domain(row)),
-        heatmap_peak_to_mean=float(ratio) if isinstance(ratio, (int, float)) else None)
+        heatmap_peak_to_mean=float(ratio) if isinstance(ratio, (int, float)) else None,
+    )
 
 
 # -- running the model ----------------------------------------------------------------------
@@ -301,7 +318,7 @@ def _instance_source(library, uid: str) -> tuple[Path, str, str]:
     return path, view, modality
 
 
-def _analyze(bundle: "Bundle", path: Path, view: str, modality: str) -> "RuntimeAnalysis":
+def _analyze(bundle: Bundle, path: Path, view: str, modality: str) -> RuntimeAnalysis:
     """The runtime's analysis, with the library's view position and modality as hints."""
     return bundle.analyze(str(path), view=view or None, modality=modality or None)
 
@@ -310,8 +327,16 @@ def _finite(d: dict) -> dict[str, float]:
     return {str(k): float(v) for k, v in d.items() if v is not None and math.isfinite(float(v))}
 
 
-def run_model(library, bundle: "Bundle", uid: str, *, heatmap: bool = True, similar_k: int = SIMILAR_K,
-              store: bool = True, cancelled: CancelFn | None = None) -> AnalysisResult:
+def run_model(
+    library,
+    bundle: Bundle,
+    uid: str,
+    *,
+    heatmap: bool = True,
+    similar_k: int = SIMILAR_K,
+    store: bool = True,
+    cancelled: CancelFn | None = None,
+) -> AnalysisResult:
     """Analyse one instance with ``bundle`` (no cache lookup) and store the result. A cancel
     between the model's steps raises :class:`AnalysisCancelled` and stores nothing (a cached
     analysis is always complete)."""
@@ -342,13 +367,25 @@ def run_model(library, bundle: "Bundle", uid: str, *, heatmap: bool = True, simi
             log.info("no similar reports for %s: %s", uid, exc)
             similar = []
     result = AnalysisResult(
-        uid=uid, bundle_id=str(bundle.id), bundle_version=str(bundle.version), probabilities=probabilities,
-        thresholds=thresholds, classes=list(bundle.classes or probabilities), mask=mask,
+        uid=uid,
+        bundle_id=str(bundle.id),
+        bundle_version=str(bundle.version),
+        probabilities=probabilities,
+        thresholds=thresholds,
+        classes=list(bundle.classes or probabilities),
+        mask=mask,
         mask_threshold=float(a.mask_threshold or 0.5),
         mask_area_fraction=None if a.mask_area_fraction is None else float(a.mask_area_fraction),
-        mask_label=bundle.mask_label, heatmap=heat, heatmap_phrase=phrase, similar=similar,
+        mask_label=bundle.mask_label,
+        heatmap=heat,
+        heatmap_phrase=phrase,
+        similar=similar,
         embedding=None if a.embedding is None else np.asarray(a.embedding, dtype=np.float32),
-        bundle_hash=bundle.content_hash, domain=a.domain, heatmap_peak_to_mean=ratio, runtime=a)
+        bundle_hash=bundle.content_hash,
+        domain=a.domain,
+        heatmap_peak_to_mean=ratio,
+        runtime=a,
+    )
     if store and not getattr(library, "read_only", False):  # a read-only library: shown, not stored
         store_result(library, result)
     result.elapsed_s = time.perf_counter() - started
@@ -359,16 +396,30 @@ def store_result(library, result: AnalysisResult) -> int:
     from app.library.queries import add_analysis
 
     extras = dict(
-        thresholds=result.thresholds, classes=result.classes, mask_threshold=result.mask_threshold,
-        mask_area_fraction=result.mask_area_fraction, mask_label=result.mask_label,
-        heatmap_phrase=result.heatmap_phrase, heatmap_peak_to_mean=result.heatmap_peak_to_mean,
+        thresholds=result.thresholds,
+        classes=result.classes,
+        mask_threshold=result.mask_threshold,
+        mask_area_fraction=result.mask_area_fraction,
+        mask_label=result.mask_label,
+        heatmap_phrase=result.heatmap_phrase,
+        heatmap_peak_to_mean=result.heatmap_peak_to_mean,
         similar=None if result.similar is None else [dict(id=h.id, text=h.text, score=h.score) for h in result.similar],
-        embedding=None if result.embedding is None else [float(x) for x in result.embedding])
+        embedding=None if result.embedding is None else [float(x) for x in result.embedding],
+    )
     if extras["similar"] is None:
         del extras["similar"]
-    analysis_id = add_analysis(library, result.uid, bundle_id=result.bundle_id, bundle_version=result.bundle_version,
-                               probabilities=result.probabilities, mask=result.mask, heatmap=result.heatmap,
-                               bundle_hash=result.bundle_hash, domain=result.domain.to_dict(), extras=extras)
+    analysis_id = add_analysis(
+        library,
+        result.uid,
+        bundle_id=result.bundle_id,
+        bundle_version=result.bundle_version,
+        probabilities=result.probabilities,
+        mask=result.mask,
+        heatmap=result.heatmap,
+        bundle_hash=result.bundle_hash,
+        domain=result.domain.to_dict(),
+        extras=extras,
+    )
     result.analysis_id = analysis_id
     return analysis_id
 
@@ -398,8 +449,9 @@ class _KeyedLocks:
 _IN_FLIGHT = _KeyedLocks()
 
 
-def analyze_instance(library, bundle: "Bundle", uid: str, *, force: bool = False, heatmap: bool = True,
-                     cancelled: CancelFn | None = None) -> AnalysisResult:
+def analyze_instance(
+    library, bundle: Bundle, uid: str, *, force: bool = False, heatmap: bool = True, cancelled: CancelFn | None = None
+) -> AnalysisResult:
     """The cached analysis by this bundle (same content hash) when there is one (unless
     ``force``), else a new one.
 
@@ -410,8 +462,7 @@ def analyze_instance(library, bundle: "Bundle", uid: str, *, force: bool = False
     key = (str(library.db_path), uid, bundle.content_hash)
     with _IN_FLIGHT.hold(key):
         if not force:
-            cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version),
-                                     bundle_hash=bundle.content_hash)
+            cached = cached_analysis(library, uid, str(bundle.id), str(bundle.version), bundle_hash=bundle.content_hash)
             if cached is not None:
                 # bundle facts are the bundle's own (the extras may not be recorded)
                 cached.thresholds = cached.thresholds or _finite(dict(bundle.thresholds))
@@ -421,8 +472,9 @@ def analyze_instance(library, bundle: "Bundle", uid: str, *, force: bool = False
         return run_model(library, bundle, uid, heatmap=heatmap, cancelled=cancelled)
 
 
-def phrase_heatmap(library, bundle: "Bundle", result: AnalysisResult | None, uid: str,
-                   phrase: str) -> tuple[np.ndarray, float | None]:
+def phrase_heatmap(
+    library, bundle: Bundle, result: AnalysisResult | None, uid: str, phrase: str
+) -> tuple[np.ndarray, float | None]:
     """Where the model finds ``phrase`` in the image: (H, W) float32 in [0, 1] (min-max
     stretched) and the raw map's peak-to-mean ratio (:func:`heatmap_contrast`)."""
     phrase = " ".join((phrase or "").split())
@@ -459,10 +511,19 @@ class BatchSummary:
     results: list[AnalysisResult] = field(default_factory=list)
 
 
-def analyze_many(library, bundle, uids: Iterable[str], *, force: bool = False, heatmap: bool = True,
-                 progress: ProgressFn | None = None, cancelled: CancelFn | None = None,
-                 keep_results: bool = False, on_result: Callable[[AnalysisResult], None] | None = None,
-                 progress_interval: float = 0.1) -> BatchSummary:
+def analyze_many(
+    library,
+    bundle,
+    uids: Iterable[str],
+    *,
+    force: bool = False,
+    heatmap: bool = True,
+    progress: ProgressFn | None = None,
+    cancelled: CancelFn | None = None,
+    keep_results: bool = False,
+    on_result: Callable[[AnalysisResult], None] | None = None,
+    progress_interval: float = 0.1,
+) -> BatchSummary:
     """Analyse instances one by one (cache first); a failing image is recorded and skipped.
     ``progress(done, total, text)`` at most every ``progress_interval`` s plus at the end;
     ``cancelled()`` is checked between images."""
@@ -484,7 +545,9 @@ def analyze_many(library, bundle, uids: Iterable[str], *, force: bool = False, h
             summary.failed.append((uid, str(exc)))
         except Exception as exc:  # an unexpected failure on one image must not stop the batch
             log.debug("analysis of %s failed", uid, exc_info=True)
-            summary.failed.append((uid, f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"))
+            summary.failed.append(
+                (uid, f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            )
         else:
             if result.from_cache:
                 summary.cached += 1
@@ -509,8 +572,11 @@ def all_instance_uids(library) -> list[str]:
     from app.library.models import Instance
 
     with library.session() as s:
-        return list(s.execute(select(Instance.sop_instance_uid).order_by(Instance.study_date.desc(),
-                                                                         Instance.id.desc())).scalars())
+        return list(
+            s.execute(
+                select(Instance.sop_instance_uid).order_by(Instance.study_date.desc(), Instance.id.desc())
+            ).scalars()
+        )
 
 
 def unanalysed_uids(library, bundle_id: str, bundle_version: str, *, bundle_hash: str | None = None) -> list[str]:
@@ -520,11 +586,17 @@ def unanalysed_uids(library, bundle_id: str, bundle_version: str, *, bundle_hash
 
     from app.library.models import Analysis, Instance
 
-    match = [Analysis.instance_pk == Instance.id, Analysis.bundle_id == bundle_id,
-             Analysis.bundle_version == bundle_version]
+    match = [
+        Analysis.instance_pk == Instance.id,
+        Analysis.bundle_id == bundle_id,
+        Analysis.bundle_version == bundle_version,
+    ]
     if bundle_hash is not None:
         match.append(Analysis.bundle_hash == bundle_hash)
     with library.session() as s:
         done = exists().where(and_(*match))
-        return list(s.execute(select(Instance.sop_instance_uid).where(~done)
-                              .order_by(Instance.study_date.desc(), Instance.id.desc())).scalars())
+        return list(
+            s.execute(
+                select(Instance.sop_instance_uid).where(~done).order_by(Instance.study_date.desc(), Instance.id.desc())
+            ).scalars()
+        )

@@ -45,8 +45,9 @@ def open_bundle(path: str | os.PathLike, threads: int | None = None):
         from core_model.runtime import load_bundle
     except ImportError as exc:  # the runtime or one of its packages (onnxruntime, tokenizers)
         missing = getattr(exc, "name", None) or str(exc)
-        raise BundleOpenError(f"{path.name}: the model runtime cannot be loaded in this installation "
-                              f"({missing} missing)") from exc
+        raise BundleOpenError(
+            f"{path.name}: the model runtime cannot be loaded in this installation ({missing} missing)"
+        ) from exc
     try:
         return load_bundle(path, threads=0 if threads is None else int(threads))
     except UserError as exc:
@@ -57,8 +58,9 @@ def open_bundle(path: str | os.PathLike, threads: int | None = None):
     except Exception as exc:  # a broken file the runtime did not classify
         log.debug("loading bundle %s failed", path, exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise BundleOpenError(f"{path.name}: not a usable model bundle ({type(exc).__name__}"
-                              + (f": {first}" if first else "") + ")") from exc
+        raise BundleOpenError(
+            f"{path.name}: not a usable model bundle ({type(exc).__name__}" + (f": {first}" if first else "") + ")"
+        ) from exc
 
 
 def describe(bundle) -> str:

@@ -25,6 +25,8 @@ def demo_assets(root: str | os.PathLike | None = None) -> DemoAssets:
     studies = root / "studies"
     bundles = [p for p in (root / "bundle", root / "bundle.zip") if p.exists()]
     if not studies.is_dir() or not bundles:
-        raise UserError(f"the demo assets are not there ({root} needs studies/ and bundle/ or bundle.zip); "
-                        "build them with 'adaptor-train demo' (see the README)")
+        raise UserError(
+            f"the demo assets are not there ({root} needs studies/ and bundle/ or bundle.zip); "
+            "build them with 'adaptor-train demo' (see the README)"
+        )
     return DemoAssets(studies, bundles[0])

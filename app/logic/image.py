@@ -179,8 +179,9 @@ class ViewImage:
 # -- window / level from a mouse drag ---------------------------------------------------------
 
 
-def drag_window(center: float, width: float, dx: float, dy: float, span: float,
-                pixels_for_span: float = 512.0) -> tuple[float, float]:
+def drag_window(
+    center: float, width: float, dx: float, dy: float, span: float, pixels_for_span: float = 512.0
+) -> tuple[float, float]:
     """New (centre, width) after a drag of (dx, dy) screen pixels: right widens the window
     (less contrast), down raises the centre (darker). Dragging ``pixels_for_span`` pixels moves
     by the image's whole value range, so 8-bit and 16-bit images feel the same."""
@@ -276,9 +277,16 @@ def load_image(path: str | os.PathLike) -> ViewImage:
 
         display = load_display(path)
         values = display.astype(np.float32)
-        return ViewImage(source=path.name, values=values, presets=[], is_dicom=False,
-                         value_kind="8-bit value", vmin=0.0, vmax=255.0,
-                         _lut_base=None)
+        return ViewImage(
+            source=path.name,
+            values=values,
+            presets=[],
+            is_dicom=False,
+            value_kind="8-bit value",
+            vmin=0.0,
+            vmax=255.0,
+            _lut_base=None,
+        )
     from core_model.imaging.dicom import (
         decode_pixels,
         file_inversion,
@@ -294,15 +302,23 @@ def load_image(path: str | os.PathLike) -> ViewImage:
         if tag in ds:
             del ds[tag]
     base = _lut_base(values)
-    if base is not None and float(values.max()) < 2 ** 24 and float(values.min()) > -2 ** 24:
+    if base is not None and float(values.max()) < 2**24 and float(values.min()) > -(2**24):
         values = values.astype(np.float32)  # exact for these integers, half the memory
     mono = is_monochrome(ds)
     return ViewImage(
-        source=path.name, values=values, presets=window_presets(ds), units=modality_units(ds),
-        spacing=spacing_of(ds), is_dicom=True,
+        source=path.name,
+        values=values,
+        presets=window_presets(ds),
+        units=modality_units(ds),
+        spacing=spacing_of(ds),
+        is_dicom=True,
         file_invert=file_inversion(ds),
-        value_kind="modality value" if mono else "luminance", header=ds, _lut_base=base,
-        vmin=float(values.min()) if values.size else 0.0, vmax=float(values.max()) if values.size else 0.0)
+        value_kind="modality value" if mono else "luminance",
+        header=ds,
+        _lut_base=base,
+        vmin=float(values.min()) if values.size else 0.0,
+        vmax=float(values.max()) if values.size else 0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -329,6 +345,7 @@ def display_file(path: str | os.PathLike, preset: int | None = None) -> Display:
     index = 0 if preset is None else preset
     if not 0 <= index < len(image.presets):
         names = ", ".join(f"{i + 1}: {p.label()}" for i, p in enumerate(image.presets))
-        raise UnsupportedImageError(f"{path.name}: preset {index + 1} does not exist; the file offers {names}",
-                                    reason="bad_preset")
+        raise UnsupportedImageError(
+            f"{path.name}: preset {index + 1} does not exist; the file offers {names}", reason="bad_preset"
+        )
     return Display(image.render(WindowState(preset=index)), image.presets, index)

@@ -66,8 +66,9 @@ def similar_job(ctx, library, bundle, result, uid: str):
 
 def analyze_all_job(ctx, library, bundle, uids: list[str] | None):
     if uids is None:  # every image without an analysis by this bundle (a query: off the GUI thread)
-        uids = analysis_logic.unanalysed_uids(library, str(bundle.id), str(bundle.version),
-                                              bundle_hash=bundle.content_hash)
+        uids = analysis_logic.unanalysed_uids(
+            library, str(bundle.id), str(bundle.version), bundle_hash=bundle.content_hash
+        )
     return analysis_logic.analyze_many(library, bundle, uids, progress=ctx.progress, cancelled=ctx.cancelled)
 
 
@@ -86,7 +87,9 @@ def thumbnails_job(ctx, library, rows):
         if ctx.cancelled():
             break
         try:
-            out.append((row.sop_instance_uid, make_thumbnail(library, row.sop_instance_uid, row.file_path, row.storage)))
+            out.append(
+                (row.sop_instance_uid, make_thumbnail(library, row.sop_instance_uid, row.file_path, row.storage))
+            )
         except Exception as exc:  # an unreadable image has no thumbnail; the viewer says why
             log.debug("no thumbnail for %s: %s", row.sop_instance_uid, exc)
             out.append((row.sop_instance_uid, None))
@@ -106,8 +109,9 @@ def export_csv_job(ctx, library, bundle, uids: list[str], path: str):
     results, errors = {}, {}
     if bundle is not None:
         for uid in uids:
-            r = analysis_logic.cached_analysis(library, uid, str(bundle.id), str(bundle.version),
-                                               bundle_hash=bundle.content_hash, load_arrays=False)
+            r = analysis_logic.cached_analysis(
+                library, uid, str(bundle.id), str(bundle.version), bundle_hash=bundle.content_hash, load_arrays=False
+            )
             if r is not None:
                 results[uid] = r
     rows, classes = prediction_rows(library, uids, results, errors)

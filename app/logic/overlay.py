@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -110,8 +110,13 @@ def outline_thickness(shape: tuple[int, int]) -> int:
     return max(1, int(round(max(shape) / 400.0)))
 
 
-def mask_rgba(mask: np.ndarray, threshold: float = 0.5, mode: str = "filled",
-              color: tuple[int, int, int] = MASK_COLOR, thickness: int | None = None) -> np.ndarray:
+def mask_rgba(
+    mask: np.ndarray,
+    threshold: float = 0.5,
+    mode: str = "filled",
+    color: tuple[int, int, int] = MASK_COLOR,
+    thickness: int | None = None,
+) -> np.ndarray:
     """Mask probabilities -> (H, W, 4) RGBA: ``color`` at full alpha where the probability is at
     least ``threshold`` (``filled``) or on the boundary of that region (``outline``)."""
     if mode not in ("filled", "outline"):
@@ -229,14 +234,23 @@ def render_footer(width: int, legend: Legend, notice: str = NOTICE) -> np.ndarra
         draw.text((pad, ty), lo, fill=(230, 230, 230), font=font)
         draw.text((pad + bar_w - font.getlength(hi), ty), hi, fill=(230, 230, 230), font=font)
         if legend.colorbar_label and font.getlength(legend.colorbar_label) < bar_w - 4 * size:
-            draw.text((pad + (bar_w - font.getlength(legend.colorbar_label)) / 2, ty), legend.colorbar_label,
-                      fill=(230, 230, 230), font=font)
+            draw.text(
+                (pad + (bar_w - font.getlength(legend.colorbar_label)) / 2, ty),
+                legend.colorbar_label,
+                fill=(230, 230, 230),
+                font=font,
+            )
     return np.asarray(img)
 
 
-def export_view_png(path: str | os.PathLike, base: np.ndarray, layers: Sequence[Layer],
-                    view: tuple[float, float, float, float] | None = None,
-                    legend: Legend | None = None, footer: bool = True) -> Path:
+def export_view_png(
+    path: str | os.PathLike,
+    base: np.ndarray,
+    layers: Sequence[Layer],
+    view: tuple[float, float, float, float] | None = None,
+    legend: Legend | None = None,
+    footer: bool = True,
+) -> Path:
     """Write the composited view as PNG (atomically): the visible part of the image at native
     resolution, overlays with their opacity, and below it a footer with the notice and legend.
     Returns the path written."""
@@ -253,6 +267,7 @@ def export_view_png(path: str | os.PathLike, base: np.ndarray, layers: Sequence[
         rgb = np.concatenate([rgb, render_footer(rgb.shape[1], legend or Legend())], axis=0)
     from core_model.fileio import atomic_write
 
-    atomic_write(path, lambda f: Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(f, format="PNG"),
-                 fsync=False, mkdir=True)
+    atomic_write(
+        path, lambda f: Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(f, format="PNG"), fsync=False, mkdir=True
+    )
     return path

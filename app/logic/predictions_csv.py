@@ -16,16 +16,31 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from app.logic.analysis import AnalysisResult, latest_any
 
-NOTICE_LINE = ("# Research use only; not for diagnosis. Probabilities are a research model's output; "
-               "rows whose domain_status is not in_domain are not meaningful.")
-BASE_COLUMNS = ["sop_instance_uid", "study_instance_uid", "study_date", "view", "modality", "bundle_id",
-                "bundle_version", "analysed_at", "top_finding", "top_probability", "domain_status",
-                "domain_score", "domain_threshold", "domain_reasons"]
+NOTICE_LINE = (
+    "# Research use only; not for diagnosis. Probabilities are a research model's output; "
+    "rows whose domain_status is not in_domain are not meaningful."
+)
+BASE_COLUMNS = [
+    "sop_instance_uid",
+    "study_instance_uid",
+    "study_date",
+    "view",
+    "modality",
+    "bundle_id",
+    "bundle_version",
+    "analysed_at",
+    "top_finding",
+    "top_probability",
+    "domain_status",
+    "domain_score",
+    "domain_threshold",
+    "domain_reasons",
+]
 TAIL_COLUMNS = ["mask_label", "mask_area_fraction", "review_status", "review_comment", "error"]
 
 
@@ -45,26 +60,45 @@ def _instance_facts(library, uids: Sequence[str]) -> dict[str, dict]:
     facts: dict[str, dict] = {}
     with library.session() as s:
         for start in range(0, len(uids), 500):
-            chunk = list(uids[start:start + 500])
-            rows = s.execute(select(Instance.sop_instance_uid, Study.study_uid, Instance.study_date,
-                                    Instance.view_position, Instance.modality, Instance.review_status, Instance.id)
-                             .join(Series, Series.id == Instance.series_pk).join(Study, Study.id == Series.study_pk)
-                             .where(Instance.sop_instance_uid.in_(chunk))).all()
+            chunk = list(uids[start : start + 500])
+            rows = s.execute(
+                select(
+                    Instance.sop_instance_uid,
+                    Study.study_uid,
+                    Instance.study_date,
+                    Instance.view_position,
+                    Instance.modality,
+                    Instance.review_status,
+                    Instance.id,
+                )
+                .join(Series, Series.id == Instance.series_pk)
+                .join(Study, Study.id == Series.study_pk)
+                .where(Instance.sop_instance_uid.in_(chunk))
+            ).all()
             pks = {}
             for uid, study_uid, date, view, modality, status, pk in rows:
-                facts[uid] = dict(study_instance_uid=study_uid, study_date=date, view=view, modality=modality,
-                                  review_status=status or "", review_comment="")
+                facts[uid] = dict(
+                    study_instance_uid=study_uid,
+                    study_date=date,
+                    view=view,
+                    modality=modality,
+                    review_status=status or "",
+                    review_comment="",
+                )
                 pks[pk] = uid
             if pks:
-                for pk, comment in s.execute(select(Review.instance_pk, Review.comment)
-                                             .where(Review.instance_pk.in_(list(pks)))
-                                             .order_by(Review.created_at, Review.id)).all():
+                for pk, comment in s.execute(
+                    select(Review.instance_pk, Review.comment)
+                    .where(Review.instance_pk.in_(list(pks)))
+                    .order_by(Review.created_at, Review.id)
+                ).all():
                     facts[pks[pk]]["review_comment"] = comment or ""  # the latest wins
     return facts
 
 
-def prediction_rows(library, uids: Iterable[str], results: dict[str, AnalysisResult] | None = None,
-                    errors: dict[str, str] | None = None) -> tuple[list[dict], list[str]]:
+def prediction_rows(
+    library, uids: Iterable[str], results: dict[str, AnalysisResult] | None = None, errors: dict[str, str] | None = None
+) -> tuple[list[dict], list[str]]:
     """Rows (dicts of strings) and the class names, from ``results`` where given, else from the
     latest analysis stored in the library (any bundle)."""
     uids = list(dict.fromkeys(uids))
@@ -78,7 +112,7 @@ def prediction_rows(library, uids: Iterable[str], results: dict[str, AnalysisRes
                 results[uid] = found
     classes: list[str] = []
     for r in results.values():
-        for c in (r.classes or list(r.probabilities)):
+        for c in r.classes or list(r.probabilities):
             if c not in classes:
                 classes.append(c)
     rows = []
@@ -97,11 +131,19 @@ def prediction_rows(library, uids: Iterable[str], results: dict[str, AnalysisRes
             row["error"] = errors.get(uid, "not analysed")
         else:
             top, p = r.top_finding
-            row.update(bundle_id=r.bundle_id, bundle_version=r.bundle_version, analysed_at=r.created_at,
-                       top_finding=top or "", top_probability=_fmt(p), mask_label=r.mask_label or "",
-                       mask_area_fraction=_fmt(r.mask_area_fraction), domain_status=r.domain.status,
-                       domain_score=_fmt(r.domain.score), domain_threshold=_fmt(r.domain.threshold),
-                       domain_reasons="; ".join(r.domain.reasons))
+            row.update(
+                bundle_id=r.bundle_id,
+                bundle_version=r.bundle_version,
+                analysed_at=r.created_at,
+                top_finding=top or "",
+                top_probability=_fmt(p),
+                mask_label=r.mask_label or "",
+                mask_area_fraction=_fmt(r.mask_area_fraction),
+                domain_status=r.domain.status,
+                domain_score=_fmt(r.domain.score),
+                domain_threshold=_fmt(r.domain.threshold),
+                domain_reasons="; ".join(r.domain.reasons),
+            )
             for c in classes:
                 row[f"p_{c}"] = _fmt(r.probabilities.get(c))
                 row[f"threshold_{c}"] = _fmt(r.thresholds.get(c))

@@ -31,9 +31,9 @@ def split_sentences(text: str | None) -> list[Sentence]:
         if not line:
             continue
         m = _HEADING.match(line)
-        if m and (m.group(1).isupper() or line[m.end(1):].lstrip().startswith(":")):
+        if m and (m.group(1).isupper() or line[m.end(1) :].lstrip().startswith(":")):
             out.append(Sentence(m.group(1).strip().upper(), heading=True))
-            line = line[m.end():]
+            line = line[m.end() :]
         for part in _SPLIT.split(line):
             part = part.strip()
             if len(part.strip(" .;,")) >= 2:

@@ -28,17 +28,28 @@ from __future__ import annotations
 import csv
 import math
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from core_model.data._files import open_text, require_dir
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.errors import DataError
 
 OBSERVATIONS: tuple[str, ...] = (
-    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
-    "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
-    "Pleural Other", "Fracture", "Support Devices",
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
 )
 
 
@@ -48,8 +59,13 @@ def label_key(observation: str) -> str:
 
 LABEL_KEYS: tuple[str, ...] = tuple(label_key(o) for o in OBSERVATIONS)
 COMPETITION_TASKS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-COMPETITION_UNCERTAIN = {"Atelectasis": "ones", "Cardiomegaly": "zeros", "Consolidation": "zeros",
-                         "Edema": "ones", "Pleural Effusion": "ones"}
+COMPETITION_UNCERTAIN = {
+    "Atelectasis": "ones",
+    "Cardiomegaly": "zeros",
+    "Consolidation": "zeros",
+    "Edema": "ones",
+    "Pleural Effusion": "ones",
+}
 POLICIES = ("as_is", "ones", "zeros", "ignore")
 
 
@@ -123,9 +139,16 @@ def _resolve_image(root: Path | None, rel: str) -> Path:
     return stripped if stripped.exists() else direct
 
 
-def read_chexpert(csv_path, image_root=None, *, uncertainty="as_is", blank: str = "nan",
-                  frontal_only: bool = True, split: str | None = None,
-                  check_images: bool = True) -> ReadResult:
+def read_chexpert(
+    csv_path,
+    image_root=None,
+    *,
+    uncertainty="as_is",
+    blank: str = "nan",
+    frontal_only: bool = True,
+    split: str | None = None,
+    check_images: bool = True,
+) -> ReadResult:
     """Records of a CheXpert CSV. ``image_root`` is the folder holding the release folder (or the
     release folder itself); without it, ``check_images`` is off and paths stay as in the CSV.
     Lateral images are skipped as ``not_frontal`` when ``frontal_only``."""
@@ -190,7 +213,9 @@ def _norm_study(study_id) -> str:
     return s
 
 
-def read_mimic_chexpert(csv_path, *, uncertainty="as_is", blank: str = "nan") -> tuple[dict[str, dict[str, float]], list[Skipped]]:
+def read_mimic_chexpert(
+    csv_path, *, uncertainty="as_is", blank: str = "nan"
+) -> tuple[dict[str, dict[str, float]], list[Skipped]]:
     """``mimic-cxr-2.0.0-chexpert.csv`` as ``{study_id: labels}`` (study ids without the ``s``
     prefix, as strings) plus the rows that could not be used."""
     policies = _policy_map(uncertainty)
@@ -216,8 +241,9 @@ def read_mimic_chexpert(csv_path, *, uncertainty="as_is", blank: str = "nan") ->
     return table, skipped
 
 
-def attach_mimic_chexpert(records: Iterable[Record], labels, *, uncertainty="as_is", blank: str = "nan",
-                          require_labels: bool = False) -> ReadResult:
+def attach_mimic_chexpert(
+    records: Iterable[Record], labels, *, uncertainty="as_is", blank: str = "nan", require_labels: bool = False
+) -> ReadResult:
     """Attach MIMIC-CXR CheXpert labels to records by ``Record.study_id`` (``s50414267`` or
     ``50414267``). ``labels`` is the CSV path or the table from :func:`read_mimic_chexpert`.
     Existing label keys of a record are overwritten. Records without a label row are kept

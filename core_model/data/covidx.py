@@ -69,8 +69,9 @@ def class_index(record: Record, version: str = "A") -> int:
     raise ValueError(f"record {record.id} has no COVIDx {version} class label")
 
 
-def read_covidx(label_path, image_dir, *, split: str | None = None, version: str = "auto",
-                check_images: bool = True) -> CovidxReadResult:
+def read_covidx(
+    label_path, image_dir, *, split: str | None = None, version: str = "auto", check_images: bool = True
+) -> CovidxReadResult:
     """Records of one COVIDx label file (e.g. ``train.txt`` with ``image_dir=.../train``).
 
     ``split`` (train / val / test) is stored on every record when given (e.g. ``"test"`` for the
@@ -140,5 +141,12 @@ def read_covidx_ids(label_path) -> list[str]:
     return ids
 
 
-__all__ = ["CLASSES", "VOCABULARIES", "CovidxReadResult", "class_index", "detect_version",
-           "read_covidx", "read_covidx_ids"]
+__all__ = [
+    "CLASSES",
+    "VOCABULARIES",
+    "CovidxReadResult",
+    "class_index",
+    "detect_version",
+    "read_covidx",
+    "read_covidx_ids",
+]

@@ -65,9 +65,17 @@ def write_demo_studies(phantom_dir: str | os.PathLike, out_dir: str | os.PathLik
         path = out / f"{case.id}.dcm"
         write_dicom(path, pixels, spec, transfer_syntax=ts)
         atomic_write_text(out / f"{case.id}.txt", case.report.strip() + "\n", fsync=False)
-        index.append({"id": case.id, "file": path.name, "finding": case.finding, "view": case.view,
-                      "photometric": spec.photometric, "bits_stored": spec.bits_stored,
-                      "transfer_syntax": str(ts.name if hasattr(ts, "name") else ts)})
+        index.append(
+            {
+                "id": case.id,
+                "file": path.name,
+                "finding": case.finding,
+                "view": case.view,
+                "photometric": spec.photometric,
+                "bits_stored": spec.bits_stored,
+                "transfer_syntax": str(ts.name if hasattr(ts, "name") else ts),
+            }
+        )
     readme = out / "README.txt"
     readme.write_text(
         "SYNTHETIC DEMO STUDIES - NOT MEDICAL DATA.\n"

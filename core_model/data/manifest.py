@@ -30,8 +30,8 @@ import io
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from core_model.data._files import open_text
 from core_model.data.records import ReadResult, Record, Skipped
@@ -40,9 +40,15 @@ from core_model.errors import DataError
 from core_model.fileio import atomic_write_text
 
 _SPLITS = {
-    "train": "train", "training": "train",
-    "val": "val", "valid": "val", "validate": "val", "validation": "val", "dev": "val",
-    "test": "test", "testing": "test",
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "dev": "val",
+    "test": "test",
+    "testing": "test",
 }
 
 
@@ -100,8 +106,10 @@ def _rows(path: Path, image_column: str, require_report: bool) -> Iterator[tuple
                 raise DataError(f"manifest {path} holds no JSON object rows")
             for col in required:
                 if col not in keys:
-                    raise DataError(f"manifest {path}: required column {col!r} is missing; "
-                                    f"columns found: {', '.join(sorted(keys)) or 'none'}")
+                    raise DataError(
+                        f"manifest {path}: required column {col!r} is missing; "
+                        f"columns found: {', '.join(sorted(keys)) or 'none'}"
+                    )
             yield from parsed
             return
         reader = csv.DictReader(fh)
@@ -112,8 +120,9 @@ def _rows(path: Path, image_column: str, require_report: bool) -> Iterator[tuple
         reader.fieldnames = header
         for col in required:
             if col not in header:
-                raise DataError(f"manifest {path}: required column {col!r} is missing; "
-                                f"columns found: {', '.join(header)}")
+                raise DataError(
+                    f"manifest {path}: required column {col!r} is missing; columns found: {', '.join(header)}"
+                )
         for row in reader:
             yield reader.line_num, row, ""
 
@@ -127,9 +136,17 @@ def _cell(row: dict, key: str) -> str:
     return str(value).strip()
 
 
-def read_manifest(path: str | os.PathLike, *, image_column: str = "image", base_dir: str | os.PathLike | None = None,
-                  check_images: bool = True, verify_images: bool = False, require_report: bool = True,
-                  text: str = "paper", deid: str = "remove") -> ReadResult:
+def read_manifest(
+    path: str | os.PathLike,
+    *,
+    image_column: str = "image",
+    base_dir: str | os.PathLike | None = None,
+    check_images: bool = True,
+    verify_images: bool = False,
+    require_report: bool = True,
+    text: str = "paper",
+    deid: str = "remove",
+) -> ReadResult:
     """Read a generic CSV / JSONL manifest into records (see the module docs)."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -171,7 +188,7 @@ def read_manifest(path: str | os.PathLike, *, image_column: str = "image", base_
             continue
         labels: dict[str, float] = {}
         bad = ""
-        items = [(k[len("label_"):], v) for k, v in row.items() if k and k.startswith("label_") and len(k) > 6]
+        items = [(k[len("label_") :], v) for k, v in row.items() if k and k.startswith("label_") and len(k) > 6]
         extra = row.get("labels")
         if isinstance(extra, dict):
             items += list(extra.items())
@@ -205,12 +222,21 @@ def read_manifest(path: str | os.PathLike, *, image_column: str = "image", base_
                 result.skipped.append(Skipped(rid, "unreadable_image", problem))
                 continue
         finding = _cell(row, "finding").lower() or None
-        result.records.append(Record(
-            id=rid, image_path=image_path, report=report, split=split,
-            patient_id=_cell(row, "patient_id") or None, study_id=_cell(row, "study_id") or None,
-            view=_cell(row, "view").upper() or None, labels=labels, mask_path=masks["mask"],
-            finding=finding, lesion_mask_path=masks["lesion_mask"],
-        ))
+        result.records.append(
+            Record(
+                id=rid,
+                image_path=image_path,
+                report=report,
+                split=split,
+                patient_id=_cell(row, "patient_id") or None,
+                study_id=_cell(row, "study_id") or None,
+                view=_cell(row, "view").upper() or None,
+                labels=labels,
+                mask_path=masks["mask"],
+                finding=finding,
+                lesion_mask_path=masks["lesion_mask"],
+            )
+        )
     return result
 
 
@@ -220,7 +246,7 @@ def verify_image(path: str) -> str:
 
     try:
         arr = load_display(path)
-    except Exception as exc:  # noqa: BLE001 - any decoder failure is "unreadable"
+    except Exception as exc:
         return f"{Path(path).name}: {exc}"
     if arr.size == 0:
         return f"{Path(path).name}: empty image"

@@ -43,13 +43,13 @@ SPLIT_COLUMNS = ("dicom_id", "study_id", "subject_id", "split")
 
 def find_csv(root: Path, kind: str, *, required: bool = True) -> Path | None:
     """``mimic-cxr-<version>-<kind>.csv`` or ``.csv.gz`` in ``root`` (newest version first)."""
-    candidates = sorted(root.glob(f"mimic-cxr-*-{kind}.csv"), reverse=True) + \
-        sorted(root.glob(f"mimic-cxr-*-{kind}.csv.gz"), reverse=True)
+    candidates = sorted(root.glob(f"mimic-cxr-*-{kind}.csv"), reverse=True) + sorted(
+        root.glob(f"mimic-cxr-*-{kind}.csv.gz"), reverse=True
+    )
     if candidates:
         return candidates[0]
     if required:
-        raise DataError(f"MIMIC-CXR-JPG {kind} file not found: expected {root}/mimic-cxr-2.0.0-{kind}.csv "
-                        f"(or .csv.gz)")
+        raise DataError(f"MIMIC-CXR-JPG {kind} file not found: expected {root}/mimic-cxr-2.0.0-{kind}.csv (or .csv.gz)")
     return None
 
 
@@ -60,8 +60,9 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict]:
         reader.fieldnames = header
         for col in required:
             if col not in header:
-                raise DataError(f"{path.name}: required column {col!r} is missing; columns found: "
-                                f"{', '.join(header) or 'none'}")
+                raise DataError(
+                    f"{path.name}: required column {col!r} is missing; columns found: {', '.join(header) or 'none'}"
+                )
         try:
             return list(reader)
         except (csv.Error, OSError, EOFError) as exc:
@@ -91,19 +92,30 @@ def report_path(files: Path, subject_id: str, study_id: str) -> Path:
     return files / f"p{subject_id[:2]}" / f"p{subject_id}" / f"s{study_id}.txt"
 
 
-def read_mimic(images_root: str | os.PathLike, reports_root: str | os.PathLike | None = None, *,
-               frontal_only: bool = True, views: tuple[str, ...] = FRONTAL_VIEWS,
-               split_csv: str | os.PathLike | None = None, metadata_csv: str | os.PathLike | None = None,
-               chexpert_csv: str | os.PathLike | None = None, use_chexpert: bool = True,
-               require_report: bool = True, check_images: bool = True, verify_images: bool = False,
-               deid: str = "remove") -> ReadResult:
+def read_mimic(
+    images_root: str | os.PathLike,
+    reports_root: str | os.PathLike | None = None,
+    *,
+    frontal_only: bool = True,
+    views: tuple[str, ...] = FRONTAL_VIEWS,
+    split_csv: str | os.PathLike | None = None,
+    metadata_csv: str | os.PathLike | None = None,
+    chexpert_csv: str | os.PathLike | None = None,
+    use_chexpert: bool = True,
+    require_report: bool = True,
+    check_images: bool = True,
+    verify_images: bool = False,
+    deid: str = "remove",
+) -> ReadResult:
     """Read MIMIC-CXR-JPG (+ MIMIC-CXR reports) into records; see the module docs."""
     root = Path(images_root).expanduser()
     if not root.is_dir():
         raise DataError(f"MIMIC-CXR-JPG folder not found: {root}")
     if reports_root is None and require_report:
-        raise DataError("MIMIC-CXR reports folder not given (the reports come from MIMIC-CXR, "
-                        "files/pXX/pSUBJECT/sSTUDY.txt); pass require_report=False for images only")
+        raise DataError(
+            "MIMIC-CXR reports folder not given (the reports come from MIMIC-CXR, "
+            "files/pXX/pSUBJECT/sSTUDY.txt); pass require_report=False for images only"
+        )
     reports_files = None
     if reports_root is not None:
         rr = Path(reports_root).expanduser()
@@ -178,7 +190,9 @@ def read_mimic(images_root: str | os.PathLike, reports_root: str | os.PathLike |
             continue
         img = image_path(image_files, subject, study, dicom_id)
         if check_images and not img.is_file():
-            result.skipped.append(Skipped(rid, "missing_image", str(img.relative_to(root)) if img.is_relative_to(root) else str(img)))
+            result.skipped.append(
+                Skipped(rid, "missing_image", str(img.relative_to(root)) if img.is_relative_to(root) else str(img))
+            )
             continue
         report = None
         if reports_files is not None:
@@ -209,9 +223,16 @@ def read_mimic(images_root: str | os.PathLike, reports_root: str | os.PathLike |
             if problem:
                 result.skipped.append(Skipped(rid, "unreadable_image", problem))
                 continue
-        result.records.append(Record(
-            id=dicom_id, image_path=str(img.resolve()) if img.exists() else str(img.absolute()),
-            report=report, split=split, patient_id=subject, study_id=study, view=view or None,
-            labels=dict(labels),
-        ))
+        result.records.append(
+            Record(
+                id=dicom_id,
+                image_path=str(img.resolve()) if img.exists() else str(img.absolute()),
+                report=report,
+                split=split,
+                patient_id=subject,
+                study_id=study,
+                view=view or None,
+                labels=dict(labels),
+            )
+        )
     return result

@@ -34,9 +34,9 @@ import os
 import re
 import tarfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.data.reports import clean_text, report_text
@@ -186,9 +186,15 @@ def _read_projections(path: Path) -> dict[str, str]:
         return {_key(r["filename"].strip()): (r.get("projection") or "").strip().upper() for r in reader}
 
 
-def read_openi(archive: str | os.PathLike, images: str | os.PathLike | None = None, *,
-               reports_only: bool = False, projections: str | os.PathLike | None = None,
-               frontal_only: bool = True, deid: str = "remove") -> ReadResult:
+def read_openi(
+    archive: str | os.PathLike,
+    images: str | os.PathLike | None = None,
+    *,
+    reports_only: bool = False,
+    projections: str | os.PathLike | None = None,
+    frontal_only: bool = True,
+    deid: str = "remove",
+) -> ReadResult:
     """Open-I reports (and images, when a folder is given) as records; see the module docs."""
     index: dict[str, str] | None = None
     if images is not None and not reports_only:
@@ -215,8 +221,17 @@ def read_openi(archive: str | os.PathLike, images: str | os.PathLike | None = No
             result.skipped.append(Skipped(rep.uid, "empty_report", "no FINDINGS or IMPRESSION"))
             continue
         if reports_only:
-            result.records.append(Record(id=rep.uid, image_path="", report=text, patient_id=rep.uid,
-                                         study_id=rep.uid, labels=dict(labels), finding=finding))
+            result.records.append(
+                Record(
+                    id=rep.uid,
+                    image_path="",
+                    report=text,
+                    patient_id=rep.uid,
+                    study_id=rep.uid,
+                    labels=dict(labels),
+                    finding=finding,
+                )
+            )
             continue
         if not rep.image_ids:
             result.skipped.append(Skipped(rep.uid, "missing_image", "the report lists no images"))
@@ -231,10 +246,18 @@ def read_openi(archive: str | os.PathLike, images: str | os.PathLike | None = No
                 detail = "no image folder given" if index is None else "not found in the image folder"
                 result.skipped.append(Skipped(image_id, "missing_image", detail))
                 continue
-            result.records.append(Record(
-                id=image_id, image_path=os.path.abspath(p), report=text, patient_id=rep.uid,
-                study_id=rep.uid, view=view, labels=dict(labels), finding=finding,
-            ))
+            result.records.append(
+                Record(
+                    id=image_id,
+                    image_path=os.path.abspath(p),
+                    report=text,
+                    patient_id=rep.uid,
+                    study_id=rep.uid,
+                    view=view,
+                    labels=dict(labels),
+                    finding=finding,
+                )
+            )
     return result
 
 

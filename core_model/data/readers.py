@@ -18,9 +18,9 @@ records without one, applying a split file) stays with the callers in
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
 
 from core_model.data.records import ReadResult
 from core_model.data.splits import SplitAssignment
@@ -97,8 +97,9 @@ def ensure_phantom_manifest(data: Mapping) -> Path:
 
     if not data.get("path"):
         raise ConfigError("data.path must name the folder of the phantom set")
-    return ensure_phantoms(Path(data["path"]), n=int(data.get("n", 2000)), seed=int(data.get("seed", 0)),
-                           dicom=data.get("dicom") or "none")
+    return ensure_phantoms(
+        Path(data["path"]), n=int(data.get("n", 2000)), seed=int(data.get("seed", 0)), dicom=data.get("dicom") or "none"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,10 +203,12 @@ def _rsna_labeled(data: Mapping, task: str, out_dir: Path | None) -> LabeledRead
     from core_model.data.splits import rsna_splits
 
     fraction = fraction_of(data)
-    result = read_rsna(require(data, "path", "the RSNA stage_2_train_labels.csv"),
-                       require(data, "images", "the RSNA DICOM folder"))
-    split = rsna_splits(result.table.all_patient_ids, "segmentation" if task == "segmentation" else "classification",
-                        fraction)
+    result = read_rsna(
+        require(data, "path", "the RSNA stage_2_train_labels.csv"), require(data, "images", "the RSNA DICOM folder")
+    )
+    split = rsna_splits(
+        result.table.all_patient_ids, "segmentation" if task == "segmentation" else "classification", fraction
+    )
     if task == "segmentation":
         result.write_mask_pngs(Path(out_dir or ".") / "masks", size=None)
     return LabeledRead(result, split, ["pneumonia"], "binary", "rsna")
@@ -217,7 +220,9 @@ def _siim_labeled(data: Mapping, task: str, out_dir: Path | None) -> LabeledRead
     from core_model.data.splits import siim_splits
 
     fraction = fraction_of(data)
-    result = read_siim(require(data, "path", "the SIIM train-rle.csv"), require(data, "images", "the SIIM DICOM folder"))
+    result = read_siim(
+        require(data, "path", "the SIIM train-rle.csv"), require(data, "images", "the SIIM DICOM folder")
+    )
     split = siim_splits(result.table.rows, fraction, protocol=data.get("split_protocol") or "mgca")
     if task == "segmentation":
         result.write_mask_pngs(Path(data.get("mask_dir") or Path(out_dir or ".") / "masks"))
@@ -244,8 +249,9 @@ def _chexpert_labeled(data: Mapping, task: str, out_dir: Path | None) -> Labeled
     from core_model.data.chexpert import COMPETITION_TASKS, label_key, read_chexpert
 
     fraction = fraction_of(data)
-    result = read_chexpert(require(data, "path", "the CheXpert CSV"), data.get("images"),
-                           uncertainty=data.get("uncertainty", "as_is"))
+    result = read_chexpert(
+        require(data, "path", "the CheXpert CSV"), data.get("images"), uncertainty=data.get("uncertainty", "as_is")
+    )
     if data.get("val_path"):
         result.extend(read_chexpert(data["val_path"], data.get("images"), uncertainty=data.get("uncertainty", "as_is")))
     classes = [label_key(c) for c in (list(data.get("classes") or []) or COMPETITION_TASKS)]

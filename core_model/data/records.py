@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 
 @dataclass
@@ -56,7 +56,7 @@ class ReadResult:
             parts.append(f"{len(self.skipped)} skipped ({counts})")
         return "; ".join(parts)
 
-    def extend(self, other: "ReadResult") -> None:
+    def extend(self, other: ReadResult) -> None:
         self.records.extend(other.records)
         self.skipped.extend(other.skipped)
 

@@ -135,14 +135,21 @@ def parse_sections(text: str | None, *, deid: str = "remove", token: str = "[dei
         add("preamble", text)
         return Sections(out, had_headers=False)
     add("preamble", text[: chosen[0][0]])
-    for k, (start, end, name) in enumerate(chosen):
+    for k, (_start, end, name) in enumerate(chosen):
         stop = chosen[k + 1][0] if k + 1 < len(chosen) else len(text)
         add(name, text[end:stop])
     return Sections(out, had_headers=True)
 
 
-def report_text(text: str | None = None, *, findings: str | None = None, impression: str | None = None,
-                fallback: bool = True, deid: str = "remove", token: str = "[deid]") -> str | None:
+def report_text(
+    text: str | None = None,
+    *,
+    findings: str | None = None,
+    impression: str | None = None,
+    fallback: bool = True,
+    deid: str = "remove",
+    token: str = "[deid]",
+) -> str | None:
     """The paper's report text: IMPRESSION + " " + FINDINGS (whichever exist), or None when empty.
 
     Give either a whole report (``text``: sections are parsed) or the two sections directly.

@@ -59,8 +59,7 @@ def rle_runs(rle: str, height: int = SIIM_SIZE, width: int = SIIM_SIZE) -> tuple
     total = height * width
     if starts.size and int(starts[-1] + lengths[-1]) > total:
         raise RLEError(
-            f"run ends at pixel {int(starts[-1] + lengths[-1])}, past the {height}x{width} image "
-            f"({total} pixels)"
+            f"run ends at pixel {int(starts[-1] + lengths[-1])}, past the {height}x{width} image ({total} pixels)"
         )
     return starts, lengths
 

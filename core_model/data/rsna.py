@@ -97,8 +97,9 @@ def clip_box(box: Box, height: int, width: int) -> Box | None:
     return Box(x1, y1, x2 - x1, y2 - y1)
 
 
-def boxes_to_mask(boxes, size: int | tuple[int, int] = RSNA_SIZE,
-                  source_size: int | tuple[int, int] = RSNA_SIZE) -> np.ndarray:
+def boxes_to_mask(
+    boxes, size: int | tuple[int, int] = RSNA_SIZE, source_size: int | tuple[int, int] = RSNA_SIZE
+) -> np.ndarray:
     """Filled-box mask (bool, ``size`` = (height, width) or an int for square) for boxes given on a
     ``source_size`` grid. Coordinates are scaled, then truncated to integers as MGCA does
     (``mask[y1:y2, x1:x2]`` with int64 casts) on the source grid; anything outside is clipped."""

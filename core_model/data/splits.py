@@ -61,19 +61,27 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from core_model.data._files import open_text
-from core_model.fileio import atomic_write_text
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.errors import DataError
+from core_model.fileio import atomic_write_text
 
 SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
-                 "validation": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 SPLIT_SEED = 0  # MGCA train_test_split random_state
 FRACTION_SEED = 42  # MGCA sample / np.random seed
 RSNA_CLS_HELD_OUT = 0.15 * 2
@@ -104,7 +112,7 @@ class SplitAssignment:
         return {name: len(getattr(self, name)) for name in SPLITS}
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, str], protocol: str = "split file") -> "SplitAssignment":
+    def from_mapping(cls, mapping: Mapping[str, str], protocol: str = "split file") -> SplitAssignment:
         out = cls(protocol=protocol, protocol_id="split-file")
         for i, s in mapping.items():
             getattr(out, s).append(i)
@@ -113,8 +121,10 @@ class SplitAssignment:
 
 # --------------------------------------------------------------------------- primitives
 
-def sklearn_split(ids: Sequence[str], *, test_size=None, train_size=None,
-                  random_state: int = SPLIT_SEED) -> tuple[list[str], list[str]]:
+
+def sklearn_split(
+    ids: Sequence[str], *, test_size=None, train_size=None, random_state: int = SPLIT_SEED
+) -> tuple[list[str], list[str]]:
     """``sklearn.model_selection.train_test_split`` on a list (first part, second part), order kept."""
     from sklearn.model_selection import train_test_split
 
@@ -162,8 +172,14 @@ def _unique(seq: Iterable[str]) -> list[str]:
 
 # --------------------------------------------------------------------------- datasets
 
-def rsna_splits(patient_ids: Iterable[str], task: str = "classification", fraction: float = 1.0,
-                *, fraction_seed: int = FRACTION_SEED) -> SplitAssignment:
+
+def rsna_splits(
+    patient_ids: Iterable[str],
+    task: str = "classification",
+    fraction: float = 1.0,
+    *,
+    fraction_seed: int = FRACTION_SEED,
+) -> SplitAssignment:
     """MGCA's RSNA splits. ``patient_ids``: every patient of the label file, usable or not (use
     ``RsnaLabels.all_patient_ids``), so the split matches the published one; records skipped
     later are simply absent. ``task``: ``classification`` (70/15/15) or ``segmentation``
@@ -186,19 +202,35 @@ def rsna_splits(patient_ids: Iterable[str], task: str = "classification", fracti
     return out
 
 
-def covidx_splits(train_file_ids: Sequence[str], test_file_ids: Sequence[str], fraction: float = 1.0,
-                  *, fraction_seed: int = FRACTION_SEED) -> SplitAssignment:
+def covidx_splits(
+    train_file_ids: Sequence[str],
+    test_file_ids: Sequence[str],
+    fraction: float = 1.0,
+    *,
+    fraction_seed: int = FRACTION_SEED,
+) -> SplitAssignment:
     """MGCA's COVIDx split: train file rows 80/20 (random_state 0) + the official test file."""
     train, val = sklearn_split(list(train_file_ids), train_size=COVIDX_TRAIN_SIZE, random_state=SPLIT_SEED)
-    out = SplitAssignment(train=pandas_sample(train, fraction, fraction_seed), val=val, test=list(test_file_ids),
-                          protocol_id="mgca-covidx")
-    out.protocol = (f"mgca-covidx: train file 80/20 random_state={SPLIT_SEED}, official test; "
-                    f"train pandas sample(frac={fraction}, random_state={fraction_seed})")
+    out = SplitAssignment(
+        train=pandas_sample(train, fraction, fraction_seed),
+        val=val,
+        test=list(test_file_ids),
+        protocol_id="mgca-covidx",
+    )
+    out.protocol = (
+        f"mgca-covidx: train file 80/20 random_state={SPLIT_SEED}, official test; "
+        f"train pandas sample(frac={fraction}, random_state={fraction_seed})"
+    )
     return out
 
 
-def official_splits(ids_by_split: Mapping[str, Sequence[str]], fraction: float = 1.0,
-                    *, fraction_seed: int = FRACTION_SEED, protocol: str = "official") -> SplitAssignment:
+def official_splits(
+    ids_by_split: Mapping[str, Sequence[str]],
+    fraction: float = 1.0,
+    *,
+    fraction_seed: int = FRACTION_SEED,
+    protocol: str = "official",
+) -> SplitAssignment:
     """A dataset's own splits (CheXpert, MIMIC-CXR) with MGCA's label fraction on train."""
     out = SplitAssignment(protocol=protocol, protocol_id=protocol)
     for name, ids in ids_by_split.items():
@@ -210,8 +242,14 @@ def official_splits(ids_by_split: Mapping[str, Sequence[str]], fraction: float =
     return out
 
 
-def siim_splits(rows: Sequence[tuple[str, str]], fraction: float = 1.0, *, protocol: str = "mgca",
-                balance: bool = True, fraction_seed: int = FRACTION_SEED) -> SplitAssignment:
+def siim_splits(
+    rows: Sequence[tuple[str, str]],
+    fraction: float = 1.0,
+    *,
+    protocol: str = "mgca",
+    balance: bool = True,
+    fraction_seed: int = FRACTION_SEED,
+) -> SplitAssignment:
     """SIIM splits from the label rows ``(ImageId, rle)`` in file order (``SiimLabels.rows``;
     ``rle == "-1"`` for negatives). See the module docstring for ``protocol``."""
     rows = list(rows)
@@ -246,8 +284,9 @@ def siim_splits(rows: Sequence[tuple[str, str]], fraction: float = 1.0, *, proto
     train_ids = _unique(pos_rows + neg_rows)
     if fraction != 1:
         _check_frac(fraction)
-        selected = set(rng.choice(np.array(train_ids, dtype=object), size=int(len(train_ids) * fraction),
-                                  replace=False).tolist())
+        selected = set(
+            rng.choice(np.array(train_ids, dtype=object), size=int(len(train_ids) * fraction), replace=False).tolist()
+        )
         train_ids = [i for i in train_ids if i in selected]
     # one split per image: test > val > train
     test_set = set(test_ids)
@@ -258,9 +297,11 @@ def siim_splits(rows: Sequence[tuple[str, str]], fraction: float = 1.0, *, proto
     out.protocol_id = "mgca-siim" if protocol == "mgca" and balance else f"{protocol}-siim"
     moved_val = len(val_ids) - len(val_clean)
     moved_train = len(train_ids) - len(train_clean)
-    out.protocol = (f"{'mgca' if protocol == 'mgca' else 'image'}-siim: {protocol}-level 70/15/15 "
-                    f"random_state={SPLIT_SEED}; train {'balanced, ' if balance else ''}"
-                    f"fraction {fraction} via RandomState({fraction_seed}).choice")
+    out.protocol = (
+        f"{'mgca' if protocol == 'mgca' else 'image'}-siim: {protocol}-level 70/15/15 "
+        f"random_state={SPLIT_SEED}; train {'balanced, ' if balance else ''}"
+        f"fraction {fraction} via RandomState({fraction_seed}).choice"
+    )
     if moved_val or moved_train:
         out.notes.append(
             f"{moved_train} training and {moved_val} validation images also had rows in a held-out split "
@@ -275,9 +316,13 @@ def siim_splits(rows: Sequence[tuple[str, str]], fraction: float = 1.0, *, proto
 
 # --------------------------------------------------------------------------- generic tools
 
-def grouped_split(ids: Sequence[str], groups: Sequence[str] | None = None,
-                  fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                  seed: int = SPLIT_SEED) -> SplitAssignment:
+
+def grouped_split(
+    ids: Sequence[str],
+    groups: Sequence[str] | None = None,
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+    seed: int = SPLIT_SEED,
+) -> SplitAssignment:
     """A leakage-free split for one's own data: whole groups (patients) go to one split. Groups
     are sorted, permuted with ``RandomState(seed)`` and cut at the cumulative fractions (rounded
     on the number of groups). ``groups=None`` makes every id its own group."""
@@ -310,8 +355,12 @@ def leaking_groups(mapping: Mapping[str, str], group_of: Mapping[str, str | None
     return {g: s for g, s in seen.items() if len(s) > 1}
 
 
-def apply_splits(records: ReadResult | Iterable[Record], mapping: Mapping[str, str] | SplitAssignment,
-                 *, drop_unassigned: bool = True) -> ReadResult:
+def apply_splits(
+    records: ReadResult | Iterable[Record],
+    mapping: Mapping[str, str] | SplitAssignment,
+    *,
+    drop_unassigned: bool = True,
+) -> ReadResult:
     """Set ``Record.split`` from a mapping; records come back in the mapping's order (sampling
     is positional, so order is part of the protocol). Unassigned records are skipped as
     ``not_in_split`` (or kept with ``split=None``); ids of the mapping without a record become
@@ -373,8 +422,9 @@ def read_split_file(path) -> dict[str, str]:
             raw = row[cs].strip() if cs < len(row) else ""
             s = SPLIT_ALIASES.get(raw.lower())
             if not i or s is None:
-                raise DataError(f"split file {path} line {lineno}: need an id and a split of "
-                                f"train/val/test, got {row!r}")
+                raise DataError(
+                    f"split file {path} line {lineno}: need an id and a split of train/val/test, got {row!r}"
+                )
             if out.get(i, s) != s:
                 raise DataError(f"split file {path} line {lineno}: {i!r} is in both {out[i]} and {s}")
             out[i] = s

@@ -26,7 +26,7 @@ class FrozenEncoder(nn.Module):
             p.requires_grad_(False)
         self.model.eval()
 
-    def train(self, mode: bool = True):  # noqa: D401 - keep frozen
+    def train(self, mode: bool = True):
         super().train(False)
         self.model.eval()
         return self
@@ -48,4 +48,3 @@ class FrozenEncoder(nn.Module):
             "weights_sha256": self.weights_sha256,
             "parameters": self.num_parameters(),
         }
-

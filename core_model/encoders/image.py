@@ -28,14 +28,15 @@ class FrozenImageEncoder(FrozenEncoder):
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(pixel_values=pixel_values)
         hidden = out.last_hidden_state  # DINOv2: already layer-normed
-        return hidden[:, 0], hidden[:, self.prefix_tokens:]
+        return hidden[:, 0], hidden[:, self.prefix_tokens :]
 
     def identity(self) -> dict:
         return {**super().identity(), "dim": self.dim, "patch_size": self.patch_size}
 
 
-def load_image_encoder(name: str, *, preset: str | None = None, licence: str = "see model card",
-                       allow_download: bool | None = None) -> FrozenImageEncoder:
+def load_image_encoder(
+    name: str, *, preset: str | None = None, licence: str = "see model card", allow_download: bool | None = None
+) -> FrozenImageEncoder:
     from transformers import AutoModel
 
     target, local = hub.resolve(name, preset)
@@ -50,14 +51,26 @@ def load_image_encoder(name: str, *, preset: str | None = None, licence: str = "
     return FrozenImageEncoder(model, name=preset or name, source=target if local else name, licence=licence)
 
 
-def tiny_vit(*, seed: int = 0, hidden_size: int = 192, layers: int = 3, heads: int = 3,
-             patch_size: int = 14, image_size: int = 224, allow_download: bool | None = None) -> FrozenImageEncoder:
+def tiny_vit(
+    *,
+    seed: int = 0,
+    hidden_size: int = 192,
+    layers: int = 3,
+    heads: int = 3,
+    patch_size: int = 14,
+    image_size: int = 224,
+    allow_download: bool | None = None,
+) -> FrozenImageEncoder:
     """A small random-weight DINOv2-architecture ViT built from a config (tests, demo)."""
     from transformers import Dinov2Config, Dinov2Model
 
     cfg = Dinov2Config(
-        hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=4 * hidden_size, patch_size=patch_size, image_size=image_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden_size,
+        patch_size=patch_size,
+        image_size=image_size,
         attn_implementation="sdpa",
     )
     with torch.random.fork_rng(devices=[]):
@@ -67,7 +80,9 @@ def tiny_vit(*, seed: int = 0, hidden_size: int = 192, layers: int = 3, heads: i
 
 
 register_image_encoder(
-    "tiny-vit", source="config", licence="n/a (random weights)",
+    "tiny-vit",
+    source="config",
+    licence="n/a (random weights)",
     description="DINOv2-architecture ViT, 192-d, 3 layers, patch 14, random weights (tests and demos)",
 )(tiny_vit)
 

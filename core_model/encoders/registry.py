@@ -8,11 +8,11 @@ package, so there is no import cycle.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-_IMAGE: dict[str, "EncoderInfo"] = {}
-_TEXT: dict[str, "EncoderInfo"] = {}
+_IMAGE: dict[str, EncoderInfo] = {}
+_TEXT: dict[str, EncoderInfo] = {}
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,10 @@ from core_model.training.artifacts import code_version, jsonable, load_adaptor
 log = logging.getLogger(__name__)
 
 OPSET = 17
-INTENDED_USE = ("Research use only. Not a medical device; not for diagnosis, triage or any clinical "
-                "decision. Outputs are model estimates for research on chest X-ray vision-language models.")
+INTENDED_USE = (
+    "Research use only. Not a medical device; not for diagnosis, triage or any clinical "
+    "decision. Outputs are model estimates for research on chest X-ray vision-language models."
+)
 
 
 def _read_head(run: Path) -> dict:
@@ -85,8 +87,10 @@ def _encoders(meta: dict):
     txt = create_text_encoder(meta["text_encoder"]["name"], max_length=int(meta.get("text_max_length", 112)))
     for enc, key in ((img, "image_encoder"), (txt, "text_encoder")):
         if enc.weights_sha256 != meta[key]["weights_sha256"]:
-            raise UserError(f"the {key.replace('_', ' ')} {meta[key]['name']!r} available here has other weights "
-                            f"than the one the Adaptor was trained with")
+            raise UserError(
+                f"the {key.replace('_', ' ')} {meta[key]['name']!r} available here has other weights "
+                f"than the one the Adaptor was trained with"
+            )
     return img, txt
 
 
@@ -115,16 +119,26 @@ def build_graphs(cls_meta: dict | None, seg_meta: dict | None):
     if seg_meta:
         h = seg_meta["head"]
         if int(h["input_size"]) != int(meta["preprocess"]["size"]):
-            raise UserError(f"the segmentation head was trained at {h['input_size']} px but the Adaptor's input is "
-                            f"{meta['preprocess']['size']} px; a bundle has one input size (fine-tune at the same size)")
+            raise UserError(
+                f"the segmentation head was trained at {h['input_size']} px but the Adaptor's input is "
+                f"{meta['preprocess']['size']} px; a bundle has one input size (fine-tune at the same size)"
+            )
         seg_decoder = SegDecoder(h["in_dim"], tuple(h["grid"]), int(h["input_size"]), h["kind"])
         seg_decoder.load_state_dict(load_file(str(seg_meta["_run"] / "head.safetensors")))
         seg_decoder.eval()
         seg_pool = int(seg_meta.get("patch_pool", 1))
     grid = tuple(meta.get("encoder_grid") or image_encoder.grid(int(meta["preprocess"]["size"])))
-    image = ImageGraph(image_encoder, adaptor, encoder_grid=grid, cls_pool=int(meta.get("patch_pool", 1)),
-                       cls_head=cls_head, temperature=temperature, multiclass=multiclass,
-                       seg_decoder=seg_decoder, seg_pool=seg_pool).eval()
+    image = ImageGraph(
+        image_encoder,
+        adaptor,
+        encoder_grid=grid,
+        cls_pool=int(meta.get("patch_pool", 1)),
+        cls_head=cls_head,
+        temperature=temperature,
+        multiclass=multiclass,
+        seg_decoder=seg_decoder,
+        seg_pool=seg_pool,
+    ).eval()
     text = TextGraph(text_encoder, adaptor).eval()
     heat = HeatmapGraph(adaptor).eval() if adaptor.config.mode == "tokens" else None
     return image, text, heat, adaptor, meta, text_encoder
@@ -138,31 +152,56 @@ def export_onnx(image: ImageGraph, text: TextGraph, heat: HeatmapGraph | None, s
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            image, (x,), str(folder / "image.onnx"), input_names=list(GRAPH_IO["image"][0]),
+            image,
+            (x,),
+            str(folder / "image.onnx"),
+            input_names=list(GRAPH_IO["image"][0]),
             output_names=list(GRAPH_IO["image"][1]),
-            dynamic_axes={"pixel_values": {0: "batch"}, "probabilities": {0: "batch"}, "logits": {0: "batch"},
-                          "mask_logits": {0: "batch"}, "patch_tokens": {0: "batch"}, "embedding": {0: "batch"}},
-            opset_version=OPSET, dynamo=False,
+            dynamic_axes={
+                "pixel_values": {0: "batch"},
+                "probabilities": {0: "batch"},
+                "logits": {0: "batch"},
+                "mask_logits": {0: "batch"},
+                "patch_tokens": {0: "batch"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
         )
         ids = torch.tensor([[101, 2053, 102, 0], [101, 2187, 2896, 102]], dtype=torch.long)
         mask = (ids != 0).long()
         torch.onnx.export(
-            text, (ids, mask), str(folder / "text.onnx"), input_names=list(GRAPH_IO["text"][0]),
+            text,
+            (ids, mask),
+            str(folder / "text.onnx"),
+            input_names=list(GRAPH_IO["text"][0]),
             output_names=list(GRAPH_IO["text"][1]),
-            dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                          "token_embeddings": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}},
-            opset_version=OPSET, dynamo=False,
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "tokens"},
+                "attention_mask": {0: "batch", 1: "tokens"},
+                "token_embeddings": {0: "batch", 1: "tokens"},
+                "embedding": {0: "batch"},
+            },
+            opset_version=OPSET,
+            dynamo=False,
         )
         if heat is not None:
             d = heat.adaptor.config.dim
             p = image(x[:1])[3].shape[1]
             torch.onnx.export(
-                heat, (torch.randn(1, 4, d), torch.tensor([[0.0, 1.0, 1.0, 0.0]]), torch.randn(1, p, d)),
-                str(folder / "heatmap.onnx"), input_names=list(GRAPH_IO["heatmap"][0]),
+                heat,
+                (torch.randn(1, 4, d), torch.tensor([[0.0, 1.0, 1.0, 0.0]]), torch.randn(1, p, d)),
+                str(folder / "heatmap.onnx"),
+                input_names=list(GRAPH_IO["heatmap"][0]),
                 output_names=list(GRAPH_IO["heatmap"][1]),
-                dynamic_axes={"token_embeddings": {0: "batch", 1: "tokens"}, "word_weights": {0: "batch", 1: "tokens"},
-                              "patch_tokens": {0: "batch"}, "heatmap": {0: "batch"}},
-                opset_version=OPSET, dynamo=False,
+                dynamic_axes={
+                    "token_embeddings": {0: "batch", 1: "tokens"},
+                    "word_weights": {0: "batch", 1: "tokens"},
+                    "patch_tokens": {0: "batch"},
+                    "heatmap": {0: "batch"},
+                },
+                opset_version=OPSET,
+                dynamo=False,
             )
 
 
@@ -170,7 +209,7 @@ def export_onnx(image: ImageGraph, text: TextGraph, heat: HeatmapGraph | None, s
 def embed_reports(text: TextGraph, tokenizer_encoder, texts: list[str], batch: int = 64) -> np.ndarray:
     out = []
     for b in range(0, len(texts), batch):
-        enc = tokenizer_encoder.tokenize(texts[b:b + batch])
+        enc = tokenizer_encoder.tokenize(texts[b : b + batch])
         _, pooled = text(enc["input_ids"], enc["attention_mask"])
         out.append(pooled.float().numpy())
     return np.concatenate(out) if out else np.zeros((0, text.adaptor.config.dim), np.float32)
@@ -229,25 +268,40 @@ def model_card(meta: dict, cls_meta: dict | None, seg_meta: dict | None, config:
         "intended_use": INTENDED_USE,
         "research_use_only": True,
         "encoders": {
-            "image": {k: meta["image_encoder"].get(k) for k in ("name", "source", "licence", "weights_sha256", "parameters")},
-            "text": {k: meta["text_encoder"].get(k) for k in ("name", "source", "licence", "weights_sha256", "parameters")},
+            "image": {
+                k: meta["image_encoder"].get(k) for k in ("name", "source", "licence", "weights_sha256", "parameters")
+            },
+            "text": {
+                k: meta["text_encoder"].get(k) for k in ("name", "source", "licence", "weights_sha256", "parameters")
+            },
         },
         "adaptor": {"config": meta["adaptor"], "trainable_parameters": None, "temperature": meta.get("temperature")},
         "training_data": {
             "pretraining": meta.get("data", {}),
             "pretraining_config": meta.get("config", {}).get("data"),
-            "classification": cls_meta and {"dataset": cls_meta.get("dataset"), "fraction": cls_meta.get("fraction"),
-                                            "split_protocol": cls_meta.get("split_protocol")},
-            "segmentation": seg_meta and {"dataset": seg_meta.get("dataset"), "fraction": seg_meta.get("fraction"),
-                                          "split_protocol": seg_meta.get("split_protocol")},
+            "classification": cls_meta
+            and {
+                "dataset": cls_meta.get("dataset"),
+                "fraction": cls_meta.get("fraction"),
+                "split_protocol": cls_meta.get("split_protocol"),
+            },
+            "segmentation": seg_meta
+            and {
+                "dataset": seg_meta.get("dataset"),
+                "fraction": seg_meta.get("fraction"),
+                "split_protocol": seg_meta.get("split_protocol"),
+            },
         },
         "metrics": {
             "pretraining_validation": {k: v for k, v in pre_metrics.items() if not isinstance(v, (dict, list))},
             "classification_test": cls_meta and _metrics_of(cls_meta["_run"]).get("metrics"),
             "segmentation_test": seg_meta and _metrics_of(seg_meta["_run"]).get("metrics"),
         },
-        "outputs": {"classes": config["classes"], "thresholds": config["thresholds"],
-                    "mask_label": config["mask_label"]},
+        "outputs": {
+            "classes": config["classes"],
+            "thresholds": config["thresholds"],
+            "mask_label": config["mask_label"],
+        },
         "code_version": code_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "limitations": [
@@ -257,8 +311,11 @@ def model_card(meta: dict, cls_meta: dict | None, seg_meta: dict | None, config:
     }
     data_kind = (meta.get("config", {}).get("data") or {}).get("kind")
     if data_kind == "phantoms":
-        card["limitations"].insert(0, "Trained on SYNTHETIC phantoms, not on radiographs: a software demonstration "
-                                      "with no meaning for real images.")
+        card["limitations"].insert(
+            0,
+            "Trained on SYNTHETIC phantoms, not on radiographs: a software demonstration "
+            "with no meaning for real images.",
+        )
     if meta["image_encoder"]["source"].startswith("config:"):
         card["limitations"].insert(0, "The image encoder has random weights (a test/demo preset), not pretrained ones.")
     return card
@@ -270,26 +327,36 @@ def card_markdown(card: dict) -> str:
 
     lines = [f"# {card['name']}", "", f"**{card['intended_use']}**", "", "## Encoders (frozen)", ""]
     for side, e in card["encoders"].items():
-        lines.append(f"- {side}: `{e['name']}` from {e['source']} (licence: {e['licence']}; "
-                     f"{e.get('parameters') or '?'} parameters)")
+        lines.append(
+            f"- {side}: `{e['name']}` from {e['source']} (licence: {e['licence']}; "
+            f"{e.get('parameters') or '?'} parameters)"
+        )
     lines += ["", "## Training data", ""]
     td = card["training_data"]
     pre = td.get("pretraining") or {}
-    lines.append(f"- pretraining: {pre.get('records', '?')} image-report pairs ({(td.get('pretraining_config') or {}).get('kind', '?')})")
+    lines.append(
+        f"- pretraining: {pre.get('records', '?')} image-report pairs ({(td.get('pretraining_config') or {}).get('kind', '?')})"
+    )
     for key in ("classification", "segmentation"):
         if td.get(key):
-            lines.append(f"- {key}: {td[key]['dataset']}, {pct(td[key]['fraction'])} of training labels, "
-                         f"split: {td[key]['split_protocol']}")
+            lines.append(
+                f"- {key}: {td[key]['dataset']}, {pct(td[key]['fraction'])} of training labels, "
+                f"split: {td[key]['split_protocol']}"
+            )
     lines += ["", "## Test metrics", ""]
     cm = card["metrics"].get("classification_test")
     if cm:
         for name, e in cm.get("per_class", {}).items():
-            lines.append(f"- {name}: AUROC {pct(e.get('auroc'))} (95 % CI {pct(e.get('ci_low'))} to {pct(e.get('ci_high'))})")
+            lines.append(
+                f"- {name}: AUROC {pct(e.get('auroc'))} (95 % CI {pct(e.get('ci_low'))} to {pct(e.get('ci_high'))})"
+            )
     sm = card["metrics"].get("segmentation_test")
     if sm:
-        lines.append(f"- {card['outputs']['mask_label']} segmentation: Dice on positive images {pct(sm.get('dice_positive'))}, "
-                     f"MGCA-protocol Dice {pct(sm.get('dice_mgca'))} (all-empty predictor: "
-                     f"{pct((sm.get('empty_baseline') or {}).get('dice_mgca'))})")
+        lines.append(
+            f"- {card['outputs']['mask_label']} segmentation: Dice on positive images {pct(sm.get('dice_positive'))}, "
+            f"MGCA-protocol Dice {pct(sm.get('dice_mgca'))} (all-empty predictor: "
+            f"{pct((sm.get('empty_baseline') or {}).get('dice_mgca'))})"
+        )
     if card.get("quantization"):
         q = card["quantization"]
         lines.append(f"- int8 quantization: {q.get('summary', '')}")
@@ -307,14 +374,27 @@ def write_manifest(folder: Path, bundle_id: str) -> dict:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.relative_to(folder).as_posix() != MANIFEST:
             files[p.relative_to(folder).as_posix()] = sha256_file(p)
-    manifest = {"format": BUNDLE_FORMAT, "format_version": BUNDLE_VERSION, "id": bundle_id,
-                "version": code_version(), "research_use_only": True, "files": files}
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_VERSION,
+        "id": bundle_id,
+        "version": code_version(),
+        "research_use_only": True,
+        "files": files,
+    }
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest
 
 
-def export_bundle(runs: list[Path], out: Path, *, quantize: str | None = None, make_zip: bool = False,
-                  bank_limit: int | None = None, bundle_id: str | None = None) -> Path:
+def export_bundle(
+    runs: list[Path],
+    out: Path,
+    *,
+    quantize: str | None = None,
+    make_zip: bool = False,
+    bank_limit: int | None = None,
+    bundle_id: str | None = None,
+) -> Path:
     """Write a bundle folder (or .zip) at ``out`` from fine-tuning runs; atomic."""
     torch.set_grad_enabled(False)
     cls_meta, seg_meta = _load_heads([Path(r) for r in runs])
@@ -333,7 +413,7 @@ def export_bundle(runs: list[Path], out: Path, *, quantize: str | None = None, m
         emb = embed_reports(text, text_encoder, [t for _, t in bank])
         np.save(tmp / "reports" / "embeddings.npy", emb.astype(np.float16), allow_pickle=False)
         with open(tmp / "reports" / "reports.jsonl", "w") as f:
-            for (rid, t) in bank:
+            for rid, t in bank:
                 f.write(json.dumps({"id": rid, "text": t}) + "\n")
         tok = text_encoder.tokenizer
         config = {
@@ -346,8 +426,11 @@ def export_bundle(runs: list[Path], out: Path, *, quantize: str | None = None, m
             "preprocess": meta["preprocess"],
             "patch_grid": list(adaptor.config.patch_grid) if adaptor.config.patch_grid else None,
             "embedding_dim": adaptor.config.dim,
-            "text": {"max_length": int(meta.get("text_max_length", 112)),
-                     "special_ids": sorted(int(i) for i in tok.all_special_ids), "pad_id": int(tok.pad_token_id or 0)},
+            "text": {
+                "max_length": int(meta.get("text_max_length", 112)),
+                "special_ids": sorted(int(i) for i in tok.all_special_ids),
+                "pad_id": int(tok.pad_token_id or 0),
+            },
             "graphs": {"image": "image.onnx", "text": "text.onnx", "heatmap": "heatmap.onnx" if heat else None},
             "report_bank": {"count": len(bank), "source": "pretraining training split"},
             "research_use_only": True,
@@ -358,14 +441,18 @@ def export_bundle(runs: list[Path], out: Path, *, quantize: str | None = None, m
         # the training domain, on the final image graph (after quantization): see core_model.export.domain
         from core_model.export.domain import fit_bundle_domain
 
-        domain_section, card["domain"] = fit_bundle_domain(tmp, config, cls_meta, seg_meta, meta,
-                                                           synthetic=_trained_on_phantoms(meta, cls_meta, seg_meta))
+        domain_section, card["domain"] = fit_bundle_domain(
+            tmp, config, cls_meta, seg_meta, meta, synthetic=_trained_on_phantoms(meta, cls_meta, seg_meta)
+        )
         if domain_section:
             config["domain"] = domain_section
         atomic_write_json(tmp / "config.json", jsonable(config))
         atomic_write_json(tmp / "model_card.json", jsonable(card))
         (tmp / "MODEL_CARD.md").write_text(card_markdown(card))
-        bid = bundle_id or f"{meta['image_encoder']['name']}+{meta['text_encoder']['name']}-{meta['image_encoder']['weights_sha256'][:6]}"
+        bid = (
+            bundle_id
+            or f"{meta['image_encoder']['name']}+{meta['text_encoder']['name']}-{meta['image_encoder']['weights_sha256'][:6]}"
+        )
         write_manifest(tmp, bid)
         if make_zip:
             zpath = tmp.with_suffix(".zip.part")
@@ -450,7 +537,9 @@ def _test_images(meta: dict | None, classes: list[str], limit: int = 200) -> tup
         test_ids = [row["id"] for row in csv.DictReader(f) if row["split"] == "test"]
     cfg = yaml.safe_load((Path(meta["_run"]) / "config.yaml").read_text())
     try:
-        labeled = load_labeled(cfg["data"], "classification" if meta["kind"] == "classification_head" else "segmentation")
+        labeled = load_labeled(
+            cfg["data"], "classification" if meta["kind"] == "classification_head" else "segmentation"
+        )
     except UserError:
         return [], None
     by_id = {r.id: r for r in labeled.records}
@@ -473,9 +562,13 @@ def measure_quantization(folder: Path, ref: dict, cls_meta, seg_meta, config, mo
     s_q = ort.InferenceSession(str(folder / "image.onnx"), providers=["CPUExecutionProvider"])
     a = s_ref.run(None, {"pixel_values": x})
     b = s_q.run(None, {"pixel_values": x})
-    out = {"mode": mode, "graphs": sorted(ref), "images": len(paths),
-           "max_abs_probability_change": float(np.abs(a[0] - b[0]).max()) if a[0].size else None,
-           "embedding_cosine_min": float(np.min(np.sum(a[4] * b[4], axis=1)))}
+    out = {
+        "mode": mode,
+        "graphs": sorted(ref),
+        "images": len(paths),
+        "max_abs_probability_change": float(np.abs(a[0] - b[0]).max()) if a[0].size else None,
+        "embedding_cosine_min": float(np.min(np.sum(a[4] * b[4], axis=1))),
+    }
     if y is not None and config.get("task") != "multiclass":
         from core_model.metrics.classification import auroc
 
@@ -492,8 +585,11 @@ def measure_quantization(folder: Path, ref: dict, cls_meta, seg_meta, config, mo
     size = {k: (folder / f"{k}.onnx").stat().st_size for k in ref}
     size_ref = {k: ref[k].stat().st_size for k in ref}
     out["size_bytes"] = {"fp32": size_ref, "int8": size}
-    out["summary"] = (f"on {len(paths)} test images, probabilities change by at most "
-                      f"{out['max_abs_probability_change']:.4f}" if out["max_abs_probability_change"] is not None else "")
+    out["summary"] = (
+        f"on {len(paths)} test images, probabilities change by at most {out['max_abs_probability_change']:.4f}"
+        if out["max_abs_probability_change"] is not None
+        else ""
+    )
     if out.get("auroc"):
         worst = max(out["auroc"].values(), key=lambda v: abs(v["change"]) if v["change"] == v["change"] else 0)
         out["summary"] += f", AUROC changes by at most {abs(worst['change']):.4f}"
@@ -503,7 +599,9 @@ def measure_quantization(folder: Path, ref: dict, cls_meta, seg_meta, config, mo
     if "text" in ref:  # the text side: report embeddings of the bank before and after
         texts = [json.loads(line)["text"] for line in open(folder / "reports" / "reports.jsonl")][:200]
         if texts:
-            out["report_embedding_cosine_min"] = _text_cosine(folder, ref["text"], texts, int(config["text"]["max_length"]))
+            out["report_embedding_cosine_min"] = _text_cosine(
+                folder, ref["text"], texts, int(config["text"]["max_length"])
+            )
             out["summary"] += f", report embeddings keep cosine >= {out['report_embedding_cosine_min']:.3f}"
     print(f"{mode} quantization: " + out["summary"])
     return out

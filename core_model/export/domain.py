@@ -16,8 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from core_model.errors import UserError
-from core_model.runtime.domain import (RADIOGRAPH_MODALITIES, DomainModel, fit_domain_model, header_view_modality,
-                                       normalize_view)
+from core_model.runtime.domain import (
+    RADIOGRAPH_MODALITIES,
+    fit_domain_model,
+    header_view_modality,
+    normalize_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +64,9 @@ def _records_by_split(cls_meta: dict | None, seg_meta: dict | None, meta: dict) 
                 return by, data
         except UserError as exc:
             errors.append(str(exc))
-    raise UserError("no training data with train and validation splits is readable here"
-                    + (f" ({errors[0]})" if errors else ""))
+    raise UserError(
+        "no training data with train and validation splits is readable here" + (f" ({errors[0]})" if errors else "")
+    )
 
 
 def _subsample(records: list, limit: int, seed: int = 0) -> list:
@@ -80,7 +85,7 @@ def graph_outputs(session, images: list, spec, batch: int = 32) -> tuple[np.ndar
     embs, pats, shapes, ok = [], [], [], []
     for b in range(0, len(images), batch):
         xs = []
-        for j, im in enumerate(images[b:b + batch]):
+        for j, im in enumerate(images[b : b + batch]):
             try:
                 x, shape = prepare_input_with_shape(im, spec)
             except ImageReadError as exc:
@@ -99,8 +104,9 @@ def graph_outputs(session, images: list, spec, batch: int = 32) -> tuple[np.ndar
     return np.concatenate(embs), np.concatenate(pats), shapes, ok
 
 
-def fit_bundle_domain(folder: Path, config: dict, cls_meta: dict | None, seg_meta: dict | None, meta: dict,
-                      *, synthetic: bool) -> tuple[dict | None, dict]:
+def fit_bundle_domain(
+    folder: Path, config: dict, cls_meta: dict | None, seg_meta: dict | None, meta: dict, *, synthetic: bool
+) -> tuple[dict | None, dict]:
     """Fit the domain model for the bundle being written in ``folder`` (image.onnx final).
     -> (config.json "domain" section or None, model_card.json "domain" section)."""
     import onnxruntime as ort
@@ -128,20 +134,33 @@ def fit_bundle_domain(folder: Path, config: dict, cls_meta: dict | None, seg_met
         card["note"] = "no domain model: too few readable training or validation images"
         return None, card
     views = sorted({v for v in (normalize_view(r.view) for r in chosen["train"]) if v})
-    model, report = fit_domain_model(feats["train"][:2], feats["val"][:2], views=views,
-                                     modalities=RADIOGRAPH_MODALITIES, synthetic=synthetic,
-                                     grid=config.get("patch_grid"), val_quantile=VAL_QUANTILE)
+    model, report = fit_domain_model(
+        feats["train"][:2],
+        feats["val"][:2],
+        views=views,
+        modalities=RADIOGRAPH_MODALITIES,
+        synthetic=synthetic,
+        grid=config.get("patch_grid"),
+        val_quantile=VAL_QUANTILE,
+    )
     section = model.save(folder)
     hs = [s[0] for s in feats["train"][2]]
     ws = [s[1] for s in feats["train"][2]]
-    card.update({
-        "views": list(model.views), "modalities": list(model.modalities),
-        "image_size": {"height": [int(min(hs)), int(max(hs))], "width": [int(min(ws)), int(max(ws))]},
-        "embedding_model": {**report, "files": sorted(section["files"].values())},
-        "threshold": model.threshold, "val_quantile": VAL_QUANTILE,
-        "data": {k: data.get(k) for k in ("kind", "path", "n", "seed", "dicom", "images", "classes", "task",
-                                          "mask_label", "fraction") if k in data},
-    })
+    card.update(
+        {
+            "views": list(model.views),
+            "modalities": list(model.modalities),
+            "image_size": {"height": [int(min(hs)), int(max(hs))], "width": [int(min(ws)), int(max(ws))]},
+            "embedding_model": {**report, "files": sorted(section["files"].values())},
+            "threshold": model.threshold,
+            "val_quantile": VAL_QUANTILE,
+            "data": {
+                k: data.get(k)
+                for k in ("kind", "path", "n", "seed", "dicom", "images", "classes", "task", "mask_label", "fraction")
+                if k in data
+            },
+        }
+    )
     if chosen["test"]:
         scores = model.scores(*feats["test"][:2])
         states = []
@@ -154,9 +173,14 @@ def fit_bundle_domain(folder: Path, config: dict, cls_meta: dict | None, seg_met
     else:
         card["test_images"] = 0
         card["test_false_ood_rate"] = None
-    log.info("domain model: %d training, %d validation images; threshold %.3f; test false out-of-domain rate %s "
-             "(%.0f s)", len(chosen["train"]), len(chosen["val"]), model.threshold, card["test_false_ood_rate"],
-             time.perf_counter() - t0)
+    log.info(
+        "domain model: %d training, %d validation images; threshold %.3f; test false out-of-domain rate %s (%.0f s)",
+        len(chosen["train"]),
+        len(chosen["val"]),
+        model.threshold,
+        card["test_false_ood_rate"],
+        time.perf_counter() - t0,
+    )
     return section, card
 
 
@@ -170,16 +194,24 @@ def domain_card_lines(card: dict) -> list[str]:
         lines.append(f"- No domain model: {d.get('note', 'not recorded')}. Analyses say 'domain unknown'.")
         return lines
     em = d["embedding_model"]
-    lines.append(f"- views: {', '.join(d.get('views') or ['not recorded'])}; modalities accepted: "
-                 f"{', '.join(d.get('modalities') or [])}")
+    lines.append(
+        f"- views: {', '.join(d.get('views') or ['not recorded'])}; modalities accepted: "
+        f"{', '.join(d.get('modalities') or [])}"
+    )
     size = d.get("image_size") or {}
     if size:
-        lines.append(f"- training image sizes: height {size['height'][0]}-{size['height'][1]} px, width "
-                     f"{size['width'][0]}-{size['width'][1]} px")
-    lines.append(f"- score: {em['score']} ({', '.join(em['components'])}; {em['covariance']}), fitted on "
-                 f"{em['train_images']} training images; threshold {d['threshold']:.3f} = the "
-                 f"{100 * d['val_quantile']:.0f}th percentile on {em['val_images']} validation images")
+        lines.append(
+            f"- training image sizes: height {size['height'][0]}-{size['height'][1]} px, width "
+            f"{size['width'][0]}-{size['width'][1]} px"
+        )
+    lines.append(
+        f"- score: {em['score']} ({', '.join(em['components'])}; {em['covariance']}), fitted on "
+        f"{em['train_images']} training images; threshold {d['threshold']:.3f} = the "
+        f"{100 * d['val_quantile']:.0f}th percentile on {em['val_images']} validation images"
+    )
     if d.get("test_false_ood_rate") is not None:
-        lines.append(f"- test split: {100 * d['test_false_ood_rate']:.1f} % of {d['test_images']} images "
-                     f"flagged out of domain (false out-of-domain rate)")
+        lines.append(
+            f"- test split: {100 * d['test_false_ood_rate']:.1f} % of {d['test_images']} images "
+            f"flagged out of domain (false out-of-domain rate)"
+        )
     return lines

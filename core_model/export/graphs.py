@@ -26,9 +26,19 @@ def pool_patches(patches: torch.Tensor, k: int, grid: tuple[int, int]) -> torch.
 
 
 class ImageGraph(nn.Module):
-    def __init__(self, encoder, adaptor: Adaptor, *, encoder_grid: tuple[int, int], cls_pool: int,
-                 cls_head: nn.Module | None = None, temperature: float = 1.0, multiclass: bool = False,
-                 seg_decoder: nn.Module | None = None, seg_pool: int = 1):
+    def __init__(
+        self,
+        encoder,
+        adaptor: Adaptor,
+        *,
+        encoder_grid: tuple[int, int],
+        cls_pool: int,
+        cls_head: nn.Module | None = None,
+        temperature: float = 1.0,
+        multiclass: bool = False,
+        seg_decoder: nn.Module | None = None,
+        seg_pool: int = 1,
+    ):
         super().__init__()
         self.encoder = encoder
         self.adaptor = adaptor
@@ -54,7 +64,9 @@ class ImageGraph(nn.Module):
             if self.seg_pool == self.cls_pool:
                 seg_tokens = out.tokens
             else:
-                seg_tokens = self.adaptor.encode_image(cls, pool_patches(patches, self.seg_pool, self.encoder_grid)).tokens
+                seg_tokens = self.adaptor.encode_image(
+                    cls, pool_patches(patches, self.seg_pool, self.encoder_grid)
+                ).tokens
             mask_logits = self.seg_decoder(seg_tokens)
         else:
             mask_logits = torch.zeros(b, 1, 1, 1, dtype=pixel_values.dtype)
@@ -80,7 +92,8 @@ class HeatmapGraph(nn.Module):
 
     def forward(self, token_embeddings: torch.Tensor, word_weights: torch.Tensor, patch_tokens: torch.Tensor):
         mask = word_weights > 0
-        image = ImageOut(pooled=patch_tokens[:, 0], tokens=patch_tokens, features=patch_tokens[:, 0],
-                         regions=patch_tokens)
+        image = ImageOut(
+            pooled=patch_tokens[:, 0], tokens=patch_tokens, features=patch_tokens[:, 0], regions=patch_tokens
+        )
         text = TextOut(pooled=token_embeddings[:, 0], tokens=token_embeddings, mask=mask)
         return self.adaptor.heatmap(image, text, word_weights)

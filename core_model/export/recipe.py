@@ -26,8 +26,14 @@ def build_runs_from_recipe(path: str | Path, progress: bool = True) -> tuple[lis
         if not part.get("out") or not part.get("config"):
             raise ConfigError(f"{p}: {key} needs 'config' (a fine-tuning config) and 'out' (its run folder)")
         out = Path(part["out"])
-        ensure_finetuned(key, part["config"], out, part.get("set", []), progress=progress,
-                         announce=f"{key} run {out} is missing: fine-tuning it with {part['config']}")
+        ensure_finetuned(
+            key,
+            part["config"],
+            out,
+            part.get("set", []),
+            progress=progress,
+            announce=f"{key} run {out} is missing: fine-tuning it with {part['config']}",
+        )
         runs.append(out)
     if not runs:
         raise ConfigError(f"{p} names no classification or segmentation run")

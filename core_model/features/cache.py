@@ -85,7 +85,9 @@ def describe_mismatch(old: dict, new: dict) -> str:
             if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
                 for sub in sorted(set(a[key]) | set(b[key])):
                     if a[key].get(sub) != b[key].get(sub):
-                        diffs.append(f"{key}.{sub}: cache has {_short(a[key].get(sub))}, asked {_short(b[key].get(sub))}")
+                        diffs.append(
+                            f"{key}.{sub}: cache has {_short(a[key].get(sub))}, asked {_short(b[key].get(sub))}"
+                        )
             else:
                 diffs.append(f"{key}: cache has {_short(a.get(key))}, asked {_short(b.get(key))}")
     return "; ".join(diffs)
@@ -113,8 +115,10 @@ class FeatureCache:
             raise UserError(f"{self.path} is not a feature cache (no manifest.json); run `adaptor-train precompute`")
         self.manifest = json.loads(manifest.read_text())
         if self.manifest.get("format") != FORMAT_VERSION:
-            raise UserError(f"{self.path}: feature cache format {self.manifest.get('format')} is not supported "
-                            f"(expected {FORMAT_VERSION}); recompute it")
+            raise UserError(
+                f"{self.path}: feature cache format {self.manifest.get('format')} is not supported "
+                f"(expected {FORMAT_VERSION}); recompute it"
+            )
         if not self.manifest.get("complete"):
             raise UserError(f"{self.path}: feature cache is incomplete; rerun `adaptor-train precompute` to finish it")
         self.ids: list[str] = json.loads((self.path / "ids.json").read_text())
@@ -124,7 +128,9 @@ class FeatureCache:
         self._shards: dict[int, dict[str, np.ndarray]] = {}
         self.has_image = bool(self.manifest.get("image"))
         self.has_text = bool(self.manifest.get("text"))
-        self._valid = np.concatenate([self._load(s)["valid"] for s in range(self.num_shards)]) if self.n else np.zeros(0, bool)
+        self._valid = (
+            np.concatenate([self._load(s)["valid"] for s in range(self.num_shards)]) if self.n else np.zeros(0, bool)
+        )
 
     @property
     def num_shards(self) -> int:
@@ -142,7 +148,9 @@ class FeatureCache:
         if arrays is None:
             arrays = {}
             base = self.path / "shards" / f"{shard:05d}"
-            parts = ["valid"] + (list(PARTS_IMAGE) if self.has_image else []) + (list(PARTS_TEXT) if self.has_text else [])
+            parts = (
+                ["valid"] + (list(PARTS_IMAGE) if self.has_image else []) + (list(PARTS_TEXT) if self.has_text else [])
+            )
             for part in parts:
                 f = base.with_name(f"{base.name}.{part}.npy")
                 if part == "image.tokens" and not f.exists():
@@ -159,21 +167,21 @@ class FeatureCache:
 
     def image_pooled(self, idx) -> np.ndarray:
         shard, local = self._locate(idx)
-        return np.stack([self._load(s)["image.pooled"][l] for s, l in zip(shard, local)])
+        return np.stack([self._load(s)["image.pooled"][j] for s, j in zip(shard, local)])
 
     def image_tokens(self, idx) -> np.ndarray:
         shard, local = self._locate(idx)
-        return np.stack([self._load(s)["image.tokens"][l] for s, l in zip(shard, local)])
+        return np.stack([self._load(s)["image.tokens"][j] for s, j in zip(shard, local)])
 
     def text_tokens(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        s, l = divmod(int(i), self.shard_size)
+        s, j = divmod(int(i), self.shard_size)
         a = self._load(s)
-        lo, hi = int(a["text.offsets"][l]), int(a["text.offsets"][l + 1])
+        lo, hi = int(a["text.offsets"][j]), int(a["text.offsets"][j + 1])
         return a["text.tokens"][lo:hi], a["text.ids"][lo:hi]
 
     def text_pooled(self, idx) -> np.ndarray:
         shard, local = self._locate(idx)
-        return np.stack([self._load(s)["text.pooled"][l] for s, l in zip(shard, local)])
+        return np.stack([self._load(s)["text.pooled"][j] for s, j in zip(shard, local)])
 
     def text_lengths(self) -> np.ndarray:
         out = []

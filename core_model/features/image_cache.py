@@ -41,8 +41,9 @@ def _one(args) -> str | None:
     return None
 
 
-def resize_images(records: list[Record], out_dir: str | os.PathLike, max_side: int = 512,
-                  workers: int = 2) -> list[Record]:
+def resize_images(
+    records: list[Record], out_dir: str | os.PathLike, max_side: int = 512, workers: int = 2
+) -> list[Record]:
     """Return copies of ``records`` pointing at downsized PNGs in ``out_dir`` (unreadable
     images keep their original path, so precompute reports them with the reason)."""
     out = Path(out_dir)
@@ -53,5 +54,7 @@ def resize_images(records: list[Record], out_dir: str | os.PathLike, max_side: i
             errors = list(pool.map(_one, jobs, chunksize=16))
     else:
         errors = [_one(j) for j in jobs]
-    return [dataclasses.replace(r, image_path=dst) if err is None else r
-            for r, (_, dst, _), err in zip(records, jobs, errors)]
+    return [
+        dataclasses.replace(r, image_path=dst) if err is None else r
+        for r, (_, dst, _), err in zip(records, jobs, errors)
+    ]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,11 +26,11 @@ from core_model.data.records import Record
 from core_model.errors import UserError
 from core_model.features.cache import (
     FORMAT_VERSION,
-    data_digest,
     CacheMismatchError,
     FeatureCache,
     atomic_save_npy,
     atomic_write_json,
+    data_digest,
     describe_mismatch,
     ids_digest,
     spec_key,
@@ -89,15 +89,19 @@ def _collate(batch):
     return idx, x, [b[2] for b in batch]
 
 
-def build_manifest(records: list[Record], image_encoder, text_encoder, spec: PreprocessSpec,
-                   opts: PrecomputeOptions) -> dict:
+def build_manifest(
+    records: list[Record], image_encoder, text_encoder, spec: PreprocessSpec, opts: PrecomputeOptions
+) -> dict:
     ids = [r.id for r in records]
     m: dict = {
         "format": FORMAT_VERSION,
         "items": len(ids),
         "ids_sha256": ids_digest(ids),
-        "data_sha256": data_digest(records, image=bool(opts.image and image_encoder is not None),
-                                   text=bool(opts.text and text_encoder is not None)),
+        "data_sha256": data_digest(
+            records,
+            image=bool(opts.image and image_encoder is not None),
+            text=bool(opts.text and text_encoder is not None),
+        ),
         "shard_size": opts.shard_size,
         "image": None,
         "text": None,
@@ -139,10 +143,18 @@ def _barrier():
         torch.distributed.barrier()
 
 
-def precompute(records: list[Record], out_dir: str | Path, image_encoder, text_encoder,
-               spec: PreprocessSpec, opts: PrecomputeOptions | None = None, *,
-               overwrite: bool = False, progress: bool = True,
-               on_shard: Callable[[int], None] | None = None) -> FeatureCache:
+def precompute(
+    records: list[Record],
+    out_dir: str | Path,
+    image_encoder,
+    text_encoder,
+    spec: PreprocessSpec,
+    opts: PrecomputeOptions | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> FeatureCache:
     """Fill (or finish) the cache at ``out_dir`` for ``records``; returns the complete cache."""
     opts = opts or PrecomputeOptions()
     out = Path(out_dir)
@@ -233,8 +245,10 @@ def precompute(records: list[Record], out_dir: str | Path, image_encoder, text_e
         arrays["valid"] = valid
         for part, arr in arrays.items():
             atomic_save_npy(shards_dir / f"{s:05d}.{part}.npy", arr)
-        atomic_write_json(shards_dir / f"{s:05d}.json", {"shard": s, "start": start, "stop": stop,
-                                                         "valid": int(valid.sum()), "skipped": skipped})
+        atomic_write_json(
+            shards_dir / f"{s:05d}.json",
+            {"shard": s, "start": start, "stop": stop, "valid": int(valid.sum()), "skipped": skipped},
+        )
         done += stop - start
         if on_shard is not None:
             on_shard(s)
@@ -245,14 +259,21 @@ def precompute(records: list[Record], out_dir: str | Path, image_encoder, text_e
     if rank == 0:
         missing = [s for s in range(n_shards) if not (shards_dir / f"{s:05d}.json").exists()]
         if missing:
-            raise UserError(f"{len(missing)} shards are missing after precompute (first: {missing[0]}); rerun to finish")
+            raise UserError(
+                f"{len(missing)} shards are missing after precompute (first: {missing[0]}); rerun to finish"
+            )
         sizes = _bytes_per_item(shards_dir, len(records))
         skipped_all = []
         for s in range(n_shards):
             skipped_all += json_load(shards_dir / f"{s:05d}.json")["skipped"]
-        final = {**manifest, "complete": True, "bytes_per_item": sizes,
-                 "valid_items": len(records) - len({d["id"] for d in skipped_all}),
-                 "skipped": skipped_all[:1000], "skipped_total": len(skipped_all)}
+        final = {
+            **manifest,
+            "complete": True,
+            "bytes_per_item": sizes,
+            "valid_items": len(records) - len({d["id"] for d in skipped_all}),
+            "skipped": skipped_all[:1000],
+            "skipped_total": len(skipped_all),
+        }
         atomic_write_json(out / "manifest.json", final)
     _barrier()
     return FeatureCache(out)
@@ -282,8 +303,14 @@ def _image_batches(records: list[Record], shards: list[int], spec: PreprocessSpe
         for b in range(start, stop, opts.batch_size):
             batches.append(list(range(b, min(b + opts.batch_size, stop))))
     ds = _ImageDataset([r.image_path for r in records], spec)
-    loader = DataLoader(ds, batch_sampler=batches, num_workers=opts.workers, collate_fn=_collate,
-                        persistent_workers=False, pin_memory=torch.cuda.is_available())
+    loader = DataLoader(
+        ds,
+        batch_sampler=batches,
+        num_workers=opts.workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+    )
     yield from loader
 
 
@@ -298,7 +325,7 @@ def _encode_images(encoder, x: torch.Tensor, device: torch.device, opts: Precomp
     k = max(1, int(opts.patch_pool))
     if k > 1:
         b, p, d = patches.shape
-        g = int(round(p ** 0.5))
+        g = int(round(p**0.5))
         grid = patches.float().transpose(1, 2).reshape(b, d, g, p // g)
         patches = F.avg_pool2d(grid, k).flatten(2).transpose(1, 2)
     return pooled, patches.float().half().cpu().numpy()
@@ -309,7 +336,7 @@ def _encode_texts(encoder, records: list[Record], device: torch.device, opts: Pr
     pooled, toks, ids, lengths = [], [], [], []
     texts = [(r.report or "").strip() or "." for r in records]
     for b in range(0, len(texts), opts.text_batch_size):
-        enc = encoder.tokenize(texts[b:b + opts.text_batch_size])
+        enc = encoder.tokenize(texts[b : b + opts.text_batch_size])
         input_ids = enc["input_ids"].to(device)
         mask = enc["attention_mask"].to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

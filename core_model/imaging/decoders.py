@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 
 def ensure_gdcm_importable() -> bool:
@@ -25,7 +26,7 @@ def ensure_gdcm_importable() -> bool:
     reports the plugin as unavailable (its own ``ImportError`` path)."""
     if "gdcm" in sys.modules:
         return sys.modules["gdcm"] is not None
-    saved = {name: sys.modules.get(name, _MISSING) for name in ("dl", "DLFCN")}
+    saved: dict[str, Any] = {name: sys.modules.get(name, _MISSING) for name in ("dl", "DLFCN")}
     try:
         for name in saved:
             sys.modules[name] = None  # type: ignore[assignment]  # makes `import dl` raise ImportError
@@ -118,7 +119,9 @@ def missing_decoder_message(uid: str) -> str | None:
             wanted += f" (or {_install_hint(info.packages[1])})"
     else:
         wanted = ", ".join(sorted({PLUGIN_PACKAGES.get(n.split(" ")[0], n) for n in decoder.missing_dependencies}))
-    return f"transfer syntax {label} needs a decoder that is not installed: install {wanted or 'a pydicom pixel plugin'}"
+    return (
+        f"transfer syntax {label} needs a decoder that is not installed: install {wanted or 'a pydicom pixel plugin'}"
+    )
 
 
 def _install_hint(package: str) -> str:

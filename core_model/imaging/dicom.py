@@ -38,7 +38,7 @@ import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from core_model.imaging.decoders import ensure_gdcm_importable, missing_decoder_message
 
@@ -80,6 +80,7 @@ from core_model.imaging.sniff import (  # noqa: E402
     looks_like_raw_dataset,
     refusal,
 )
+
 
 class _HideQuotedValues(logging.Filter):
     """pydicom logs value-validation problems quoting the element value, which may be a
@@ -132,8 +133,15 @@ MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"}
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")  # the photometric interpretations with modality values
-_KNOWN_PHOTOMETRIC = MONOCHROME + ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT",
-                              "YBR_PARTIAL_420", "PALETTE COLOR")
+_KNOWN_PHOTOMETRIC = MONOCHROME + (
+    "RGB",
+    "YBR_FULL",
+    "YBR_FULL_422",
+    "YBR_ICT",
+    "YBR_RCT",
+    "YBR_PARTIAL_420",
+    "PALETTE COLOR",
+)
 
 
 @dataclass(frozen=True)
@@ -203,8 +211,13 @@ def _read(fp, *, header_only: bool, force: bool, source: str) -> Dataset:
         implicit, little = getattr(ds, "original_encoding", (True, True))
         if meta is None:
             ds.file_meta = meta = FileMetaDataset()
-        meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit is not False else
-                                  ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
+        meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian
+            if implicit is not False
+            else ExplicitVRLittleEndian
+            if little is not False
+            else ExplicitVRBigEndian
+        )
     return ds
 
 
@@ -227,9 +240,11 @@ def parse_header(ds: Dataset, source: str = "", limit: int = MAX_SEQUENCE_DEPTH)
                 value = elem.value
             except RecursionError:
                 raise SequenceTooDeepError(f"{name}the header nests sequences too deeply to read; refused") from None
-            except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on corrupt elements
-                raise BadHeaderError(f"{name}header element {_tag_text(tag)} cannot be parsed "
-                                     f"({type(exc).__name__}); the file is corrupt") from None
+            except Exception as exc:
+                raise BadHeaderError(
+                    f"{name}header element {_tag_text(tag)} cannot be parsed "
+                    f"({type(exc).__name__}); the file is corrupt"
+                ) from None
             if elem.VR == "SQ":
                 for item in value or ():
                     if isinstance(item, Dataset):
@@ -244,8 +259,11 @@ def _converted(ds: Dataset, tag):
     raw = ds.get_item(tag)
     if not isinstance(raw, RawDataElement):
         return raw
-    encoding = (getattr(ds, "original_character_set", None) or getattr(ds, "_character_set", None)
-                if int(tag) != 0x00080005 else None)
+    encoding = (
+        getattr(ds, "original_character_set", None) or getattr(ds, "_character_set", None)
+        if int(tag) != 0x00080005
+        else None
+    )
     return convert_raw_data_element(raw, encoding=encoding or "iso8859", ds=ds)
 
 
@@ -304,8 +322,7 @@ def _raw_pixel_element(ds: Dataset):
 def _raw_is_short(raw) -> bool:
     length = getattr(raw, "length", None)
     value = getattr(raw, "value", None)
-    return (length is not None and length != 0xFFFFFFFF and isinstance(value, (bytes, bytearray))
-            and len(value) < length)
+    return length is not None and length != 0xFFFFFFFF and isinstance(value, (bytes, bytearray)) and len(value) < length
 
 
 def _pixel_tag_in_file(path: Path) -> bool:
@@ -414,8 +431,9 @@ def _check_inflated_size(fp, size: int, source: str) -> None:
                 chunk = inflater.unconsumed_tail
                 if total > budget:
                     raise ImageTooLargeError(
-                        f"{source}: the deflated dataset inflates to more than {budget // 2 ** 20:,} MiB; "
-                        "refused before reading it")
+                        f"{source}: the deflated dataset inflates to more than {budget // 2**20:,} MiB; "
+                        "refused before reading it"
+                    )
             if inflater.eof:
                 break
     except zlib.error:
@@ -532,7 +550,9 @@ def check_transfer_syntax(ds: Dataset, source: str = "") -> UID | None:
         shown = str(ts) if len(str(ts)) <= 64 else str(ts)[:64] + "..."
         raise UnsupportedImageError(
             f"{name}transfer syntax {shown!r} is not a standard DICOM transfer syntax (private or unknown); "
-            "unsupported", reason="unsupported")
+            "unsupported",
+            reason="unsupported",
+        )
     return ts
 
 
@@ -553,17 +573,24 @@ def check_budget(scan: HeaderScan | Dataset, source: str = "") -> None:
             stored = len(value)
             undefined = getattr(raw, "length", None) == 0xFFFFFFFF or getattr(raw, "is_undefined_length", False)
             if undefined or (getattr(ds, "file_meta", None) is not None and _is_compressed(ds)):
-                codec = declared_size(_first_fragment(bytes(value[:1 << 16])))
+                codec = declared_size(_first_fragment(bytes(value[: 1 << 16])))
     if stored is not None:
         check_stored_bytes(stored, source=name)
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     if rows and cols:
         alloc = _int(ds, "BitsAllocated") or 8
-        check_pixels(rows, cols, frames=_int(ds, "NumberOfFrames") or 1, samples=_int(ds, "SamplesPerPixel") or 1,
-                     bytes_per_sample=max(alloc // 8, 1), source=name)
+        check_pixels(
+            rows,
+            cols,
+            frames=_int(ds, "NumberOfFrames") or 1,
+            samples=_int(ds, "SamplesPerPixel") or 1,
+            bytes_per_sample=max(alloc // 8, 1),
+            source=name,
+        )
     if codec is not None:
-        check_pixels(codec.rows, codec.columns, samples=codec.components, source=name,
-                     what="the compressed frame's own header")
+        check_pixels(
+            codec.rows, codec.columns, samples=codec.components, source=name, what="the compressed frame's own header"
+        )
 
 
 def _is_compressed(ds: Dataset) -> bool:
@@ -580,11 +607,11 @@ def _first_fragment(value: bytes) -> bytes:
     for _ in range(2):
         if len(value) < p + 8:
             return b""
-        g, e, n = struct.unpack("<HHI", value[p:p + 8])
+        g, e, n = struct.unpack("<HHI", value[p : p + 8])
         if (g, e) != (0xFFFE, 0xE000):
             return b""
         if _ == 1:
-            return value[p + 8:p + 8 + n]
+            return value[p + 8 : p + 8 + n]
         p += 8 + n
     return b""
 
@@ -617,7 +644,9 @@ def check_header(scan: HeaderScan) -> None:
     """Raise the specific :class:`ImageReadError` a file would hit when decoded, using only its
     header, the pixel element's position and length and the installed decoders."""
     ds, name = scan.dataset, scan.path.name
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    sop_class = str(
+        ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or ""
+    )
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS:
         raise NoPixelDataError(f"{name}: a DICOMDIR (media directory), not an image")
     pixel = scan.pixel
@@ -631,20 +660,25 @@ def check_header(scan: HeaderScan) -> None:
     for keyword in ("Rows", "Columns", "BitsAllocated"):
         if not _int(ds, keyword):
             raise PixelDataMismatchError(f"{name}: the image header lacks a valid {keyword}")
-    alloc, stored = _int(ds, "BitsAllocated"), _int(ds, "BitsStored") or _int(ds, "BitsAllocated")
+    alloc = _int(ds, "BitsAllocated") or 0  # checked above: a positive number
+    stored = _int(ds, "BitsStored") or alloc
     if stored > alloc:
         raise PixelDataMismatchError(f"{name}: Bits Stored ({stored}) exceeds Bits Allocated ({alloc})")
     spp = _int(ds, "SamplesPerPixel") or 1
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
     if spp not in (1, 3) or (photometric and photometric not in _KNOWN_PHOTOMETRIC):
-        raise UnsupportedImageError(f"{name}: unsupported image type ({spp} samples, {photometric or 'no photometric interpretation'})")
+        raise UnsupportedImageError(
+            f"{name}: unsupported image type ({spp} samples, {photometric or 'no photometric interpretation'})"
+        )
     ts = check_transfer_syntax(ds, name)
     check_budget(scan)
     check_rescale(ds, name)
     compressed = bool(ts is not None and ts.is_compressed)
     if scan.positional and pixel.tag == 0x7FE00010:
         if compressed and pixel.length is not None:
-            raise PixelDataMismatchError(f"{name}: the transfer syntax is compressed but the pixel data is not encapsulated")
+            raise PixelDataMismatchError(
+                f"{name}: the transfer syntax is compressed but the pixel data is not encapsulated"
+            )
         if not compressed and pixel.length is None:
             raise PixelDataMismatchError(f"{name}: encapsulated pixel data in an uncompressed transfer syntax")
         if compressed:
@@ -655,31 +689,35 @@ def check_header(scan: HeaderScan) -> None:
                 raise PixelDataMismatchError(f"{name}: the compressed pixel data holds no frame")
             if pixel.fragments < frames:
                 raise PixelDataMismatchError(
-                    f"{name}: {frames} frames announced but only {pixel.fragments} compressed fragments stored")
+                    f"{name}: {frames} frames announced but only {pixel.fragments} compressed fragments stored"
+                )
             codec = scan.codec_size
             if codec is not None and codec.rows and (codec.rows, codec.columns) != (ds.Rows, ds.Columns):
                 raise PixelDataMismatchError(
                     f"{name}: the compressed frame is {codec.columns} x {codec.rows} but the header says "
-                    f"{ds.Columns} x {ds.Rows}")
+                    f"{ds.Columns} x {ds.Rows}"
+                )
         else:
             expected = expected_native_length(ds)
-            if expected is not None and pixel.length < expected:
+            if expected is not None and pixel.length is not None and pixel.length < expected:
                 raise PixelDataMismatchError(
                     f"{name}: pixel data inconsistent with its header ({pixel.length} bytes stored, "
                     f"{expected} expected for {ds.Rows} x {ds.Columns} x {alloc} bits"
-                    f"{' x ' + str(spp) + ' samples' if spp > 1 else ''})")
+                    f"{' x ' + str(spp) + ' samples' if spp > 1 else ''})"
+                )
     if scan.positional and pixel.tag in (0x7FE00008, 0x7FE00009) and pixel.length is not None:
         width = 4 if pixel.tag == 0x7FE00008 else 8
-        rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+        rows, cols = _int(ds, "Rows") or 0, _int(ds, "Columns") or 0  # checked above: positive
         expected = rows * cols * spp * (_int(ds, "NumberOfFrames") or 1) * width
         if pixel.length < expected:
             raise PixelDataMismatchError(
                 f"{name}: float pixel data inconsistent with its header ({pixel.length} bytes stored, "
-                f"{expected} expected for {rows} x {cols} x {8 * width} bits)")
+                f"{expected} expected for {rows} x {cols} x {8 * width} bits)"
+            )
     if ts is not None:
-        missing = missing_decoder_message(ts)
-        if missing:
-            raise MissingDecoderError(f"{name}: {missing}")
+        no_decoder = missing_decoder_message(ts)
+        if no_decoder:
+            raise MissingDecoderError(f"{name}: {no_decoder}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -765,8 +803,10 @@ def modality_values(ds: Dataset, stored: np.ndarray | None = None, *, source: st
             values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
     if values.size and not np.isfinite(values).all():
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-        raise InvalidValuesError(f"{source + ': ' if source else ''}{bad:,} of {values.size:,} pixel values are not finite numbers (NaN or "
-                                 "infinite); refused rather than shown wrongly")
+        raise InvalidValuesError(
+            f"{source + ': ' if source else ''}{bad:,} of {values.size:,} pixel values are not finite numbers (NaN or "
+            "infinite); refused rather than shown wrongly"
+        )
     return values
 
 
@@ -831,8 +871,11 @@ def window_presets(ds: Dataset) -> list[WindowPreset]:
         if not (math.isfinite(center) and _valid_width(width, function)):
             continue
         name = str(explanations[i]).strip() if i < len(explanations) and explanations[i] else ""
-        presets.append(WindowPreset(index=i, kind="window", name=name or f"Window {i + 1}",
-                                    center=center, width=width, function=function))
+        presets.append(
+            WindowPreset(
+                index=i, kind="window", name=name or f"Window {i + 1}", center=center, width=width, function=function
+            )
+        )
     presets.append(WindowPreset(index=0, kind="full_range", name="Full range (min-max)"))
     return presets
 
@@ -877,7 +920,7 @@ def _lut_table(item: Dataset, ds: Dataset, values: np.ndarray) -> tuple[int, np.
     if table.size == 0:
         raise UnsupportedImageError("VOI LUT holds no entries")
     first = lut_first_mapped(first, float(np.min(values)))
-    top = float(2 ** bits - 1) if 8 <= bits <= 16 else 0.0
+    top = float(2**bits - 1) if 8 <= bits <= 16 else 0.0
     if table.max() > top:  # malformed: entries exceed the declared depth; use the depth they need
         top = float(2 ** int(math.ceil(math.log2(table.max() + 1))) - 1)
     return first, table, max(top, 1.0)
@@ -930,9 +973,15 @@ def _full_range(values: np.ndarray, ds: Dataset) -> np.ndarray:
     return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
 
-def apply_voi(values: np.ndarray, ds: Dataset, preset: WindowPreset | None = None,
-              *, center: float | None = None, width: float | None = None,
-              function: str | None = None) -> np.ndarray:
+def apply_voi(
+    values: np.ndarray,
+    ds: Dataset,
+    preset: WindowPreset | None = None,
+    *,
+    center: float | None = None,
+    width: float | None = None,
+    function: str | None = None,
+) -> np.ndarray:
     """Modality values -> [0, 1] VOI output (0 = lowest output, before any inversion).
 
     ``center``/``width`` override the file (manual window/level in the viewer); they use
@@ -952,6 +1001,7 @@ def apply_voi(values: np.ndarray, ds: Dataset, preset: WindowPreset | None = Non
         return _full_range(values, ds)
     if preset.kind == "voi_lut":
         return voi_lut(values, ds.VOILUTSequence[preset.index], ds)
+    assert preset.center is not None and preset.width is not None  # a window preset has both
     return voi_window(values, preset.center, preset.width, preset.function)
 
 
@@ -981,10 +1031,16 @@ def to_display(unit: np.ndarray, invert: bool) -> np.ndarray:
     return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
 
 
-def render_dataset(ds: Dataset, preset: int | WindowPreset | None = None, *,
-                   center: float | None = None, width: float | None = None,
-                   user_invert: bool = False, values: np.ndarray | None = None,
-                   source: str = "") -> np.ndarray:
+def render_dataset(
+    ds: Dataset,
+    preset: int | WindowPreset | None = None,
+    *,
+    center: float | None = None,
+    width: float | None = None,
+    user_invert: bool = False,
+    values: np.ndarray | None = None,
+    source: str = "",
+) -> np.ndarray:
     """Full display pipeline for one dataset -> uint8 image at native resolution.
 
     ``preset`` is a 0-based index into :func:`window_presets` (or a preset); None = default.
@@ -997,9 +1053,11 @@ def render_dataset(ds: Dataset, preset: int | WindowPreset | None = None, *,
         if not 0 <= preset < len(presets):
             raise UnsupportedImageError(
                 f"{source + ': ' if source else ''}preset {preset + 1} does not exist; the file offers "
-                f"{len(presets)} (" + ", ".join(p.label() for p in presets) + ")", reason="bad_preset")
+                f"{len(presets)} (" + ", ".join(p.label() for p in presets) + ")",
+                reason="bad_preset",
+            )
         preset = presets[preset]
-    unit = apply_voi(values, ds, preset, center=center, width=width)
+    unit = apply_voi(values, ds, cast("WindowPreset | None", preset), center=center, width=width)
     return to_display(unit, file_inversion(ds) != user_invert)
 
 

@@ -31,12 +31,12 @@ import pydicom  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.uid import (  # noqa: E402
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
     JPEGLossless,
     JPEGLosslessSV1,
-    UID,
     generate_uid,
 )
 
@@ -94,8 +94,8 @@ def build_dataset(pixels: np.ndarray, spec: DicomSpec | None = None) -> Dataset:
     sop_class = DX_STORAGE if spec.modality == "DX" else CR_STORAGE
     sop_uid = spec.sop_uid or generate_uid()
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
 
@@ -159,8 +159,14 @@ def build_dataset(pixels: np.ndarray, spec: DicomSpec | None = None) -> Dataset:
     return ds
 
 
-def write_dicom(path: str | os.PathLike, pixels: np.ndarray, spec: DicomSpec | None = None,
-                transfer_syntax: str | None = None, *, jpeg_quality: int = 90) -> Path:
+def write_dicom(
+    path: str | os.PathLike,
+    pixels: np.ndarray,
+    spec: DicomSpec | None = None,
+    transfer_syntax: str | None = None,
+    *,
+    jpeg_quality: int = 90,
+) -> Path:
     """Write ``pixels`` as a DICOM file (atomically); ``transfer_syntax`` compresses it (see
     :func:`compress`)."""
     ds = build_dataset(pixels, spec)
@@ -220,8 +226,10 @@ def _compress_gdcm(ds: Dataset, uid: UID) -> Dataset:
         import gdcm
     except ImportError as exc:  # pragma: no cover - gdcm is part of the app install
         raise RuntimeError("JPEG Lossless encoding needs python-gdcm") from exc
-    target = {JPEGLosslessSV1: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
-              JPEGLossless: gdcm.TransferSyntax.JPEGLosslessProcess14}[uid]
+    target = {
+        JPEGLosslessSV1: gdcm.TransferSyntax.JPEGLosslessProcess14_1,
+        JPEGLossless: gdcm.TransferSyntax.JPEGLosslessProcess14,
+    }[uid]
     with tempfile.TemporaryDirectory(prefix="cxr-gdcm-") as tmp:
         src, dst = os.path.join(tmp, "in.dcm"), os.path.join(tmp, "out.dcm")
         ds.save_as(src, enforce_file_format=True)

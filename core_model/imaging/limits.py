@@ -18,16 +18,33 @@ from __future__ import annotations
 
 from core_model.imaging.errors import ImageTooLargeError, SequenceTooDeepError
 
-__all__ = ["MAX_PIXELS", "MAX_PIXEL_BYTES", "MAX_SEQUENCE_DEPTH", "ImageTooLargeError", "SequenceTooDeepError",
-           "check_pixels", "check_stored_bytes", "check_sequence_depth", "sequence_depth"]
+__all__ = [
+    "MAX_PIXELS",
+    "MAX_PIXEL_BYTES",
+    "MAX_SEQUENCE_DEPTH",
+    "ImageTooLargeError",
+    "SequenceTooDeepError",
+    "check_pixels",
+    "check_stored_bytes",
+    "check_sequence_depth",
+    "sequence_depth",
+]
 
 MAX_PIXELS = 40_000_000
 MAX_PIXEL_BYTES = 1 << 30
 MAX_SEQUENCE_DEPTH = 32
 
 
-def check_pixels(rows: int, columns: int, *, frames: int = 1, samples: int = 1, bytes_per_sample: float = 1,
-                 source: str = "", what: str = "the image") -> None:
+def check_pixels(
+    rows: int,
+    columns: int,
+    *,
+    frames: int = 1,
+    samples: int = 1,
+    bytes_per_sample: float = 1,
+    source: str = "",
+    what: str = "the image",
+) -> None:
     """Raise :class:`ImageTooLargeError` when ``rows x columns`` (one frame) exceeds
     :data:`MAX_PIXELS` or the decoded size of all frames exceeds :data:`MAX_PIXEL_BYTES`."""
     name = f"{source}: " if source else ""
@@ -36,21 +53,25 @@ def check_pixels(rows: int, columns: int, *, frames: int = 1, samples: int = 1, 
     if pixels > MAX_PIXELS:
         raise ImageTooLargeError(
             f"{name}{what} declares {columns:,} x {rows:,} = {pixels:,} pixels, more than the "
-            f"{MAX_PIXELS:,} this app decodes; refused before decoding")
+            f"{MAX_PIXELS:,} this app decodes; refused before decoding"
+        )
     decoded = pixels * frames * samples * max(bytes_per_sample, 1)
     if decoded > MAX_PIXEL_BYTES:
         raise ImageTooLargeError(
             f"{name}{what} declares {frames:,} frame(s) of {columns:,} x {rows:,} x {samples} samples "
-            f"({decoded / 2 ** 20:,.0f} MiB decoded), more than the {MAX_PIXEL_BYTES // 2 ** 20:,} MiB budget; "
-            "refused before decoding")
+            f"({decoded / 2**20:,.0f} MiB decoded), more than the {MAX_PIXEL_BYTES // 2**20:,} MiB budget; "
+            "refused before decoding"
+        )
 
 
 def check_stored_bytes(length: int, *, source: str = "") -> None:
     """Stored pixel data (native or compressed) larger than :data:`MAX_PIXEL_BYTES`."""
     if length > MAX_PIXEL_BYTES:
         name = f"{source}: " if source else ""
-        raise ImageTooLargeError(f"{name}the pixel data holds {length / 2 ** 20:,.0f} MiB, more than the "
-                                 f"{MAX_PIXEL_BYTES // 2 ** 20:,} MiB budget; refused before reading it")
+        raise ImageTooLargeError(
+            f"{name}the pixel data holds {length / 2**20:,.0f} MiB, more than the "
+            f"{MAX_PIXEL_BYTES // 2**20:,} MiB budget; refused before reading it"
+        )
 
 
 def sequence_depth(ds, limit: int = MAX_SEQUENCE_DEPTH) -> int:

@@ -17,8 +17,6 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Union
-
 from struct import error as struct_error
 
 import numpy as np
@@ -28,7 +26,7 @@ from core_model.imaging.errors import ImageReadError, ImageTooLargeError
 from core_model.imaging.limits import MAX_PIXELS, check_pixels
 from core_model.imaging.sniff import file_declared_size, image_kind
 
-ImageSource = Union[str, os.PathLike, np.ndarray]
+ImageSource = str | os.PathLike | np.ndarray
 
 # Pillow's own guard (a warning above, an error above twice this) backs up the budget that
 # open_plain_image checks from the header before decoding.
@@ -54,7 +52,7 @@ class PreprocessSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessSpec":
+    def from_dict(cls, d: dict) -> PreprocessSpec:
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
 
@@ -74,7 +72,7 @@ class open_plain_image:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.img = None
+        self.img: Image.Image | None = None
 
     def __enter__(self) -> Image.Image:
         name = self.path.name
@@ -83,25 +81,34 @@ class open_plain_image:
         except OSError as exc:
             raise ImageReadError(f"{name}: cannot be opened ({exc.strerror or exc})", reason="unreadable") from exc
         if declared is not None:
-            check_pixels(declared.rows, declared.columns, samples=declared.components,
-                         bytes_per_sample=2 if declared.bits > 8 else 1, source=name)
+            check_pixels(
+                declared.rows,
+                declared.columns,
+                samples=declared.components,
+                bytes_per_sample=2 if declared.bits > 8 else 1,
+                source=name,
+            )
         try:
-            self.img = Image.open(self.path)
+            img = Image.open(self.path)
         except Image.DecompressionBombError as exc:
-            raise ImageTooLargeError(f"{name}: the image declares more than {MAX_PIXELS:,} pixels; "
-                                     "refused before decoding") from exc
+            raise ImageTooLargeError(
+                f"{name}: the image declares more than {MAX_PIXELS:,} pixels; refused before decoding"
+            ) from exc
         except UnidentifiedImageError:
             raise ImageReadError(f"{name}: not a readable PNG or JPEG image", reason="not_dicom") from None
         except (OSError, SyntaxError, ValueError, struct_error) as exc:
-            raise ImageReadError(f"{name}: image could not be decoded ({_first_line(exc)})", reason="truncated") from exc
-        bands = len(self.img.getbands())
-        depth = 2 if self.img.mode.startswith("I;16") else 4 if self.img.mode in ("I", "F") else 1
+            raise ImageReadError(
+                f"{name}: image could not be decoded ({_first_line(exc)})", reason="truncated"
+            ) from exc
+        self.img = img
+        bands = len(img.getbands())
+        depth = 2 if img.mode.startswith("I;16") else 4 if img.mode in ("I", "F") else 1
         try:
-            check_pixels(self.img.height, self.img.width, samples=bands, bytes_per_sample=depth, source=name)
+            check_pixels(img.height, img.width, samples=bands, bytes_per_sample=depth, source=name)
         except ImageReadError:
-            self.img.close()
+            img.close()
             raise
-        return self.img
+        return img
 
     def __exit__(self, *exc) -> None:
         if self.img is not None:
@@ -188,7 +195,7 @@ def geometry(height: int, width: int, spec: PreprocessSpec) -> Geometry:
     return Geometry(height, width, scale, (spec.size - new_h) / 2.0, (spec.size - new_w) / 2.0, spec.size)
 
 
-def to_square(gray: np.ndarray, spec: PreprocessSpec, *, resample: int = Image.BILINEAR) -> np.ndarray:
+def to_square(gray: np.ndarray, spec: PreprocessSpec, *, resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
     """Place a 2-D array into the model's square frame (same geometry for images and masks)."""
     h, w = gray.shape
     g = geometry(h, w, spec)
@@ -204,7 +211,7 @@ def to_square(gray: np.ndarray, spec: PreprocessSpec, *, resample: int = Image.B
     dst_y0, dst_x0 = max(0, top), max(0, left)
     hh = min(new_h - src_y0, spec.size - dst_y0)
     ww = min(new_w - src_x0, spec.size - dst_x0)
-    out[dst_y0:dst_y0 + hh, dst_x0:dst_x0 + ww] = resized[src_y0:src_y0 + hh, src_x0:src_x0 + ww]
+    out[dst_y0 : dst_y0 + hh, dst_x0 : dst_x0 + ww] = resized[src_y0 : src_y0 + hh, src_x0 : src_x0 + ww]
     return out
 
 
@@ -221,9 +228,9 @@ def from_square(arr: np.ndarray, height: int, width: int, spec: PreprocessSpec) 
     ww = min(spec.size - src_x0, new_w - dst_x0)
     a = arr.astype(np.float32)
     if a.shape != (spec.size, spec.size):
-        a = np.asarray(Image.fromarray(a, mode="F").resize((spec.size, spec.size), Image.BILINEAR))
-    canvas[dst_y0:dst_y0 + hh, dst_x0:dst_x0 + ww] = a[src_y0:src_y0 + hh, src_x0:src_x0 + ww]
-    return np.asarray(Image.fromarray(canvas, mode="F").resize((width, height), Image.BILINEAR))
+        a = np.asarray(Image.fromarray(a, mode="F").resize((spec.size, spec.size), Image.Resampling.BILINEAR))
+    canvas[dst_y0 : dst_y0 + hh, dst_x0 : dst_x0 + ww] = a[src_y0 : src_y0 + hh, src_x0 : src_x0 + ww]
+    return np.asarray(Image.fromarray(canvas, mode="F").resize((width, height), Image.Resampling.BILINEAR))
 
 
 def normalize(square_u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -253,7 +260,9 @@ def original_shape(source: ImageSource) -> tuple[int, int]:
     return int(ds.Rows), int(ds.Columns)
 
 
-def prepare_input_with_shape(source: ImageSource, spec: PreprocessSpec | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def prepare_input_with_shape(
+    source: ImageSource, spec: PreprocessSpec | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`prepare_input` plus the full-resolution (height, width) its outputs map back onto."""
     spec = spec or PreprocessSpec()
     gray = load_display(source, draft_size=2 * spec.size)

@@ -47,8 +47,14 @@ _OTHER_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
     (b"%PDF", "pdf", "a PDF document"),
 )
 _NAMES = {kind: name for _magic, kind, name in _OTHER_SIGNATURES}
-_NAMES.update(webp="a WebP image", dicom="a DICOM file", png="a PNG image", jpeg="a JPEG image",
-              unknown="not a DICOM, PNG or JPEG file", empty="an empty file")
+_NAMES.update(
+    webp="a WebP image",
+    dicom="a DICOM file",
+    png="a PNG image",
+    jpeg="a JPEG image",
+    unknown="not a DICOM, PNG or JPEG file",
+    empty="an empty file",
+)
 
 
 def looks_like_raw_dataset(head: bytes) -> bool:
@@ -134,8 +140,22 @@ class DeclaredSize:
     bits: int = 8
 
 
-_SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF,
-                0xF7}  # JPEG SOF0-15 without DHT / JPG / DAC; 0xF7 = JPEG-LS SOF55
+_SOF_MARKERS = {
+    0xC0,
+    0xC1,
+    0xC2,
+    0xC3,
+    0xC5,
+    0xC6,
+    0xC7,
+    0xC9,
+    0xCA,
+    0xCB,
+    0xCD,
+    0xCE,
+    0xCF,
+    0xF7,
+}  # JPEG SOF0-15 without DHT / JPG / DAC; 0xF7 = JPEG-LS SOF55
 
 
 def png_size(data: bytes) -> DeclaredSize | None:
@@ -163,11 +183,11 @@ def jpeg_size(data: bytes) -> DeclaredSize | None:
             continue
         if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             return None
-        (length,) = struct.unpack(">H", data[p + 2:p + 4])
+        (length,) = struct.unpack(">H", data[p + 2 : p + 4])
         if marker in _SOF_MARKERS:
             if p + 10 > n:
                 return None
-            bits, height, width, comps = struct.unpack(">BHHB", data[p + 4:p + 10])
+            bits, height, width, comps = struct.unpack(">BHHB", data[p + 4 : p + 10])
             return DeclaredSize("jpeg", height, width, comps, bits)
         if length < 2:
             return None
@@ -179,7 +199,7 @@ def j2k_size(data: bytes) -> DeclaredSize | None:
     """The SIZ segment of a JPEG 2000 codestream (raw, or inside a JP2 file's ``jp2c`` box)."""
     start = data.find(J2K_MAGIC) if not data.startswith(J2K_MAGIC) else 0
     if start >= 0 and start + 42 <= len(data):
-        siz = data[start + 4:]
+        siz = data[start + 4 :]
         try:
             _l, _r, xsiz, ysiz, xo, yo, _xt, _yt, _xto, _yto, comps = struct.unpack(">HHIIIIIIIIH", siz[:38])
         except struct.error:
@@ -188,7 +208,7 @@ def j2k_size(data: bytes) -> DeclaredSize | None:
         return DeclaredSize("jpeg2000", max(ysiz - yo, 0), max(xsiz - xo, 0), comps, bits)
     at = data.find(b"ihdr")
     if data.startswith(JP2_MAGIC) and at >= 0 and at + 14 <= len(data):
-        height, width, comps = struct.unpack(">IIH", data[at + 4:at + 14])
+        height, width, comps = struct.unpack(">IIH", data[at + 4 : at + 14])
         return DeclaredSize("jpeg2000", height, width, comps)
     return None
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,6 +42,7 @@ N_BINS = 15
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def sigmoid(x):
     x = np.asarray(x, dtype=np.float64)
@@ -73,6 +74,7 @@ def one_hot(y_idx, n_classes: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- AUROC
+
 
 def auroc(y, scores) -> tuple[float, str | None]:
     """Binary AUROC with nan labels left out: ``(value, None)`` or ``(nan, reason)``."""
@@ -128,8 +130,9 @@ def bootstrap_indices(n: int, n_boot: int, seed: int, strata: np.ndarray | None 
         yield np.concatenate([g[rng.integers(0, g.size, g.size)] for g in groups])
 
 
-def bootstrap_auroc(y, scores, *, n_boot: int = 1000, seed: int = 0, stratified: bool = True,
-                    alpha: float = 0.05) -> dict:
+def bootstrap_auroc(
+    y, scores, *, n_boot: int = 1000, seed: int = 0, stratified: bool = True, alpha: float = 0.05
+) -> dict:
     """Per-class and macro AUROC with percentile bootstrap CIs.
 
     Returns ``{"per_class": [{"auroc", "ci_low", "ci_high", "reason"}...], "macro": {...},
@@ -170,14 +173,26 @@ def bootstrap_auroc(y, scores, *, n_boot: int = 1000, seed: int = 0, stratified:
     complete = ~np.isnan(boots[:, valid]).any(axis=1) if valid else np.zeros(n_boot, bool)
     macro_boot = boots[complete][:, valid].mean(axis=1) if valid else np.array([])
     mlo, mhi = ci(macro_boot)
-    macro = {"auroc": _nanmean_or_nan(point), "ci_low": mlo, "ci_high": mhi,
-             "n_classes": len(valid),
-             "reason": None if valid else "no class has both label values"}
-    return {"per_class": per_class, "macro": macro, "n_boot": n_boot, "seed": seed,
-            "stratified": stratified, "alpha": alpha, "dropped_resamples": int(dropped)}
+    macro = {
+        "auroc": _nanmean_or_nan(point),
+        "ci_low": mlo,
+        "ci_high": mhi,
+        "n_classes": len(valid),
+        "reason": None if valid else "no class has both label values",
+    }
+    return {
+        "per_class": per_class,
+        "macro": macro,
+        "n_boot": n_boot,
+        "seed": seed,
+        "stratified": stratified,
+        "alpha": alpha,
+        "dropped_resamples": int(dropped),
+    }
 
 
 # --------------------------------------------------------------------------- thresholds
+
 
 def choose_threshold(y, probs, method="youden") -> float:
     """Operating threshold for one class chosen on validation data (positive if ``p >= t``).
@@ -220,8 +235,10 @@ def operating_point(y, probs, threshold: float) -> dict:
     p = np.asarray(probs, dtype=np.float64).ravel()
     keep = ~np.isnan(y)
     y, p = y[keep] == 1, p[keep] >= threshold
-    tp = int((y & p).sum()); fp = int((~y & p).sum())
-    tn = int((~y & ~p).sum()); fn = int((y & ~p).sum())
+    tp = int((y & p).sum())
+    fp = int((~y & p).sum())
+    tn = int((~y & ~p).sum())
+    fn = int((y & ~p).sum())
 
     def div(a, b):
         return a / b if b else math.nan
@@ -229,12 +246,23 @@ def operating_point(y, probs, threshold: float) -> dict:
     sens, spec = div(tp, tp + fn), div(tn, tn + fp)
     ppv = div(tp, tp + fp)
     f1 = div(2 * tp, 2 * tp + fp + fn)
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "accuracy": div(tp + tn, y.size), "sensitivity": sens, "specificity": spec,
-            "ppv": ppv, "npv": div(tn, tn + fn), "f1": f1}
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "accuracy": div(tp + tn, y.size),
+        "sensitivity": sens,
+        "specificity": spec,
+        "ppv": ppv,
+        "npv": div(tn, tn + fn),
+        "f1": f1,
+    }
 
 
 # --------------------------------------------------------------------------- calibration
+
 
 def _ece_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int) -> float:
     if conf.size == 0:
@@ -335,10 +363,21 @@ def top1_accuracy(y_idx, scores) -> float:
 
 # --------------------------------------------------------------------------- the whole evaluation
 
-def evaluate_classification(y_test, logits_test, *, class_names: Sequence[str], task: str = "binary",
-                            y_val=None, logits_val=None, threshold_method="youden",
-                            calibrate: bool = True, n_boot: int = 1000, seed: int = 0,
-                            stratified: bool = True) -> dict:
+
+def evaluate_classification(
+    y_test,
+    logits_test,
+    *,
+    class_names: Sequence[str],
+    task: str = "binary",
+    y_val=None,
+    logits_val=None,
+    threshold_method="youden",
+    calibrate: bool = True,
+    n_boot: int = 1000,
+    seed: int = 0,
+    stratified: bool = True,
+) -> dict:
     """Every classification metric of a run, JSON-ready (nan -> None is left to the writer).
 
     ``task``: ``binary`` (one class, ``[N]`` or ``[N, 1]``), ``multilabel`` (``[N, C]``
@@ -389,12 +428,19 @@ def evaluate_classification(y_test, logits_test, *, class_names: Sequence[str], 
         "n_test": int(zt.shape[0]),
         "auroc_macro": boot["macro"],
         "per_class": per_class,
-        "bootstrap": {"n_boot": n_boot, "seed": seed, "stratified": stratified, "ci": 0.95,
-                      "method": "percentile", "dropped_resamples": boot["dropped_resamples"]},
+        "bootstrap": {
+            "n_boot": n_boot,
+            "seed": seed,
+            "stratified": stratified,
+            "ci": 0.95,
+            "method": "percentile",
+            "dropped_resamples": boot["dropped_resamples"],
+        },
         "threshold_method": threshold_method if not isinstance(threshold_method, tuple) else list(threshold_method),
         "thresholds": {name: per_class[name]["operating_point"]["threshold"] for name in class_names},
-        "threshold_applies_to": ("softmax(logits / temperature)[class]" if multiclass
-                                 else "sigmoid(logit / temperature)"),
+        "threshold_applies_to": (
+            "softmax(logits / temperature)[class]" if multiclass else "sigmoid(logit / temperature)"
+        ),
         "temperature": temperature,
         "ece_bins": N_BINS,
         "ece_uncalibrated": expected_calibration_error(yt_idx if multiclass else yt, p_raw, multiclass=multiclass),

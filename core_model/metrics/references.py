@@ -51,10 +51,8 @@ def _rows(method, dataset, metric, values, note="", source=SOURCE_ADAPTOR):
 
 
 REFERENCES: tuple[Reference, ...] = tuple(
-    _rows("Adaptor, DINOv2-B", "rsna", "auroc", (84.4, 85.6, 86.8),
-          "best text encoder picked per column")
-    + _rows("Adaptor, DINOv2-B", "covidx", "accuracy", (71.0, 87.5, 92.3),
-            "best text encoder picked per column")
+    _rows("Adaptor, DINOv2-B", "rsna", "auroc", (84.4, 85.6, 86.8), "best text encoder picked per column")
+    + _rows("Adaptor, DINOv2-B", "covidx", "accuracy", (71.0, 87.5, 92.3), "best text encoder picked per column")
     + _rows("ConVIRT", "rsna", "auroc", (77.4, 80.1, 81.3))
     + _rows("ConVIRT", "covidx", "accuracy", (72.5, 82.5, 92.0))
     + _rows("GLoRIA-MIMIC", "rsna", "auroc", (87.0, 89.4, 90.2))
@@ -65,14 +63,10 @@ REFERENCES: tuple[Reference, ...] = tuple(
     + _rows("MedKLIP", "covidx", "accuracy", (74.5, 85.2, 90.3))
     + _rows("MRM", "rsna", "auroc", (91.3, 92.7, 93.3))
     + _rows("MRM", "covidx", "accuracy", (66.9, 79.3, 90.8))
-    + _rows("MGCA-R50", "siim", "dice_mgca", (49.7, 59.3, 64.2), "empty predictions on empty masks score 1",
-            SOURCE_SEG)
-    + _rows("M-FLAG", "siim", "dice_mgca", (52.5, 61.2, 64.8), "empty predictions on empty masks score 1",
-            SOURCE_SEG)
-    + _rows("MGCA-R50", "rsna", "dice_mgca", (63.0, 68.3, 69.8), "empty predictions on empty masks score 1",
-            SOURCE_SEG)
-    + _rows("M-FLAG", "rsna", "dice_mgca", (64.6, 69.7, 70.5), "empty predictions on empty masks score 1",
-            SOURCE_SEG)
+    + _rows("MGCA-R50", "siim", "dice_mgca", (49.7, 59.3, 64.2), "empty predictions on empty masks score 1", SOURCE_SEG)
+    + _rows("M-FLAG", "siim", "dice_mgca", (52.5, 61.2, 64.8), "empty predictions on empty masks score 1", SOURCE_SEG)
+    + _rows("MGCA-R50", "rsna", "dice_mgca", (63.0, 68.3, 69.8), "empty predictions on empty masks score 1", SOURCE_SEG)
+    + _rows("M-FLAG", "rsna", "dice_mgca", (64.6, 69.7, 70.5), "empty predictions on empty masks score 1", SOURCE_SEG)
 )
 
 
@@ -83,9 +77,14 @@ def _same_fraction(a: float, b: float) -> bool:
 def lookup(dataset: str, metric: str, protocol: str | None, fraction: float) -> list[Reference]:
     """References comparable with a result: same dataset, metric, protocol and label fraction."""
     dataset = (dataset or "").lower()
-    return [r for r in REFERENCES
-            if r.dataset == dataset and r.metric == metric and r.protocol == protocol
-            and _same_fraction(r.fraction, fraction)]
+    return [
+        r
+        for r in REFERENCES
+        if r.dataset == dataset
+        and r.metric == metric
+        and r.protocol == protocol
+        and _same_fraction(r.fraction, fraction)
+    ]
 
 
 def comparability(dataset: str, metric: str, protocol: str | None, fraction: float) -> tuple[bool, str]:
@@ -98,8 +97,10 @@ def comparability(dataset: str, metric: str, protocol: str | None, fraction: flo
         return False, (f"published {dataset} numbers use {', '.join(sorted(published))}, not {metric}")
     want = published[metric]
     if protocol != want:
-        return False, (f"published {dataset} {metric} numbers use the {want} split; this run used "
-                       f"{protocol or 'another split'}, so they are not shown beside ours")
+        return False, (
+            f"published {dataset} {metric} numbers use the {want} split; this run used "
+            f"{protocol or 'another split'}, so they are not shown beside ours"
+        )
     if not any(_same_fraction(fraction, f) for f in FRACTIONS):
         return False, f"published numbers exist for 1 / 10 / 100 % labels, not {fraction:.3g}"
     return True, ""

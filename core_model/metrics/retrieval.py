@@ -45,8 +45,9 @@ def precision_at_k(sim: np.ndarray, query_labels, candidate_labels, ks=(1, 5)) -
     return out
 
 
-def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, labels=None,
-                      ks=(1, 5, 10), precision_ks=(1, 5)) -> dict:
+def retrieval_metrics(
+    image_emb: np.ndarray, text_emb: np.ndarray, labels=None, ks=(1, 5, 10), precision_ks=(1, 5)
+) -> dict:
     """All retrieval metrics for paired embeddings (row i of both is one image-report pair)."""
     image_emb = np.asarray(image_emb, dtype=np.float32)
     text_emb = np.asarray(text_emb, dtype=np.float32)

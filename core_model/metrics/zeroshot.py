@@ -12,7 +12,7 @@ not the AUROC); default 1. AUROC per class comes from :mod:`core_model.metrics.c
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -56,8 +56,9 @@ def zero_shot_auroc(scores, labels, class_names: Sequence[str], *, n_boot: int =
     }
 
 
-def zero_shot_evaluate(image_emb, prompts: Mapping[str, tuple], labels, *, tau: float = 1.0,
-                       n_boot: int = 1000, seed: int = 0) -> dict:
+def zero_shot_evaluate(
+    image_emb, prompts: Mapping[str, tuple], labels, *, tau: float = 1.0, n_boot: int = 1000, seed: int = 0
+) -> dict:
     """``prompts = {class_name: (pos_emb, neg_emb)}``; ``labels`` ``[N, C]`` in the same order."""
     names = list(prompts)
     scores = zero_shot_scores(image_emb, [prompts[n][0] for n in names], [prompts[n][1] for n in names], tau=tau)

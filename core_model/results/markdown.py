@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from core_model.metrics.references import PROTOCOL_TEST_SIZES, comparability, lookup
 
@@ -26,6 +26,7 @@ RESEARCH_LINE = "**Research use only - not for diagnosis.** These numbers descri
 
 
 # --------------------------------------------------------------------------- JSON
+
 
 def to_jsonable(obj):
     """numpy scalars/arrays -> Python, nan/inf -> None, tuples -> lists, Paths -> str."""
@@ -52,11 +53,13 @@ def to_jsonable(obj):
 def write_metrics_json(path, metrics: Mapping) -> Path:
     from core_model.fileio import atomic_write_text
 
-    return atomic_write_text(path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=False) + "\n", fsync=False,
-                             mkdir=True)
+    return atomic_write_text(
+        path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=False) + "\n", fsync=False, mkdir=True
+    )
 
 
 # --------------------------------------------------------------------------- formatting
+
 
 def _pct(v, digits: int = 1) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -81,8 +84,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return out
 
 
-def _references_block(dataset, metric, protocol, fraction, ours: float | None, label: str,
-                      n_test: int | None = None) -> list[str]:
+def _references_block(
+    dataset, metric, protocol, fraction, ours: float | None, label: str, n_test: int | None = None
+) -> list[str]:
     ok, why = comparability(dataset, metric, protocol, fraction)
     lines = ["", f"### Published numbers ({label})", ""]
     if not ok:
@@ -95,49 +99,71 @@ def _references_block(dataset, metric, protocol, fraction, ours: float | None, l
         rows.append([r.method, f"{r.value_percent:.1f}", delta, r.note])
     lines += _table(["method", f"{label} (%)", "this run minus it", "note"], rows)
     lines.append("")
-    lines.append(f"_Same dataset, split protocol `{protocol}` and label fraction {fraction:g}; published "
-                 "numbers are single runs without intervals._")
+    lines.append(
+        f"_Same dataset, split protocol `{protocol}` and label fraction {fraction:g}; published "
+        "numbers are single runs without intervals._"
+    )
     expected = PROTOCOL_TEST_SIZES.get(protocol or "")
     if expected and n_test is not None and n_test != expected:
-        lines += ["", f"_Note: this test set has {n_test:,} images, the published split {expected:,} "
-                      "(rows skipped or images missing here), so the comparison is close but not exact._"]
+        lines += [
+            "",
+            f"_Note: this test set has {n_test:,} images, the published split {expected:,} "
+            "(rows skipped or images missing here), so the comparison is close but not exact._",
+        ]
     return lines
 
 
 # --------------------------------------------------------------------------- sections
+
 
 def classification_section(m: Mapping, *, dataset, protocol, fraction) -> list[str]:
     lines = ["## Classification", ""]
     rows = []
     for name, e in m["per_class"].items():
         op = e.get("operating_point", {})
-        rows.append([name, e.get("n", ""), e.get("n_positive", ""), _ci(e),
-                     _pct(op.get("sensitivity")), _pct(op.get("specificity")), _pct(op.get("f1")),
-                     f"{op.get('threshold', float('nan')):.3f}"])
+        rows.append(
+            [
+                name,
+                e.get("n", ""),
+                e.get("n_positive", ""),
+                _ci(e),
+                _pct(op.get("sensitivity")),
+                _pct(op.get("specificity")),
+                _pct(op.get("f1")),
+                f"{op.get('threshold', float('nan')):.3f}",
+            ]
+        )
     macro = m["auroc_macro"]
     if len(m["per_class"]) > 1:
         rows.append(["**macro**", "", "", f"**{_ci(macro)}**", "", "", "", ""])
-    lines += _table(["class", "n", "positives", "AUROC % (95% CI)", "sensitivity %", "specificity %",
-                     "F1 %", "threshold"], rows)
+    lines += _table(
+        ["class", "n", "positives", "AUROC % (95% CI)", "sensitivity %", "specificity %", "F1 %", "threshold"], rows
+    )
     b = m.get("bootstrap", {})
-    lines += ["",
-              f"AUROC intervals: {b.get('method', 'percentile')} bootstrap, {b.get('n_boot')} resamples, "
-              f"seed {b.get('seed')}, {'stratified by label' if b.get('stratified') else 'plain'}. "
-              f"Thresholds chosen on validation ({m.get('threshold_method')}) and applied to the "
-              "temperature-scaled test probabilities.", ""]
-    extra = [["accuracy (at the thresholds)" if m["task"] != "multiclass" else "top-1 accuracy",
-              _pct(m.get("accuracy"))],
-             [f"ECE ({m.get('ece_bins', 15)} equal-width bins), before -> after temperature scaling",
-              f"{_pct(m.get('ece_uncalibrated'), 2)} -> {_pct(m.get('ece'), 2)}"],
-             ["temperature (fitted on validation)", f"{m.get('temperature', 1.0):.3f}"],
-             ["NLL before -> after", f"{m.get('nll_uncalibrated', float('nan')):.4f} -> {m.get('nll', float('nan')):.4f}"]]
+    lines += [
+        "",
+        f"AUROC intervals: {b.get('method', 'percentile')} bootstrap, {b.get('n_boot')} resamples, "
+        f"seed {b.get('seed')}, {'stratified by label' if b.get('stratified') else 'plain'}. "
+        f"Thresholds chosen on validation ({m.get('threshold_method')}) and applied to the "
+        "temperature-scaled test probabilities.",
+        "",
+    ]
+    extra = [
+        ["accuracy (at the thresholds)" if m["task"] != "multiclass" else "top-1 accuracy", _pct(m.get("accuracy"))],
+        [
+            f"ECE ({m.get('ece_bins', 15)} equal-width bins), before -> after temperature scaling",
+            f"{_pct(m.get('ece_uncalibrated'), 2)} -> {_pct(m.get('ece'), 2)}",
+        ],
+        ["temperature (fitted on validation)", f"{m.get('temperature', 1.0):.3f}"],
+        ["NLL before -> after", f"{m.get('nll_uncalibrated', float('nan')):.4f} -> {m.get('nll', float('nan')):.4f}"],
+    ]
     lines += _table(["metric", "value"], extra)
     if m["task"] == "multiclass":
-        lines += _references_block(dataset, "accuracy", protocol, fraction, m.get("accuracy"), "accuracy",
-                                   m.get("n_test"))
+        lines += _references_block(
+            dataset, "accuracy", protocol, fraction, m.get("accuracy"), "accuracy", m.get("n_test")
+        )
     else:
-        lines += _references_block(dataset, "auroc", protocol, fraction, macro.get("auroc"), "AUROC",
-                                   m.get("n_test"))
+        lines += _references_block(dataset, "auroc", protocol, fraction, macro.get("auroc"), "AUROC", m.get("n_test"))
     return lines
 
 
@@ -146,19 +172,35 @@ def segmentation_section(m: Mapping, *, dataset, protocol, fraction) -> list[str
     if not m.get("beats_empty_baseline", True):
         lines += [f"> **Warning:** {m.get('warning') or 'the model does not beat the all-empty predictor.'}", ""]
     keys = ["dice_mgca", "dice_positive", "dice_aggregate", "iou_positive", "iou_aggregate", "empty_image_fp_rate"]
-    header = ["predictor", "Dice, MGCA protocol %", "Dice, positive images %", "Dice, aggregate %",
-              "IoU, positive images %", "IoU, aggregate %", "false positives on empty images %"]
+    header = [
+        "predictor",
+        "Dice, MGCA protocol %",
+        "Dice, positive images %",
+        "Dice, aggregate %",
+        "IoU, positive images %",
+        "IoU, aggregate %",
+        "false positives on empty images %",
+    ]
     base = m["empty_baseline"]
-    lines += _table(header, [["**this model**"] + [_pct(m.get(k)) for k in keys],
-                             ["all-empty baseline"] + [_pct(base.get(k)) for k in keys]])
-    lines += ["",
-              f"{m['n_images']} test images, {m['n_positive']} with a lesion "
-              f"({_pct(m.get('positive_fraction'))} %). The MGCA-protocol Dice scores an empty prediction "
-              "on an empty mask as 1, so the all-empty predictor already reaches "
-              f"{_pct(base.get('dice_mgca'))}; the Dice over positive images and the aggregate Dice do "
-              "not reward predicting nothing.", ""]
-    lines += _references_block(dataset, "dice_mgca", protocol, fraction, m.get("dice_mgca"), "Dice, MGCA protocol",
-                               m.get("n_images"))
+    lines += _table(
+        header,
+        [
+            ["**this model**"] + [_pct(m.get(k)) for k in keys],
+            ["all-empty baseline"] + [_pct(base.get(k)) for k in keys],
+        ],
+    )
+    lines += [
+        "",
+        f"{m['n_images']} test images, {m['n_positive']} with a lesion "
+        f"({_pct(m.get('positive_fraction'))} %). The MGCA-protocol Dice scores an empty prediction "
+        "on an empty mask as 1, so the all-empty predictor already reaches "
+        f"{_pct(base.get('dice_mgca'))}; the Dice over positive images and the aggregate Dice do "
+        "not reward predicting nothing.",
+        "",
+    ]
+    lines += _references_block(
+        dataset, "dice_mgca", protocol, fraction, m.get("dice_mgca"), "Dice, MGCA protocol", m.get("n_images")
+    )
     return lines
 
 
@@ -168,40 +210,71 @@ def zeroshot_section(m: Mapping) -> list[str]:
     if len(rows) > 1:
         rows.append(["**macro**", f"**{_ci(m['auroc_macro'])}**"])
     lines += _table(["class", "AUROC % (95% CI)"], rows)
-    lines += ["", "_Scores: softmax over the similarities to the positive and the negative prompt of each class; "
-              "no labels used for training. Published zero-shot numbers use other datasets/prompts and are not shown._"]
+    lines += [
+        "",
+        "_Scores: softmax over the similarities to the positive and the negative prompt of each class; "
+        "no labels used for training. Published zero-shot numbers use other datasets/prompts and are not shown._",
+    ]
     return lines
 
 
 def retrieval_section(m: Mapping) -> list[str]:
     lines = ["## Image-report retrieval", ""]
     ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("i2t_R@"))
-    rows = [[f"R@{k}", _pct(m.get(f"i2t_R@{k}")), _pct(m.get(f"t2i_R@{k}")), _pct(m.get(f"chance_R@{k}"), 2)]
-            for k in ks]
+    rows = [
+        [f"R@{k}", _pct(m.get(f"i2t_R@{k}")), _pct(m.get(f"t2i_R@{k}")), _pct(m.get(f"chance_R@{k}"), 2)] for k in ks
+    ]
     lines += _table(["metric", "image -> report %", "report -> image %", "chance %"], rows)
     pks = sorted(int(k.split("@")[1].split("_")[0]) for k in m if k.startswith("i2t_P@"))
     if pks:
-        lines += [""] + _table(["metric", "image -> report %", "report -> image %", "chance %"],
-                               [[f"P@{k} (same finding)", _pct(m.get(f"i2t_P@{k}_finding")),
-                                 _pct(m.get(f"t2i_P@{k}_finding")), _pct(m.get("chance_P_finding"), 2)] for k in pks])
+        lines += [""] + _table(
+            ["metric", "image -> report %", "report -> image %", "chance %"],
+            [
+                [
+                    f"P@{k} (same finding)",
+                    _pct(m.get(f"i2t_P@{k}_finding")),
+                    _pct(m.get(f"t2i_P@{k}_finding")),
+                    _pct(m.get("chance_P_finding"), 2),
+                ]
+                for k in pks
+            ],
+        )
     lines += ["", f"_{m.get('n', '?')} image-report pairs; the candidate pool is the whole test set._"]
     return lines
 
 
 # --------------------------------------------------------------------------- the report
 
-def render_report(*, title: str, dataset: str, protocol: str | None, fraction: float,
-                  classification: Mapping | None = None, segmentation: Mapping | None = None,
-                  zeroshot: Mapping | None = None, retrieval: Mapping | None = None,
-                  split_sizes: Mapping[str, int] | None = None, run_info: Mapping | None = None,
-                  figures: Sequence[tuple[str, str]] = (), warnings: Sequence[str] = ()) -> str:
+
+def render_report(
+    *,
+    title: str,
+    dataset: str,
+    protocol: str | None,
+    fraction: float,
+    classification: Mapping | None = None,
+    segmentation: Mapping | None = None,
+    zeroshot: Mapping | None = None,
+    retrieval: Mapping | None = None,
+    split_sizes: Mapping[str, int] | None = None,
+    run_info: Mapping | None = None,
+    figures: Sequence[tuple[str, str]] = (),
+    warnings: Sequence[str] = (),
+) -> str:
     """The Markdown text. ``figures``: ``(caption, path relative to the report)`` pairs."""
     lines = [f"# {title}", "", RESEARCH_LINE, ""]
-    facts = [["dataset", dataset], ["split protocol", f"`{protocol or 'custom'}`"],
-             ["training labels used", f"{100 * fraction:g} %"]]
+    facts = [
+        ["dataset", dataset],
+        ["split protocol", f"`{protocol or 'custom'}`"],
+        ["training labels used", f"{100 * fraction:g} %"],
+    ]
     if split_sizes:
-        facts.append(["split sizes (train / val / test)",
-                      " / ".join(f"{split_sizes.get(s, 0):,}" for s in ("train", "val", "test"))])
+        facts.append(
+            [
+                "split sizes (train / val / test)",
+                " / ".join(f"{split_sizes.get(s, 0):,}" for s in ("train", "val", "test")),
+            ]
+        )
     for k, v in (run_info or {}).items():
         facts.append([str(k), str(v)])
     lines += _table(["", ""], facts) + [""]

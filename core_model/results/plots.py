@@ -8,8 +8,8 @@ Qt) and works without a display. No torch, no Qt.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -46,8 +46,16 @@ def _clean(y, s):
     return y[keep], s[keep]
 
 
-def plot_roc_pr(y, scores, class_name: str, path, *, threshold: float | None = None,
-                auroc_ci: tuple[float, float] | None = None, subtitle: str = "") -> Path | None:
+def plot_roc_pr(
+    y,
+    scores,
+    class_name: str,
+    path,
+    *,
+    threshold: float | None = None,
+    auroc_ci: tuple[float, float] | None = None,
+    subtitle: str = "",
+) -> Path | None:
     """One PNG with the ROC curve (left) and the precision-recall curve (right) of one class,
     chance levels dashed, the operating point (``scores >= threshold``) marked. Returns None when
     the labels have a single value (no curve exists)."""
@@ -72,19 +80,44 @@ def plot_roc_pr(y, scores, class_name: str, path, *, threshold: float | None = N
     ax2.axhline(prevalence, ls="--", color="0.55", lw=1, label=f"chance (prevalence {prevalence:.3f})")
     if threshold is not None and math.isfinite(threshold):
         pred = s >= threshold
-        tp = float((pred & (y == 1)).sum()); fp = float((pred & (y == 0)).sum())
+        tp = float((pred & (y == 1)).sum())
+        fp = float((pred & (y == 0)).sum())
         sens = tp / max((y == 1).sum(), 1)
         spec = 1 - fp / max((y == 0).sum(), 1)
         ppv = tp / (tp + fp) if tp + fp else float("nan")
-        ax1.plot([1 - spec], [sens], "o", color="k", ms=7, zorder=5,
-                 label=f"threshold {threshold:.3g}: sens {sens:.2f}, spec {spec:.2f}")
+        ax1.plot(
+            [1 - spec],
+            [sens],
+            "o",
+            color="k",
+            ms=7,
+            zorder=5,
+            label=f"threshold {threshold:.3g}: sens {sens:.2f}, spec {spec:.2f}",
+        )
         if math.isfinite(ppv):
-            ax2.plot([sens], [ppv], "o", color="k", ms=7, zorder=5,
-                     label=f"threshold {threshold:.3g}: recall {sens:.2f}, precision {ppv:.2f}")
-    ax1.set(xlabel="False positive rate (1 - specificity)", ylabel="True positive rate (sensitivity)",
-            title="ROC curve", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
-    ax2.set(xlabel="Recall (sensitivity)", ylabel="Precision (PPV)", title="Precision-recall curve",
-            xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
+            ax2.plot(
+                [sens],
+                [ppv],
+                "o",
+                color="k",
+                ms=7,
+                zorder=5,
+                label=f"threshold {threshold:.3g}: recall {sens:.2f}, precision {ppv:.2f}",
+            )
+    ax1.set(
+        xlabel="False positive rate (1 - specificity)",
+        ylabel="True positive rate (sensitivity)",
+        title="ROC curve",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
+    ax2.set(
+        xlabel="Recall (sensitivity)",
+        ylabel="Precision (PPV)",
+        title="Precision-recall curve",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.set_aspect("equal")
@@ -98,8 +131,17 @@ def plot_roc_pr(y, scores, class_name: str, path, *, threshold: float | None = N
     return _save(fig, path)
 
 
-def plot_curves(y, scores, class_names: Sequence[str], out_dir, *, prefix: str = "curves",
-                thresholds: dict | None = None, cis: dict | None = None, subtitle: str = "") -> dict[str, Path | None]:
+def plot_curves(
+    y,
+    scores,
+    class_names: Sequence[str],
+    out_dir,
+    *,
+    prefix: str = "curves",
+    thresholds: dict | None = None,
+    cis: dict | None = None,
+    subtitle: str = "",
+) -> dict[str, Path | None]:
     """:func:`plot_roc_pr` for every class (columns of ``y`` / ``scores``); ``{class: path or None}``."""
     y2 = np.asarray(y, dtype=np.float64)
     s2 = np.asarray(scores, dtype=np.float64)
@@ -108,9 +150,15 @@ def plot_curves(y, scores, class_names: Sequence[str], out_dir, *, prefix: str =
     out = {}
     for k, name in enumerate(class_names):
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-        out[name] = plot_roc_pr(y2[:, k], s2[:, k], name, Path(out_dir) / f"{prefix}_{safe}.png",
-                                threshold=(thresholds or {}).get(name), auroc_ci=(cis or {}).get(name),
-                                subtitle=subtitle)
+        out[name] = plot_roc_pr(
+            y2[:, k],
+            s2[:, k],
+            name,
+            Path(out_dir) / f"{prefix}_{safe}.png",
+            threshold=(thresholds or {}).get(name),
+            auroc_ci=(cis or {}).get(name),
+            subtitle=subtitle,
+        )
     return out
 
 
@@ -138,9 +186,17 @@ def _outline(ax, mask, color):
         ax.contour(m.astype(float), levels=[0.5], colors=[color], linewidths=1.2)
 
 
-def plot_segmentation_grid(images, truths, preds, path, *, threshold: float = 0.5,
-                           titles: Sequence[str] | None = None, max_rows: int = 8,
-                           title: str = "Segmentation examples") -> Path:
+def plot_segmentation_grid(
+    images,
+    truths,
+    preds,
+    path,
+    *,
+    threshold: float = 0.5,
+    titles: Sequence[str] | None = None,
+    max_rows: int = 8,
+    title: str = "Segmentation examples",
+) -> Path:
     """PNG grid, one row per example: the image, the truth (green), the prediction (magenta,
     thresholded ``p > threshold`` for probabilities), and the agreement map (yellow = both,
     orange = predicted only, blue = missed), with per-image Dice in the row label."""
@@ -168,7 +224,8 @@ def plot_segmentation_grid(images, truths, preds, path, *, threshold: float = 0.
         )
         for j, (ax, panel) in enumerate(zip(axes[i], panels)):
             ax.imshow(panel, interpolation="nearest")
-            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_xticks([])
+            ax.set_yticks([])
             if i == 0:
                 ax.set_title(cols[j], fontsize=11)
         _outline(axes[i][1], t, _TRUTH_RGB)
@@ -183,11 +240,14 @@ def plot_segmentation_grid(images, truths, preds, path, *, threshold: float = 0.
         axes[i][0].set_ylabel(f"{label}{kind}", fontsize=9)
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=_TRUTH_RGB, label="truth"), Patch(color=_PRED_RGB, label="prediction"),
-               Patch(color=_TP_RGB, label="both"), Patch(color=_FP_RGB, label="predicted only"),
-               Patch(color=_FN_RGB, label="missed")]
-    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False,
-               bbox_to_anchor=(0.5, 0.0))
+    handles = [
+        Patch(color=_TRUTH_RGB, label="truth"),
+        Patch(color=_PRED_RGB, label="prediction"),
+        Patch(color=_TP_RGB, label="both"),
+        Patch(color=_FP_RGB, label="predicted only"),
+        Patch(color=_FN_RGB, label="missed"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=5, fontsize=9, frameon=False, bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(f"{title}  ({RESEARCH_LINE})", fontsize=12)
     fig.tight_layout(rect=(0, 0.35 / (3.0 * n + 0.8), 1, 1 - 0.35 / (3.0 * n + 0.8)))
     return _save(fig, path)

@@ -10,8 +10,17 @@ Research use only: not a medical device, not for diagnosis.
 """
 
 from core_model.runtime.bundle import Analysis, Bundle, load_bundle
-from core_model.runtime.verify import BundleError, BundleFormatError, BundleIntegrityError, UnsafeArchiveError
 from core_model.runtime.retrieval import ReportBank, ReportHit
+from core_model.runtime.verify import BundleError, BundleFormatError, BundleIntegrityError, UnsafeArchiveError
 
-__all__ = ["Analysis", "Bundle", "BundleError", "BundleFormatError", "BundleIntegrityError", "ReportBank",
-           "ReportHit", "UnsafeArchiveError", "load_bundle"]
+__all__ = [
+    "Analysis",
+    "Bundle",
+    "BundleError",
+    "BundleFormatError",
+    "BundleIntegrityError",
+    "ReportBank",
+    "ReportHit",
+    "UnsafeArchiveError",
+    "load_bundle",
+]

@@ -8,20 +8,26 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image
 
 from core_model.imaging.preprocess import from_square, prepare_input_with_shape
-from core_model.runtime.domain import (DomainModel, DomainState, header_view_modality, normalize_modality,
-                                       normalize_view, unknown)
-from core_model.runtime.verify import BundleError, BundleFormatError, discard_unpacked, one_line, open_bundle_folder
+from core_model.runtime.domain import (
+    DomainModel,
+    DomainState,
+    header_view_modality,
+    normalize_modality,
+    normalize_view,
+    unknown,
+)
 from core_model.runtime.retrieval import ReportBank, ReportHit
+from core_model.runtime.verify import BundleError, BundleFormatError, discard_unpacked, one_line, open_bundle_folder
 
-ImageLike = Union[str, os.PathLike, np.ndarray]
+ImageLike = str | os.PathLike | np.ndarray
 
 
 @dataclass
@@ -32,7 +38,7 @@ class Analysis:
     mask_area_fraction: float | None
     embedding: np.ndarray  # (d,) L2-normalised
     image_shape: tuple[int, int]
-    patch_tokens: np.ndarray = field(repr=False, default=None)  # (P, d), for heatmaps
+    patch_tokens: np.ndarray | None = field(repr=False, default=None)  # (P, d), for heatmaps
     mask_square: np.ndarray | None = field(repr=False, default=None)  # (S, S) model-space probabilities
     domain: DomainState = field(default_factory=unknown)  # see core_model.runtime.domain
 
@@ -43,7 +49,7 @@ class Analysis:
 class SessionSet:
     """One onnxruntime session per graph, created on first use (thread-safe)."""
 
-    def __init__(self, folder: Path, graphs: dict[str, str | None], threads: int = 0):
+    def __init__(self, folder: Path, graphs: Mapping[str, str | None], threads: int = 0):
         self.folder = folder
         self.graphs = graphs
         self.threads = threads
@@ -66,12 +72,14 @@ class SessionSet:
                 if self.threads:
                     opts.intra_op_num_threads = self.threads
                 try:
-                    self._sessions[name] = ort.InferenceSession(str(self.folder / file), sess_options=opts,
-                                                                providers=["CPUExecutionProvider"])
+                    self._sessions[name] = ort.InferenceSession(
+                        str(self.folder / file), sess_options=opts, providers=["CPUExecutionProvider"]
+                    )
                 except Exception as exc:  # onnxruntime raises its own exception types
                     why = one_line(exc, 400).replace(str(self.folder / file), file)
-                    raise BundleFormatError(f"the {name} graph ({file}) cannot be loaded: it is damaged or not an "
-                                            f"ONNX model ({why[:200]})") from exc
+                    raise BundleFormatError(
+                        f"the {name} graph ({file}) cannot be loaded: it is damaged or not an ONNX model ({why[:200]})"
+                    ) from exc
             return self._sessions[name]
 
 
@@ -89,8 +97,8 @@ class Bundle:
         (:mod:`core_model.runtime.checks`); BundleError says what is wrong."""
         from core_model.fileio import sha256_file
         from core_model.runtime import checks
-        from core_model.runtime.verify import read_json, read_limited
         from core_model.runtime.format import MAX_MARKDOWN_BYTES, MAX_TOKENIZER_BYTES
+        from core_model.runtime.verify import read_json, read_limited
 
         self.folder = folder
         self.manifest = manifest
@@ -104,8 +112,11 @@ class Bundle:
             raise BundleFormatError(f"{folder}: model_card.json is not an object")
         cfg = checks.read_config(self.config, files)
         md = folder / "MODEL_CARD.md"
-        self.card_markdown = (read_limited(md, "MODEL_CARD.md", MAX_MARKDOWN_BYTES).decode("utf-8", "replace")
-                              if "MODEL_CARD.md" in files else json.dumps(self.card, indent=2))
+        self.card_markdown = (
+            read_limited(md, "MODEL_CARD.md", MAX_MARKDOWN_BYTES).decode("utf-8", "replace")
+            if "MODEL_CARD.md" in files
+            else json.dumps(self.card, indent=2)
+        )
         self.id = str(manifest.get("id", folder.name))
         self.version = str(manifest.get("version", ""))
         self.classes: list[str] = cfg.classes
@@ -120,7 +131,9 @@ class Bundle:
 
         tok_path = folder / "tokenizer" / "tokenizer.json"
         if tok_path.stat().st_size > MAX_TOKENIZER_BYTES:
-            raise BundleFormatError(f"{folder}: tokenizer/tokenizer.json is larger than {MAX_TOKENIZER_BYTES >> 20} MiB")
+            raise BundleFormatError(
+                f"{folder}: tokenizer/tokenizer.json is larger than {MAX_TOKENIZER_BYTES >> 20} MiB"
+            )
         try:
             self.tokenizer = Tokenizer.from_file(str(tok_path))
         except Exception as exc:  # tokenizers raises plain Exceptions
@@ -158,9 +171,13 @@ class Bundle:
         session = self.sessions.get("image")
         shape = session.get_inputs()[0].shape  # [batch, 3, S, S]
         size = self.preprocess.size
-        if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (self.preprocess.channels, size, size))):
-            raise BundleFormatError(f"the bundle's image graph takes input {shape} but its preprocessing makes "
-                                    f"{self.preprocess.channels}x{size}x{size} images; the bundle is inconsistent, re-export it")
+        if len(shape) != 4 or any(
+            isinstance(d, int) and d != want for d, want in zip(shape[1:], (self.preprocess.channels, size, size))
+        ):
+            raise BundleFormatError(
+                f"the bundle's image graph takes input {shape} but its preprocessing makes "
+                f"{self.preprocess.channels}x{size}x{size} images; the bundle is inconsistent, re-export it"
+            )
         return session
 
     def _run_image(self, batch: np.ndarray):
@@ -174,8 +191,11 @@ class Bundle:
             with self._tok_lock:
                 if not hasattr(self, "_domain_model"):
                     self._domain_model = DomainModel.load(
-                        self.folder, self.config.get("domain"), set((self.manifest.get("files") or {})),
-                        dim=int(self.config["embedding_dim"]) if self.config.get("embedding_dim") else None)
+                        self.folder,
+                        self.config.get("domain"),
+                        set(self.manifest.get("files") or {}),
+                        dim=int(self.config["embedding_dim"]) if self.config.get("embedding_dim") else None,
+                    )
         return self._domain_model
 
     def analyze(self, image: ImageLike, *, view: str | None = None, modality: str | None = None) -> Analysis:
@@ -197,12 +217,19 @@ class Bundle:
                 mask_sq = _sigmoid(mask_logits[i, 0]).astype(np.float32)
                 mask = from_square(mask_sq, shape[0], shape[1], self.preprocess).astype(np.float32)
                 area = float((mask >= self.mask_threshold).mean())
-            out.append(Analysis(
-                probabilities={c: float(probs[i, k]) for k, c in enumerate(self.classes)},
-                mask=mask, mask_threshold=self.mask_threshold if self.mask_label else None,
-                mask_area_fraction=area, embedding=emb[i].astype(np.float32), image_shape=shape,
-                patch_tokens=patches[i], mask_square=mask_sq, domain=domains[i],
-            ))
+            out.append(
+                Analysis(
+                    probabilities={c: float(probs[i, k]) for k, c in enumerate(self.classes)},
+                    mask=mask,
+                    mask_threshold=self.mask_threshold if self.mask_label else None,
+                    mask_area_fraction=area,
+                    embedding=emb[i].astype(np.float32),
+                    image_shape=shape,
+                    patch_tokens=patches[i],
+                    mask_square=mask_sq,
+                    domain=domains[i],
+                )
+            )
         return out
 
     def _domain_states(self, images, emb, patches, views, modalities) -> list[DomainState]:
@@ -212,8 +239,9 @@ class Bundle:
         try:
             scores = dm.scores(emb, patches)
         except ValueError as exc:
-            raise BundleFormatError(f"the bundle's domain model does not fit its image graph ({exc}); "
-                                    f"re-export the bundle") from exc
+            raise BundleFormatError(
+                f"the bundle's domain model does not fit its image graph ({exc}); re-export the bundle"
+            ) from exc
         states = []
         for i, im in enumerate(images):
             view, modality = normalize_view(views[i]), normalize_modality(modalities[i])
@@ -235,8 +263,13 @@ class Bundle:
             ids[i, : len(e.ids)] = e.ids
             mask[i, : len(e.ids)] = 1
         tokens, pooled = self.sessions.get("text").run(None, {"input_ids": ids, "attention_mask": mask})
-        weights = np.array([[1.0 if (m and tid not in self.special_ids) else 0.0 for tid, m in zip(row, mrow)]
-                            for row, mrow in zip(ids, mask)], dtype=np.float32)
+        weights = np.array(
+            [
+                [1.0 if (m and tid not in self.special_ids) else 0.0 for tid, m in zip(row, mrow)]
+                for row, mrow in zip(ids, mask)
+            ],
+            dtype=np.float32,
+        )
         for i in range(len(encs)):  # only special tokens: use them all
             if weights[i].sum() == 0:
                 weights[i] = mask[i]
@@ -251,9 +284,16 @@ class Bundle:
         if not self.has_heatmaps():
             raise BundleError("this bundle has no heatmap graph (the paper-preset Adaptor has no patch tokens)")
         tokens, weights, _, _ = self.encode_text([phrase])
-        heat = self.sessions.get("heatmap").run(None, {
-            "token_embeddings": tokens.astype(np.float32), "word_weights": weights,
-            "patch_tokens": analysis.patch_tokens[None].astype(np.float32)})[0][0]
+        patches = analysis.patch_tokens
+        assert patches is not None  # predict() keeps them for every analysis
+        heat = self.sessions.get("heatmap").run(
+            None,
+            {
+                "token_embeddings": tokens.astype(np.float32),
+                "word_weights": weights,
+                "patch_tokens": patches[None].astype(np.float32),
+            },
+        )[0][0]
         rows, cols = self.patch_grid or (int(round(len(heat) ** 0.5)),) * 2
         return heat.reshape(rows, cols).astype(np.float32)
 
@@ -261,7 +301,7 @@ class Bundle:
         """The patch heatmap upsampled to the model's square input grid (S, S)."""
         grid = self.patch_heatmap(analysis, phrase)
         size = self.preprocess.size
-        return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.BILINEAR))
+        return np.asarray(Image.fromarray(grid, mode="F").resize((size, size), Image.Resampling.BILINEAR))
 
     def heatmap(self, image_or_analysis: ImageLike | Analysis, phrase: str) -> np.ndarray:
         """Where the model looks for ``phrase``: float32 (H, W) on the original grid, stretched
@@ -272,7 +312,9 @@ class Bundle:
         lo, hi = float(grid.min()), float(grid.max())
         unit = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
         size = self.preprocess.size
-        sq = np.asarray(Image.fromarray(unit.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        sq = np.asarray(
+            Image.fromarray(unit.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
+        )
         h = from_square(sq, a.image_shape[0], a.image_shape[1], self.preprocess)
         return np.clip(h, 0.0, 1.0).astype(np.float32)
 

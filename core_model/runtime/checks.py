@@ -13,18 +13,19 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import NoReturn
 
 import numpy as np
 
 from core_model.imaging.preprocess import PreprocessSpec, prepare_input_with_shape
-from core_model.runtime.verify import BundleFormatError, one_line
 from core_model.runtime.format import DEFAULT_GRAPHS, GRAPH_IO, MAX_INPUT_SIZE, REQUIRED_GRAPHS
+from core_model.runtime.verify import BundleFormatError, one_line
 
 SMOKE_PHRASE = "small left pleural effusion"
 _REEXPORT = "the bundle is inconsistent; re-export it"
 
 
-def _fail(msg: str):
+def _fail(msg: str) -> NoReturn:
     raise BundleFormatError(msg)
 
 
@@ -61,19 +62,27 @@ def _graph_files(graphs, files) -> dict[str, str]:
     out = {}
     for name, rel in graphs.items():
         if name not in GRAPH_IO:
-            _fail(f"config.json names a graph {str(name)[:40]!r} this app does not know "
-                  f"(known: {', '.join(GRAPH_IO)}); update the app or re-export")
+            _fail(
+                f"config.json names a graph {str(name)[:40]!r} this app does not know "
+                f"(known: {', '.join(GRAPH_IO)}); update the app or re-export"
+            )
         if rel is None and name not in REQUIRED_GRAPHS:
             continue
         if not isinstance(rel, str) or not rel:
             _fail(f"config.json gives the {name} graph no file name")
         parts = rel.replace("\\", "/").split("/")
-        if (rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":") or ".." in parts
-                or PurePosixPath(rel).is_absolute()):
+        if (
+            rel.startswith(("/", "\\"))
+            or (len(rel) > 1 and rel[1] == ":")
+            or ".." in parts
+            or PurePosixPath(rel).is_absolute()
+        ):
             _fail(f"config.json points the {name} graph outside the bundle ({rel[:80]!r}); refusing it")
         if rel not in files:
-            _fail(f"config.json names {rel[:80]!r} as the {name} graph, but manifest.json does not list it; "
-                  f"a bundle runs only files its manifest lists")
+            _fail(
+                f"config.json names {rel[:80]!r} as the {name} graph, but manifest.json does not list it; "
+                f"a bundle runs only files its manifest lists"
+            )
         out[name] = rel
     for name in REQUIRED_GRAPHS:
         if name not in out:
@@ -86,8 +95,10 @@ def _preprocess(d) -> PreprocessSpec:
         _fail("config.json has no 'preprocess' object (input size, normalisation)")
     size = d.get("size", 224)
     if not _is_int(size) or not 8 <= size <= MAX_INPUT_SIZE:
-        _fail(f"config.json: preprocess.size must be a whole number of pixels from 8 to {MAX_INPUT_SIZE} "
-              f"(got {str(size)[:20]})")
+        _fail(
+            f"config.json: preprocess.size must be a whole number of pixels from 8 to {MAX_INPUT_SIZE} "
+            f"(got {str(size)[:20]})"
+        )
     channels = d.get("channels", 3)
     if not _is_int(channels) or channels not in (1, 3):
         _fail(f"config.json: preprocess.channels must be 1 or 3 (got {str(channels)[:20]})")
@@ -130,7 +141,7 @@ def read_config(c, files) -> BundleConfig:
         _fail("config.json: 'mask_threshold' must be a number between 0 and 1")
     grid = c.get("patch_grid")
     if grid is not None:
-        if (not isinstance(grid, list) or len(grid) != 2 or not all(_is_int(g) and 0 < g <= 1024 for g in grid)):
+        if not isinstance(grid, list) or len(grid) != 2 or not all(_is_int(g) and 0 < g <= 1024 for g in grid):
             _fail("config.json: 'patch_grid' must be [rows, cols]")
         grid = (grid[0], grid[1])
     dim = c.get("embedding_dim")
@@ -149,10 +160,18 @@ def read_config(c, files) -> BundleConfig:
     if not _is_int(pad_id) or pad_id < 0:
         _fail("config.json: text.pad_id must be a token id")
     return BundleConfig(
-        classes=list(classes), thresholds={k: float(v) for k, v in thresholds.items()}, mask_label=mask_label,
-        mask_threshold=float(mt or 0.5), preprocess=_preprocess(c.get("preprocess")), patch_grid=grid,
-        embedding_dim=dim, graphs=_graph_files(c.get("graphs"), files), max_length=max_length,
-        special_ids=frozenset(special), pad_id=pad_id)
+        classes=list(classes),
+        thresholds={k: float(v) for k, v in thresholds.items()},
+        mask_label=mask_label,
+        mask_threshold=float(mt or 0.5),
+        preprocess=_preprocess(c.get("preprocess")),
+        patch_grid=grid,
+        embedding_dim=dim,
+        graphs=_graph_files(c.get("graphs"), files),
+        max_length=max_length,
+        special_ids=frozenset(special),
+        pad_id=pad_id,
+    )
 
 
 # ---- graph signatures --------------------------------------------------------------------------
@@ -177,16 +196,25 @@ def check_graph_io(sessions, cfg: BundleConfig, bank_dim: int | None) -> None:
         got_in = [i.name for i in s.get_inputs()]
         got_out = [o.name for o in s.get_outputs()]
         if got_in != list(want_in):
-            _fail(f"the {name} graph ({file}) takes inputs {', '.join(got_in) or 'none'}, but a {name} graph takes "
-                  f"{', '.join(want_in)}; a graph was swapped or {_REEXPORT}")
+            _fail(
+                f"the {name} graph ({file}) takes inputs {', '.join(got_in) or 'none'}, but a {name} graph takes "
+                f"{', '.join(want_in)}; a graph was swapped or {_REEXPORT}"
+            )
         if got_out[: len(want_out)] != list(want_out):
-            _fail(f"the {name} graph ({file}) gives outputs {', '.join(got_out[:8]) or 'none'}, but a {name} graph "
-                  f"gives {', '.join(want_out)}; a graph was swapped or {_REEXPORT}")
+            _fail(
+                f"the {name} graph ({file}) gives outputs {', '.join(got_out[:8]) or 'none'}, but a {name} graph "
+                f"gives {', '.join(want_out)}; a graph was swapped or {_REEXPORT}"
+            )
         for io in list(s.get_inputs()) + list(s.get_outputs()):
             shapes[(name, io.name)] = (list(io.shape or []), io.type)
-    want_types = {("image", "pixel_values"): "tensor(float)", ("text", "input_ids"): "tensor(int64)",
-                  ("text", "attention_mask"): "tensor(int64)", ("heatmap", "token_embeddings"): "tensor(float)",
-                  ("heatmap", "word_weights"): "tensor(float)", ("heatmap", "patch_tokens"): "tensor(float)"}
+    want_types = {
+        ("image", "pixel_values"): "tensor(float)",
+        ("text", "input_ids"): "tensor(int64)",
+        ("text", "attention_mask"): "tensor(int64)",
+        ("heatmap", "token_embeddings"): "tensor(float)",
+        ("heatmap", "word_weights"): "tensor(float)",
+        ("heatmap", "patch_tokens"): "tensor(float)",
+    }
     for (g, io), t in want_types.items():
         if (g, io) in shapes and shapes[(g, io)][1] != t:
             _fail(f"the {g} graph's input {io} is {shapes[(g, io)][1]}, not {t}; {_REEXPORT}")
@@ -203,15 +231,19 @@ def check_graph_io(sessions, cfg: BundleConfig, bank_dim: int | None) -> None:
         _fail(f"the image graph takes a fixed batch of {px[0]} images (the app sends any number); {_REEXPORT}")
     for got, want, what in zip(px[1:], (pre.channels, pre.size, pre.size), ("channels", "height", "width")):
         if got is not None and got != want:
-            _fail(f"the bundle's image graph takes input {shapes[('image', 'pixel_values')][0]} but its preprocessing "
-                  f"makes {pre.channels}x{pre.size}x{pre.size} images ({what} differs); {_REEXPORT}")
+            _fail(
+                f"the bundle's image graph takes input {shapes[('image', 'pixel_values')][0]} but its preprocessing "
+                f"makes {pre.channels}x{pre.size}x{pre.size} images ({what} differs); {_REEXPORT}"
+            )
     n = len(cfg.classes)
     for io in ("probabilities", "logits"):
         width = shape("image", io, 2)[1]
         if width is not None and width != n:
-            _fail(f"config.json declares {n} class{'es' if n != 1 else ''}"
-                  f"{' (' + ', '.join(cfg.classes) + ')' if n else ''} but the image graph outputs {width} {io}; "
-                  f"the labels would not match the outputs, {_REEXPORT}")
+            _fail(
+                f"config.json declares {n} class{'es' if n != 1 else ''}"
+                f"{' (' + ', '.join(cfg.classes) + ')' if n else ''} but the image graph outputs {width} {io}; "
+                f"the labels would not match the outputs, {_REEXPORT}"
+            )
     shape("image", "mask_logits", 4)
     pt = shape("image", "patch_tokens", 3)
     emb = shape("image", "embedding", 2)
@@ -219,8 +251,12 @@ def check_graph_io(sessions, cfg: BundleConfig, bank_dim: int | None) -> None:
     temb = shape("text", "embedding", 2)
     shape("text", "input_ids", 2)
     shape("text", "attention_mask", 2)
-    for where, d in (("the image graph's embedding", emb[1]), ("the image graph's patch_tokens", pt[2]),
-                     ("the text graph's embedding", temb[1]), ("the text graph's token_embeddings", tok[2])):
+    for where, d in (
+        ("the image graph's embedding", emb[1]),
+        ("the image graph's patch_tokens", pt[2]),
+        ("the text graph's embedding", temb[1]),
+        ("the text graph's token_embeddings", tok[2]),
+    ):
         if d is not None:
             dims[where] = d
     if "heatmap" in cfg.graphs:
@@ -231,8 +267,11 @@ def check_graph_io(sessions, cfg: BundleConfig, bank_dim: int | None) -> None:
         for where, d in (("the heatmap graph's token_embeddings", ht[2]), ("the heatmap graph's patch_tokens", hp[2])):
             if d is not None:
                 dims[where] = d
-        for where, p in (("the heatmap graph's patch_tokens", hp[1]), ("the heatmap graph's heatmap", ho[1]),
-                         ("the image graph's patch_tokens", pt[1])):
+        for where, p in (
+            ("the heatmap graph's patch_tokens", hp[1]),
+            ("the heatmap graph's heatmap", ho[1]),
+            ("the image graph's patch_tokens", pt[1]),
+        ):
             if p is not None:
                 patches[where] = p
     if len(set(dims.values())) > 1:
@@ -265,16 +304,20 @@ def _run(session, name: str, feed: dict) -> dict[str, np.ndarray]:
         if v.dtype.kind not in "fiu":
             _fail(f"the {name} graph's {io} is not numeric ({v.dtype}); {_REEXPORT}")
         if v.dtype.kind == "f" and not np.isfinite(v).all():
-            _fail(f"the {name} graph gives non-finite {io} (NaN or infinity) on the built-in test image; "
-                  f"the bundle is damaged, re-export it")
+            _fail(
+                f"the {name} graph gives non-finite {io} (NaN or infinity) on the built-in test image; "
+                f"the bundle is damaged, re-export it"
+            )
     return got
 
 
 def _want(name: str, io: str, arr: np.ndarray, shape: tuple) -> None:
     if arr.ndim != len(shape) or any(w is not None and a != w for a, w in zip(arr.shape, shape)):
         want = "x".join("?" if w is None else str(w) for w in shape)
-        _fail(f"the {name} graph's {io} has shape {'x'.join(map(str, arr.shape))} on the built-in test image, "
-              f"expected {want}; {_REEXPORT}")
+        _fail(
+            f"the {name} graph's {io} has shape {'x'.join(map(str, arr.shape))} on the built-in test image, "
+            f"expected {want}; {_REEXPORT}"
+        )
 
 
 def smoke_test(bundle, cfg: BundleConfig) -> float:
@@ -320,11 +363,19 @@ def smoke_test(bundle, cfg: BundleConfig) -> float:
         weights = np.array([[0.0 if t in cfg.special_ids else 1.0 for t in ids]], dtype=np.float32)
         if weights.sum() == 0:
             weights[:] = 1.0
-        heat = _run(bundle.sessions.get("heatmap"), "heatmap", {
-            "token_embeddings": text["token_embeddings"].astype(np.float32), "word_weights": weights,
-            "patch_tokens": image["patch_tokens"].astype(np.float32)})["heatmap"]
+        heat = _run(
+            bundle.sessions.get("heatmap"),
+            "heatmap",
+            {
+                "token_embeddings": text["token_embeddings"].astype(np.float32),
+                "word_weights": weights,
+                "patch_tokens": image["patch_tokens"].astype(np.float32),
+            },
+        )["heatmap"]
         _want("heatmap", "heatmap", heat, (1, image["patch_tokens"].shape[1]))
         if heat.min() < -1e-4 or abs(float(heat.sum()) - 1.0) > 1e-2:
-            _fail("the heatmap graph's attention does not sum to 1 over the patches on the built-in test image; "
-                  + _REEXPORT)
+            _fail(
+                "the heatmap graph's attention does not sum to 1 over the patches on the built-in test image; "
+                + _REEXPORT
+            )
     return (time.perf_counter() - t0) * 1000.0

@@ -17,6 +17,7 @@ The implementation (domain model fitted at export, scoring at analysis) lives in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -51,19 +52,27 @@ class DomainState:
         return "out of the model's training domain: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict:
-        return {"status": self.status, "score": self.score, "threshold": self.threshold,
-                "reasons": list(self.reasons), "codes": list(self.codes)}
+        return {
+            "status": self.status,
+            "score": self.score,
+            "threshold": self.threshold,
+            "reasons": list(self.reasons),
+            "codes": list(self.codes),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "DomainState":
+    def from_dict(cls, d: dict | None) -> DomainState:
         if not isinstance(d, dict) or d.get("status") not in (IN_DOMAIN, OUT_OF_DOMAIN, UNKNOWN):
             return unknown("no domain state was recorded for this result")
         score = d.get("score")
         thr = d.get("threshold")
-        return cls(status=d["status"], score=None if score is None else float(score),
-                   threshold=None if thr is None else float(thr),
-                   reasons=tuple(str(r) for r in d.get("reasons") or ()),
-                   codes=tuple(str(c) for c in d.get("codes") or ()))
+        return cls(
+            status=d["status"],
+            score=None if score is None else float(score),
+            threshold=None if thr is None else float(thr),
+            reasons=tuple(str(r) for r in d.get("reasons") or ()),
+            codes=tuple(str(c) for c in d.get("codes") or ()),
+        )
 
 
 def unknown(reason: str = "the bundle records no training domain") -> DomainState:
@@ -74,10 +83,29 @@ def unknown(reason: str = "the bundle records no training domain") -> DomainStat
 FRONTAL_VIEWS = ("AP", "PA")
 LATERAL = "LATERAL"
 RADIOGRAPH_MODALITIES = ("CR", "DX")  # computed / digital radiography
-_LATERAL_CODES = {"LL", "RL", "LLD", "RLD", "LAT", "LATERAL", "LEFT LATERAL", "RIGHT LATERAL", "LATERO-MEDIAL",
-                  "MEDIO-LATERAL", "XTABLE LATERAL", "X-TABLE LATERAL", "CROSS-TABLE LATERAL"}
-_VIEW_WORDS = {"POSTERO-ANTERIOR": "PA", "POSTEROANTERIOR": "PA", "POSTERIOR-ANTERIOR": "PA",
-               "ANTERO-POSTERIOR": "AP", "ANTEROPOSTERIOR": "AP", "ANTERIOR-POSTERIOR": "AP"}
+_LATERAL_CODES = {
+    "LL",
+    "RL",
+    "LLD",
+    "RLD",
+    "LAT",
+    "LATERAL",
+    "LEFT LATERAL",
+    "RIGHT LATERAL",
+    "LATERO-MEDIAL",
+    "MEDIO-LATERAL",
+    "XTABLE LATERAL",
+    "X-TABLE LATERAL",
+    "CROSS-TABLE LATERAL",
+}
+_VIEW_WORDS = {
+    "POSTERO-ANTERIOR": "PA",
+    "POSTEROANTERIOR": "PA",
+    "POSTERIOR-ANTERIOR": "PA",
+    "ANTERO-POSTERIOR": "AP",
+    "ANTEROPOSTERIOR": "AP",
+    "ANTERIOR-POSTERIOR": "AP",
+}
 _PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -164,7 +192,7 @@ def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     m = float(np.trace(s)) / p
     d2 = float(np.sum((s - m * np.eye(p)) ** 2))
     sq = np.sum(xc * xc, axis=1)
-    b2 = float((np.sum(sq ** 2) - 2.0 * np.einsum("ij,jk,ik->", xc, s, xc) + n * np.sum(s * s)) / n ** 2)
+    b2 = float((np.sum(sq**2) - 2.0 * np.einsum("ij,jk,ik->", xc, s, xc) + n * np.sum(s * s)) / n**2)
     shrink = 1.0 if d2 <= 0 else min(max(b2, 0.0), d2) / d2
     cov = shrink * m * np.eye(p) + (1.0 - shrink) * s
     w, v = np.linalg.eigh(cov)
@@ -225,12 +253,15 @@ class DomainModel:
             elif comp == "patch_quadrants":
                 if self.grid is None or self.grid[0] * self.grid[1] != p.shape[1]:
                     raise ValueError(f"{p.shape[1]} patch tokens do not fill the domain model's grid {self.grid}")
-                out[comp] = _maha(quadrant_means(p, self.grid) - a["patch_quadrants_mean"],
-                                  a["patch_quadrants_precision"])
+                out[comp] = _maha(
+                    quadrant_means(p, self.grid) - a["patch_quadrants_mean"], a["patch_quadrants_precision"]
+                )
             elif comp == "patch_local":
                 if p.shape[1:] != a["patch_local_mean"].shape:
-                    raise ValueError(f"{p.shape[1]} patch tokens, but the domain model has "
-                                     f"{a['patch_local_mean'].shape[0]} positions")
+                    raise ValueError(
+                        f"{p.shape[1]} patch tokens, but the domain model has "
+                        f"{a['patch_local_mean'].shape[0]} positions"
+                    )
                 out[comp] = _maha(p - a["patch_local_mean"], a["patch_local_precision"]).mean(axis=1)
         return out
 
@@ -249,34 +280,48 @@ class DomainModel:
         codes: list[str] = []
         if score is not None and not (score <= self.threshold):  # NaN counts as out of domain
             kind = "synthetic phantoms" if self.synthetic else "training images"
-            reasons.append(f"the image is unlike the model's {kind} (domain score {score:.2f} above the "
-                           f"threshold {self.threshold:.2f}): it may not be a chest radiograph of the kind "
-                           f"the model was trained on")
+            reasons.append(
+                f"the image is unlike the model's {kind} (domain score {score:.2f} above the "
+                f"threshold {self.threshold:.2f}): it may not be a chest radiograph of the kind "
+                f"the model was trained on"
+            )
             codes.append(REASON_EMBEDDING)
         if self.views:
             trained = "/".join(self.views)
             if view is None and self.frontal_only:
-                reasons.append(f"the view is unknown (not recorded with the image); the model was trained on "
-                               f"{trained} views only")
+                reasons.append(
+                    f"the view is unknown (not recorded with the image); the model was trained on {trained} views only"
+                )
                 codes.append(REASON_VIEW)
             elif view is not None and view not in self.views:
                 shown = "a lateral view" if view == LATERAL else f"view {view[:16]}"
                 reasons.append(f"{shown}; the model was trained on {trained} views only")
                 codes.append(REASON_VIEW)
         if modality is not None and self.modalities and modality not in self.modalities:
-            reasons.append(f"modality {modality[:16]}, not a radiograph ({'/'.join(self.modalities)}) like the "
-                           f"training images")
+            reasons.append(
+                f"modality {modality[:16]}, not a radiograph ({'/'.join(self.modalities)}) like the training images"
+            )
             codes.append(REASON_MODALITY)
-        return DomainState(status=OUT_OF_DOMAIN if codes else IN_DOMAIN,
-                           score=None if score is None else float(score), threshold=float(self.threshold),
-                           reasons=tuple(reasons), codes=tuple(codes))
+        return DomainState(
+            status=OUT_OF_DOMAIN if codes else IN_DOMAIN,
+            score=None if score is None else float(score),
+            threshold=float(self.threshold),
+            reasons=tuple(reasons),
+            codes=tuple(codes),
+        )
 
     # ---- storage ----------------------------------------------------------------------------
     def config_section(self, files: dict[str, str]) -> dict:
-        return {"version": DOMAIN_MODEL_VERSION, "files": dict(files), "scales": dict(self.scales),
-                "threshold": float(self.threshold), "views": list(self.views),
-                "modalities": list(self.modalities), "synthetic": bool(self.synthetic),
-                "grid": list(self.grid) if self.grid else None}
+        return {
+            "version": DOMAIN_MODEL_VERSION,
+            "files": dict(files),
+            "scales": dict(self.scales),
+            "threshold": float(self.threshold),
+            "views": list(self.views),
+            "modalities": list(self.modalities),
+            "synthetic": bool(self.synthetic),
+            "grid": list(self.grid) if self.grid else None,
+        }
 
     def save(self, folder) -> dict:
         """Write the arrays as plain .npy files under ``folder/domain``; -> the config section."""
@@ -294,7 +339,7 @@ class DomainModel:
         return self.config_section(files)
 
     @classmethod
-    def load(cls, folder, section, listed=None, *, dim: int | None = None) -> "DomainModel | None":
+    def load(cls, folder, section, listed=None, *, dim: int | None = None) -> DomainModel | None:
         """Read the ``domain`` section of a bundle's config.json (None: the bundle has none, e.g.
         one exported before domain models existed). ``listed``: the manifest's file names; every
         array file must be one of them. Raises ``BundleFormatError`` on a malformed section."""
@@ -338,11 +383,15 @@ class DomainModel:
                 raise bad(f"component {comp} lacks its mean or precision array")
             d = mean.shape[-1]
             want = None if dim is None else (4 * dim if comp == "patch_quadrants" else dim)
-            if prec.shape != (d, d) or (want is not None and d != want) or mean.ndim != (2 if comp == "patch_local" else 1):
+            if (
+                prec.shape != (d, d)
+                or (want is not None and d != want)
+                or mean.ndim != (2 if comp == "patch_local" else 1)
+            ):
                 raise bad(f"component {comp} has arrays of shapes {mean.shape} and {prec.shape}")
         if "embedding" not in scales:
             raise bad("no embedding component")
-        grid = section.get("grid")
+        grid: Any = section.get("grid")
         if "patch_quadrants" in scales:
             ok = isinstance(grid, list) and len(grid) == 2 and all(isinstance(g, int) and g >= 2 for g in grid)
             if not ok or ("patch_local" in scales and grid[0] * grid[1] != arrays["patch_local_mean"].shape[0]):
@@ -352,15 +401,29 @@ class DomainModel:
             grid = None
         views = tuple(v for v in (normalize_view(x) for x in section.get("views") or ()) if v)
         mods = tuple(m for m in (normalize_modality(x) for x in section.get("modalities") or ()) if m)
-        return cls(arrays=arrays, scales=scales, threshold=threshold, views=views,
-                   modalities=mods or RADIOGRAPH_MODALITIES, synthetic=bool(section.get("synthetic", False)),
-                   grid=grid)
+        return cls(
+            arrays=arrays,
+            scales=scales,
+            threshold=threshold,
+            views=views,
+            modalities=mods or RADIOGRAPH_MODALITIES,
+            synthetic=bool(section.get("synthetic", False)),
+            grid=grid,
+        )
 
 
-def fit_domain_model(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], *,
-                     views=(), modalities=RADIOGRAPH_MODALITIES, synthetic: bool = False, grid=None,
-                     val_quantile: float = 0.99, max_patch_rows: int = 200_000,
-                     seed: int = 0) -> tuple[DomainModel, dict]:
+def fit_domain_model(
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    views=(),
+    modalities=RADIOGRAPH_MODALITIES,
+    synthetic: bool = False,
+    grid=None,
+    val_quantile: float = 0.99,
+    max_patch_rows: int = 200_000,
+    seed: int = 0,
+) -> tuple[DomainModel, dict]:
     """Fit on the training split's (embeddings (N, d), patch tokens (N, P, d)); scales and the
     threshold on the validation split only. ``grid``: the patch grid (rows, cols), for the
     quadrant component. -> (model, fit report for the model card)."""
@@ -385,18 +448,35 @@ def fit_domain_model(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray
         arrays["patch_local_mean"], arrays["patch_local_precision"] = pos_mean, prec
     arrays = {k: v.astype(np.float32) for k, v in arrays.items()}
     comps = [c for c in COMPONENTS if f"{c}_mean" in arrays]
-    model = DomainModel(arrays=arrays, scales={c: 1.0 for c in comps}, threshold=1.0,
-                        views=tuple(sorted({v for v in (normalize_view(x) for x in views) if v})),
-                        modalities=tuple(modalities), synthetic=bool(synthetic),
-                        grid=grid if "patch_quadrants_mean" in arrays else None)
+    model = DomainModel(
+        arrays=arrays,
+        scales={c: 1.0 for c in comps},
+        threshold=1.0,
+        views=tuple(sorted({v for v in (normalize_view(x) for x in views) if v})),
+        modalities=tuple(modalities),
+        synthetic=bool(synthetic),
+        grid=grid if "patch_quadrants_mean" in arrays else None,
+    )
     raw = model.distances(*val)
     model.scales = {c: float(max(np.quantile(raw[c], val_quantile), 1e-6)) for c in comps}
     val_scores = model.scores(*val)
     model.threshold = float(np.quantile(val_scores, val_quantile))
-    report = {"kind": "mahalanobis", "covariance": "Ledoit-Wolf shrinkage towards a scaled identity",
-              "components": {c: {"shrinkage": float(shrink[c]), "validation_quantile": model.scales[c],
-                                 "dim": int(arrays[f"{c}_mean"].shape[-1])} for c in comps},
-              "score": "largest component distance divided by its validation 99th percentile",
-              "train_images": int(len(emb)), "val_images": int(len(val[0])), "val_quantile": float(val_quantile),
-              "threshold": model.threshold, "val_false_ood_rate": float(np.mean(val_scores > model.threshold))}
+    report = {
+        "kind": "mahalanobis",
+        "covariance": "Ledoit-Wolf shrinkage towards a scaled identity",
+        "components": {
+            c: {
+                "shrinkage": float(shrink[c]),
+                "validation_quantile": model.scales[c],
+                "dim": int(arrays[f"{c}_mean"].shape[-1]),
+            }
+            for c in comps
+        },
+        "score": "largest component distance divided by its validation 99th percentile",
+        "train_images": int(len(emb)),
+        "val_images": int(len(val[0])),
+        "val_quantile": float(val_quantile),
+        "threshold": model.threshold,
+        "val_false_ood_rate": float(np.mean(val_scores > model.threshold)),
+    }
     return model, report

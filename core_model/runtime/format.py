@@ -13,8 +13,15 @@ BUNDLE_VERSION = 1  # what the exporter writes
 SUPPORTED_VERSIONS = (1,)  # what the runtime reads
 
 MANIFEST = "manifest.json"
-REQUIRED_FILES = ("config.json", "model_card.json", "image.onnx", "text.onnx", "tokenizer/tokenizer.json",
-                  "reports/reports.jsonl", "reports/embeddings.npy")
+REQUIRED_FILES = (
+    "config.json",
+    "model_card.json",
+    "image.onnx",
+    "text.onnx",
+    "tokenizer/tokenizer.json",
+    "reports/reports.jsonl",
+    "reports/embeddings.npy",
+)
 
 # Graph inputs (exactly these, in this order) and outputs (these first, in this order: the runtime
 # reads them by position). Kept in step with core_model.export.bundle.export_onnx.

@@ -30,14 +30,15 @@ class ReportBank:
         self.embeddings = e / np.maximum(norms, 1e-12)
 
     @classmethod
-    def load(cls, folder: Path) -> "ReportBank":
-        from core_model.runtime.verify import BundleFormatError, BundleIntegrityError, load_npy, loads_json
+    def load(cls, folder: Path) -> ReportBank:
         from core_model.runtime.format import MAX_REPORT_DEPTH, MAX_REPORT_LINE_BYTES
+        from core_model.runtime.verify import BundleFormatError, BundleIntegrityError, load_npy, loads_json
 
         emb = load_npy(folder / "embeddings.npy")
         if emb.ndim != 2 or emb.dtype.kind != "f":
-            raise BundleFormatError(f"report bank: embeddings.npy holds {emb.dtype} of shape {emb.shape}, "
-                                    f"not a float matrix")
+            raise BundleFormatError(
+                f"report bank: embeddings.npy holds {emb.dtype} of shape {emb.shape}, not a float matrix"
+            )
         if not np.isfinite(emb).all():
             raise BundleFormatError("report bank: embeddings.npy holds NaN or infinite values")
         ids, texts = [], []
@@ -53,14 +54,17 @@ class ReportBank:
                     break
                 line_no += 1
                 if len(line) > MAX_REPORT_LINE_BYTES:
-                    raise BundleFormatError(f"reports.jsonl line {line_no} is longer than "
-                                            f"{MAX_REPORT_LINE_BYTES >> 20} MiB; not a report record")
+                    raise BundleFormatError(
+                        f"reports.jsonl line {line_no} is longer than "
+                        f"{MAX_REPORT_LINE_BYTES >> 20} MiB; not a report record"
+                    )
                 if not line.strip():
                     continue
                 row = loads_json(line, f"reports.jsonl line {line_no}", max_depth=MAX_REPORT_DEPTH)
                 if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("text"), str):
-                    raise BundleFormatError(f"reports.jsonl line {line_no} is not a report record "
-                                            f"(an object with id and text)")
+                    raise BundleFormatError(
+                        f"reports.jsonl line {line_no} is not a report record (an object with id and text)"
+                    )
                 ids.append(str(row["id"]))
                 texts.append(row["text"])
         if emb.shape[0] != len(ids):

@@ -34,8 +34,14 @@ import numpy as np
 
 from core_model.errors import UserError
 from core_model.fileio import sha256_file
-from core_model.runtime.format import (BUNDLE_FORMAT, MANIFEST, MAX_JSON_BYTES, MAX_JSON_DEPTH, REQUIRED_FILES,
-                                       SUPPORTED_VERSIONS)
+from core_model.runtime.format import (
+    BUNDLE_FORMAT,
+    MANIFEST,
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    REQUIRED_FILES,
+    SUPPORTED_VERSIONS,
+)
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
@@ -71,8 +77,7 @@ def json_depth(data: bytes) -> int:
     if data.count(b"[") + data.count(b"{") == 0:
         return 0
     bare = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
-    step = (np.isin(bare, (ord("["), ord("{"))).astype(np.int32)
-            - np.isin(bare, (ord("]"), ord("}"))).astype(np.int32))
+    step = np.isin(bare, (ord("["), ord("{"))).astype(np.int32) - np.isin(bare, (ord("]"), ord("}"))).astype(np.int32)
     return int(np.cumsum(step).max(initial=0))
 
 
@@ -80,8 +85,9 @@ def loads_json(data: bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH):
     """Parse JSON bytes, refusing (with ``what`` in the message) text nested deeper than ``max_depth``."""
     depth = 0 if data.count(b"[") + data.count(b"{") <= max_depth else json_depth(data)
     if depth > max_depth:
-        raise BundleFormatError(f"{what} is nested {depth} levels deep (at most {max_depth} allowed); "
-                                f"not a file this app writes")
+        raise BundleFormatError(
+            f"{what} is nested {depth} levels deep (at most {max_depth} allowed); not a file this app writes"
+        )
     try:
         return json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -104,8 +110,7 @@ def read_limited(path: Path, what: str, max_bytes: int) -> bytes:
     return data
 
 
-def read_json(path: Path, what: str | None = None, *, max_bytes: int = MAX_JSON_BYTES,
-              max_depth: int = MAX_JSON_DEPTH):
+def read_json(path: Path, what: str | None = None, *, max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):
     """Read a bundle's JSON file with a byte-size and a nesting-depth limit (BundleFormatError)."""
     what = what or path.name
     return loads_json(read_limited(path, what, max_bytes), what, max_depth=max_depth)
@@ -132,7 +137,9 @@ _CHUNK = 64 << 10  # small reads: the compressed bytes read ahead stay small bes
 def _consumed(src, info: zipfile.ZipInfo) -> int:
     """Compressed bytes actually read so far for a member (the declared compressed size can lie too)."""
     left = getattr(src, "_compress_left", None)  # CPython's ZipExtFile; else the declared size
-    return info.compress_size - left if isinstance(left, int) and 0 <= left <= info.compress_size else info.compress_size
+    return (
+        info.compress_size - left if isinstance(left, int) and 0 <= left <= info.compress_size else info.compress_size
+    )
 
 
 def _check_member(info: zipfile.ZipInfo, limits: ZipLimits = DEFAULT_ZIP_LIMITS) -> str:
@@ -150,11 +157,15 @@ def _check_member(info: zipfile.ZipInfo, limits: ZipLimits = DEFAULT_ZIP_LIMITS)
     if info.flag_bits & 0x1:
         raise UnsafeArchiveError(f"bundle archive member {name!r} is encrypted; refusing it")
     if info.file_size > limits.member_bytes:
-        raise UnsafeArchiveError(f"bundle archive member {name!r} is implausibly large ({info.file_size} bytes; "
-                                 f"at most {limits.member_bytes} per file)")
+        raise UnsafeArchiveError(
+            f"bundle archive member {name!r} is implausibly large ({info.file_size} bytes; "
+            f"at most {limits.member_bytes} per file)"
+        )
     if info.file_size > limits.ratio_floor and info.file_size > limits.ratio * max(info.compress_size, 1):
-        raise UnsafeArchiveError(f"bundle archive member {name!r} claims a compression ratio over "
-                                 f"{limits.ratio:.0f}:1 (a zip bomb?); refusing it")
+        raise UnsafeArchiveError(
+            f"bundle archive member {name!r} claims a compression ratio over "
+            f"{limits.ratio:.0f}:1 (a zip bomb?); refusing it"
+        )
     return name
 
 
@@ -176,18 +187,25 @@ def _stream_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, limit
             written += len(chunk)
             total += len(chunk)
             if written > limits.member_bytes:
-                raise UnsafeArchiveError(f"bundle archive member {name!r} unpacks to more than "
-                                         f"{limits.member_bytes} bytes; refusing the archive")
+                raise UnsafeArchiveError(
+                    f"bundle archive member {name!r} unpacks to more than "
+                    f"{limits.member_bytes} bytes; refusing the archive"
+                )
             if total > limits.total_bytes:
-                raise UnsafeArchiveError(f"bundle archive unpacks to more than {limits.total_bytes} bytes in "
-                                         f"total; refusing it")
+                raise UnsafeArchiveError(
+                    f"bundle archive unpacks to more than {limits.total_bytes} bytes in total; refusing it"
+                )
             if written > limits.ratio_floor and written > limits.ratio * max(_consumed(src, info), 1):
-                raise UnsafeArchiveError(f"bundle archive member {name!r} unpacks at a compression ratio over "
-                                         f"{limits.ratio:.0f}:1 (a zip bomb?); refusing the archive")
+                raise UnsafeArchiveError(
+                    f"bundle archive member {name!r} unpacks at a compression ratio over "
+                    f"{limits.ratio:.0f}:1 (a zip bomb?); refusing the archive"
+                )
             out.write(chunk)
     if written != info.file_size:
-        raise UnsafeArchiveError(f"bundle archive member {name!r} unpacks to {written} bytes but declares "
-                                 f"{info.file_size}; the archive is damaged or forged")
+        raise UnsafeArchiveError(
+            f"bundle archive member {name!r} unpacks to {written} bytes but declares "
+            f"{info.file_size}; the archive is damaged or forged"
+        )
     return total
 
 
@@ -222,8 +240,9 @@ def extract_zip(path: Path, cache_root: Path | None = None, *, limits: ZipLimits
     with zf:
         infos = zf.infolist()
         if len(infos) > limits.members:
-            raise UnsafeArchiveError(f"{path.name} holds {len(infos)} entries (at most {limits.members}); "
-                                     f"not a model bundle")
+            raise UnsafeArchiveError(
+                f"{path.name} holds {len(infos)} entries (at most {limits.members}); not a model bundle"
+            )
         seen: set[str] = set()
         declared = 0
         for info in infos:
@@ -234,8 +253,9 @@ def extract_zip(path: Path, cache_root: Path | None = None, *, limits: ZipLimits
             seen.add(key)
             declared += info.file_size
         if declared > limits.total_bytes:
-            raise UnsafeArchiveError(f"{path.name} unpacks to {declared} bytes (at most {limits.total_bytes}); "
-                                     f"refusing it")
+            raise UnsafeArchiveError(
+                f"{path.name} unpacks to {declared} bytes (at most {limits.total_bytes}); refusing it"
+            )
         digest = sha256_file(path)[:20]
         cache_root = Path(cache_root) if cache_root is not None else default_cache_root()
         target = cache_root / digest
@@ -282,7 +302,9 @@ def discard_unpacked(folder: Path) -> None:
 # ---- the folder: a closed, hashed set ----------------------------------------------------------
 def _listed_name(folder: Path, rel) -> str:
     if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
-        raise UnsafeArchiveError(f"{folder}: manifest.json lists a file name that is not a plain relative path ({rel!r})")
+        raise UnsafeArchiveError(
+            f"{folder}: manifest.json lists a file name that is not a plain relative path ({rel!r})"
+        )
     p = PurePosixPath(rel)
     if p.is_absolute() or (len(rel) > 1 and rel[1] == ":") or any(part in ("..", ".", "") for part in rel.split("/")):
         raise UnsafeArchiveError(f"{folder}: manifest names a file outside the bundle ({rel!r})")
@@ -322,8 +344,10 @@ def verify_folder(folder: Path) -> dict:
     version = manifest.get("format_version")
     if isinstance(version, bool) or version not in SUPPORTED_VERSIONS:
         shown = version if isinstance(version, int) and not isinstance(version, bool) else repr(str(version)[:20])
-        raise BundleFormatError(f"{folder}: bundle format version {shown} is not supported by this app "
-                                f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); update the app or re-export")
+        raise BundleFormatError(
+            f"{folder}: bundle format version {shown} is not supported by this app "
+            f"(supported: {', '.join(map(str, SUPPORTED_VERSIONS))}); update the app or re-export"
+        )
     for key in ("id", "version"):
         value = manifest.get(key)
         if value is not None and (not isinstance(value, str) or len(value) > 200 or "\n" in value):
@@ -344,15 +368,19 @@ def verify_folder(folder: Path) -> dict:
     unlisted = sorted(present - set(files) - {MANIFEST})
     if unlisted:
         shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
-        raise BundleIntegrityError(f"{folder}: {shown} {'is' if len(unlisted) == 1 else 'are'} not listed in "
-                                   f"manifest.json; a bundle holds only the files its manifest lists "
-                                   f"(remove {'it' if len(unlisted) == 1 else 'them'} or re-export the bundle)")
+        raise BundleIntegrityError(
+            f"{folder}: {shown} {'is' if len(unlisted) == 1 else 'are'} not listed in "
+            f"manifest.json; a bundle holds only the files its manifest lists "
+            f"(remove {'it' if len(unlisted) == 1 else 'them'} or re-export the bundle)"
+        )
     for rel, digest in files.items():
         if rel not in present:
             raise BundleIntegrityError(f"{folder}: {rel} is missing")
         if sha256_file(folder / rel) != digest:
-            raise BundleIntegrityError(f"{folder}: {rel} does not match its SHA-256 in manifest.json "
-                                       f"(altered or damaged); re-export or re-download the bundle")
+            raise BundleIntegrityError(
+                f"{folder}: {rel} does not match its SHA-256 in manifest.json "
+                f"(altered or damaged); re-export or re-download the bundle"
+            )
     return manifest
 
 

@@ -49,8 +49,13 @@ def code_version() -> str:
     try:
         import subprocess
 
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent,
+            timeout=5,
+        ).stdout.strip()
     except Exception:
         rev = ""
     return f"{__version__}+{rev}" if rev else __version__
@@ -74,17 +79,18 @@ def state_tensors(adaptor: Adaptor, loss: AdaptorLoss) -> dict[str, torch.Tensor
 
 def load_state(adaptor: Adaptor, loss: AdaptorLoss, tensors: dict[str, torch.Tensor]) -> None:
     """The inverse of :func:`state_tensors` (restores the shared layers' aliases)."""
-    a = {k[len("adaptor."):]: v for k, v in tensors.items() if k.startswith("adaptor.")}
+    a = {k[len("adaptor.") :]: v for k, v in tensors.items() if k.startswith("adaptor.")}
     if adaptor.config.share_layers:  # restore the aliases
         for k in list(a):
             if k.startswith("image_layers."):
-                a.setdefault("text_layers." + k[len("image_layers."):], a[k])
+                a.setdefault("text_layers." + k[len("image_layers.") :], a[k])
     adaptor.load_state_dict(a)
-    loss.load_state_dict({k[len("loss."):]: v for k, v in tensors.items() if k.startswith("loss.")})
+    loss.load_state_dict({k[len("loss.") :]: v for k, v in tensors.items() if k.startswith("loss.")})
 
 
-def adaptor_metadata(adaptor: Adaptor, loss_fn: AdaptorLoss, cache: FeatureCache, cfg: dict, metrics: dict,
-                     data: dict) -> dict:
+def adaptor_metadata(
+    adaptor: Adaptor, loss_fn: AdaptorLoss, cache: FeatureCache, cfg: dict, metrics: dict, data: dict
+) -> dict:
     return {
         "format": ADAPTOR_FORMAT,
         "kind": "adaptor",
@@ -125,9 +131,13 @@ def load_adaptor(path: str | Path, device: str | torch.device = "cpu") -> tuple[
         raise UserError(f"{meta_path} is not an Adaptor of a supported format")
     adaptor = Adaptor(AdaptorConfig.from_dict(meta["adaptor"]))
     lc = meta.get("config", {}).get("loss", {})
-    loss_fn = AdaptorLoss(temperature=max(min(meta.get("temperature", 0.07), lc.get("max_temperature", 1.0)),
-                                          lc.get("min_temperature", 0.01)),
-                          min_temperature=lc.get("min_temperature", 0.01), max_temperature=lc.get("max_temperature", 1.0))
+    loss_fn = AdaptorLoss(
+        temperature=max(
+            min(meta.get("temperature", 0.07), lc.get("max_temperature", 1.0)), lc.get("min_temperature", 0.01)
+        ),
+        min_temperature=lc.get("min_temperature", 0.01),
+        max_temperature=lc.get("max_temperature", 1.0),
+    )
     load_state(adaptor, loss_fn, load_file(str(path)))
     adaptor.to(device).eval()
     return adaptor, loss_fn, meta

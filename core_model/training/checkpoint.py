@@ -15,15 +15,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from core_model.errors import UserError
-from core_model.fileio import atomic_write_json
-from core_model.fileio import sha256_file
+from core_model.fileio import atomic_write_json, sha256_file
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
     """Atomic safetensors write; returns the file's SHA-256."""
     tmp = path.with_name(path.name + ".part")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata={k: str(v) for k, v in (metadata or {}).items()})
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+        str(tmp),
+        metadata={k: str(v) for k, v in (metadata or {}).items()},
+    )
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -73,7 +75,7 @@ class CheckpointDir:
         digest = save_tensors(self.path / f"{name}.safetensors", tensors)
         atomic_write_json(self.path / f"{name}.json", {**state, "step": step, "weights_sha256": digest})
         atomic_write_json(self.pointer, {"name": name, "step": step, "weights_sha256": digest})
-        for old in sorted(self.path.glob("ckpt-*.json"))[:-self.keep]:
+        for old in sorted(self.path.glob("ckpt-*.json"))[: -self.keep]:
             old.unlink(missing_ok=True)
             old.with_suffix(".safetensors").unlink(missing_ok=True)
         for part in self.path.glob("*.part"):

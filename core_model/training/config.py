@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 
 from core_model.errors import ConfigError
 
 
-
 @dataclass(frozen=True)
 class LossConfig:
     """``loss``: the pretraining loss (InfoNCE + the word-patch local term)."""
+
     temperature: float = 0.07
     min_temperature: float = 0.01
     max_temperature: float = 1.0
@@ -40,6 +41,7 @@ class LossConfig:
 @dataclass(frozen=True)
 class PretrainTrainConfig:
     """``train`` of ``adaptor-train pretrain``."""
+
     epochs: int = 10
     batch_size: int = 128
     lr: float = 5e-4
@@ -56,6 +58,7 @@ class PretrainTrainConfig:
 @dataclass(frozen=True)
 class FinetuneTrainConfig:
     """``train`` of ``adaptor-train finetune-cls`` / ``finetune-seg``."""
+
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
@@ -125,7 +128,9 @@ FINETUNE_DEFAULTS: dict = {
         "test_path": None,  # covidx: the official test label file
         "images": None,
         "val_path": None,  # chexpert: valid.csv
-        "n": 2000, "seed": 0, "dicom": "none",  # phantoms
+        "n": 2000,
+        "seed": 0,
+        "dicom": "none",  # phantoms
         "classes": None,  # label names (label_<name> columns / dataset classes)
         "task": "multilabel",  # binary | multilabel | multiclass (classification)
         "mask_label": "pneumothorax",  # segmentation: which finding the masks show

@@ -45,19 +45,31 @@ def assign_missing_splits(records: list[Record], val_fraction: float, seed: int 
 
 def preprocess_spec(cfg: dict) -> PreprocessSpec:
     p = cfg["preprocess"]
-    return PreprocessSpec(size=int(p["size"]), mean=float(p["mean"]), std=float(p["std"]),
-                          resize=p.get("resize", "letterbox"), resize_to=p.get("resize_to"))
+    return PreprocessSpec(
+        size=int(p["size"]),
+        mean=float(p["mean"]),
+        std=float(p["std"]),
+        resize=p.get("resize", "letterbox"),
+        resize_to=p.get("resize_to"),
+    )
 
 
 def cache_key(cfg: dict, records: list[Record], parts: str = "image+text") -> str:
     enc, c = cfg["encoders"], cfg["cache"]
-    blob = json.dumps({
-        "parts": parts,
-        "image": enc["image"], "text": enc["text"], "max_length": enc["text_max_length"],
-        "preprocess": preprocess_spec(cfg).to_dict(), "pool": c["patch_pool"],
-        "image_tokens": c["image_tokens"], "text_tokens": c["text_tokens"],
-        "ids": hashlib.sha256("\0".join(r.id for r in records).encode()).hexdigest(),
-    }, sort_keys=True)
+    blob = json.dumps(
+        {
+            "parts": parts,
+            "image": enc["image"],
+            "text": enc["text"],
+            "max_length": enc["text_max_length"],
+            "preprocess": preprocess_spec(cfg).to_dict(),
+            "pool": c["patch_pool"],
+            "image_tokens": c["image_tokens"],
+            "text_tokens": c["text_tokens"],
+            "ids": hashlib.sha256("\0".join(r.id for r in records).encode()).hexdigest(),
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -76,8 +88,16 @@ def _slug(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in str(name)).strip("-")[-40:]
 
 
-def ensure_cache(cfg: dict, records: list[Record], cache_dir: Path | None = None, *, overwrite: bool = False,
-                 image: bool = True, text: bool = True, progress: bool = True) -> FeatureCache:
+def ensure_cache(
+    cfg: dict,
+    records: list[Record],
+    cache_dir: Path | None = None,
+    *,
+    overwrite: bool = False,
+    image: bool = True,
+    text: bool = True,
+    progress: bool = True,
+) -> FeatureCache:
     """Return the complete cache for these records, precomputing (or finishing) it when needed."""
     from core_model.features.cache import FeatureCache
 
@@ -102,19 +122,39 @@ def ensure_cache(cfg: dict, records: list[Record], cache_dir: Path | None = None
     enc, c = cfg["encoders"], cfg["cache"]
     allow = bool(enc.get("allow_download", False))
     image_encoder = create_image_encoder(enc["image"], allow_download=allow) if image else None
-    text_encoder = create_text_encoder(enc["text"], allow_download=allow, max_length=int(enc["text_max_length"])) if text else None
-    opts = PrecomputeOptions(image=image, text=text, image_tokens=bool(c["image_tokens"]), text_tokens=bool(c["text_tokens"]),
-                             patch_pool=int(c["patch_pool"]), batch_size=int(c["batch_size"]), workers=int(c["workers"]),
-                             shard_size=int(c["shard_size"]), device=c.get("device", "auto"))
+    text_encoder = (
+        create_text_encoder(enc["text"], allow_download=allow, max_length=int(enc["text_max_length"])) if text else None
+    )
+    opts = PrecomputeOptions(
+        image=image,
+        text=text,
+        image_tokens=bool(c["image_tokens"]),
+        text_tokens=bool(c["text_tokens"]),
+        patch_pool=int(c["patch_pool"]),
+        batch_size=int(c["batch_size"]),
+        workers=int(c["workers"]),
+        shard_size=int(c["shard_size"]),
+        device=c.get("device", "auto"),
+    )
     t0 = time.perf_counter()
     if managed and manifest.exists():
         print(f"feature cache {cache_dir} was computed from other data or settings; recomputing it")
-    cache = precompute(records, cache_dir, image_encoder, text_encoder, preprocess_spec(cfg), opts,
-                       overwrite=overwrite or managed, progress=progress)
+    cache = precompute(
+        records,
+        cache_dir,
+        image_encoder,
+        text_encoder,
+        preprocess_spec(cfg),
+        opts,
+        overwrite=overwrite or managed,
+        progress=progress,
+    )
     seconds = time.perf_counter() - t0
     per_item = cache.manifest.get("bytes_per_item", {}).get("total", 0)
-    print(f"feature cache {cache_dir}: {cache.n} items ({int(cache.valid.sum())} usable) in {seconds:.1f} s; "
-          f"{per_item / 1024:.1f} KiB per item, {cache.nbytes() / 2**20:.1f} MiB in all")
+    print(
+        f"feature cache {cache_dir}: {cache.n} items ({int(cache.valid.sum())} usable) in {seconds:.1f} s; "
+        f"{per_item / 1024:.1f} KiB per item, {cache.nbytes() / 2**20:.1f} MiB in all"
+    )
     return cache
 
 
@@ -130,12 +170,20 @@ def _matches(manifest: dict, cfg: dict, records: list[Record], image: bool, text
     if manifest.get("data_sha256") != data_digest(records, image=bool(manifest.get("image")), text=has_text):
         return False
     m_img, m_txt = manifest.get("image"), manifest.get("text")
-    if image and not (m_img and m_img["encoder"]["name"] == str(enc["image"])
-                      and m_img["preprocess"] == preprocess_spec(cfg).to_dict()
-                      and m_img["patch_pool"] == int(c["patch_pool"]) and m_img["tokens"] == bool(c["image_tokens"])):
+    if image and not (
+        m_img
+        and m_img["encoder"]["name"] == str(enc["image"])
+        and m_img["preprocess"] == preprocess_spec(cfg).to_dict()
+        and m_img["patch_pool"] == int(c["patch_pool"])
+        and m_img["tokens"] == bool(c["image_tokens"])
+    ):
         return False
-    if text and not (m_txt and m_txt["encoder"]["name"] == str(enc["text"])
-                     and m_txt["max_length"] == int(enc["text_max_length"]) and m_txt["tokens"] == bool(c["text_tokens"])):
+    if text and not (
+        m_txt
+        and m_txt["encoder"]["name"] == str(enc["text"])
+        and m_txt["max_length"] == int(enc["text_max_length"])
+        and m_txt["tokens"] == bool(c["text_tokens"])
+    ):
         return False
     return True
 

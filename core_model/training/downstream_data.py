@@ -40,7 +40,9 @@ def load_labeled(data: dict, task: str, out_dir: Path | None = None) -> Labeled:
     result, split, classes, cls_task, dataset = read.result, read.split, read.classes, read.task, read.dataset
 
     if data.get("split_file"):
-        split = SplitAssignment.from_mapping(read_split_file(data["split_file"]), protocol=f"split file {data['split_file']}")
+        split = SplitAssignment.from_mapping(
+            read_split_file(data["split_file"]), protocol=f"split file {data['split_file']}"
+        )
     applied = apply_splits(result, split)  # in the split's order; records outside it are skipped
     result.records, result.skipped = applied.records, applied.skipped
     records = [r for r in result.records if r.split in ("train", "val", "test")]
@@ -53,8 +55,12 @@ def load_labeled(data: dict, task: str, out_dir: Path | None = None) -> Labeled:
             raise ConfigError("data.task must be binary, multilabel or multiclass")
         unknown = [c for c in classes if not any(c in r.labels for r in records)]
         if unknown:
-            raise DataError(f"{kind}: no record carries the label(s) {unknown}; labels found: "
-                            f"{sorted({k for r in records for k in r.labels})}")
+            raise DataError(
+                f"{kind}: no record carries the label(s) {unknown}; labels found: "
+                f"{sorted({k for r in records for k in r.labels})}"
+            )
         if cls_task == "binary" and len(classes) != 1:
             cls_task = "multilabel"
-    return Labeled(records, classes, "segmentation" if task == "segmentation" else cls_task, dataset, split, result, fraction)
+    return Labeled(
+        records, classes, "segmentation" if task == "segmentation" else cls_task, dataset, split, result, fraction
+    )

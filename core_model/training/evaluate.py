@@ -34,15 +34,22 @@ from core_model.training.finetune import (
 )
 
 DEFAULT_PROMPTS = {
-    "normal": (["Normal chest radiograph.", "The lungs are clear.", "No acute cardiopulmonary process."],
-               ["Abnormal chest radiograph.", "There is an acute abnormality in the lungs."]),
-    "pneumonia": (["Focal consolidation consistent with pneumonia.", "There is pneumonia."],
-                  ["No focal consolidation.", "No evidence of pneumonia."]),
-    "covid19": (["Bilateral peripheral opacities consistent with COVID-19 pneumonia.",
-                 "Multifocal ground glass opacities."],
-                ["No bilateral opacities.", "The lungs are clear."]),
-    "pneumothorax": (["There is a pneumothorax.", "Visible pleural line with absent lung markings."],
-                     ["No pneumothorax.", "There is no pneumothorax."]),
+    "normal": (
+        ["Normal chest radiograph.", "The lungs are clear.", "No acute cardiopulmonary process."],
+        ["Abnormal chest radiograph.", "There is an acute abnormality in the lungs."],
+    ),
+    "pneumonia": (
+        ["Focal consolidation consistent with pneumonia.", "There is pneumonia."],
+        ["No focal consolidation.", "No evidence of pneumonia."],
+    ),
+    "covid19": (
+        ["Bilateral peripheral opacities consistent with COVID-19 pneumonia.", "Multifocal ground glass opacities."],
+        ["No bilateral opacities.", "The lungs are clear."],
+    ),
+    "pneumothorax": (
+        ["There is a pneumothorax.", "Visible pleural line with absent lung markings."],
+        ["No pneumothorax.", "There is no pneumothorax."],
+    ),
 }
 
 
@@ -60,8 +67,17 @@ def _subset(labeled, split: str) -> list[int]:
     return labeled.by_split(split)
 
 
-def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: str = "test",
-             prompts: dict | None = None, progress: bool = True, n_boot: int = 1000) -> dict:
+def evaluate(
+    run: Path,
+    task: str,
+    data_cfg: dict | None,
+    out: Path,
+    *,
+    split: str = "test",
+    prompts: dict | None = None,
+    progress: bool = True,
+    n_boot: int = 1000,
+) -> dict:
     from core_model.training.datasets import ensure_cache
     from core_model.training.downstream_data import load_labeled
 
@@ -113,17 +129,25 @@ def evaluate(run: Path, task: str, data_cfg: dict | None, out: Path, *, split: s
     check_same_encoder(cache, meta)
     pairs = CachedPairs(cache, text=want_text)
     ok = np.flatnonzero(cache.valid)
-    result: dict = {"command": "evaluate", "task": task, "research_use_only": True, "run": str(run),
-                    "dataset": labeled.dataset, "split": split, "n": int(len(ok)),
-                    "skipped": int(len(records) - len(ok))}
+    result: dict = {
+        "command": "evaluate",
+        "task": task,
+        "research_use_only": True,
+        "run": str(run),
+        "dataset": labeled.dataset,
+        "split": split,
+        "n": int(len(ok)),
+        "skipped": int(len(records) - len(ok)),
+    }
 
     if task == "classification":
         result["metrics"] = _eval_classification(run, head_meta, adaptor, pairs, records, ok, device, n_boot)
     elif task == "segmentation":
         result["metrics"] = _eval_segmentation(run, head_meta, adaptor, pairs, cache, records, ok, device)
     elif task == "zeroshot":
-        result["metrics"] = _eval_zeroshot(adaptor, loss_fn, meta, pairs, records, ok, labeled.classes, prompts,
-                                           device, n_boot)
+        result["metrics"] = _eval_zeroshot(
+            adaptor, loss_fn, meta, pairs, records, ok, labeled.classes, prompts, device, n_boot
+        )
     elif task == "retrieval":
         result["metrics"] = _eval_retrieval(adaptor, pairs, records, ok, device)
     elif task == "grounding":
@@ -152,8 +176,9 @@ def _eval_classification(run, head_meta, adaptor, pairs, records, ok, device, n_
     y = _label_matrix([records[i] for i in ok], classes, task)
     multiclass = task == "multiclass"
     t = float(head_meta.get("temperature", 1.0))
-    m = evaluate_classification(y, logits / t, class_names=classes, task=task, calibrate=False,
-                                threshold_method=0.5, n_boot=n_boot)
+    m = evaluate_classification(
+        y, logits / t, class_names=classes, task=task, calibrate=False, threshold_method=0.5, n_boot=n_boot
+    )
     probs = apply_temperature(logits, t, multiclass=multiclass)
     yy = np.eye(len(classes))[y] if multiclass else y
     for k, c in enumerate(classes):
@@ -179,7 +204,7 @@ def _eval_segmentation(run, head_meta, adaptor, pairs, cache, records, ok, devic
     spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
     acc = SegmentationAccumulator(float(head_meta.get("threshold", 0.5)))
     for b in range(0, len(ok), 32):
-        sel = ok[b:b + 32]
+        sel = ok[b : b + 32]
         _, tokens = adaptor_image_outputs(adaptor, pairs, sel, device, tokens=True)
         with torch.no_grad():
             prob = torch.sigmoid(dec(tokens.to(device)))[:, 0].cpu().numpy()
@@ -207,14 +232,16 @@ def _eval_zeroshot(adaptor, loss_fn, meta, pairs, records, ok, classes, prompts,
     prompts = prompts or DEFAULT_PROMPTS
     missing = [c for c in classes if c not in prompts]
     if missing:
-        raise ConfigError(f"no prompts for {missing}; give a prompts file (YAML: class: [[positive...], [negative...]])")
+        raise ConfigError(
+            f"no prompts for {missing}; give a prompts file (YAML: class: [[positive...], [negative...]])"
+        )
     feats, _ = adaptor_image_outputs(adaptor, pairs, ok, device)
     img = F.normalize(feats, dim=-1).numpy()
     emb = {}
     for c in classes:
         pos, neg = prompts[c]
         e = embed_prompts(adaptor, meta, list(pos) + list(neg), device)
-        emb[c] = (e[: len(pos)], e[len(pos):])
+        emb[c] = (e[: len(pos)], e[len(pos) :])
     y = _label_matrix([records[i] for i in ok], classes, "multilabel")
     tau = float(loss_fn.global_nce.temperature)
     out = zero_shot_evaluate(img, emb, y, tau=tau, n_boot=n_boot)
@@ -272,10 +299,20 @@ def _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device, h
         entry["chance"].append(float(cell.mean()))
     if not hits:
         raise UserError("grounding needs images with lesion masks (a 'lesion_mask' column, e.g. phantoms)")
-    return {"hit_share": hit_share, "grid": [rows, cols], "per_finding": {
-        f: {"n": len(v["chance"]), "pointing_game_prompt": float(np.mean(v["prompt"])),
-            "pointing_game_report": float(np.mean(v["report"])), "chance": float(np.mean(v["chance"])),
-            "prompt": prompts[f][0][0]} for f, v in sorted(hits.items())}}
+    return {
+        "hit_share": hit_share,
+        "grid": [rows, cols],
+        "per_finding": {
+            f: {
+                "n": len(v["chance"]),
+                "pointing_game_prompt": float(np.mean(v["prompt"])),
+                "pointing_game_report": float(np.mean(v["report"])),
+                "chance": float(np.mean(v["chance"])),
+                "prompt": prompts[f][0][0],
+            }
+            for f, v in sorted(hits.items())
+        },
+    }
 
 
 def _write_report(out: Path, result: dict, labeled) -> None:
@@ -285,21 +322,38 @@ def _write_report(out: Path, result: dict, labeled) -> None:
     if result["task"] == "grounding":
         from core_model.fileio import atomic_write_bytes
 
-        lines = [f"# Grounding (pointing game): {result['dataset']}, {result['split']} split", "",
-                 "**Research use only - not for diagnosis.**", "",
-                 "| finding | images | prompt hit % | own report hit % | chance % | prompt |", "|---|---|---|---|---|---|"]
+        lines = [
+            f"# Grounding (pointing game): {result['dataset']}, {result['split']} split",
+            "",
+            "**Research use only - not for diagnosis.**",
+            "",
+            "| finding | images | prompt hit % | own report hit % | chance % | prompt |",
+            "|---|---|---|---|---|---|",
+        ]
         for f, e in m["per_finding"].items():
-            lines.append(f"| {f} | {e['n']} | {100 * e['pointing_game_prompt']:.1f} | {100 * e['pointing_game_report']:.1f} "
-                         f"| {100 * e['chance']:.1f} | {e['prompt']} |")
-        lines += ["", f"A hit: the heatmap's peak patch ({m['grid'][0]}x{m['grid'][1]} grid) holds at least "
-                  f"{100 * m['hit_share']:.0f} % lesion. Chance: the share of such patches.", ""]
+            lines.append(
+                f"| {f} | {e['n']} | {100 * e['pointing_game_prompt']:.1f} | {100 * e['pointing_game_report']:.1f} "
+                f"| {100 * e['chance']:.1f} | {e['prompt']} |"
+            )
+        lines += [
+            "",
+            f"A hit: the heatmap's peak patch ({m['grid'][0]}x{m['grid'][1]} grid) holds at least "
+            f"{100 * m['hit_share']:.0f} % lesion. Chance: the share of such patches.",
+            "",
+        ]
         atomic_write_bytes(out / "report.md", "\n".join(lines).encode())
         return
     kwargs = {result["task"]: m}
-    write_report(out / "report.md", title=f"Evaluation ({result['task']}): {result['dataset']}, {result['split']} split",
-                 dataset=result["dataset"], protocol=labeled.split.protocol_id, fraction=labeled.fraction,
-                 split_sizes={s: len(labeled.by_split(s)) for s in ("train", "val", "test")},
-                 run_info={"checkpoint": result["run"], "images scored": result["n"]}, **kwargs)
+    write_report(
+        out / "report.md",
+        title=f"Evaluation ({result['task']}): {result['dataset']}, {result['split']} split",
+        dataset=result["dataset"],
+        protocol=labeled.split.protocol_id,
+        fraction=labeled.fraction,
+        split_sizes={s: len(labeled.by_split(s)) for s in ("train", "val", "test")},
+        run_info={"checkpoint": result["run"], "images scored": result["n"]},
+        **kwargs,
+    )
 
 
 def load_prompts(path: str | None) -> dict | None:

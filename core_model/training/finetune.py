@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from core_model.errors import ConfigError, UserError
 from core_model.features.cache import FeatureCache
-from core_model.fileio import atomic_write_bytes, atomic_write_json
-from core_model.fileio import sha256_file
+from core_model.fileio import atomic_write_bytes, atomic_write_json, sha256_file
 from core_model.heads import SegDecoder, make_cls_head
 from core_model.losses import seg_loss
 from core_model.training.artifacts import code_version, jsonable, load_adaptor
@@ -64,13 +63,23 @@ def cache_config_for(meta: dict, cfg: dict, *, input_size: int | None = None, pa
     c = cfg["cache"]
     return {
         "data": cfg["data"],
-        "encoders": {"image": meta["image_encoder"]["name"], "text": meta["text_encoder"]["name"],
-                     "text_max_length": meta.get("text_max_length", 112), "allow_download": False},
+        "encoders": {
+            "image": meta["image_encoder"]["name"],
+            "text": meta["text_encoder"]["name"],
+            "text_max_length": meta.get("text_max_length", 112),
+            "allow_download": False,
+        },
         "preprocess": pre,
-        "cache": {"dir": c.get("dir"), "patch_pool": int(patch_pool or meta.get("patch_pool", 1)),
-                  "image_tokens": meta["adaptor"]["mode"] == "tokens", "text_tokens": True,
-                  "batch_size": c["batch_size"], "workers": c["workers"], "shard_size": c["shard_size"],
-                  "device": c.get("device", "auto")},
+        "cache": {
+            "dir": c.get("dir"),
+            "patch_pool": int(patch_pool or meta.get("patch_pool", 1)),
+            "image_tokens": meta["adaptor"]["mode"] == "tokens",
+            "text_tokens": True,
+            "batch_size": c["batch_size"],
+            "workers": c["workers"],
+            "shard_size": c["shard_size"],
+            "device": c.get("device", "auto"),
+        },
     }
 
 
@@ -78,18 +87,21 @@ def check_same_encoder(cache: FeatureCache, meta: dict) -> None:
     got = cache.manifest["image"]["encoder"]["weights_sha256"]
     want = meta["image_encoder"]["weights_sha256"]
     if got != want:
-        raise UserError(f"the feature cache {cache.path} was built with other image-encoder weights than the "
-                        f"Adaptor ({got[:12]} vs {want[:12]}); use another cache folder")
+        raise UserError(
+            f"the feature cache {cache.path} was built with other image-encoder weights than the "
+            f"Adaptor ({got[:12]} vs {want[:12]}); use another cache folder"
+        )
 
 
 @torch.no_grad()
-def adaptor_image_outputs(adaptor, pairs: CachedPairs, indices: np.ndarray, device, batch_size: int = 128,
-                          tokens: bool = False):
+def adaptor_image_outputs(
+    adaptor, pairs: CachedPairs, indices: np.ndarray, device, batch_size: int = 128, tokens: bool = False
+):
     """Frozen Adaptor outputs for items: pooled features (N, d) and optionally patch tokens (N, P, d)."""
     adaptor.eval()
     feats, toks = [], []
     for b in range(0, len(indices), batch_size):
-        batch = pairs.batch(indices[b:b + batch_size], device)
+        batch = pairs.batch(indices[b : b + batch_size], device)
         out = adaptor.encode_image(batch["image_pooled"], batch.get("image_tokens"))
         feats.append(out.features.float().cpu())
         if tokens:
@@ -166,7 +178,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
         perm = torch.randperm(n_train, generator=g)
         losses = []
         for b in range(0, n_train, bs):
-            sel = perm[b:b + bs]
+            sel = perm[b : b + bs]
             if len(sel) < 2 and isinstance(head, torch.nn.Module) and cfg["head"]["kind"] == "mlp":
                 continue  # BatchNorm needs two samples
             logits = head(x["train"][sel])
@@ -177,45 +189,85 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
             losses.append(float(loss.detach()))
         val_logits = _predict(head, x["val"])
         score = _selection_score(y[idx["val"]], val_logits, multiclass)
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
-                        "val_score": score})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan, "val_score": score}
+        )
         if score > best["score"]:
-            best = {"score": score, "state": {k: v.detach().clone() for k, v in head.state_dict().items()},
-                    "epoch": epoch + 1}
+            best = {
+                "score": score,
+                "state": {k: v.detach().clone() for k, v in head.state_dict().items()},
+                "epoch": epoch + 1,
+            }
     head.load_state_dict(best["state"])
     seconds = time.perf_counter() - t0
     logits = {s: _predict(head, x[s]) for s in idx}
     ev = cfg["eval"]
     metrics = evaluate_classification(
-        y[idx["test"]], logits["test"], class_names=labeled.classes, task=labeled.task,
-        y_val=y[idx["val"]], logits_val=logits["val"], threshold_method=ev.get("threshold", "youden"),
-        n_boot=int(ev.get("bootstrap", 1000)), seed=t.seed,
+        y[idx["test"]],
+        logits["test"],
+        class_names=labeled.classes,
+        task=labeled.task,
+        y_val=y[idx["val"]],
+        logits_val=logits["val"],
+        threshold_method=ev.get("threshold", "youden"),
+        n_boot=int(ev.get("bootstrap", 1000)),
+        seed=t.seed,
     )
     head_meta = {
-        "format": HEAD_FORMAT, "kind": "classification_head", "research_use_only": True,
-        "head": {"kind": cfg["head"]["kind"], "in_dim": int(feats.shape[1]), "outputs": n_out,
-                 "dropout": float(cfg["head"].get("dropout", 0.2))},
-        "task": labeled.task, "classes": labeled.classes, "thresholds": metrics["thresholds"],
-        "temperature": metrics["temperature"], "adaptor_run": str(run.resolve()),
-        "adaptor_sha256": sha256_file(run / "adaptor.safetensors"), "preprocess": meta["preprocess"],
-        "dataset": labeled.dataset, "fraction": labeled.fraction, "split_protocol": labeled.split.protocol,
-        "best_epoch": best["epoch"], "code_version": code_version(),
+        "format": HEAD_FORMAT,
+        "kind": "classification_head",
+        "research_use_only": True,
+        "head": {
+            "kind": cfg["head"]["kind"],
+            "in_dim": int(feats.shape[1]),
+            "outputs": n_out,
+            "dropout": float(cfg["head"].get("dropout", 0.2)),
+        },
+        "task": labeled.task,
+        "classes": labeled.classes,
+        "thresholds": metrics["thresholds"],
+        "temperature": metrics["temperature"],
+        "adaptor_run": str(run.resolve()),
+        "adaptor_sha256": sha256_file(run / "adaptor.safetensors"),
+        "preprocess": meta["preprocess"],
+        "dataset": labeled.dataset,
+        "fraction": labeled.fraction,
+        "split_protocol": labeled.split.protocol,
+        "best_epoch": best["epoch"],
+        "code_version": code_version(),
     }
     save_tensors(out / "head.safetensors", head.state_dict())
     atomic_write_json(out / "head.json", jsonable(head_meta))
     test_records = [records[i] for i in idx["test"]]
     probs = _probs(logits["test"], metrics["temperature"], multiclass)
-    _write_csv(out / "predictions_test.csv", ["id", *[f"p_{c}" for c in labeled.classes], *[f"y_{c}" for c in labeled.classes]],
-               [[r.id, *[f"{p:.6f}" for p in pr], *_ys(y[i], multiclass, n_out)]
-                for r, pr, i in zip(test_records, probs, idx["test"])])
+    _write_csv(
+        out / "predictions_test.csv",
+        ["id", *[f"p_{c}" for c in labeled.classes], *[f"y_{c}" for c in labeled.classes]],
+        [
+            [r.id, *[f"{p:.6f}" for p in pr], *_ys(y[i], multiclass, n_out)]
+            for r, pr, i in zip(test_records, probs, idx["test"])
+        ],
+    )
     result = {
-        "command": "finetune-cls", "research_use_only": True, "dataset": labeled.dataset, "task": labeled.task,
-        "classes": labeled.classes, "fraction": labeled.fraction, "head": cfg["head"]["kind"],
-        "split": {"protocol": labeled.split.protocol, "protocol_id": labeled.split.protocol_id,
-                  "sizes": {s: int(len(v)) for s, v in idx.items()}, "notes": labeled.split.notes},
+        "command": "finetune-cls",
+        "research_use_only": True,
+        "dataset": labeled.dataset,
+        "task": labeled.task,
+        "classes": labeled.classes,
+        "fraction": labeled.fraction,
+        "head": cfg["head"]["kind"],
+        "split": {
+            "protocol": labeled.split.protocol,
+            "protocol_id": labeled.split.protocol_id,
+            "sizes": {s: int(len(v)) for s, v in idx.items()},
+            "notes": labeled.split.notes,
+        },
         "skipped": labeled.result.skip_counts() if labeled.result is not None else {},
-        "best_epoch": best["epoch"], "train_seconds": seconds, "history": history,
-        "metrics": metrics, "adaptor_run": str(run),
+        "best_epoch": best["epoch"],
+        "train_seconds": seconds,
+        "history": history,
+        "metrics": metrics,
+        "adaptor_run": str(run),
     }
     atomic_write_json(out / "metrics.json", jsonable(result))
     _write_cls_report(out, result, y[idx["test"]], probs, labeled)
@@ -321,7 +373,10 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
     pairs = CachedPairs(cache, ram_limit_bytes=float(t.ram_limit_gb) * 1e9, text=False)
     records = labeled.records
-    idx = {s: np.array([i for i in labeled.by_split(s) if cache.valid[i]], dtype=np.int64) for s in ("train", "val", "test")}
+    idx = {
+        s: np.array([i for i in labeled.by_split(s) if cache.valid[i]], dtype=np.int64)
+        for s in ("train", "val", "test")
+    }
     for s in idx:
         if len(idx[s]) == 0:
             raise UserError(f"no usable {s} images for segmentation ({labeled.dataset})")
@@ -330,7 +385,12 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
         masks[i] = _mask_for(records[i], spec, size)
 
     torch.manual_seed(t.seed)
-    decoder = SegDecoder(adaptor.config.dim, grid, size, cfg["head"]["kind"] if cfg["head"]["kind"] in ("progressive", "light") else "progressive").to(device)
+    decoder = SegDecoder(
+        adaptor.config.dim,
+        grid,
+        size,
+        cfg["head"]["kind"] if cfg["head"]["kind"] in ("progressive", "light") else "progressive",
+    ).to(device)
     opt = torch.optim.AdamW(decoder.parameters(), lr=float(t.lr), weight_decay=float(t.weight_decay))
     bs = t.batch_size
     thr = float(cfg["eval"].get("seg_threshold", 0.5))
@@ -348,7 +408,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     def evaluate(split: str):
         acc = SegmentationAccumulator(thr)
         for b in range(0, len(idx[split]), bs):
-            sel = idx[split][b:b + bs]
+            sel = idx[split][b : b + bs]
             acc.update(predict(sel), masks[sel])
         return acc
 
@@ -362,7 +422,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
         perm = idx["train"][torch.randperm(n_train, generator=g).numpy()]
         losses = []
         for b in range(0, n_train, bs):
-            sel = perm[b:b + bs]
+            sel = perm[b : b + bs]
             if len(sel) < 2:
                 continue
             target = torch.from_numpy(masks[sel]).float().unsqueeze(1).to(device)
@@ -373,14 +433,25 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
             losses.append(float(loss.detach()))
         val = evaluate("val").result()
         score = val["dice_positive"] if val["dice_positive"] == val["dice_positive"] else val["dice_mgca"]
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan,
-                        "val_dice_positive": val["dice_positive"], "val_dice_mgca": val["dice_mgca"]})
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)) if losses else math.nan,
+                "val_dice_positive": val["dice_positive"],
+                "val_dice_mgca": val["dice_mgca"],
+            }
+        )
         if progress:
-            print(f"epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f} | val Dice (positive) "
-                  f"{val['dice_positive']:.3f} | val Dice (MGCA) {val['dice_mgca']:.3f}")
+            print(
+                f"epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f} | val Dice (positive) "
+                f"{val['dice_positive']:.3f} | val Dice (MGCA) {val['dice_mgca']:.3f}"
+            )
         if score > best["score"]:
-            best = {"score": score, "state": {k: v.detach().clone() for k, v in decoder.state_dict().items()},
-                    "epoch": epoch + 1}
+            best = {
+                "score": score,
+                "state": {k: v.detach().clone() for k, v in decoder.state_dict().items()},
+                "epoch": epoch + 1,
+            }
     decoder.load_state_dict(best["state"])
     seconds = time.perf_counter() - t0
     val_metrics = evaluate("val").result()
@@ -389,26 +460,50 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     if test_metrics.get("warning"):
         print("WARNING: " + test_metrics["warning"])
     head_meta = {
-        "format": HEAD_FORMAT, "kind": "segmentation_head", "research_use_only": True,
+        "format": HEAD_FORMAT,
+        "kind": "segmentation_head",
+        "research_use_only": True,
         "head": {"kind": decoder.kind, "in_dim": adaptor.config.dim, "grid": list(grid), "input_size": size},
-        "label": labeled.classes[0], "threshold": thr, "adaptor_run": str(run.resolve()),
-        "adaptor_sha256": sha256_file(run / "adaptor.safetensors"), "preprocess": spec.to_dict(),
-        "patch_pool": int(pool), "dataset": labeled.dataset, "fraction": labeled.fraction,
-        "split_protocol": labeled.split.protocol, "best_epoch": best["epoch"], "code_version": code_version(),
+        "label": labeled.classes[0],
+        "threshold": thr,
+        "adaptor_run": str(run.resolve()),
+        "adaptor_sha256": sha256_file(run / "adaptor.safetensors"),
+        "preprocess": spec.to_dict(),
+        "patch_pool": int(pool),
+        "dataset": labeled.dataset,
+        "fraction": labeled.fraction,
+        "split_protocol": labeled.split.protocol,
+        "best_epoch": best["epoch"],
+        "code_version": code_version(),
     }
     save_tensors(out / "head.safetensors", decoder.state_dict())
     atomic_write_json(out / "head.json", jsonable(head_meta))
     result = {
-        "command": "finetune-seg", "research_use_only": True, "dataset": labeled.dataset, "label": labeled.classes[0],
-        "fraction": labeled.fraction, "decoder": decoder.kind, "input_size": size, "grid": list(grid),
-        "split": {"protocol": labeled.split.protocol, "protocol_id": labeled.split.protocol_id,
-                  "sizes": {s: int(len(v)) for s, v in idx.items()}, "notes": labeled.split.notes},
-        "best_epoch": best["epoch"], "train_seconds": seconds, "history": history,
-        "metrics": test_metrics, "val_metrics": val_metrics, "adaptor_run": str(run),
+        "command": "finetune-seg",
+        "research_use_only": True,
+        "dataset": labeled.dataset,
+        "label": labeled.classes[0],
+        "fraction": labeled.fraction,
+        "decoder": decoder.kind,
+        "input_size": size,
+        "grid": list(grid),
+        "split": {
+            "protocol": labeled.split.protocol,
+            "protocol_id": labeled.split.protocol_id,
+            "sizes": {s: int(len(v)) for s, v in idx.items()},
+            "notes": labeled.split.notes,
+        },
+        "best_epoch": best["epoch"],
+        "train_seconds": seconds,
+        "history": history,
+        "metrics": test_metrics,
+        "val_metrics": val_metrics,
+        "adaptor_run": str(run),
     }
     atomic_write_json(out / "metrics.json", jsonable(result))
-    _write_seg_report(out, result, records, idx["test"], test_acc, predict, masks, spec,
-                      int(cfg["eval"].get("examples", 8)))
+    _write_seg_report(
+        out, result, records, idx["test"], test_acc, predict, masks, spec, int(cfg["eval"].get("examples", 8))
+    )
     return result
 
 

@@ -10,8 +10,8 @@ export side calls this module to build the runs it needs.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from core_model.errors import UserError
 from core_model.training.artifacts import pretrained_exists
@@ -34,15 +34,17 @@ def finetune_defaults(task: str, head: dict | None = None) -> dict:
     return {**FINETUNE_DEFAULTS, "head": copy.deepcopy(head)}
 
 
-def load_finetune_config(task: str, path: str | Path | None, overrides: Iterable[str] = (), *,
-                         head: dict | None = None) -> dict:
+def load_finetune_config(
+    task: str, path: str | Path | None, overrides: Iterable[str] = (), *, head: dict | None = None
+) -> dict:
     """A fine-tuning config: the task's defaults <- the YAML file <- ``section.key=value`` overrides."""
     return load_config(finetune_defaults(task, head), path, overrides)
 
 
 # ---- pretraining -------------------------------------------------------------------------------
-def pretrain(cfg: dict, out: str | Path, *, result=None, cache=None, progress: bool = True,
-             resume: bool = False) -> dict:
+def pretrain(
+    cfg: dict, out: str | Path, *, result=None, cache=None, progress: bool = True, resume: bool = False
+) -> dict:
     """Pretrain an Adaptor into ``out`` (its config.yaml written first); records and the feature
     cache are loaded / built when not given. Returns the final validation metrics."""
     from core_model.training.datasets import ensure_cache, load_records, summary
@@ -58,8 +60,16 @@ def pretrain(cfg: dict, out: str | Path, *, result=None, cache=None, progress: b
     if cache is None:
         cache = ensure_cache(cfg, result.records, progress=progress)
     recs = result.records
-    trainer = Pretrainer(cfg, out, cache, [r.report for r in recs], [r.finding for r in recs],
-                         [r.split for r in recs], progress=progress, data_summary=summary(result))
+    trainer = Pretrainer(
+        cfg,
+        out,
+        cache,
+        [r.report for r in recs],
+        [r.finding for r in recs],
+        [r.split for r in recs],
+        progress=progress,
+        data_summary=summary(result),
+    )
     return trainer.run(resume=resume)
 
 
@@ -69,8 +79,10 @@ def ensure_pretrained(run: str | Path, pretrain_config: str | Path | None = None
     if pretrained_exists(run):
         return run
     if not pretrain_config:
-        raise UserError(f"no pretrained Adaptor in {run}; run `adaptor-train pretrain --out {run}` first "
-                        f"or set pretrain_config so it is built automatically")
+        raise UserError(
+            f"no pretrained Adaptor in {run}; run `adaptor-train pretrain --out {run}` first "
+            f"or set pretrain_config so it is built automatically"
+        )
     print(f"pretrained Adaptor {run} is missing: pretraining it first with {pretrain_config}")
     pretrain(load_config(PRETRAIN_DEFAULTS, pretrain_config), run, progress=progress)
     return run
@@ -94,8 +106,16 @@ def finetuned_exists(out: str | Path) -> bool:
     return (Path(out) / "head.json").exists()
 
 
-def ensure_finetuned(task: str, config: str | Path, out: str | Path, overrides: Iterable[str] = (), *,
-                     head: dict | None = None, progress: bool = True, announce: str | None = None) -> bool:
+def ensure_finetuned(
+    task: str,
+    config: str | Path,
+    out: str | Path,
+    overrides: Iterable[str] = (),
+    *,
+    head: dict | None = None,
+    progress: bool = True,
+    announce: str | None = None,
+) -> bool:
     """Fine-tune ``out`` from the config file ``config`` unless it is already there; True when it
     was built now. ``announce`` is printed before a build."""
     if finetuned_exists(out):

@@ -65,11 +65,13 @@ def _param_groups(modules, weight_decay: float):
 
 # ---- evaluation ------------------------------------------------------------------------------
 @torch.no_grad()
-def embed(adaptor: Adaptor, pairs: CachedPairs, indices: np.ndarray, batch_size: int, device) -> tuple[np.ndarray, np.ndarray]:
+def embed(
+    adaptor: Adaptor, pairs: CachedPairs, indices: np.ndarray, batch_size: int, device
+) -> tuple[np.ndarray, np.ndarray]:
     adaptor.eval()
     imgs, txts = [], []
     for b in range(0, len(indices), batch_size):
-        batch = pairs.batch(indices[b:b + batch_size], device)
+        batch = pairs.batch(indices[b : b + batch_size], device)
         io_ = adaptor.encode_image(batch["image_pooled"], batch.get("image_tokens"))
         to_ = adaptor.encode_text(batch["text_pooled"], batch.get("text_tokens"), batch.get("text_mask"))
         imgs.append(io_.pooled.float().cpu().numpy())
@@ -83,7 +85,7 @@ def validation_loss(adaptor, loss_fn, pairs, indices, groups, batch_size, device
     total, count = 0.0, 0
     gen = torch.Generator().manual_seed(seed)
     for b in range(0, len(indices), batch_size):
-        idx = indices[b:b + batch_size]
+        idx = indices[b : b + batch_size]
         if len(idx) < 2:
             continue
         batch = pairs.batch(idx, device)
@@ -100,9 +102,18 @@ def validation_loss(adaptor, loss_fn, pairs, indices, groups, batch_size, device
 class Pretrainer:
     """One pretraining run writing into ``out_dir``."""
 
-    def __init__(self, cfg: dict, out_dir: str | Path, cache: FeatureCache, reports: list[str | None],
-                 findings: list[str | None], splits: list[str | None], *, progress: bool = True,
-                 data_summary: dict | None = None):
+    def __init__(
+        self,
+        cfg: dict,
+        out_dir: str | Path,
+        cache: FeatureCache,
+        reports: list[str | None],
+        findings: list[str | None],
+        splits: list[str | None],
+        *,
+        progress: bool = True,
+        data_summary: dict | None = None,
+    ):
         self.cfg = cfg
         self.train_cfg: PretrainTrainConfig = cfg["train"]
         self.out = Path(out_dir)
@@ -141,8 +152,10 @@ class Pretrainer:
         self.adaptor = Adaptor(adaptor_config_from(cfg["adaptor"], cache)).to(self.device)
         lc: LossConfig = cfg["loss"]
         self.loss_fn = AdaptorLoss(
-            temperature=lc.temperature, min_temperature=lc.min_temperature,
-            max_temperature=lc.max_temperature, image_to_text_weight=lc.image_to_text_weight,
+            temperature=lc.temperature,
+            min_temperature=lc.min_temperature,
+            max_temperature=lc.max_temperature,
+            image_to_text_weight=lc.image_to_text_weight,
             local_weight=lc.local_weight if self.adaptor.cross is not None else 0.0,
             local_candidates=lc.local_candidates,
         ).to(self.device)
@@ -150,7 +163,9 @@ class Pretrainer:
         self.opt = torch.optim.AdamW(_param_groups([self.adaptor, self.loss_fn], t.weight_decay), lr=t.lr)
         self.batch_size = t.batch_size
         if self.batch_size % self.world:
-            raise UserError(f"train.batch_size {self.batch_size} must be divisible by the number of processes {self.world}")
+            raise UserError(
+                f"train.batch_size {self.batch_size} must be divisible by the number of processes {self.world}"
+            )
         global_batch = min(self.batch_size, len(train_idx))
         self.steps_per_epoch = max(1, len(train_idx) // global_batch)
         self.global_batch = global_batch
@@ -165,8 +180,11 @@ class Pretrainer:
     def parameter_summary(self) -> dict:
         trainable = sum(p.numel() for p in self.params)
         frozen = sum(int(self.cache.manifest[k]["encoder"].get("parameters", 0)) for k in ("image", "text"))
-        return {"trainable": trainable, "frozen_encoders": frozen,
-                "trainable_share": trainable / max(trainable + frozen, 1)}
+        return {
+            "trainable": trainable,
+            "frozen_encoders": frozen,
+            "trainable_share": trainable / max(trainable + frozen, 1),
+        }
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
@@ -179,10 +197,17 @@ class Pretrainer:
         tensors = state_tensors(self.adaptor, self.loss_fn)
         opt_tensors, groups = optimizer_to_tensors(self.opt)
         tensors.update(opt_tensors)
-        self.ckpt.save(self.step, tensors, {
-            "epoch": epoch, "step_in_epoch": step_in_epoch, "optimizer_groups": groups,
-            "scheduler": self.sched.state_dict(), "history": self.history,
-        })
+        self.ckpt.save(
+            self.step,
+            tensors,
+            {
+                "epoch": epoch,
+                "step_in_epoch": step_in_epoch,
+                "optimizer_groups": groups,
+                "scheduler": self.sched.state_dict(),
+                "history": self.history,
+            },
+        )
 
     def _resume(self) -> tuple[int, int]:
         tensors, state = self.ckpt.load()
@@ -198,9 +223,9 @@ class Pretrainer:
         self.adaptor.train()
         torch.manual_seed(self.seed * 1_000_003 + self.step)  # dropout of this step
         gen = torch.Generator().manual_seed(self.seed * 7_919 + self.step)  # local-loss candidates
-        local = idx[self.rank::self.world]
+        local = idx[self.rank :: self.world]
         batch = self.pairs.batch(local, self.device)
-        gathered = np.concatenate([idx[r::self.world] for r in range(self.world)])  # all_gather order
+        gathered = np.concatenate([idx[r :: self.world] for r in range(self.world)])  # all_gather order
         groups = torch.from_numpy(self.groups[gathered]).to(self.device)
         local_groups = torch.from_numpy(self.groups[local]).to(self.device)
         with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
@@ -209,8 +234,9 @@ class Pretrainer:
             global_sim = None
             if self.world > 1:  # negatives from every process's share of the batch
                 global_sim = gather(io_.pooled.float()) @ gather(to_.pooled.float()).t()
-            loss, parts = self.loss_fn(self.adaptor, io_, to_, local_groups, generator=gen,
-                                       global_sim=global_sim, global_groups=groups)
+            loss, parts = self.loss_fn(
+                self.adaptor, io_, to_, local_groups, generator=gen, global_sim=global_sim, global_groups=groups
+            )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         average_gradients(self.params)
@@ -222,8 +248,9 @@ class Pretrainer:
         return {"loss": float(loss.detach()), **parts}
 
     def evaluate(self) -> dict:
-        vl = validation_loss(self.adaptor, self.loss_fn, self.pairs, self.val_idx, self.groups,
-                             self.global_batch, self.device, self.seed)
+        vl = validation_loss(
+            self.adaptor, self.loss_fn, self.pairs, self.val_idx, self.groups, self.global_batch, self.device, self.seed
+        )
         img, txt = embed(self.adaptor, self.pairs, self.val_idx, 256, self.device)
         labels = self.findings[self.val_idx]
         has_labels = any(bool(x) for x in labels)
@@ -240,12 +267,16 @@ class Pretrainer:
             log.warning("--resume given but %s has no checkpoint; starting from the beginning", self.ckpt.path)
         ps = self.parameter_summary()
         if self.rank == 0:
-            print(f"Adaptor ({self.adaptor.config.mode}): {ps['trainable']:,} trainable parameters = "
-                  f"{100 * ps['trainable_share']:.2f} % of all {ps['trainable'] + ps['frozen_encoders']:,} "
-                  f"(frozen encoders {ps['frozen_encoders']:,})")
-            print(f"pairs: {len(self.train_idx)} train, {len(self.val_idx)} val; "
-                  f"{self.steps_per_epoch} steps/epoch x {t.epochs} epochs, global batch {self.global_batch}, "
-                  f"device {self.device}{' bf16' if self.amp else ''}, {self.world} process(es)")
+            print(
+                f"Adaptor ({self.adaptor.config.mode}): {ps['trainable']:,} trainable parameters = "
+                f"{100 * ps['trainable_share']:.2f} % of all {ps['trainable'] + ps['frozen_encoders']:,} "
+                f"(frozen encoders {ps['frozen_encoders']:,})"
+            )
+            print(
+                f"pairs: {len(self.train_idx)} train, {len(self.val_idx)} val; "
+                f"{self.steps_per_epoch} steps/epoch x {t.epochs} epochs, global batch {self.global_batch}, "
+                f"device {self.device}{' bf16' if self.amp else ''}, {self.world} process(es)"
+            )
         every = t.checkpoint_every or 0
         bar = None
         if self.progress and self.rank == 0:
@@ -258,7 +289,7 @@ class Pretrainer:
             losses = []
             first = skip if epoch == start_epoch else 0
             for s in range(first, self.steps_per_epoch):
-                idx = order[s * self.global_batch:(s + 1) * self.global_batch]
+                idx = order[s * self.global_batch : (s + 1) * self.global_batch]
                 out = self.train_step(idx)
                 losses.append(out["loss"])
                 if bar is not None:
@@ -268,10 +299,15 @@ class Pretrainer:
                 if every and self.step % every == 0 and s + 1 < self.steps_per_epoch:
                     self._save_checkpoint(epoch, s + 1)
             seconds = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "step": self.step, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                   "lr": self.sched.get_last_lr()[0], "temperature": self.loss_fn.global_nce.temperature,
-                   "pairs_per_s": (self.steps_per_epoch - first) * self.global_batch / max(seconds, 1e-9),
-                   "epoch_seconds": seconds}
+            row = {
+                "epoch": epoch + 1,
+                "step": self.step,
+                "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "lr": self.sched.get_last_lr()[0],
+                "temperature": self.loss_fn.global_nce.temperature,
+                "pairs_per_s": (self.steps_per_epoch - first) * self.global_batch / max(seconds, 1e-9),
+                "epoch_seconds": seconds,
+            }
             if self.rank == 0:
                 row.update(self.evaluate())
                 self.history.append(row)
@@ -320,6 +356,9 @@ def _epoch_line(row: dict) -> str:
         if k in row:
             parts.append(f"{k} {row[k]:.3f}")
     if "chance_R@5" in row:
-        parts.append(f"(chance R@5 {row['chance_R@5']:.3f}" + (f", P {row['chance_P_finding']:.3f})" if "chance_P_finding" in row else ")"))
+        parts.append(
+            f"(chance R@5 {row['chance_R@5']:.3f}"
+            + (f", P {row['chance_P_finding']:.3f})" if "chance_P_finding" in row else ")")
+        )
     parts.append(f"{row['pairs_per_s']:.0f} pairs/s")
     return " | ".join(parts)

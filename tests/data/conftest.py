@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.real_data import REAL_DIR as REAL
+
 RSNA_LABELS = REAL / "kaggle_stage_2_train_labels.csv.zip"
 SIIM_LABELS = REAL / "siim-pneumothorax-train-rle.csv.gz"
 SIIM_DICOM = REAL / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"

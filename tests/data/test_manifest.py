@@ -29,11 +29,28 @@ def folder(tmp_path):
 
 def test_csv_manifest_relative_paths_labels_optional_columns_and_skips(folder):
     rows = [
-        {"id": "1", "image": "imgs/a.png", "report": "FINDINGS: Left pneumothorax.\nIMPRESSION: Pneumothorax.",
-         "split": "train", "patient_id": "p1", "study_id": "s1", "view": "pa", "finding": "Pneumothorax",
-         "label_pneumothorax": "1", "label_normal": "0", "mask": "masks/a.png", "lesion_mask": "masks/a.png"},
-        {"id": "2", "image": "imgs/b.png", "report": "Lungs clear.", "split": "validate", "label_pneumothorax": "",
-         "label_normal": "1.0"},
+        {
+            "id": "1",
+            "image": "imgs/a.png",
+            "report": "FINDINGS: Left pneumothorax.\nIMPRESSION: Pneumothorax.",
+            "split": "train",
+            "patient_id": "p1",
+            "study_id": "s1",
+            "view": "pa",
+            "finding": "Pneumothorax",
+            "label_pneumothorax": "1",
+            "label_normal": "0",
+            "mask": "masks/a.png",
+            "lesion_mask": "masks/a.png",
+        },
+        {
+            "id": "2",
+            "image": "imgs/b.png",
+            "report": "Lungs clear.",
+            "split": "validate",
+            "label_pneumothorax": "",
+            "label_normal": "1.0",
+        },
         {"id": "3", "image": "imgs/missing.png", "report": "x"},
         {"id": "4", "image": "imgs/c.png", "report": "   "},
         {"id": "5", "image": "imgs/d.png", "report": "ok", "label_normal": "yes please"},
@@ -41,8 +58,13 @@ def test_csv_manifest_relative_paths_labels_optional_columns_and_skips(folder):
         {"id": "1", "image": "imgs/f.png", "report": "duplicate id"},
         {"id": "8", "image": "imgs/g.png", "report": "ok", "mask": "masks/nope.png"},
         {"id": "9", "image": "", "report": "ok"},
-        {"id": "10", "image": str((folder / "imgs" / "g.png").resolve()), "report": "absolute path", "split": "TEST",
-         "label_normal": "-1"},
+        {
+            "id": "10",
+            "image": str((folder / "imgs" / "g.png").resolve()),
+            "report": "absolute path",
+            "split": "TEST",
+            "label_normal": "-1",
+        },
     ]
     path = write_manifest(folder / "manifest.csv", rows)
     assert not list(folder.glob("*.part"))
@@ -61,8 +83,15 @@ def test_csv_manifest_relative_paths_labels_optional_columns_and_skips(folder):
     assert by_id["10"].split == "test" and by_id["10"].labels["normal"] == -1.0  # -1: uncertain
     assert math.isnan(by_id["10"].labels["pneumothorax"])  # blank cell: unknown
     reasons = {s.id: s.reason for s in res.skipped}
-    assert reasons == {"3": "missing_image", "4": "empty_report", "5": "bad_label", "6": "bad_split",
-                       "1": "duplicate_id", "8": "missing_mask", "9": "missing_image"}
+    assert reasons == {
+        "3": "missing_image",
+        "4": "empty_report",
+        "5": "bad_label",
+        "6": "bad_split",
+        "1": "duplicate_id",
+        "8": "missing_mask",
+        "9": "missing_image",
+    }
     assert res.skip_counts()["missing_image"] == 2
     assert "3 usable; 7 skipped" in res.summary()
 
@@ -110,8 +139,9 @@ def test_jsonl_with_labels_object_bad_lines_and_gzip(folder):
 
 
 def test_verify_images_finds_undecodable_files_only_when_asked(folder):
-    write_manifest(folder / "m.csv", [{"image": "imgs/a.png", "report": "ok"},
-                                      {"image": "imgs/broken.png", "report": "ok"}])
+    write_manifest(
+        folder / "m.csv", [{"image": "imgs/a.png", "report": "ok"}, {"image": "imgs/broken.png", "report": "ok"}]
+    )
     assert len(read_manifest(folder / "m.csv").records) == 2
     res = read_manifest(folder / "m.csv", verify_images=True)
     assert [r.id for r in res.records] == ["imgs/a.png"]
@@ -119,8 +149,13 @@ def test_verify_images_finds_undecodable_files_only_when_asked(folder):
 
 
 def test_raw_text_mode_and_other_image_column(folder):
-    write_manifest(folder / "m.csv", [{"image": "imgs/a.png", "dicom": "imgs/b.png", "report": "INDICATION: x\nFINDINGS: y"},
-                                      {"image": "imgs/c.png", "dicom": "", "report": "z"}])
+    write_manifest(
+        folder / "m.csv",
+        [
+            {"image": "imgs/a.png", "dicom": "imgs/b.png", "report": "INDICATION: x\nFINDINGS: y"},
+            {"image": "imgs/c.png", "dicom": "", "report": "z"},
+        ],
+    )
     raw = read_manifest(folder / "m.csv", text="raw")
     assert raw.records[0].report == "INDICATION: x FINDINGS: y"
     alt = read_manifest(folder / "m.csv", image_column="dicom")
@@ -129,14 +164,25 @@ def test_raw_text_mode_and_other_image_column(folder):
 
 
 def test_jsonl_writer_round_trip(folder):
-    rows = [{"image": "imgs/a.png", "report": "Ünïcode, \"quotes\", newline\nhere", "label_x": 1}]
+    rows = [{"image": "imgs/a.png", "report": 'Ünïcode, "quotes", newline\nhere', "label_x": 1}]
     write_manifest(folder / "out.jsonl", rows)
     res = read_manifest(folder / "out.jsonl", text="raw")
     assert res.records[0].report == 'Ünïcode, "quotes", newline here' and res.records[0].labels == {"x": 1.0}
 
 
-@pytest.mark.parametrize("value,expected", [("1", 1.0), ("0.0", 0.0), ("-1", -1.0), (1, 1.0), (True, 1.0),
-                                            ("", math.nan), (None, math.nan), ("nan", math.nan)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("1", 1.0),
+        ("0.0", 0.0),
+        ("-1", -1.0),
+        (1, 1.0),
+        (True, 1.0),
+        ("", math.nan),
+        (None, math.nan),
+        ("nan", math.nan),
+    ],
+)
 def test_parse_label_values(value, expected):
     got = parse_label(value)
     assert (math.isnan(got) and math.isnan(expected)) or got == expected

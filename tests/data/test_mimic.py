@@ -10,9 +10,22 @@ from PIL import Image
 from core_model.data.mimic import read_mimic
 from core_model.errors import DataError
 
-CHEXPERT = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-            "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-            "Pneumothorax", "Support Devices"]
+CHEXPERT = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+]
 
 REPORT = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -49,11 +62,18 @@ def build_tree(tmp_path, gz=False, with_chexpert=True):
     jpg, rep = tmp_path / "mimic-cxr-jpg", tmp_path / "mimic-cxr-reports"
     ext = ".csv.gz" if gz else ".csv"
     jpg.mkdir()
-    _write_csv(jpg / f"mimic-cxr-2.0.0-split{ext}", ["dicom_id", "study_id", "subject_id", "split"],
-               [(d, st, su, sp) for d, su, st, sp, *_ in ROWS], gz)
-    _write_csv(jpg / f"mimic-cxr-2.0.0-metadata{ext}",
-               ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows"],
-               [(d, su, st, "CHEST", v, 2048) for d, su, st, _, v, *_ in ROWS], gz)
+    _write_csv(
+        jpg / f"mimic-cxr-2.0.0-split{ext}",
+        ["dicom_id", "study_id", "subject_id", "split"],
+        [(d, st, su, sp) for d, su, st, sp, *_ in ROWS],
+        gz,
+    )
+    _write_csv(
+        jpg / f"mimic-cxr-2.0.0-metadata{ext}",
+        ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows"],
+        [(d, su, st, "CHEST", v, 2048) for d, su, st, _, v, *_ in ROWS],
+        gz,
+    )
     if with_chexpert:
         lab = {c: "" for c in CHEXPERT}
         rows = []
@@ -95,8 +115,15 @@ def test_frontal_official_split_reports_and_labels(tmp_path, gz):
     d3 = by_id["d3"]
     assert d3.split == "val" and d3.view == "AP" and d3.labels["normal"] == 1.0 and d3.labels["pneumothorax"] == 0.0
     reasons = {s.id: s.reason for s in res.skipped}
-    assert reasons == {"d2": "not_frontal", "d4": "missing_image", "d5": "missing_report", "d6": "empty_report",
-                       "d7": "not_frontal", "d8": "bad_label", "d9": "bad_split"}
+    assert reasons == {
+        "d2": "not_frontal",
+        "d4": "missing_image",
+        "d5": "missing_report",
+        "d6": "empty_report",
+        "d7": "not_frontal",
+        "d8": "bad_label",
+        "d9": "bad_split",
+    }
 
 
 def test_filter_off_keeps_lateral_and_images_only_mode(tmp_path):

@@ -9,7 +9,6 @@ from PIL import Image
 
 from core_model.data.openi import iter_openi_reports, read_openi, section_counts
 from core_model.errors import DataError
-
 from tests.real_data import REAL_DIR
 
 REAL = REAL_DIR / "NLMCXR_reports.tgz"
@@ -28,10 +27,13 @@ XML = """<?xml version="1.0" encoding="utf-8"?>
 
 
 def _xml(n, findings="Lungs are clear.", impression="Normal chest x-XXXX.", mesh=("normal",), images=2):
-    imgs = "".join(f'<parentImage id="CXR{n}_1_IM-000{n}-{k}001"><figureId>F{k}</figureId></parentImage>'
-                   for k in range(1, images + 1))
-    return XML.format(n=n, findings=findings, impression=impression, images=imgs,
-                      mesh="".join(f"<major>{m}</major>" for m in mesh)).encode()
+    imgs = "".join(
+        f'<parentImage id="CXR{n}_1_IM-000{n}-{k}001"><figureId>F{k}</figureId></parentImage>'
+        for k in range(1, images + 1)
+    )
+    return XML.format(
+        n=n, findings=findings, impression=impression, images=imgs, mesh="".join(f"<major>{m}</major>" for m in mesh)
+    ).encode()
 
 
 def _tar(path, members):
@@ -66,13 +68,24 @@ def test_real_archive_parses_every_report():
 
 
 def test_image_folder_matching_and_projection_filter(tmp_path):
-    archive = _tar(tmp_path / "r.tgz", [
-        ("ecgen-radiology/1.xml", _xml(1)),
-        ("ecgen-radiology/2.xml", _xml(2, findings="Large right pneumothorax.", impression="Pneumothorax.",
-                                       mesh=("Pneumothorax/right/large",), images=1)),
-        ("ecgen-radiology/3.xml", _xml(3, images=0)),
-        ("ecgen-radiology/4.xml", _xml(4, findings="", impression="")),
-    ])
+    archive = _tar(
+        tmp_path / "r.tgz",
+        [
+            ("ecgen-radiology/1.xml", _xml(1)),
+            (
+                "ecgen-radiology/2.xml",
+                _xml(
+                    2,
+                    findings="Large right pneumothorax.",
+                    impression="Pneumothorax.",
+                    mesh=("Pneumothorax/right/large",),
+                    images=1,
+                ),
+            ),
+            ("ecgen-radiology/3.xml", _xml(3, images=0)),
+            ("ecgen-radiology/4.xml", _xml(4, findings="", impression="")),
+        ],
+    )
     imgs = tmp_path / "images" / "sub"
     imgs.mkdir(parents=True)
     Image.new("L", (4, 4)).save(imgs / "CXR1_1_IM-0001-1001.png")
@@ -84,7 +97,10 @@ def test_image_folder_matching_and_projection_filter(tmp_path):
     assert r2.report == "Pneumothorax. Large right pneumothorax." and r2.finding == "pneumothorax"
     assert r2.patient_id == r2.study_id == "CXR2" and Path(r2.image_path).is_file()
     assert {(s.id, s.reason) for s in res.skipped} == {
-        ("CXR1_1_IM-0001-2001", "missing_image"), ("CXR3", "missing_image"), ("CXR4", "empty_report")}
+        ("CXR1_1_IM-0001-2001", "missing_image"),
+        ("CXR3", "missing_image"),
+        ("CXR4", "empty_report"),
+    }
     proj = tmp_path / "indiana_projections.csv"
     proj.write_text("uid,filename,projection\n1,1_IM-0001-1001.dcm.png,Frontal\n2,2_IM-0002-1001.dcm.png,Lateral\n")
     res = read_openi(archive, images=tmp_path / "images", projections=proj)
@@ -96,14 +112,17 @@ def test_hostile_or_broken_members_are_skipped_not_extracted(tmp_path):
     bomb = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]><eCitation>&b;</eCitation>'
     link = tarfile.TarInfo("ecgen-radiology/5.xml")
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-    archive = _tar(tmp_path / "r.tgz", [
-        ("ecgen-radiology/1.xml", _xml(1)),
-        ("ecgen-radiology/2.xml", bomb),
-        ("ecgen-radiology/3.xml", b"<eCitation><unclosed></eCitation>"),
-        ("../../escape.xml", _xml(9)),
-        ("ecgen-radiology/5.xml", link),
-        ("README.txt", b"not xml"),
-    ])
+    archive = _tar(
+        tmp_path / "r.tgz",
+        [
+            ("ecgen-radiology/1.xml", _xml(1)),
+            ("ecgen-radiology/2.xml", bomb),
+            ("ecgen-radiology/3.xml", b"<eCitation><unclosed></eCitation>"),
+            ("../../escape.xml", _xml(9)),
+            ("ecgen-radiology/5.xml", link),
+            ("README.txt", b"not xml"),
+        ],
+    )
     items = list(iter_openi_reports(archive))
     reasons = sorted(getattr(i, "reason", "report") for i in items)
     assert reasons == ["bad_xml", "bad_xml", "bad_xml", "report", "report"]

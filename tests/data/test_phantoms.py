@@ -34,9 +34,25 @@ def _rows(folder):
 def test_manifest_columns_balanced_findings_and_one_label_each(phantom_dir):
     with open(phantom_dir / "manifest.csv", newline="") as fh:
         header = next(csv.reader(fh))
-    assert header == ["id", "image", "report", "split", "patient_id", "study_id", "view", "finding",
-                      "label_normal", "label_pneumonia", "label_covid19", "label_pneumothorax",
-                      "mask", "lesion_mask", "dicom", "location", "size"]
+    assert header == [
+        "id",
+        "image",
+        "report",
+        "split",
+        "patient_id",
+        "study_id",
+        "view",
+        "finding",
+        "label_normal",
+        "label_pneumonia",
+        "label_covid19",
+        "label_pneumothorax",
+        "mask",
+        "lesion_mask",
+        "dicom",
+        "location",
+        "size",
+    ]
     rows = _rows(phantom_dir)
     assert Counter(r["finding"] for r in rows) == {f: N // 4 for f in ph.FINDINGS}
     for r in rows:
@@ -92,7 +108,9 @@ def test_reports_name_the_finding_with_locations_sizes_and_negations():
             assert all(word in text for word in c.location.split()), text  # "right mid zone" / "right lung mid zone"
             assert "consolidation" in text or "pneumonia" in text
         elif c.finding == "pneumothorax":
-            assert re.search(rf"{c.side}\S*( apical)? pneumothorax|{c.side} pleural line|{c.side} pneumothorax", text), text
+            assert re.search(
+                rf"{c.side}\S*( apical)? pneumothorax|{c.side} pleural line|{c.side} pneumothorax", text
+            ), text
             assert c.size in ("small", "moderate", "large")
         elif c.finding == "covid19":
             assert "bilateral" in text or "both lungs" in text

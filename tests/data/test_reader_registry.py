@@ -42,25 +42,35 @@ def test_the_kinds_each_table_serves():
 def test_unknown_kind_lists_the_kinds_there_are():
     with pytest.raises(ConfigError, match=r"unknown data.kind 'nih': phantoms, manifest, mimic or openi$"):
         read_dataset({"kind": "nih"})
-    with pytest.raises(ConfigError, match=r"unknown data.kind 'mimic' for fine-tuning: phantoms, manifest, rsna, "
-                                          r"siim, covidx, chexpert$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown data.kind 'mimic' for fine-tuning: phantoms, manifest, rsna, "
+        r"siim, covidx, chexpert$",
+    ):
         read_labeled({"kind": "mimic"}, "classification")
     with pytest.raises(ConfigError, match="unknown data.kind None"):
         read_dataset({})
 
 
-@pytest.mark.parametrize("data, task, needle", [
-    ({"kind": "manifest"}, None, "data.path must name the manifest CSV/JSONL"),
-    ({"kind": "phantoms"}, None, "data.path must name the folder of the phantom set"),
-    ({"kind": "mimic", "images": "x"}, None, "data.images (MIMIC-CXR-JPG root) and data.reports"),
-    ({"kind": "openi"}, None, "data.path must name the Open-I reports archive"),
-    ({"kind": "manifest"}, "classification", "data.path must give the manifest CSV/JSONL"),
-    ({"kind": "rsna", "path": "labels.csv"}, "classification", "data.images must give the RSNA DICOM folder"),
-    ({"kind": "siim"}, "segmentation", "data.path must give the SIIM train-rle.csv"),
-    ({"kind": "covidx", "path": "train.txt"}, "classification", "data.test_path must give the COVIDx test label file"),
-    ({"kind": "chexpert"}, "classification", "data.path must give the CheXpert CSV"),
-    ({"kind": "rsna", "fraction": 0}, "classification", "data.fraction must be in (0, 1], not 0.0"),
-])
+@pytest.mark.parametrize(
+    "data, task, needle",
+    [
+        ({"kind": "manifest"}, None, "data.path must name the manifest CSV/JSONL"),
+        ({"kind": "phantoms"}, None, "data.path must name the folder of the phantom set"),
+        ({"kind": "mimic", "images": "x"}, None, "data.images (MIMIC-CXR-JPG root) and data.reports"),
+        ({"kind": "openi"}, None, "data.path must name the Open-I reports archive"),
+        ({"kind": "manifest"}, "classification", "data.path must give the manifest CSV/JSONL"),
+        ({"kind": "rsna", "path": "labels.csv"}, "classification", "data.images must give the RSNA DICOM folder"),
+        ({"kind": "siim"}, "segmentation", "data.path must give the SIIM train-rle.csv"),
+        (
+            {"kind": "covidx", "path": "train.txt"},
+            "classification",
+            "data.test_path must give the COVIDx test label file",
+        ),
+        ({"kind": "chexpert"}, "classification", "data.path must give the CheXpert CSV"),
+        ({"kind": "rsna", "fraction": 0}, "classification", "data.fraction must be in (0, 1], not 0.0"),
+    ],
+)
 def test_a_missing_key_is_a_config_error_that_names_it(data, task, needle):
     with pytest.raises(ConfigError) as err:
         read_dataset(data) if task is None else read_labeled(data, task)
@@ -94,13 +104,23 @@ def test_labelled_phantoms_classification_and_segmentation(phantom_data):
 
 
 def test_labelled_manifest_fraction_and_split_requirements(tmp_path):
-    rows = [{"image": f"i{k}.png", "report": "", "split": "train" if k < 8 else "val",
-             "label_pneumonia": k % 2, "label_effusion": ""} for k in range(10)]
+    rows = [
+        {
+            "image": f"i{k}.png",
+            "report": "",
+            "split": "train" if k < 8 else "val",
+            "label_pneumonia": k % 2,
+            "label_effusion": "",
+        }
+        for k in range(10)
+    ]
     path = _manifest(tmp_path, rows)
     full = read_labeled({"kind": "manifest", "path": str(path)}, "classification")
     assert full.classes == ["effusion", "pneumonia"] and full.split.sizes() == {"train": 8, "val": 2, "test": 0}
-    half = read_labeled({"kind": "manifest", "path": str(path), "fraction": 0.5, "classes": ["pneumonia"],
-                         "task": "binary"}, "classification")
+    half = read_labeled(
+        {"kind": "manifest", "path": str(path), "fraction": 0.5, "classes": ["pneumonia"], "task": "binary"},
+        "classification",
+    )
     assert half.classes == ["pneumonia"] and half.task == "binary"
     assert len(half.split.train) == 4 and set(half.split.train) <= set(full.split.train)
     only_train = _manifest(tmp_path, [{**r, "split": "train"} for r in rows])

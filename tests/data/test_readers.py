@@ -22,6 +22,7 @@ def _touch(folder, *names):
 
 # ---------------------------------------------------------------- RSNA
 
+
 def test_real_rsna_counts(rsna_table):
     t = rsna_table
     assert t.n_rows == 30227
@@ -90,6 +91,7 @@ def test_rsna_missing_column_and_nothing_usable(tmp_path):
 
 # ---------------------------------------------------------------- SIIM
 
+
 def test_real_siim_counts(siim_table):
     t = siim_table
     assert t.n_rows == 12954
@@ -112,11 +114,20 @@ def test_real_siim_with_the_real_dicom(tmp_path, siim_labels_path, siim_dicom_pa
 
 
 def test_siim_bad_rows(tmp_path):
-    lesion = np.zeros((1024, 1024), bool); lesion[100:120, 300:310] = True
-    lesion2 = np.zeros((1024, 1024), bool); lesion2[600:610, 700:720] = True
-    rows = [("multi", rle_encode(lesion)), ("multi", rle_encode(lesion2)), ("neg", "-1"),
-            ("past", f"{1024 * 1024 - 2} 5"), ("both", "-1"), ("both", rle_encode(lesion)),
-            ("", "-1"), ("garbage", "1 x")]
+    lesion = np.zeros((1024, 1024), bool)
+    lesion[100:120, 300:310] = True
+    lesion2 = np.zeros((1024, 1024), bool)
+    lesion2[600:610, 700:720] = True
+    rows = [
+        ("multi", rle_encode(lesion)),
+        ("multi", rle_encode(lesion2)),
+        ("neg", "-1"),
+        ("past", f"{1024 * 1024 - 2} 5"),
+        ("both", "-1"),
+        ("both", rle_encode(lesion)),
+        ("", "-1"),
+        ("garbage", "1 x"),
+    ]
     csv_path = tmp_path / "train-rle.csv"
     csv_path.write_text("ImageId, EncodedPixels\n" + "".join(f"{i}, {r}\n" for i, r in rows))
     t = read_siim_labels(csv_path)
@@ -144,9 +155,17 @@ def test_siim_missing_column(tmp_path):
 
 # ---------------------------------------------------------------- COVIDx
 
+
 def test_covidx_three_class_file(tmp_path):
-    lines = ["p1 a.png normal rsna", "p2 b.jpg pneumonia rsna", "p3 c d.png COVID-19 cohen",
-             "p4 e.png covid19 sirm", "p5 f.png normal rsna", "p6 short", "p7 a.png normal rsna"]
+    lines = [
+        "p1 a.png normal rsna",
+        "p2 b.jpg pneumonia rsna",
+        "p3 c d.png COVID-19 cohen",
+        "p4 e.png covid19 sirm",
+        "p5 f.png normal rsna",
+        "p6 short",
+        "p7 a.png normal rsna",
+    ]
     (tmp_path / "train.txt").write_text("\n".join(lines) + "\n")
     _touch(tmp_path / "train", "a.png", "b.jpg", "c d.png", "e.png")
     res = read_covidx(tmp_path / "train.txt", tmp_path / "train")
@@ -169,9 +188,11 @@ def test_covidx_binary_file(tmp_path):
 
 # ---------------------------------------------------------------- CheXpert / MIMIC
 
-CHEXPERT_HEADER = ("Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
-                   "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
-                   "Pleural Effusion,Pleural Other,Fracture,Support Devices")
+CHEXPERT_HEADER = (
+    "Path,Sex,Age,Frontal/Lateral,AP/PA,No Finding,Enlarged Cardiomediastinum,Cardiomegaly,"
+    "Lung Opacity,Lung Lesion,Edema,Consolidation,Pneumonia,Atelectasis,Pneumothorax,"
+    "Pleural Effusion,Pleural Other,Fracture,Support Devices"
+)
 
 
 def _chexpert(tmp_path):
@@ -214,14 +235,18 @@ def test_chexpert_competition_policy_blank_zeros_and_image_root(tmp_path):
 def test_mimic_labels_attach_by_study(tmp_path):
     from core_model.data.records import Record
 
-    header = ("subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
-              "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
-              "Pneumothorax,Support Devices")
+    header = (
+        "subject_id,study_id,Atelectasis,Cardiomegaly,Consolidation,Edema,Enlarged Cardiomediastinum,"
+        "Fracture,Lung Lesion,Lung Opacity,No Finding,Pleural Effusion,Pleural Other,Pneumonia,"
+        "Pneumothorax,Support Devices"
+    )
     p = tmp_path / "mimic-cxr-2.0.0-chexpert.csv"
     p.write_text(header + "\n10000032,50414267,,,,,,,,,1.0,,,,,\n10000032,53189527,,,,,,,,,,,,-1.0,1.0,\n")
-    recs = [Record(id="a", image_path="/a.jpg", study_id="s50414267"),
-            Record(id="b", image_path="/b.jpg", study_id="53189527", labels={"pneumonia": 0.0}),
-            Record(id="c", image_path="/c.jpg", study_id="s1")]
+    recs = [
+        Record(id="a", image_path="/a.jpg", study_id="s50414267"),
+        Record(id="b", image_path="/b.jpg", study_id="53189527", labels={"pneumonia": 0.0}),
+        Record(id="c", image_path="/c.jpg", study_id="s1"),
+    ]
     res = attach_mimic_chexpert(recs, p, uncertainty="ignore")
     assert [r.id for r in res.records] == ["a", "b", "c"]
     assert res.records[0].labels["no_finding"] == 1.0

@@ -28,18 +28,20 @@ def test_mimic_style_report_gives_impression_then_findings_without_admin_section
     assert secs.impression == "No acute cardiopulmonary process."
     assert secs.get("indication") == "F with cough and fever"
     text = report_text(MIMIC_STYLE)
-    assert text == ("No acute cardiopulmonary process. The lungs are clear. "
-                    "No pleural effusion or pneumothorax.")
+    assert text == ("No acute cardiopulmonary process. The lungs are clear. No pleural effusion or pneumothorax.")
     assert "cough" not in text and "FINAL REPORT" not in text
 
 
-@pytest.mark.parametrize("report", [
-    "Findings: Lungs clear.\nImpression: Normal.",
-    "FINDINGS - Lungs clear.\nIMPRESSION - Normal.",
-    "findings\nLungs clear.\nimpression.\nNormal.",
-    "FINDINGS :\n  Lungs\n  clear.\n\nCONCLUSION:\nNormal.",
-    "Lungs clear is not a header. FINDINGS: Lungs clear. IMPRESSION: Normal.",
-])
+@pytest.mark.parametrize(
+    "report",
+    [
+        "Findings: Lungs clear.\nImpression: Normal.",
+        "FINDINGS - Lungs clear.\nIMPRESSION - Normal.",
+        "findings\nLungs clear.\nimpression.\nNormal.",
+        "FINDINGS :\n  Lungs\n  clear.\n\nCONCLUSION:\nNormal.",
+        "Lungs clear is not a header. FINDINGS: Lungs clear. IMPRESSION: Normal.",
+    ],
+)
 def test_header_variants_case_punctuation_multiline(report):
     assert report_text(report) == "Normal. Lungs clear."
 
@@ -65,8 +67,7 @@ def test_repeated_section_is_joined_and_synonyms_map():
 
 
 def test_openi_xxxx_removed_with_common_fixes():
-    text = ("Normal chest x-XXXX. XXXX-year-old female. There are no XXXX of a pleural effusion. "
-            "Comparison XXXX, XXXX.")
+    text = "Normal chest x-XXXX. XXXX-year-old female. There are no XXXX of a pleural effusion. Comparison XXXX, XXXX."
     out = clean_text(text)
     assert "XXXX" not in out
     assert out == "Normal chest x-ray. year-old female. There are no of a pleural effusion. Comparison."

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core_model.data.rle import (RLEError, rle_area, rle_decode, rle_decode_union, rle_density, rle_encode)
+from core_model.data.rle import RLEError, rle_area, rle_decode, rle_decode_union, rle_density, rle_encode
 
 
 def test_decode_uses_running_position_and_column_major_order():
@@ -30,7 +30,7 @@ def test_round_trip_random_masks():
         mask = rng.random((h, w)) < density
         if trial % 10 == 0:  # blobs that touch the bottom edge and wrap into the next column
             mask[:] = False
-            mask[h // 2:, : max(1, w // 2)] = True
+            mask[h // 2 :, : max(1, w // 2)] = True
         rle = rle_encode(mask)
         assert np.array_equal(rle_decode(rle, h, w), mask), (h, w, rle)
         assert rle_encode(rle_decode(rle, h, w)) == rle
@@ -55,13 +55,16 @@ def test_last_pixel_is_inside():
 
 
 def test_union_of_rows():
-    a = np.zeros((6, 6), bool); a[0:2, 0] = True
-    b = np.zeros((6, 6), bool); b[4, 5] = True
+    a = np.zeros((6, 6), bool)
+    a[0:2, 0] = True
+    b = np.zeros((6, 6), bool)
+    b[4, 5] = True
     u = rle_decode_union([rle_encode(a), "-1", rle_encode(b)], 6, 6)
     assert np.array_equal(u, a | b)
 
 
 # ---------------------------------------------------------------- the real SIIM file
+
 
 def test_real_rows_round_trip(siim_table):
     rng = np.random.default_rng(0)

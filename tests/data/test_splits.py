@@ -14,8 +14,16 @@ import pytest
 
 from core_model.data.records import ReadResult, Record
 from core_model.data.splits import (
-    SplitAssignment, apply_splits, covidx_splits, grouped_split, leaking_groups, pandas_sample,
-    read_split_file, rsna_splits, siim_splits, write_split_file,
+    SplitAssignment,
+    apply_splits,
+    covidx_splits,
+    grouped_split,
+    leaking_groups,
+    pandas_sample,
+    read_split_file,
+    rsna_splits,
+    siim_splits,
+    write_split_file,
 )
 from core_model.errors import DataError
 

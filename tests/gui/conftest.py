@@ -11,10 +11,10 @@ import threading
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before anything imports Qt
 os.environ.setdefault("QT_LOGGING_RULES", "qt.qpa.*=false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 SHOTS = Path(__file__).resolve().parents[2] / "runs" / "gui_screenshots"
 
@@ -36,9 +36,14 @@ def chest(rows: int, cols: int, seed: int, bright: float = 0.0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:rows, :cols] / np.array([rows, cols])[:, None, None]
     lungs = np.exp(-(((xx - 0.3) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2)) + np.exp(
-        -(((xx - 0.7) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2))
-    img = 2600 - 1500 * lungs + 900 * np.exp(-((xx - 0.5) / 0.05) ** 2) + 600 * bright * np.exp(
-        -(((xx - 0.3) / 0.08) ** 2 + ((yy - 0.65) / 0.08) ** 2))
+        -(((xx - 0.7) / 0.14) ** 2 + ((yy - 0.5) / 0.3) ** 2)
+    )
+    img = (
+        2600
+        - 1500 * lungs
+        + 900 * np.exp(-(((xx - 0.5) / 0.05) ** 2))
+        + 600 * bright * np.exp(-(((xx - 0.3) / 0.08) ** 2 + ((yy - 0.65) / 0.08) ** 2))
+    )
     img += rng.normal(0, 40, img.shape)
     return np.clip(img, 0, 4095).astype(np.uint16)
 
@@ -50,34 +55,89 @@ def write_studies(folder: Path) -> dict[str, Path]:
 
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
-    files["a_pa"] = write_dicom(folder / "anna_pa.dcm", chest(320, 256, 1), DicomSpec(
-        patient_name="NOVAK^ANNA", patient_id="PAT-A", study_date="20240301", study_uid="1.2.826.0.1.3680043.8.498.1",
-        view_position="PA", windows=[(1600, 1800), (2200, 600)], window_explanations=["LUNG", "MEDIASTINUM"],
-        pixel_spacing=(0.5, 0.5), imager_pixel_spacing=(0.55, 0.55)))
-    files["a_lat"] = write_dicom(folder / "anna_lat.dcm", chest(320, 256, 2), DicomSpec(
-        patient_name="NOVAK^ANNA", patient_id="PAT-A", study_date="20240301", study_uid="1.2.826.0.1.3680043.8.498.1",
-        view_position="LL", windows=[(1800, 2000)], window_explanations=["DEFAULT"], series_number=2))
-    files["b_cr"] = write_dicom(folder / "ben_cr.dcm", chest(300, 280, 3, bright=1.0),
-                                DicomSpec(patient_name="OKAFOR^BEN", patient_id="PAT-B", study_date="20240415",
-                                          modality="CR", view_position="AP", photometric="MONOCHROME1",
-                                          rescale_slope=-1.0, rescale_intercept=4095.0, imager_pixel_spacing=None,
-                                          pixel_spacing=None, extra={"RescaleType": "OD"}))
-    files["b_sig"] = write_dicom(folder / "ben_sigmoid.dcm", chest(256, 256, 4, bright=0.5), DicomSpec(
-        patient_name="OKAFOR^BEN", patient_id="PAT-B", study_date="20230102", view_position="PA",
-        windows=[(1700, 1500)], voi_lut_function="SIGMOID",
-        extra={"EstimatedRadiographicMagnificationFactor": 1.1}))
-    files["c_pa"] = write_dicom(folder / "cara_pa.dcm", chest(288, 240, 5, bright=0.8), DicomSpec(
-        patient_name="SILVA^CARA", patient_id="PAT-C", study_date="20220910", view_position="PA"))
-    files["c_ap"] = write_dicom(folder / "cara_ap.dcm", chest(288, 240, 6), DicomSpec(
-        patient_name="SILVA^CARA", patient_id="PAT-C", study_date="20220911", view_position="AP",
-        windows=[(2000, 2500)]))
+    files["a_pa"] = write_dicom(
+        folder / "anna_pa.dcm",
+        chest(320, 256, 1),
+        DicomSpec(
+            patient_name="NOVAK^ANNA",
+            patient_id="PAT-A",
+            study_date="20240301",
+            study_uid="1.2.826.0.1.3680043.8.498.1",
+            view_position="PA",
+            windows=[(1600, 1800), (2200, 600)],
+            window_explanations=["LUNG", "MEDIASTINUM"],
+            pixel_spacing=(0.5, 0.5),
+            imager_pixel_spacing=(0.55, 0.55),
+        ),
+    )
+    files["a_lat"] = write_dicom(
+        folder / "anna_lat.dcm",
+        chest(320, 256, 2),
+        DicomSpec(
+            patient_name="NOVAK^ANNA",
+            patient_id="PAT-A",
+            study_date="20240301",
+            study_uid="1.2.826.0.1.3680043.8.498.1",
+            view_position="LL",
+            windows=[(1800, 2000)],
+            window_explanations=["DEFAULT"],
+            series_number=2,
+        ),
+    )
+    files["b_cr"] = write_dicom(
+        folder / "ben_cr.dcm",
+        chest(300, 280, 3, bright=1.0),
+        DicomSpec(
+            patient_name="OKAFOR^BEN",
+            patient_id="PAT-B",
+            study_date="20240415",
+            modality="CR",
+            view_position="AP",
+            photometric="MONOCHROME1",
+            rescale_slope=-1.0,
+            rescale_intercept=4095.0,
+            imager_pixel_spacing=None,
+            pixel_spacing=None,
+            extra={"RescaleType": "OD"},
+        ),
+    )
+    files["b_sig"] = write_dicom(
+        folder / "ben_sigmoid.dcm",
+        chest(256, 256, 4, bright=0.5),
+        DicomSpec(
+            patient_name="OKAFOR^BEN",
+            patient_id="PAT-B",
+            study_date="20230102",
+            view_position="PA",
+            windows=[(1700, 1500)],
+            voi_lut_function="SIGMOID",
+            extra={"EstimatedRadiographicMagnificationFactor": 1.1},
+        ),
+    )
+    files["c_pa"] = write_dicom(
+        folder / "cara_pa.dcm",
+        chest(288, 240, 5, bright=0.8),
+        DicomSpec(patient_name="SILVA^CARA", patient_id="PAT-C", study_date="20220910", view_position="PA"),
+    )
+    files["c_ap"] = write_dicom(
+        folder / "cara_ap.dcm",
+        chest(288, 240, 6),
+        DicomSpec(
+            patient_name="SILVA^CARA",
+            patient_id="PAT-C",
+            study_date="20220911",
+            view_position="AP",
+            windows=[(2000, 2500)],
+        ),
+    )
     from PIL import Image
 
     png = (chest(200, 200, 7).astype(np.float32) / 16).astype(np.uint8)
     files["png"] = folder / "00000042_000.png"
     Image.fromarray(png).save(files["png"])
     (folder / "anna_pa.txt").write_text(
-        "FINDINGS: Focal consolidation in the left lower lobe. No pneumothorax.\nIMPRESSION: Left lower lobe pneumonia.")
+        "FINDINGS: Focal consolidation in the left lower lobe. No pneumothorax.\nIMPRESSION: Left lower lobe pneumonia."
+    )
     (folder / "ben_cr.txt").write_text("The lungs are clear. No pleural effusion.")
     return files
 
@@ -186,8 +246,11 @@ def send_mouse(widget, kind, pos, button, buttons, modifiers=None):
     from PySide6.QtWidgets import QApplication
 
     modifiers = modifiers if modifiers is not None else Qt.KeyboardModifier.NoModifier
-    types = {"press": QEvent.Type.MouseButtonPress, "move": QEvent.Type.MouseMove,
-             "release": QEvent.Type.MouseButtonRelease}
+    types = {
+        "press": QEvent.Type.MouseButtonPress,
+        "move": QEvent.Type.MouseMove,
+        "release": QEvent.Type.MouseButtonRelease,
+    }
     local = QPointF(pos)
     event = QMouseEvent(types[kind], local, QPointF(widget.mapToGlobal(pos)), button, buttons, modifiers)
     QApplication.sendEvent(widget, event)
@@ -200,8 +263,9 @@ def drag(qtbot, widget, start, end, button=None, modifiers=None, steps: int = 6)
     none = Qt.MouseButton.NoButton
     send_mouse(widget, "press", start, button, button, modifiers)
     for i in range(1, steps + 1):
-        p = QPoint(round(start.x() + (end.x() - start.x()) * i / steps),
-                   round(start.y() + (end.y() - start.y()) * i / steps))
+        p = QPoint(
+            round(start.x() + (end.x() - start.x()) * i / steps), round(start.y() + (end.y() - start.y()) * i / steps)
+        )
         send_mouse(widget, "move", p, none, button, modifiers)
         qtbot.wait(5)
     send_mouse(widget, "release", end, button, none, modifiers)
@@ -217,8 +281,10 @@ def hover(qtbot, widget, pos) -> None:
 
 def show_image(qtbot, window, uid: str, timeout: int = 10000) -> None:
     assert window.browser.select_uid(uid)
-    qtbot.waitUntil(lambda: window.viewer.image is not None and window.current_uid == uid
-                    and window.images.fetch(uid) is not None, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: window.viewer.image is not None and window.current_uid == uid and window.images.fetch(uid) is not None,
+        timeout=timeout,
+    )
 
 
 # -- a real exported bundle (core_model.runtime + adaptor-train export) ------------------------
@@ -285,8 +351,9 @@ def other_version_bundle(exported_bundle, loaded_bundle, tmp_path_factory):
     """The same real bundle as another version (same graphs and results, another cache key)."""
     from app.logic.bundles import gui_threads, open_bundle
 
-    folder = copy_bundle(exported_bundle, tmp_path_factory.mktemp("bundle-v2") / "bundle",
-                         version=f"{loaded_bundle.version}-v2")
+    folder = copy_bundle(
+        exported_bundle, tmp_path_factory.mktemp("bundle-v2") / "bundle", version=f"{loaded_bundle.version}-v2"
+    )
     return open_bundle(folder, threads=gui_threads())
 
 

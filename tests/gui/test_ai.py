@@ -4,9 +4,10 @@ bundle (tests/gui/conftest.py: ``exported_bundle`` loaded by the window as the u
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from pathlib import Path
 from PySide6.QtCore import Qt
 
 from app.logic.overlay import heatmap_rgba, mask_rgba, stretch
@@ -17,8 +18,13 @@ pytestmark = pytest.mark.qt
 
 def wait_analysis(qtbot, window, uid=None, timeout=15000):
     uid = uid or window.current_uid
-    qtbot.waitUntil(lambda: (window.current_result is not None and window.current_result.uid == uid)
-                    or window.analysis_error is not None, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: (
+            (window.current_result is not None and window.current_result.uid == uid)
+            or window.analysis_error is not None
+        ),
+        timeout=timeout,
+    )
     assert window.analysis_error is None, window.analysis_error
 
 
@@ -28,8 +34,9 @@ def shown_heat_rgba(window, heat):
     return heatmap_rgba(heat, window.ai.heatmap_table(), thr, window.ai.heatmap_relative)
 
 
-def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(qtbot, make_window, library,
-                                                                         exported_bundle, loaded_bundle):
+def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(
+    qtbot, make_window, library, exported_bundle, loaded_bundle
+):
     window = make_window(bundle=exported_bundle)
     uid = uid_of(library, "anna_pa.dcm")
     assert window.browser.select_uid(uid)
@@ -93,13 +100,13 @@ def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(qtbot,
     # a sentence of a retrieved (similar) report
     similar = [i for i, (_, src) in enumerate(window.reports.sentences()) if src.startswith("similar report #2")]
     with qtbot.waitSignal(window.heatmap_shown, timeout=10000):
-        qtbot.mouseClick(window.reports.text.viewport(), Qt.MouseButton.LeftButton,
-                         pos=window.reports.link_position(similar[0]))
+        qtbot.mouseClick(
+            window.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=window.reports.link_position(similar[0])
+        )
     assert window.current_heat[2] == "similar report #2"
     assert window.ai.heat_label.text().endswith("(similar report #2)")
     assert window.current_heat[0] in want[1].text
-    np.testing.assert_allclose(window.current_heat[1], loaded_bundle.heatmap(direct, window.current_heat[0]),
-                               atol=1e-5)
+    np.testing.assert_allclose(window.current_heat[1], loaded_bundle.heatmap(direct, window.current_heat[0]), atol=1e-5)
     pos = window.reports.link_position(phrases.index(sentence))
     with qtbot.waitSignal(window.heatmap_shown, timeout=10000):
         qtbot.mouseClick(window.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=pos)
@@ -138,8 +145,9 @@ def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(qtbot,
     shoot(window, "ai_phrase_heatmap_viridis")
 
 
-def test_results_are_cached_in_the_library_so_reopening_is_instant(qtbot, make_window, library, exported_bundle,
-                                                                   loaded_bundle):
+def test_results_are_cached_in_the_library_so_reopening_is_instant(
+    qtbot, make_window, library, exported_bundle, loaded_bundle
+):
     window = make_window(bundle=exported_bundle, select_first=False)
     first, second = uid_of(library, "anna_pa.dcm"), uid_of(library, "cara_pa.dcm")
     window.browser.select_uid(first)
@@ -222,8 +230,9 @@ def test_model_card_dialog(qtbot, make_window, exported_bundle):
     dlg.close()
 
 
-def test_an_inconsistent_bundle_is_refused_at_load_with_its_reason(qtbot, make_window, library, exported_bundle,
-                                                                   tmp_path):
+def test_an_inconsistent_bundle_is_refused_at_load_with_its_reason(
+    qtbot, make_window, library, exported_bundle, tmp_path
+):
     # a real bundle whose config does not match its image graph (input size 160, graph 224): its
     # hashes are valid, but the load-time graph checks refuse it before any analysis runs
     mismatched = copy_bundle(exported_bundle, tmp_path / "mismatched", config={"preprocess": {"size": 160}})
@@ -238,8 +247,7 @@ def test_an_inconsistent_bundle_is_refused_at_load_with_its_reason(qtbot, make_w
     assert window.current_result is None and analysis_rows(library) == []  # nothing analysed with it
 
 
-def test_a_damaged_image_reaches_the_user_as_a_message_and_is_not_analysed(qtbot, make_window, library,
-                                                                          loaded_bundle):
+def test_a_damaged_image_reaches_the_user_as_a_message_and_is_not_analysed(qtbot, make_window, library, loaded_bundle):
     # the library's managed copy of an image is damaged after import (a disk error, another
     # program): the viewer and the status bar say so in one specific line; no result is shown or
     # stored, and analysing it on request fails with a message too
@@ -291,16 +299,18 @@ def test_a_slow_analysis_can_be_cancelled_and_nothing_is_stored(qtbot, make_wind
     assert "MainThread" not in bundle.threads  # inference ran in workers
 
 
-def test_large_overlays_are_coloured_in_a_worker(qtbot, make_window, library, exported_bundle, loaded_bundle,
-                                                monkeypatch):
+def test_large_overlays_are_coloured_in_a_worker(
+    qtbot, make_window, library, exported_bundle, loaded_bundle, monkeypatch
+):
     import app.gui.analysis_controller as controller
 
     monkeypatch.setattr(controller, "INLINE_OVERLAY_PIXELS", 0)
     window = make_window(bundle=exported_bundle)
     # an image with a finding at or above its threshold: only such an image has a default heatmap
     assert window.browser.select_uid(uid_of(library, "anna_pa.dcm"))
-    qtbot.waitUntil(lambda: window.viewer.mask_layer is not None and window.viewer.heat_layer is not None,
-                    timeout=10000)
+    qtbot.waitUntil(
+        lambda: window.viewer.mask_layer is not None and window.viewer.heat_layer is not None, timeout=10000
+    )
     direct = direct_analysis(loaded_bundle, library, window.current_uid)
     first = window.viewer.mask_layer.rgba
     assert np.array_equal(first, mask_rgba(direct.mask, loaded_bundle.mask_threshold, "filled"))

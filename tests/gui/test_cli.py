@@ -92,7 +92,7 @@ def test_headless_commands_import_neither_qt_nor_torch(library, tmp_path, export
 import sys
 sys.path.insert(0, {str(ROOT)!r})
 from app.main import main
-rc = main(["analyze", "--all", "--bundle", {str(exported_bundle)!r}, "--csv", {str(tmp_path / 'p.csv')!r},
+rc = main(["analyze", "--all", "--bundle", {str(exported_bundle)!r}, "--csv", {str(tmp_path / "p.csv")!r},
            "--db", {str(library.db_path)!r}])
 rc2 = main(["list", "--db", {str(library.db_path)!r}])
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("PySide6", "pyqtgraph", "torch", "transformers"))
@@ -107,8 +107,9 @@ print("RC", rc, rc2, "ORT", "onnxruntime" in sys.modules, "HEAVY", heavy)
 def _gui(args, env_extra=None, timeout=120):
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-m", "app.main", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "app.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def test_screenshot_without_a_display(library, tmp_path, isolated_settings):
@@ -137,15 +138,16 @@ def test_cli_errors_for_the_gui(tmp_path):
     (tmp_path / "folder.db").mkdir()
     proc = _gui(["--db", str(tmp_path / "folder.db"), "--screenshot", str(tmp_path / "x.png")])
     assert proc.returncode == 2 and "is a folder" in proc.stderr and "Traceback" not in proc.stderr
-    proc = _gui(["--demo", "--screenshot", str(tmp_path / "x.png")],
-                {"CXR_ADAPTOR_DEMO": str(tmp_path / "no-demo")})
+    proc = _gui(["--demo", "--screenshot", str(tmp_path / "x.png")], {"CXR_ADAPTOR_DEMO": str(tmp_path / "no-demo")})
     assert proc.returncode == 2 and "demo assets are not there" in proc.stderr
 
 
 def test_screenshot_at_200_percent_scaling(library, tmp_path, isolated_settings):
     out = tmp_path / "hidpi.png"
-    proc = _gui(["--db", str(library.db_path), "--screenshot", str(out)],
-                {"XDG_CONFIG_HOME": str(isolated_settings), "QT_SCALE_FACTOR": "2"})
+    proc = _gui(
+        ["--db", str(library.db_path), "--screenshot", str(out)],
+        {"XDG_CONFIG_HOME": str(isolated_settings), "QT_SCALE_FACTOR": "2"},
+    )
     assert proc.returncode == 0, proc.stderr
     img = Image.open(out)
     assert img.width >= 2 * 1200  # device pixels: twice the logical size, nothing clipped

@@ -125,15 +125,18 @@ def test_model_screens(qtbot, phantom_window, demo, tmp_path):
     rows = w.browser.model.rows
     pick = max(rows, key=lambda row: _screen_score(w, row))
     w.browser.select_uid(pick.sop_instance_uid)
-    qtbot.waitUntil(lambda: w.current_result is not None and w.current_result.uid == pick.sop_instance_uid
-                    and w.is_idle(), timeout=60000)
+    qtbot.waitUntil(
+        lambda: w.current_result is not None and w.current_result.uid == pick.sop_instance_uid and w.is_idle(),
+        timeout=60000,
+    )
     save(w, "main_window_analysis")
     # a sentence of the study's report -> its heatmap
     own = [i for i, (_, src) in enumerate(w.reports.sentences()) if src == "this study's report"]
     phrases = [p for p, _ in w.reports.sentences()]
-    finding = next((i for i in own if _positive(phrases[i], "pneumothorax")),
-                   next((i for i in own if any(k in phrases[i].lower() for k in ("consolidation", "opacit"))),
-                        own[-1]))
+    finding = next(
+        (i for i in own if _positive(phrases[i], "pneumothorax")),
+        next((i for i in own if any(k in phrases[i].lower() for k in ("consolidation", "opacit"))), own[-1]),
+    )
     with qtbot.waitSignal(w.heatmap_shown, timeout=60000):
         qtbot.mouseClick(w.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=w.reports.link_position(finding))
     w.ai.mask_mode.setCurrentIndex(1)
@@ -190,13 +193,16 @@ def test_domain_screens(qtbot, tmp_path, demo):
     with qtbot.waitSignal(w.batch_finished, timeout=600000):
         w.analyze_all()
     rows = w.browser.model.rows
-    qtbot.waitUntil(lambda: all(r.sop_instance_uid in w.browser.model.thumbs for r in w.browser.visible_rows()),
-                    timeout=30000)
+    qtbot.waitUntil(
+        lambda: all(r.sop_instance_uid in w.browser.model.thumbs for r in w.browser.visible_rows()), timeout=30000
+    )
 
     def show(row) -> None:
         w.browser.select_uid(row.sop_instance_uid)
-        qtbot.waitUntil(lambda: w.current_result is not None and w.current_result.uid == row.sop_instance_uid
-                        and w.is_idle(), timeout=60000)
+        qtbot.waitUntil(
+            lambda: w.current_result is not None and w.current_result.uid == row.sop_instance_uid and w.is_idle(),
+            timeout=60000,
+        )
 
     show(next(r for r in rows if r.source_format == "png"))
     save(w, "domain_out")

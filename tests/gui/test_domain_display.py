@@ -88,8 +88,13 @@ def windows(qtbot):
 
 def wait_result(qtbot, window, uid: str, timeout: int = 60000):
     assert window.browser.select_uid(uid)
-    qtbot.waitUntil(lambda: (window.current_result is not None and window.current_result.uid == uid
-                             and window.is_idle()) or window.analysis_error is not None, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: (
+            (window.current_result is not None and window.current_result.uid == uid and window.is_idle())
+            or window.analysis_error is not None
+        ),
+        timeout=timeout,
+    )
     assert window.analysis_error is None, window.analysis_error
     return window.current_result
 
@@ -103,7 +108,7 @@ def red_pixels(widget) -> int:
     """How many pixels of the widget are painted in the bars' "above threshold" red."""
     img = widget.grab().toImage()
     ptr = img.convertToFormat(img.Format.Format_RGB888)
-    arr = np.frombuffer(ptr.constBits(), np.uint8).reshape(ptr.height(), ptr.bytesPerLine())[:, :ptr.width() * 3]
+    arr = np.frombuffer(ptr.constBits(), np.uint8).reshape(ptr.height(), ptr.bytesPerLine())[:, : ptr.width() * 3]
     rgb = arr.reshape(ptr.height(), ptr.width(), 3).astype(int)
     return int((np.abs(rgb - np.array([214, 69, 50])).sum(axis=2) < 30).sum())
 
@@ -226,8 +231,9 @@ def test_a_lateral_phantom_is_flagged(qtbot, windows, tmp_path, demo, demo_bundl
 # -- default heatmap -----------------------------------------------------------------------------
 
 
-def test_no_default_heatmap_below_threshold_and_the_stretch_says_what_it_stretched(qtbot, windows, tmp_path,
-                                                                                   demo, demo_bundle):
+def test_no_default_heatmap_below_threshold_and_the_stretch_says_what_it_stretched(
+    qtbot, windows, tmp_path, demo, demo_bundle
+):
     from app.logic.analysis import LOW_CONTRAST_PEAK_TO_MEAN, default_heatmap_phrase
 
     files = phantom_dicoms(demo)
@@ -269,8 +275,7 @@ def test_no_default_heatmap_below_threshold_and_the_stretch_says_what_it_stretch
 # -- the synthetic bundle ------------------------------------------------------------------------
 
 
-def test_synthetic_bundle_banner_and_never_remembered_for_another_library(qtbot, windows, tmp_path, demo,
-                                                                         demo_bundle):
+def test_synthetic_bundle_banner_and_never_remembered_for_another_library(qtbot, windows, tmp_path, demo, demo_bundle):
     needs_domain(demo_bundle)
     from app.gui.ai_panel import SYNTHETIC_NOTICE
 
@@ -328,8 +333,11 @@ def test_cached_results_are_keyed_by_the_bundles_content_hash(qtbot, windows, tm
     from app.logic import analysis as A
 
     # a second copy of the demo bundle, same id and version, another manifest (a threshold moved)
-    second = copy_bundle(demo.bundle, tmp_path / "second",
-                         config={"thresholds": {c: round(t + 0.01, 6) for c, t in demo_bundle.thresholds.items()}})
+    second = copy_bundle(
+        demo.bundle,
+        tmp_path / "second",
+        config={"thresholds": {c: round(t + 0.01, 6) for c, t in demo_bundle.thresholds.items()}},
+    )
     from app.logic.bundles import open_bundle
 
     other = open_bundle(second)
@@ -344,8 +352,14 @@ def test_cached_results_are_keyed_by_the_bundles_content_hash(qtbot, windows, tm
     # the same library, the second bundle: never the first one's stored result
     with qtbot.waitSignal(window.bundle_changed, timeout=120000):
         window.load_bundle(str(second))
-    qtbot.waitUntil(lambda: window.current_result is not None and window.current_result.bundle_hash
-                    == other.content_hash and window.is_idle(), timeout=60000)
+    qtbot.waitUntil(
+        lambda: (
+            window.current_result is not None
+            and window.current_result.bundle_hash == other.content_hash
+            and window.is_idle()
+        ),
+        timeout=60000,
+    )
     r = window.current_result
     assert not r.from_cache and r.analysis_id != first.analysis_id
     assert r.thresholds == pytest.approx(other.thresholds)
@@ -362,10 +376,12 @@ def test_cached_results_are_keyed_by_the_bundles_content_hash(qtbot, windows, tm
 
     with lib.write() as s:
         s.execute(update(Analysis).values(bundle_hash=None))
-    assert A.cached_analysis(lib, uid, demo_bundle.id, demo_bundle.version,
-                             bundle_hash=demo_bundle.content_hash) is None
-    assert A.unanalysed_uids(lib, demo_bundle.id, demo_bundle.version,
-                             bundle_hash=demo_bundle.content_hash) == A.all_instance_uids(lib)
+    assert (
+        A.cached_analysis(lib, uid, demo_bundle.id, demo_bundle.version, bundle_hash=demo_bundle.content_hash) is None
+    )
+    assert A.unanalysed_uids(
+        lib, demo_bundle.id, demo_bundle.version, bundle_hash=demo_bundle.content_hash
+    ) == A.all_instance_uids(lib)
     third = windows(lib, bundle=demo.bundle, select_first=False)
     r = wait_result(qtbot, third, uid)
     assert not r.from_cache and len(analysis_rows(lib, uid)) == 3

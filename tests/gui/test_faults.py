@@ -296,8 +296,10 @@ def test_missing_xcb_cursor_is_named_with_the_package_to_install():
     # other platforms are not checked
     assert platform_problem({"QT_QPA_PLATFORM": "offscreen"}, "linux", loader=lambda so: False) is None
     assert platform_problem({"QT_QPA_PLATFORM": "wayland"}, "linux", loader=lambda so: False) is None
-    assert platform_problem({"XDG_SESSION_TYPE": "wayland", "WAYLAND_DISPLAY": "w"}, "linux",
-                            loader=lambda so: False) is None
+    assert (
+        platform_problem({"XDG_SESSION_TYPE": "wayland", "WAYLAND_DISPLAY": "w"}, "linux", loader=lambda so: False)
+        is None
+    )
     assert platform_problem({}, "darwin", loader=lambda so: False) is None
     # no X display at all: said plainly
     assert "no X display" in platform_problem({"QT_QPA_PLATFORM": "xcb"}, "linux", loader=lambda so: True)
@@ -310,14 +312,19 @@ def test_qt_platform_plugin_reasons_are_not_hidden_at_debug_level():
 
     cause = "From 6.5.0, xcb-cursor0 or libxcb-cursor0 is needed to load the Qt xcb platform plugin."
     assert qt_message_level("QtWarningMsg", "qt.qpa.plugin", cause) == logging.WARNING
-    assert qt_message_level("QtFatalMsg", "default", "This application failed to start because no Qt "
-                            "platform plugin could be initialized.") == logging.ERROR
+    assert (
+        qt_message_level(
+            "QtFatalMsg",
+            "default",
+            "This application failed to start because no Qt platform plugin could be initialized.",
+        )
+        == logging.ERROR
+    )
     assert qt_message_level("QtWarningMsg", "qt.pointer.dispatch", "skipping QEventPoint") == logging.DEBUG
 
 
 def _run_app_process(env_extra: dict, wrap: list[str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY",
-                                                            "XDG_SESSION_TYPE")}
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY", "XDG_SESSION_TYPE")}
     env.update(env_extra)
     cmd = [sys.executable, "-m", "app.main", "--db", "/nonexistent-dir-h6/library.db"]
     return subprocess.run((wrap or []) + cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -340,10 +347,14 @@ def test_real_start_without_xcb_libraries_names_them_instead_of_aborting():
     cursor = "/usr/lib/x86_64-linux-gnu/libxcb-cursor.so.0"
     if os.geteuid() == 0 and shutil.which("unshare") and os.path.exists(cursor):
         real = os.path.realpath(cursor)
-        script = f"mount --bind /dev/null {real} && exec \"$@\""
+        script = f'mount --bind /dev/null {real} && exec "$@"'
         wrap = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh"]
-        probe = subprocess.run(wrap + [sys.executable, "-c", "import ctypes; ctypes.CDLL('libxcb-cursor.so.0')"],
-                               capture_output=True, text=True, timeout=60)
+        probe = subprocess.run(
+            wrap + [sys.executable, "-c", "import ctypes; ctypes.CDLL('libxcb-cursor.so.0')"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if probe.returncode != 0 and "OSError" in probe.stderr:  # the library is hidden in there
             done = _run_app_process({"QT_QPA_PLATFORM": "xcb", "DISPLAY": ":99"}, wrap)
             assert done.returncode == 2, done.stderr
@@ -357,12 +368,11 @@ def test_real_start_without_xcb_libraries_names_them_instead_of_aborting():
 def test_startup_dialog_try_again_opens_the_library_once_the_other_program_let_go(qtbot, tmp_path):
     """A library that needs its schema upgraded while another program holds the lock: the
     dialog says so; "Try this one again" opens it once the lock is gone."""
-    from app.gui.dialogs import LibraryProblemDialog
-    from app.library import LibraryError, open_library
-
     from alembic import command
     from alembic.config import Config
 
+    from app.gui.dialogs import LibraryProblemDialog
+    from app.library import LibraryError, open_library
     from app.library.db import MIGRATIONS_DIR, make_engine
 
     db = tmp_path / "old" / "library.db"

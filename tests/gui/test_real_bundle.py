@@ -38,8 +38,13 @@ def phantom_library(tmp_path, phantom_folder):
 
 
 def wait_result(qtbot, window, timeout=60000):
-    qtbot.waitUntil(lambda: (window.current_result is not None and window.current_result.uid == window.current_uid)
-                    or window.analysis_error is not None, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: (
+            (window.current_result is not None and window.current_result.uid == window.current_uid)
+            or window.analysis_error is not None
+        ),
+        timeout=timeout,
+    )
     assert window.analysis_error is None, window.analysis_error
 
 
@@ -86,8 +91,9 @@ def test_real_bundle_in_the_app(qtbot, phantom_library, exported_bundle, loaded_
     assert scores == sorted(scores, reverse=True)
     similar = [i for i, (_, src) in enumerate(window.reports.sentences()) if src.startswith("similar report #1")]
     with qtbot.waitSignal(window.heatmap_shown, timeout=60000):
-        qtbot.mouseClick(window.reports.text.viewport(), Qt.MouseButton.LeftButton,
-                         pos=window.reports.link_position(similar[0]))
+        qtbot.mouseClick(
+            window.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=window.reports.link_position(similar[0])
+        )
     shoot(window, "real_bundle_analysis")
     # analyse all, then every row has a top finding; reopening is instant (from the library)
     with qtbot.waitSignal(window.batch_finished, timeout=300000) as blocker:
@@ -118,30 +124,64 @@ def test_broken_bundle_says_what_is_wrong(qtbot, phantom_library, exported_bundl
     with qtbot.waitSignal(window.bundle_changed, timeout=120000):
         window.load_bundle(str(broken))
     assert window.bundle is None
-    assert victim.name in window.bundle_error or "sha" in window.bundle_error.lower() \
-        or "checksum" in window.bundle_error.lower(), window.bundle_error
+    assert (
+        victim.name in window.bundle_error
+        or "sha" in window.bundle_error.lower()
+        or "checksum" in window.bundle_error.lower()
+    ), window.bundle_error
     assert "could not be loaded" in window.ai.model_label.text()
     shoot(window, "real_broken_bundle")
     close_window(qtbot, window)
 
 
-def test_headless_analyze_and_screenshot_with_the_bundle(phantom_library, exported_bundle, tmp_path,
-                                                         isolated_settings):
+def test_headless_analyze_and_screenshot_with_the_bundle(phantom_library, exported_bundle, tmp_path, isolated_settings):
     from app.logic.predictions_csv import read_predictions_csv
 
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY")}
     env["XDG_CONFIG_HOME"] = str(isolated_settings)
     out = tmp_path / "pred.csv"
-    proc = subprocess.run([sys.executable, "-m", "app.main", "analyze", "--all", "--bundle", str(exported_bundle),
-                           "--csv", str(out), "--db", str(phantom_library.db_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.main",
+            "analyze",
+            "--all",
+            "--bundle",
+            str(exported_bundle),
+            "--csv",
+            str(out),
+            "--db",
+            str(phantom_library.db_path),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = read_predictions_csv(out)
     assert len(rows) == 8 and all(not r["error"] for r in rows)
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([sys.executable, "-m", "app.main", "--db", str(phantom_library.db_path), "--bundle",
-                           str(exported_bundle), "--screenshot", str(shot)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.main",
+            "--db",
+            str(phantom_library.db_path),
+            "--bundle",
+            str(exported_bundle),
+            "--screenshot",
+            str(shot),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape[1] > 1000

@@ -110,8 +110,16 @@ def test_zoom_fit_and_reset(qtbot, make_window, library):
     from PySide6.QtWidgets import QApplication
 
     pos = QPointF(view_to_widget(v, 120, 140))
-    wheel = QWheelEvent(pos, QPointF(v.graphics.viewport().mapToGlobal(pos.toPoint())), QPoint(0, 0), QPoint(0, 240),
-                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    wheel = QWheelEvent(
+        pos,
+        QPointF(v.graphics.viewport().mapToGlobal(pos.toPoint())),
+        QPoint(0, 0),
+        QPoint(0, 240),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(v.graphics.viewport(), wheel)
     assert v.view.viewRange()[0][1] - v.view.viewRange()[0][0] < zoomed[0][1] - zoomed[0][0]
     qtbot.keyClick(window.browser.table, Qt.Key.Key_F)

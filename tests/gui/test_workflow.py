@@ -72,8 +72,9 @@ def test_browser_sorts_searches_and_shows_thumbnails(qtbot, make_window, library
     shoot(window, "browser_thumbnails")
 
 
-def test_import_from_the_file_menu_with_progress_and_drag_and_drop(qtbot, make_window, empty_library, tmp_path,
-                                                                  monkeypatch):
+def test_import_from_the_file_menu_with_progress_and_drag_and_drop(
+    qtbot, make_window, empty_library, tmp_path, monkeypatch
+):
     window = make_window(lib=empty_library)
     assert window.browser.model.total == 0 and window.viewer.image is None
     folder = tmp_path / "incoming"
@@ -96,12 +97,22 @@ def test_import_from_the_file_menu_with_progress_and_drag_and_drop(qtbot, make_w
     Image.fromarray(np.full((40, 50), 90, np.uint8)).save(tmp_path / "dropped.png")
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "dropped.png")), QUrl.fromLocalFile(str(folder / "anna_pa.dcm"))])
-    enter = QDragEnterEvent(window.rect().center(), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        window.rect().center(),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(window, enter)
     assert enter.isAccepted()
-    drop = QDropEvent(QPointF(window.rect().center()), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
-                      Qt.KeyboardModifier.NoModifier)
+    drop = QDropEvent(
+        QPointF(window.rect().center()),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     with qtbot.waitSignal(window.import_finished, timeout=30000) as blocker:
         QApplication.sendEvent(window, drop)
     assert blocker.args[0].imported == 1 and blocker.args[0].duplicates == 1
@@ -109,8 +120,13 @@ def test_import_from_the_file_menu_with_progress_and_drag_and_drop(qtbot, make_w
     # something that is not a file is refused
     text = QMimeData()
     text.setText("hello")
-    enter = QDragEnterEvent(window.rect().center(), Qt.DropAction.CopyAction, text, Qt.MouseButton.LeftButton,
-                            Qt.KeyboardModifier.NoModifier)
+    enter = QDragEnterEvent(
+        window.rect().center(),
+        Qt.DropAction.CopyAction,
+        text,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     QApplication.sendEvent(window, enter)
     assert not enter.isAccepted()
 
@@ -176,8 +192,9 @@ def test_review_approve_flag_and_filter(qtbot, make_window, library):
     assert window.current_uid == other and window.browser.current_uid() == other
 
 
-def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, library, exported_bundle,
-                                                           loaded_bundle):
+def test_analyze_all_with_progress_then_filter_on_a_finding(
+    qtbot, make_window, library, exported_bundle, loaded_bundle
+):
     window = make_window(bundle=exported_bundle)
     qtbot.waitUntil(lambda: window.is_idle(), timeout=20000)
     shown = window.current_uid
@@ -195,8 +212,10 @@ def test_analyze_all_with_progress_then_filter_on_a_finding(qtbot, make_window, 
     assert len(analysis_rows(library)) == 7 and len(analysis_rows(library, shown)) == 1
     # the browser shows the runtime's top finding for every image, and filters on it
     model = window.browser.model
-    direct = {r.sop_instance_uid: direct_analysis(loaded_bundle, library, r.sop_instance_uid).probabilities
-              for r in model.rows}
+    direct = {
+        r.sop_instance_uid: direct_analysis(loaded_bundle, library, r.sop_instance_uid).probabilities
+        for r in model.rows
+    }
     top = {uid: max(p, key=p.get) for uid, p in direct.items()}
     for r in model.rows:
         assert r.top_finding == top[r.sop_instance_uid]
@@ -272,13 +291,21 @@ def qt_render_of_image(viewer) -> np.ndarray:
     return arr[:, : w * 3].reshape(h, w, 3).copy()
 
 
-def test_export_view_png_composites_overlays_as_shown(qtbot, make_window, library, exported_bundle, tmp_path,
-                                                      monkeypatch):
+def test_export_view_png_composites_overlays_as_shown(
+    qtbot, make_window, library, exported_bundle, tmp_path, monkeypatch
+):
     window = make_window(bundle=exported_bundle)
     uid = uid_of(library, "anna_pa.dcm")
     show_image(qtbot, window, uid)
-    qtbot.waitUntil(lambda: window.current_result is not None and window.current_result.uid == uid
-                    and window.current_heat is not None and window.is_idle(), timeout=10000)
+    qtbot.waitUntil(
+        lambda: (
+            window.current_result is not None
+            and window.current_result.uid == uid
+            and window.current_heat is not None
+            and window.is_idle()
+        ),
+        timeout=10000,
+    )
     window.ai.mask_opacity.setValue(60)
     window.ai.heat_opacity.setValue(45)
     v = window.viewer
@@ -317,8 +344,9 @@ def test_export_view_png_composites_overlays_as_shown(qtbot, make_window, librar
     shutil.copy(out, SHOTS / "exported_view.png")
 
 
-def test_export_predictions_csv_for_selected_images(qtbot, make_window, library, exported_bundle, loaded_bundle,
-                                                    tmp_path, monkeypatch):
+def test_export_predictions_csv_for_selected_images(
+    qtbot, make_window, library, exported_bundle, loaded_bundle, tmp_path, monkeypatch
+):
     window = make_window(bundle=exported_bundle)
     with qtbot.waitSignal(window.batch_finished, timeout=60000):
         window.analyze_all()
@@ -388,11 +416,16 @@ def test_accessible_names(qtbot, make_window):
     window = make_window()
     from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox, QLineEdit, QPlainTextEdit
 
-    missing = [type(w).__name__ + ":" + (w.objectName() or (w.text() if hasattr(w, "text") else ""))
-               for cls in (QAbstractButton, QAbstractSlider, QComboBox, QLineEdit, QPlainTextEdit)
-               for w in window.findChildren(cls)
-               if w.isVisibleTo(window) and not w.accessibleName() and not (hasattr(w, "text") and w.text())
-               and not type(w).__name__.startswith("QScrollBar") and "qt_" not in w.objectName()]
+    missing = [
+        type(w).__name__ + ":" + (w.objectName() or (w.text() if hasattr(w, "text") else ""))
+        for cls in (QAbstractButton, QAbstractSlider, QComboBox, QLineEdit, QPlainTextEdit)
+        for w in window.findChildren(cls)
+        if w.isVisibleTo(window)
+        and not w.accessibleName()
+        and not (hasattr(w, "text") and w.text())
+        and not type(w).__name__.startswith("QScrollBar")
+        and "qt_" not in w.objectName()
+    ]
     assert not missing, missing
 
 

@@ -11,8 +11,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from core_model.imaging.dicom_write import DicomSpec, build_dataset, save_atomic, write_dicom
+from tests.real_data import REAL_DIR
 
-from tests.real_data import REAL_DIR  # noqa: E402
 REAL_DCM = REAL_DIR / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
 REAL_PNG = REAL_DIR / "00000001_000.png"
 
@@ -21,7 +21,7 @@ BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 def gradient(rows: int = 24, cols: int = 32, bits: int = 12, signed: bool = False) -> np.ndarray:
     """Every row spans the full stored range, so windows have values on both sides."""
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     ramp = np.linspace(lo, hi, cols).round()
     arr = np.tile(ramp, (rows, 1)) + np.arange(rows)[:, None] * 0  # rows identical
     dtype = np.uint8 if bits <= 8 and not signed else (np.int16 if signed else np.uint16)
@@ -81,8 +81,9 @@ def write_garbage(path: Path, text: str = "not an image at all\n") -> Path:
     return Path(path)
 
 
-def make_voi_lut_item(first: int, entries: list[int], bits: int = 16, explanation: str = "",
-                      as_ow: bool = False) -> Dataset:
+def make_voi_lut_item(
+    first: int, entries: list[int], bits: int = 16, explanation: str = "", as_ow: bool = False
+) -> Dataset:
     """A VOI LUT Sequence item; ``as_ow`` stores the entries as OW bytes (16-bit words, 8-bit
     entries packed two per word), as many CR writers do, instead of US values."""
     item = Dataset()
@@ -96,4 +97,3 @@ def make_voi_lut_item(first: int, entries: list[int], bits: int = 16, explanatio
     if explanation:
         item.LUTExplanation = explanation
     return item
-

@@ -34,8 +34,15 @@ from tests.imaging.builders import (
 
 ROOT = Path(__file__).resolve().parents[2]
 
-LOSSLESS = [uid.RLELossless, uid.JPEGLSLossless, uid.JPEG2000Lossless, uid.JPEGLosslessSV1,
-            uid.JPEGLossless, uid.ImplicitVRLittleEndian, uid.ExplicitVRLittleEndian]
+LOSSLESS = [
+    uid.RLELossless,
+    uid.JPEGLSLossless,
+    uid.JPEG2000Lossless,
+    uid.JPEGLosslessSV1,
+    uid.JPEGLossless,
+    uid.ImplicitVRLittleEndian,
+    uid.ExplicitVRLittleEndian,
+]
 
 
 @pytest.mark.parametrize("ts", LOSSLESS, ids=lambda t: t.name.split(" ")[0] + "-" + t[-4:])
@@ -45,7 +52,7 @@ def test_lossless_syntaxes_decode_to_the_original_values(tmp_path, ts, bits, sig
     if signed:
         px = rng.integers(-2048, 2048, (40, 48)).astype(np.int16)
     else:
-        px = rng.integers(0, 2 ** bits, (40, 48)).astype(np.uint8 if bits == 8 else np.uint16)
+        px = rng.integers(0, 2**bits, (40, 48)).astype(np.uint8 if bits == 8 else np.uint16)
     path = write(tmp_path / "x.dcm", px, ts, bits_stored=bits)
     assert str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID) == ts
     check_header(scan_header(path))  # no complaint
@@ -105,9 +112,13 @@ BAD = {
     "pixel_mismatch": lambda p: write_mismatch(p / "mm.dcm"),
 }
 REASON = {
-    "not_dicom": "not_dicom", "png_named_dcm": "not_dicom", "structured_report": "no_pixel_data",
-    "truncated_native": "truncated", "truncated_encapsulated": "truncated",
-    "truncated_header": "truncated", "pixel_mismatch": "pixel_data_mismatch",
+    "not_dicom": "not_dicom",
+    "png_named_dcm": "not_dicom",
+    "structured_report": "no_pixel_data",
+    "truncated_native": "truncated",
+    "truncated_encapsulated": "truncated",
+    "truncated_header": "truncated",
+    "pixel_mismatch": "pixel_data_mismatch",
 }
 
 
@@ -216,9 +227,10 @@ def test_pydicom_imports_even_with_a_dl_folder_in_the_working_directory(tmp_path
     (tmp_path / "dl").mkdir()
     path = write(tmp_path / "jl.dcm", gradient(8, 8), uid.JPEGLosslessSV1)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    code = ("from core_model.imaging.dicom import render_file\n"
-            f"print(render_file({str(path)!r}).shape)")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    code = f"from core_model.imaging.dicom import render_file\nprint(render_file({str(path)!r}).shape)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "(8, 8)"
 

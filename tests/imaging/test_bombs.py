@@ -23,9 +23,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from app.library import open_library
-from app.logic.image import display_file
 from app.library.importer import Importer
-from app.logic.image import load_image
+from app.logic.image import display_file, load_image
 from core_model.imaging.dicom import check_header, read_dataset, render_file, scan_header
 from core_model.imaging.errors import ImageReadError
 from core_model.imaging.limits import MAX_PIXELS, check_sequence_depth, sequence_depth
@@ -39,19 +38,22 @@ ROOT = Path(__file__).resolve().parents[2]
 # --- builders for hostile files ---------------------------------------------------------------
 
 
-
 def refused_in_a_child(imports: str, call: str, path: Path, timeout: float = 180) -> tuple[str, int, object]:
     """Run ``call`` on ``path`` in a fresh Python process: (the refusal's reason, the child's own
     peak resident memory in MB, the CompletedProcess). The peak is VmHWM, which belongs to the
     child's address space (exec starts it afresh); getrusage's ru_maxrss would not do, since Linux
     carries it across exec and a child of a large pytest process would report the parent's peak."""
-    code = (f"import sys\n{imports}\nfrom core_model.imaging.errors import ImageReadError\n"
-            f"try:\n    {call}\nexcept ImageReadError as e:\n    print(e.reason)\n"
-            "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=timeout)
+    code = (
+        f"import sys\n{imports}\nfrom core_model.imaging.errors import ImageReadError\n"
+        f"try:\n    {call}\nexcept ImageReadError as e:\n    print(e.reason)\n"
+        "print(next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
     reason, peak_mb = out.stdout.split()
     return reason, int(peak_mb), out
+
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -62,8 +64,12 @@ def png_bomb(path: Path, width: int, height: int, depth: int = 8) -> Path:
     (a decoder still allocates the whole image before finding out)."""
     row = b"\x00" + b"\x00" * (width * depth // 8)
     idat = zlib.compress(row * 4, 9)
-    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0))
-            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    data = (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0))
+        + _chunk(b"IDAT", idat)
+        + _chunk(b"IEND", b"")
+    )
     path.write_bytes(data)
     return path
 
@@ -71,7 +77,7 @@ def png_bomb(path: Path, width: int, height: int, depth: int = 8) -> Path:
 def _patch_sof(jpeg: bytes, rows: int, cols: int) -> bytes:
     at = jpeg.find(b"\xff\xc0")
     assert at > 0
-    return jpeg[:at + 5] + struct.pack(">HH", rows, cols) + jpeg[at + 9:]
+    return jpeg[: at + 5] + struct.pack(">HH", rows, cols) + jpeg[at + 9 :]
 
 
 def jpeg_bomb(path: Path, rows: int = 60000, cols: int = 60000) -> Path:
@@ -93,7 +99,7 @@ def _patch_siz(data: bytes, rows: int, cols: int) -> bytes:
     at = data.find(J2K_MAGIC)
     assert at > 0
     siz = at + 4  # FF51 Lsiz Rsiz Xsiz Ysiz XOsiz YOsiz
-    return data[:siz + 4] + struct.pack(">II", cols, rows) + data[siz + 12:]
+    return data[: siz + 4] + struct.pack(">II", cols, rows) + data[siz + 12 :]
 
 
 def refusals(path: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:
@@ -115,8 +121,9 @@ def refusals(path: Path, tmp_path: Path) -> dict[str, tuple[str, str]]:
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.main", *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "app.main", *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 # --- decompression bombs ------------------------------------------------------------------------
@@ -134,8 +141,9 @@ def test_png_bomb_costs_no_memory_to_refuse(tmp_path):
     """The 16-bit 20,000 x 20,000 PNG would need 800 MB to decode (3.2 GB as float): the
     refusal happens from the header, in a process that stays small."""
     path = png_bomb(tmp_path / "bomb.png", 20000, 20000, 16)
-    reason, peak_mb, out = refused_in_a_child("from core_model.imaging.preprocess import prepare_input",
-                                              "prepare_input(sys.argv[1])", path)
+    reason, peak_mb, out = refused_in_a_child(
+        "from core_model.imaging.preprocess import prepare_input", "prepare_input(sys.argv[1])", path
+    )
     assert reason == "too_large" and peak_mb < 400, out
 
 
@@ -212,8 +220,9 @@ def test_huge_float_pixel_file_is_not_imported_as_valid(tmp_path):
 # --- values that would make a silently wrong image -----------------------------------------------
 
 
-@pytest.mark.parametrize("slope, words", [("NaN", "not a finite number"), ("inf", "not a finite number"),
-                                          ("0", "same value")])
+@pytest.mark.parametrize(
+    "slope, words", [("NaN", "not a finite number"), ("inf", "not a finite number"), ("0", "same value")]
+)
 def test_nan_infinite_or_zero_rescale_slope_is_refused_not_rendered_black(tmp_path, slope, words):
     ds = pydicom.dcmread(write(tmp_path / "a.dcm", gradient(48, 40), rescale_slope=1.0, rescale_intercept=0.0))
     ds["RescaleSlope"].value = slope
@@ -260,11 +269,11 @@ def test_byte_flipped_native_pixel_data_is_an_image_and_a_flipped_header_a_reaso
     # every stored value is still a valid 12-bit value: a (different) image, shown as it is
     shown = display_file(tmp_path / "pixels.dcm").pixels
     assert shown.shape == (48, 40) and shown.min() < shown.max()
-    expected = (np.frombuffer(flipped[start:], "<u2").reshape(48, 40) & 0x0FFF)
+    expected = np.frombuffer(flipped[start:], "<u2").reshape(48, 40) & 0x0FFF
     assert np.array_equal(read_dataset(tmp_path / "pixels.dcm").pixel_array, expected)
     # the VR of Bits Allocated flipped to garbage: the element is named
     at = bytes(data).find(b"\x28\x00\x00\x01US")
-    data[at + 4:at + 6] = b"U\x00"
+    data[at + 4 : at + 6] = b"U\x00"
     (tmp_path / "vr.dcm").write_bytes(bytes(data))
     for where, (reason, message) in refusals(tmp_path / "vr.dcm", tmp_path).items():
         assert reason == "bad_header" and "(0028,0100)" in message, (where, message)
@@ -272,8 +281,12 @@ def test_byte_flipped_native_pixel_data_is_an_image_and_a_flipped_header_a_reaso
 
 def _deep_bytes(depth: int, defined: bool) -> bytes:
     if not defined:
-        head = (struct.pack("<HH", 0x0008, 0x1140) + b"SQ\0\0" + struct.pack("<I", 0xFFFFFFFF)
-                + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)) * depth
+        head = (
+            struct.pack("<HH", 0x0008, 0x1140)
+            + b"SQ\0\0"
+            + struct.pack("<I", 0xFFFFFFFF)
+            + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+        ) * depth
         return head + (struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)) * depth
     body = b""
     for _ in range(depth):
@@ -404,7 +417,7 @@ def deflate_bomb(tmp_path: Path, inflated: int = (1 << 30) + (100 << 20)) -> Pat
     src = write(tmp_path / "plain.dcm", gradient(48, 40))
     data = src.read_bytes()
     (meta_len,) = struct.unpack_from("<I", data, 132 + 8)
-    body = data[132 + 12 + meta_len:scan_header(src).pixel.offset]
+    body = data[132 + 12 + meta_len : scan_header(src).pixel.offset]
     ds = pydicom.dcmread(src)
     ds.file_meta.TransferSyntaxUID = uid.DeflatedExplicitVRLittleEndian
     meta = DicomBytesIO()
@@ -425,8 +438,9 @@ def deflate_bomb(tmp_path: Path, inflated: int = (1 << 30) + (100 << 20)) -> Pat
 def test_deflated_dicom_bomb_is_refused_while_inflating_in_bounded_memory(tmp_path):
     path = deflate_bomb(tmp_path)
     assert path.stat().st_size < 16 << 20
-    reason, peak_mb, out = refused_in_a_child("from core_model.imaging.dicom import check_header, scan_header",
-                                              "check_header(scan_header(sys.argv[1]))", path)
+    reason, peak_mb, out = refused_in_a_child(
+        "from core_model.imaging.dicom import check_header, scan_header", "check_header(scan_header(sys.argv[1]))", path
+    )
     assert reason == "too_large" and peak_mb < 400, out
     with pytest.raises(ImageReadError) as err:
         render_file(path)

@@ -63,9 +63,14 @@ def render(path, preset=None, **kw):
 RAMP12 = gradient(4, 97, bits=12)
 
 
-@pytest.mark.parametrize("function, ref", [
-    ("LINEAR", std_linear), ("LINEAR_EXACT", std_linear_exact), ("SIGMOID", std_sigmoid),
-])
+@pytest.mark.parametrize(
+    "function, ref",
+    [
+        ("LINEAR", std_linear),
+        ("LINEAR_EXACT", std_linear_exact),
+        ("SIGMOID", std_sigmoid),
+    ],
+)
 def test_window_functions_follow_ps3_3(tmp_path, function, ref):
     c, w = 1800.0, 1201.0
     path = write(tmp_path / "w.dcm", RAMP12, windows=[(c, w)], voi_lut_function=function)
@@ -121,8 +126,9 @@ def test_presentation_lut_shape_inverse(tmp_path):
     mono2_inverse = write(tmp_path / "a.dcm", RAMP12, windows=[(c, w)], presentation_lut_shape="INVERSE")
     assert np.array_equal(render(mono2_inverse), want_inverted)
     # DX files carry MONOCHROME1 together with INVERSE: that is one inversion, not two.
-    mono1_inverse = write(tmp_path / "b.dcm", RAMP12, photometric="MONOCHROME1", windows=[(c, w)],
-                          presentation_lut_shape="INVERSE")
+    mono1_inverse = write(
+        tmp_path / "b.dcm", RAMP12, photometric="MONOCHROME1", windows=[(c, w)], presentation_lut_shape="INVERSE"
+    )
     assert np.array_equal(render(mono1_inverse), want_inverted)
     identity = write(tmp_path / "c.dcm", RAMP12, windows=[(c, w)], presentation_lut_shape="IDENTITY")
     assert np.array_equal(render(identity), expected(RAMP12, lambda x: std_linear(x, c, w)))
@@ -131,20 +137,20 @@ def test_presentation_lut_shape_inverse(tmp_path):
 def test_user_invert_toggles_on_top_of_the_file(tmp_path):
     path = write(tmp_path / "m1.dcm", RAMP12, photometric="MONOCHROME1", windows=[(2048.0, 4096.0)])
     ds = read_dataset(path)
-    assert np.array_equal(render_dataset(ds, user_invert=True).astype(int),
-                          expected(RAMP12, lambda x: std_linear(x, 2048.0, 4096.0)))
+    assert np.array_equal(
+        render_dataset(ds, user_invert=True).astype(int), expected(RAMP12, lambda x: std_linear(x, 2048.0, 4096.0))
+    )
 
 
 def test_several_windows_are_presets_with_their_explanations(tmp_path):
     windows = [(1500.0, 1000.0), (2500.0, 3001.0), (600.0, 300.0)]
-    path = write(tmp_path / "multi.dcm", RAMP12, windows=windows,
-                 window_explanations=["LUNG", "MEDIASTINUM", "BONE"])
+    path = write(tmp_path / "multi.dcm", RAMP12, windows=windows, window_explanations=["LUNG", "MEDIASTINUM", "BONE"])
     presets = window_presets(read_dataset(path))
     assert [p.name for p in presets] == ["LUNG", "MEDIASTINUM", "BONE", "Full range (min-max)"]
     assert [(p.center, p.width) for p in presets[:3]] == windows
     assert "LUNG" in presets[0].label() and "1500" in presets[0].label()
     for k, (c, w) in enumerate(windows):
-        assert np.array_equal(render(path, k), expected(RAMP12, lambda x: std_linear(x, c, w)))
+        assert np.array_equal(render(path, k), expected(RAMP12, lambda x: std_linear(x, c, w)))  # noqa: B023 (called within this iteration)
     # the default is the first window
     assert np.array_equal(render(path), render(path, 0))
 
@@ -161,7 +167,7 @@ def test_missing_explanations_get_numbered_names_and_invalid_widths_are_skipped(
 def std_voi_lut(x: float, first: int, data: list[int], bits: int) -> float:
     # C.11.2.1.1: below the first mapped value -> first entry; above the last -> last entry
     i = min(max(int(round(x)) - first, 0), len(data) - 1)
-    return data[i] / (2 ** bits - 1) * 255.0
+    return data[i] / (2**bits - 1) * 255.0
 
 
 @pytest.mark.parametrize("as_ow", [False, True])
@@ -171,8 +177,7 @@ def test_voi_lut_sequence_is_the_default_and_follows_the_descriptor(tmp_path, as
     data = [int(v) for v in np.linspace(0, 65535, 21) ** 1 // 1]
     data = [min(65535, int((i / 20) ** 2 * 65535)) for i in range(21)]  # a curved LUT
     item = make_voi_lut_item(first, data, 16, "CR default", as_ow=as_ow)
-    path = write(tmp_path / "lut.dcm", px, windows=[(110.0, 10.0)],
-                 extra={"VOILUTSequence": Sequence([item])})
+    path = write(tmp_path / "lut.dcm", px, windows=[(110.0, 10.0)], extra={"VOILUTSequence": Sequence([item])})
     presets = window_presets(read_dataset(path))
     assert [p.kind for p in presets] == ["voi_lut", "window", "full_range"]
     assert presets[0].name == "CR default"

@@ -22,7 +22,7 @@ from tests.imaging.builders import gradient, make_voi_lut_item, write
 
 def _stored_range(ds) -> tuple[float, float]:
     bits = int(ds.BitsStored)
-    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if int(ds.PixelRepresentation) else (0, 2 ** bits - 1)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if int(ds.PixelRepresentation) else (0, 2**bits - 1)
     slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
     return lo * slope + intercept, hi * slope + intercept
 
@@ -36,16 +36,26 @@ def _pydicom_window_unit(path) -> np.ndarray:
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # pydicom's SIGMOID
 @pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
-@pytest.mark.parametrize("signed, slope, intercept, window", [
-    (False, None, None, (2048.0, 1000.0)),
-    (False, 0.5, -100.0, (900.0, 400.0)),
-    (True, 1.0, -1024.0, (-600.0, 1500.0)),
-    (False, None, None, (1000.0, 1.0)),  # the narrowest LINEAR window: a threshold
-])
+@pytest.mark.parametrize(
+    "signed, slope, intercept, window",
+    [
+        (False, None, None, (2048.0, 1000.0)),
+        (False, 0.5, -100.0, (900.0, 400.0)),
+        (True, 1.0, -1024.0, (-600.0, 1500.0)),
+        (False, None, None, (1000.0, 1.0)),  # the narrowest LINEAR window: a threshold
+    ],
+)
 def test_windows_match_pydicom(tmp_path, function, signed, slope, intercept, window):
     px = gradient(8, 257, bits=12, signed=signed)
-    path = write(tmp_path / "w.dcm", px, bits_stored=12, windows=[window], voi_lut_function=function,
-                 rescale_slope=slope, rescale_intercept=intercept)
+    path = write(
+        tmp_path / "w.dcm",
+        px,
+        bits_stored=12,
+        windows=[window],
+        voi_lut_function=function,
+        rescale_slope=slope,
+        rescale_intercept=intercept,
+    )
     ds = read_dataset(path)
     values = modality_values(ds, decode_pixels(ds))
     # the modality LUT is pydicom's own (we call it); the values agree exactly
@@ -74,11 +84,13 @@ def test_monochrome1_is_pydicoms_window_inverted(tmp_path):
 # writers store them; pydicom reads OW LUT Data as 16-bit words whatever the descriptor's depth)
 # and an 8-bit LUT over inputs above 255 (pydicom's index array takes the LUT's uint8 type and
 # wraps). Ours reads both (tests/imaging/test_render_standard.py).
-@pytest.mark.parametrize("bits, first, as_ow, px_bits, n", [
-    (16, 0, False, 12, 3000), (16, 500, True, 12, 3000), (8, 0, False, 8, 200), (12, 100, False, 12, 3000)])
+@pytest.mark.parametrize(
+    "bits, first, as_ow, px_bits, n",
+    [(16, 0, False, 12, 3000), (16, 500, True, 12, 3000), (8, 0, False, 8, 200), (12, 100, False, 12, 3000)],
+)
 def test_voi_lut_sequence_matches_pydicom(tmp_path, bits, first, as_ow, px_bits, n):
     px = gradient(4, 300, bits=px_bits)
-    top = 2 ** bits - 1
+    top = 2**bits - 1
     entries = [int(round(top * (i / (n - 1)) ** 0.7)) for i in range(n)]  # a gamma-like curve
     item = make_voi_lut_item(first, entries, bits, "CR default", as_ow=as_ow)
     path = write(tmp_path / "lut.dcm", px, bits_stored=px_bits, extra={"VOILUTSequence": Sequence([item])})

@@ -53,8 +53,7 @@ def make_good(folder: Path, n: int, *, prefix: str = "img", **spec) -> list[Path
     spec.setdefault("patient_name", SECRET_NAME)
     spec.setdefault("patient_id", SECRET_ID)
     spec.setdefault("patient_birth_date", SECRET_BIRTH)
-    return [write(folder / f"{prefix}{i:04d}.dcm", gradient(16, 16), instance_number=i + 1, **spec)
-            for i in range(n)]
+    return [write(folder / f"{prefix}{i:04d}.dcm", gradient(16, 16), instance_number=i + 1, **spec) for i in range(n)]
 
 
 def make_mixed(folder: Path) -> dict[str, Path]:
@@ -63,14 +62,34 @@ def make_mixed(folder: Path) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     files = {}
     study = "1.2.826.0.1.3680043.8.498.1000"
-    common = dict(patient_name=SECRET_NAME, patient_id=SECRET_ID, patient_birth_date=SECRET_BIRTH,
-                  study_uid=study, study_date="20240105")
+    common = dict(
+        patient_name=SECRET_NAME,
+        patient_id=SECRET_ID,
+        patient_birth_date=SECRET_BIRTH,
+        study_uid=study,
+        study_date="20240105",
+    )
     files["pa"] = write(folder / "pa.dcm", gradient(32, 32), view_position="PA", series_uid=study + ".1", **common)
-    files["lat"] = write(folder / "sub" / "lat.dcm", gradient(32, 32), uid.JPEG2000Lossless, view_position="LL",
-                         series_uid=study + ".2", **common)
-    files["cr_mono1"] = write(folder / "sub" / "deeper" / "cr.dcm", gradient(32, 32), uid.RLELossless,
-                              modality="CR", photometric="MONOCHROME1", rescale_slope=-1.0, rescale_intercept=4095.0,
-                              imager_pixel_spacing=None, pixel_spacing=(0.143, 0.144), view_position="AP")
+    files["lat"] = write(
+        folder / "sub" / "lat.dcm",
+        gradient(32, 32),
+        uid.JPEG2000Lossless,
+        view_position="LL",
+        series_uid=study + ".2",
+        **common,
+    )
+    files["cr_mono1"] = write(
+        folder / "sub" / "deeper" / "cr.dcm",
+        gradient(32, 32),
+        uid.RLELossless,
+        modality="CR",
+        photometric="MONOCHROME1",
+        rescale_slope=-1.0,
+        rescale_intercept=4095.0,
+        imager_pixel_spacing=None,
+        pixel_spacing=(0.143, 0.144),
+        view_position="AP",
+    )
     files["jpegls"] = write(folder / "ls.dcm", gradient(32, 32), uid.JPEGLSLossless)
     files["jpeg"] = write(folder / "baseline.dcm", gradient(32, 32, bits=8), uid.JPEGBaseline8Bit, bits_stored=8)
     files["jpeg_lossless"] = write(folder / "sv1.dcm", gradient(32, 32), uid.JPEGLosslessSV1)
@@ -87,8 +106,12 @@ def make_mixed(folder: Path) -> dict[str, Path]:
 
 
 MIXED_IMPORTED = {"pa", "lat", "cr_mono1", "jpegls", "jpeg", "jpeg_lossless", "real_dcm", "png"}
-MIXED_REJECTED = {"not_dicom": "not_dicom", "sr": "no_pixel_data", "truncated": "truncated",
-                  "mismatch": "pixel_data_mismatch"}
+MIXED_REJECTED = {
+    "not_dicom": "not_dicom",
+    "sr": "no_pixel_data",
+    "truncated": "truncated",
+    "mismatch": "pixel_data_mismatch",
+}
 
 
 def png_bytes(arr: np.ndarray) -> bytes:

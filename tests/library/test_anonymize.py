@@ -22,21 +22,52 @@ STUDY_A, STUDY_B = "1.2.826.0.1.3680043.8.498.9001", "1.2.826.0.1.3680043.8.498.
 
 
 def _write_patient(folder: Path) -> list[Path]:
-    common = dict(patient_name=SECRET_NAME, patient_id=SECRET_ID, patient_birth_date=SECRET_BIRTH,
-                  patient_sex="M", accession_number="ACC-SECRET-1")
+    common = dict(
+        patient_name=SECRET_NAME,
+        patient_id=SECRET_ID,
+        patient_birth_date=SECRET_BIRTH,
+        patient_sex="M",
+        accession_number="ACC-SECRET-1",
+    )
     ref = Dataset()
     ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
     ref.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.9001.99"
-    extra = dict(InstitutionName="St. Example Hospital", ReferringPhysicianName="DR^WHO",
-                 OtherPatientIDs="OLD-" + SECRET_ID, ImageComments=f"{SECRET_NAME} PA erect",
-                 PatientAge="093Y", AcquisitionDateTime="20240105101500",
-                 ReferencedImageSequence=Sequence([ref]))
-    a1 = write(folder / "a1.dcm", gradient(16, 16), study_uid=STUDY_A, series_uid=STUDY_A + ".1",
-               study_date="20240105", instance_number=1, extra=dict(extra), **common)
-    a2 = write(folder / "a2.dcm", gradient(16, 16), study_uid=STUDY_A, series_uid=STUDY_A + ".1",
-               study_date="20240105", instance_number=2, **common)
-    b1 = write(folder / "b1.dcm", gradient(16, 16), study_uid=STUDY_B, series_uid=STUDY_B + ".1",
-               study_date="20240215", **common)
+    extra = dict(
+        InstitutionName="St. Example Hospital",
+        ReferringPhysicianName="DR^WHO",
+        OtherPatientIDs="OLD-" + SECRET_ID,
+        ImageComments=f"{SECRET_NAME} PA erect",
+        PatientAge="093Y",
+        AcquisitionDateTime="20240105101500",
+        ReferencedImageSequence=Sequence([ref]),
+    )
+    a1 = write(
+        folder / "a1.dcm",
+        gradient(16, 16),
+        study_uid=STUDY_A,
+        series_uid=STUDY_A + ".1",
+        study_date="20240105",
+        instance_number=1,
+        extra=dict(extra),
+        **common,
+    )
+    a2 = write(
+        folder / "a2.dcm",
+        gradient(16, 16),
+        study_uid=STUDY_A,
+        series_uid=STUDY_A + ".1",
+        study_date="20240105",
+        instance_number=2,
+        **common,
+    )
+    b1 = write(
+        folder / "b1.dcm",
+        gradient(16, 16),
+        study_uid=STUDY_B,
+        series_uid=STUDY_B + ".1",
+        study_date="20240215",
+        **common,
+    )
     ds = pydicom.dcmread(a1)
     ds.add_new(0x00091010, "LO", "private vendor note " + SECRET_ID)
     ds.add_new(0x00090010, "LO", "VENDOR")
@@ -47,8 +78,13 @@ def _write_patient(folder: Path) -> list[Path]:
 @pytest.fixture
 def exported(lib, tmp_path):
     sources = _write_patient(tmp_path / "in")
-    write(tmp_path / "in" / "burned.dcm", gradient(16, 16), patient_name="OTHER^PERSON", patient_id="OTHER-1",
-          extra={"BurnedInAnnotation": "YES"})
+    write(
+        tmp_path / "in" / "burned.dcm",
+        gradient(16, 16),
+        patient_name="OTHER^PERSON",
+        patient_id="OTHER-1",
+        extra={"BurnedInAnnotation": "YES"},
+    )
     import_paths(lib, [tmp_path / "in", REAL_PNG])
     out = tmp_path / "share"
     from app.library.anonymize import export_anonymized
@@ -61,8 +97,16 @@ def test_identifiers_are_gone_from_every_byte(exported):
     _lib, _src, out, summary = exported
     assert summary.exported == 4 and summary.skipped_burned_in == 1  # 3 DICOM + the PNG
     blobs = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
-    for secret in (SECRET_NAME, "ZZSECRETNAME", SECRET_ID, SECRET_BIRTH, "ACC-SECRET-1", "St. Example", "DR^WHO",
-                   "VENDOR"):
+    for secret in (
+        SECRET_NAME,
+        "ZZSECRETNAME",
+        SECRET_ID,
+        SECRET_BIRTH,
+        "ACC-SECRET-1",
+        "St. Example",
+        "DR^WHO",
+        "VENDOR",
+    ):
         assert secret.encode() not in blobs, secret
     assert not list(out.rglob("*.part"))
 
@@ -95,7 +139,9 @@ def test_uids_remapped_consistently_and_dates_shifted_per_patient(exported, tmp_
     studies = {str(d.StudyInstanceUID) for d in new}
     assert len(studies) == 2 and STUDY_A not in studies and STUDY_B not in studies
     # the two instances of study A still share their (new) study and series UIDs
-    pair = [d for d in new if d.get("InstanceNumber") in (1, 2) and str(d.StudyInstanceUID) == str(a[0].StudyInstanceUID)]
+    pair = [
+        d for d in new if d.get("InstanceNumber") in (1, 2) and str(d.StudyInstanceUID) == str(a[0].StudyInstanceUID)
+    ]
     assert len({str(d.SeriesInstanceUID) for d in pair}) == 1
     # dates moved back by the same number of days, so the 41-day interval between studies stays
     dates = sorted({d.StudyDate for d in new})
@@ -118,7 +164,11 @@ def test_uids_remapped_consistently_and_dates_shifted_per_patient(exported, tmp_
     export_anonymized(lib, [STUDY_B], tmp_path / "again")
     (again,) = [pydicom.dcmread(p) for p in (tmp_path / "again").rglob("*.dcm")]
     match = next(d for d in new if d.StudyInstanceUID == again.StudyInstanceUID)
-    assert (again.SOPInstanceUID, again.StudyDate, again.PatientID) == (match.SOPInstanceUID, match.StudyDate, match.PatientID)
+    assert (again.SOPInstanceUID, again.StudyDate, again.PatientID) == (
+        match.SOPInstanceUID,
+        match.StudyDate,
+        match.PatientID,
+    )
 
 
 def test_pixels_are_untouched(exported):
@@ -142,8 +192,9 @@ def test_burned_in_annotation_exported_only_on_request(lib, tmp_path, capsys):
     assert code == 0 and result["exported"] == 1 and result["skipped_burned_in"] == 1
     manifest = json.loads((tmp_path / "o1" / "export-manifest.json").read_text())
     assert manifest["files"][0]["burned_in_annotation"] == "NO"
-    code = main(["export-anonymized", "--all", "--include-burned-in", "--db", str(lib.db_path),
-                 "--out", str(tmp_path / "o2")])
+    code = main(
+        ["export-anonymized", "--all", "--include-burned-in", "--db", str(lib.db_path), "--out", str(tmp_path / "o2")]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "Exported 2 instance(s)" in out and "Research use only" in out
 

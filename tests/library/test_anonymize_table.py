@@ -50,12 +50,29 @@ def _marker(vr: str, n: int, nested: bool):
     s = f"{MARK}{n:04d}"
     day = (NESTED_DATES if nested else TOP_DATES) + dt.timedelta(days=n % NESTED)
     return {
-        "AE": s, "CS": s, "SH": s, "LO": s + " TEXT", "LT": s + " TEXT", "ST": s + " TEXT", "UT": s + " TEXT",
-        "UC": s + " TEXT", "PN": s + "^PERSON", "UR": f"http://{s}.example/x",
-        "UI": f"1.2.826.0.1.3680043.8.498.77.{n}.9", "DA": day.strftime("%Y%m%d"),
-        "DT": day.strftime("%Y%m%d") + "101010", "TM": f"10{n % 60:02d}{(n // 60) % 60:02d}",
-        "DS": f"{n}.125", "IS": str(900000 + n), "AS": "095Y",
-        "US": 4242, "SS": 4242, "UL": 4242, "SL": 4242, "FL": 42.5, "FD": 42.5,
+        "AE": s,
+        "CS": s,
+        "SH": s,
+        "LO": s + " TEXT",
+        "LT": s + " TEXT",
+        "ST": s + " TEXT",
+        "UT": s + " TEXT",
+        "UC": s + " TEXT",
+        "PN": s + "^PERSON",
+        "UR": f"http://{s}.example/x",
+        "UI": f"1.2.826.0.1.3680043.8.498.77.{n}.9",
+        "DA": day.strftime("%Y%m%d"),
+        "DT": day.strftime("%Y%m%d") + "101010",
+        "TM": f"10{n % 60:02d}{(n // 60) % 60:02d}",
+        "DS": f"{n}.125",
+        "IS": str(900000 + n),
+        "AS": "095Y",
+        "US": 4242,
+        "SS": 4242,
+        "UL": 4242,
+        "SL": 4242,
+        "FL": 42.5,
+        "FD": 42.5,
     }.get(vr, s.encode() * 2)  # OB, OW, UN and the other binary VRs
 
 
@@ -179,12 +196,22 @@ def test_table_data_matches_the_dictionary():
             if "xx" not in tag:
                 assert _norm(DicomDictionary[int(tag, 16)][2]) == _norm(name), line
     # the values the issue found left behind are all covered
-    for keyword in ("ConfidentialityConstraintOnPatientDataDescription", "DeviceDescription",
-                    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberImagingServiceRequest",
-                    "OrderCallbackPhoneNumber", "OrderEntererLocation", "PatientBirthDateInAlternativeCalendar",
-                    "PatientDeathDateInAlternativeCalendar", "PerformedLocation", "PerformedStationName",
-                    "ReasonForTheRequestedProcedure", "RequestingService", "ScheduledProcedureStepLocation",
-                    "VerifyingOrganization"):
+    for keyword in (
+        "ConfidentialityConstraintOnPatientDataDescription",
+        "DeviceDescription",
+        "FillerOrderNumberImagingServiceRequest",
+        "PlacerOrderNumberImagingServiceRequest",
+        "OrderCallbackPhoneNumber",
+        "OrderEntererLocation",
+        "PatientBirthDateInAlternativeCalendar",
+        "PatientDeathDateInAlternativeCalendar",
+        "PerformedLocation",
+        "PerformedStationName",
+        "ReasonForTheRequestedProcedure",
+        "RequestingService",
+        "ScheduledProcedureStepLocation",
+        "VerifyingOrganization",
+    ):
         assert pydicom.datadict.tag_for_keyword(keyword) in RULES, keyword
 
 
@@ -204,7 +231,7 @@ def test_no_table_attribute_survives_anywhere(lib, tmp_path, capsys):
     blob = b"".join(p.read_bytes() for p in files)
     # no string marker anywhere in the bytes: not in the file, its nested items, its meta, the manifest
     # (numeric and time markers are checked by value below)
-    leftovers = sorted({blob[i:i + 12] for i in range(len(blob)) if blob.startswith(MARK.encode(), i)})
+    leftovers = sorted({blob[i : i + 12] for i in range(len(blob)) if blob.startswith(MARK.encode(), i)})
     assert leftovers == [], leftovers
     for tag, value in [*top.items(), *nested.items()]:
         vr = dictionary_VR(tag).split(" or ")[0]
@@ -215,8 +242,11 @@ def test_no_table_attribute_survives_anywhere(lib, tmp_path, capsys):
     (dcm,) = [p for p in files if p.suffix == ".dcm"]
     ds = pydicom.dcmread(dcm)
     anon = Anonymizer(library_secret(lib))
-    shift = (TOP_DATES + dt.timedelta(days=_rows().index((0x00080020, "DA")))
-             - dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date()).days
+    shift = (
+        TOP_DATES
+        + dt.timedelta(days=_rows().index((0x00080020, "DA")))
+        - dt.datetime.strptime(ds.StudyDate, "%Y%m%d").date()
+    ).days
     assert 365 <= shift <= 3652
     _check_level(ds, top, anon, shift, top=True)
     (source,) = ds.SourceImageSequence  # kept (X/Z/U*), its item de-identified like the top level
@@ -230,28 +260,58 @@ def test_no_table_attribute_survives_anywhere(lib, tmp_path, capsys):
     assert not [e for e in ds if e.tag.group in (0x0000, 0x5000, 0x6000)]
     assert ds.PatientIdentityRemoved == "YES" and ds.LongitudinalTemporalInformationModified == "MODIFIED"
     assert {c.CodeValue for c in ds.DeidentificationMethodCodeSequence} == {"113100", "113107", "113108"}
-    assert set(ds.file_meta.keys()) <= {0x00020000, 0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012,
-                                        0x00020013}
+    assert set(ds.file_meta.keys()) <= {
+        0x00020000,
+        0x00020001,
+        0x00020002,
+        0x00020003,
+        0x00020010,
+        0x00020012,
+        0x00020013,
+    }
     assert ds.preamble == b"\0" * 128
 
 
 def _study_pair(folder: Path) -> tuple[Path, Path]:
-    study, series, frame = ("1.2.826.0.1.3680043.8.498.55.1", "1.2.826.0.1.3680043.8.498.55.1.1",
-                            "1.2.826.0.1.3680043.8.498.55.9")
-    first = write(folder / "first.dcm", gradient(16, 16), study_uid=study, series_uid=series, instance_number=1,
-                  sop_uid="1.2.826.0.1.3680043.8.498.55.1.1.1", patient_name="PAIR^PATIENT", patient_id="PAIR-1",
-                  study_date="20230301", extra={"FrameOfReferenceUID": frame})
+    study, series, frame = (
+        "1.2.826.0.1.3680043.8.498.55.1",
+        "1.2.826.0.1.3680043.8.498.55.1.1",
+        "1.2.826.0.1.3680043.8.498.55.9",
+    )
+    first = write(
+        folder / "first.dcm",
+        gradient(16, 16),
+        study_uid=study,
+        series_uid=series,
+        instance_number=1,
+        sop_uid="1.2.826.0.1.3680043.8.498.55.1.1.1",
+        patient_name="PAIR^PATIENT",
+        patient_id="PAIR-1",
+        study_date="20230301",
+        extra={"FrameOfReferenceUID": frame},
+    )
     ref = Dataset()
     ref.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
     ref.ReferencedSOPInstanceUID = "1.2.826.0.1.3680043.8.498.55.1.1.1"
     source = Dataset()
     source.ReferencedSOPClassUID = ref.ReferencedSOPClassUID
     source.ReferencedSOPInstanceUID = ref.ReferencedSOPInstanceUID
-    second = write(folder / "second.dcm", gradient(16, 16), study_uid=study, series_uid=series, instance_number=2,
-                   sop_uid="1.2.826.0.1.3680043.8.498.55.1.1.2", patient_name="PAIR^PATIENT", patient_id="PAIR-1",
-                   study_date="20230301",
-                   extra={"FrameOfReferenceUID": frame, "ReferencedImageSequence": Sequence([ref]),
-                          "SourceImageSequence": Sequence([source])})
+    second = write(
+        folder / "second.dcm",
+        gradient(16, 16),
+        study_uid=study,
+        series_uid=series,
+        instance_number=2,
+        sop_uid="1.2.826.0.1.3680043.8.498.55.1.1.2",
+        patient_name="PAIR^PATIENT",
+        patient_id="PAIR-1",
+        study_date="20230301",
+        extra={
+            "FrameOfReferenceUID": frame,
+            "ReferencedImageSequence": Sequence([ref]),
+            "SourceImageSequence": Sequence([source]),
+        },
+    )
     return first, second
 
 
@@ -278,8 +338,9 @@ def test_study_uids_consistent_and_references_resolve(lib, tmp_path):
 
 def test_file_without_file_meta_exports(lib, tmp_path):
     (tmp_path / "in").mkdir()
-    raw = write_without_preamble(tmp_path / "in" / "old_cd_export", gradient(16, 16), patient_name="OLD^CD",
-                                 patient_id="OLDCD-77")
+    raw = write_without_preamble(
+        tmp_path / "in" / "old_cd_export", gradient(16, 16), patient_name="OLD^CD", patient_id="OLDCD-77"
+    )
     assert raw.read_bytes()[128:132] != b"DICM"
     write(tmp_path / "in" / "normal.dcm", gradient(16, 16), patient_name="NEW^ONE", patient_id="NEW-1")
     assert import_paths(lib, [tmp_path / "in"]).imported == 2
@@ -300,8 +361,13 @@ def _instances(lib) -> list[Instance]:
 
 def test_refused_and_failed_instances_are_listed_without_source_names(lib, tmp_path, capsys):
     folder = tmp_path / "Doe_John_MRN4711"
-    burned = write(folder / "Doe_John_burned.dcm", gradient(16, 16), patient_name="DOE^JOHN", patient_id="MRN4711",
-                   extra={"BurnedInAnnotation": "YES"})
+    burned = write(
+        folder / "Doe_John_burned.dcm",
+        gradient(16, 16),
+        patient_name="DOE^JOHN",
+        patient_id="MRN4711",
+        extra={"BurnedInAnnotation": "YES"},
+    )
     gone = write(folder / "Doe_John_moved.dcm", gradient(16, 16), patient_name="DOE^JOHN", patient_id="MRN4711")
     broken = write(folder / "Doe_John_broken.dcm", gradient(16, 16), patient_name="DOE^JOHN", patient_id="MRN4711")
     write(folder / "Doe_John_fine.dcm", gradient(16, 16), patient_name="DOE^JOHN", patient_id="MRN4711")
@@ -343,9 +409,13 @@ def _deep_file(path: Path, depth: int, *, undefined: bool) -> bytes:
     body = b""
     for _ in range(depth):
         if undefined:
-            body = (struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
-                    + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF) + body
-                    + struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+            body = (
+                struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+                + struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+                + body
+                + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+                + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
+            )
         else:
             item = struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
             body = struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, len(item)) + item
@@ -369,7 +439,9 @@ def test_deeply_nested_file_is_refused_and_the_rest_exports(lib, tmp_path):
     anon = Anonymizer(library_secret(lib))
     assert summary.exported == 2 and not summary.failed
     assert {r["instance"]: r["reason"] for r in summary.refused} == {
-        anon.uid(instances[1].sop_instance_uid): "too_deep", anon.uid(instances[2].sop_instance_uid): "too_deep"}
+        anon.uid(instances[1].sop_instance_uid): "too_deep",
+        anon.uid(instances[2].sop_instance_uid): "too_deep",
+    }
     assert "nested" in summary.refused[0]["message"]
     assert len(list((tmp_path / "out").rglob("*.dcm"))) == 2
     # the anonymiser refuses such a dataset on its own too, whoever read it
@@ -381,8 +453,15 @@ def test_deeply_nested_file_is_refused_and_the_rest_exports(lib, tmp_path):
 
 def test_attributes_outside_the_table_are_handled_by_their_value_representation(tmp_path):
     """What the table does not name is still not copied when it can carry identity."""
-    path = write(tmp_path / "x.dcm", gradient(8, 8), patient_name="ROE^RICHARD", patient_id="RR-20250",
-                 study_date="20240105", instance_number=20250, extra={"Manufacturer": "ACME", "ViewPosition": "PA"})
+    path = write(
+        tmp_path / "x.dcm",
+        gradient(8, 8),
+        patient_name="ROE^RICHARD",
+        patient_id="RR-20250",
+        study_date="20240105",
+        instance_number=20250,
+        extra={"Manufacturer": "ACME", "ViewPosition": "PA"},
+    )
     ds = pydicom.dcmread(path)
     ds.EvaluatorName = f"{MARK}^EVALUATOR"  # a person name the table does not list
     ds.add_new(0x0040A160, "UT", f"{MARK} free text")  # Text Value

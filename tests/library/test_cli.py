@@ -81,8 +81,13 @@ def test_list_shows_patients_studies_instances(tmp_path, capsys):
 
 def test_render_default_and_presets_match_the_display_pipeline(tmp_path, capsys):
     px = gradient(20, 50, bits=12)
-    path = write(tmp_path / "w.dcm", px, windows=[(1000.0, 800.0), (3000.0, 500.0)],
-                 window_explanations=["SOFT", "HARD"], photometric="MONOCHROME1")
+    path = write(
+        tmp_path / "w.dcm",
+        px,
+        windows=[(1000.0, 800.0), (3000.0, 500.0)],
+        window_explanations=["SOFT", "HARD"],
+        photometric="MONOCHROME1",
+    )
     out_png = tmp_path / "out" / "default.png"
     code, out, _ = run_cli(capsys, "render", path, "--out", out_png)
     assert code == 0 and "SOFT" in out
@@ -91,14 +96,16 @@ def test_render_default_and_presets_match_the_display_pipeline(tmp_path, capsys)
     # the default is the first window, MONOCHROME1 inverted after it (PS3.3 C.11.2.1.2 LINEAR)
     c, w = 1000.0, 800.0
     x = px.astype(float)
-    lin = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0,
-                   np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5))
+    lin = np.where(
+        x <= c - 0.5 - (w - 1) / 2, 0.0, np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5)
+    )
     assert np.array_equal(img, np.rint((1.0 - lin) * 255).astype(np.uint8))
     code, _, _ = run_cli(capsys, "render", path, "--out", tmp_path / "p2.png", "--preset", "2")
     assert code == 0
     c, w = 3000.0, 500.0
-    lin2 = np.where(x <= c - 0.5 - (w - 1) / 2, 0.0,
-                    np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5))
+    lin2 = np.where(
+        x <= c - 0.5 - (w - 1) / 2, 0.0, np.where(x > c - 0.5 + (w - 1) / 2, 1.0, (x - (c - 0.5)) / (w - 1) + 0.5)
+    )
     assert np.array_equal(np.asarray(Image.open(tmp_path / "p2.png")), np.rint((1.0 - lin2) * 255).astype(np.uint8))
     code, _, err = run_cli(capsys, "render", path, "--out", tmp_path / "p9.png", "--preset", "9")
     assert code == 2 and "preset 9 does not exist" in err and "SOFT" in err
@@ -127,11 +134,18 @@ def test_render_of_a_bad_file_is_one_line_not_a_traceback(tmp_path, capsys):
 
 
 def test_entry_point_runs_headless_without_qt_or_torch(tmp_path):
-    code = ("import sys\nfrom app.main import main\nrc = main(sys.argv[1:])\n"
-            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'PySide6', 'transformers')]\n"
-            "print(rc, bad)")
-    out = subprocess.run([sys.executable, "-c", code, "import", str(REAL_DCM), "--db", str(tmp_path / "l.db")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys\nfrom app.main import main\nrc = main(sys.argv[1:])\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'PySide6', 'transformers')]\n"
+        "print(rc, bad)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, "import", str(REAL_DCM), "--db", str(tmp_path / "l.db")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "0 []"
 

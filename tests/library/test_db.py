@@ -23,15 +23,27 @@ def test_new_library_is_sqlite_wal_with_foreign_keys_and_head_schema(lib):
     assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert raw.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
     tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"patients", "studies", "series", "instances", "reports", "analyses", "reviews",
-            "import_runs", "rejected_files"} <= tables
+    assert {
+        "patients",
+        "studies",
+        "series",
+        "instances",
+        "reports",
+        "analyses",
+        "reviews",
+        "import_runs",
+        "rejected_files",
+    } <= tables
     raw.close()
     with lib.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     with pytest.raises(IntegrityError):  # an instance must belong to an existing series
         with lib.write_connection() as conn:
-            conn.execute(insert(Instance).values(sop_instance_uid="1.2.3", series_pk=999, patient_pk=999,
-                                                 file_path="x", storage="linked"))
+            conn.execute(
+                insert(Instance).values(
+                    sop_instance_uid="1.2.3", series_pk=999, patient_pk=999, file_path="x", storage="linked"
+                )
+            )
 
 
 def test_head_constant_is_the_migration_scripts_head():
@@ -60,8 +72,10 @@ def test_reopen_keeps_data_and_does_not_migrate_again(tmp_path):
 
         s.add(Setting(key="k", value="v"))
     first.close()
-    code = ("import sys\nfrom app.library import open_library\nopen_library(sys.argv[1]).close()\n"
-            "print('alembic' in sys.modules)")
+    code = (
+        "import sys\nfrom app.library import open_library\nopen_library(sys.argv[1]).close()\n"
+        "print('alembic' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code, str(db)], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"  # schema at head: Alembic not even imported

@@ -45,8 +45,10 @@ def hold_write_lock(db: Path) -> sqlite3.Connection:
 
 def count_instances(lib) -> tuple[int, int]:
     with lib.session() as s:
-        return (s.execute(select(func.count(Instance.id))).scalar_one(),
-                s.execute(select(func.count(func.distinct(Instance.sop_instance_uid)))).scalar_one())
+        return (
+            s.execute(select(func.count(Instance.id))).scalar_one(),
+            s.execute(select(func.count(func.distinct(Instance.sop_instance_uid)))).scalar_one(),
+        )
 
 
 def sha(path: Path) -> str:
@@ -226,8 +228,12 @@ def test_disk_full_import_stops_with_a_clear_message_keeps_the_library_and_resum
     mnt.mkdir()
     mounted = False
     if _can_mount() is None:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mnt)],
-                                 capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=700k", "tmpfs", str(mnt)], capture_output=True
+            ).returncode
+            == 0
+        )
     db = mnt / "library.db"
     try:
         if mounted:
@@ -247,8 +253,13 @@ def test_disk_full_import_stops_with_a_clear_message_keeps_the_library_and_resum
             subprocess.run(["mount", "-o", "remount,size=16m", str(mnt)], check=True)  # space freed
         else:
             open_library(db).close()
-            child = subprocess.run([sys.executable, "-c", _FSIZE_CHILD, str(db), str(src), str(96 * 1024)],
-                                   cwd=ROOT, capture_output=True, text=True, timeout=300)
+            child = subprocess.run(
+                [sys.executable, "-c", _FSIZE_CHILD, str(db), str(src), str(96 * 1024)],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert child.returncode == 2, child.stderr
             assert child.stderr.count("\n") == 1 and "Traceback" not in child.stderr
             assert "full" in child.stderr and "free some space" in child.stderr
@@ -349,10 +360,11 @@ def test_two_concurrent_imports_of_the_same_folder_share_the_lock_without_duplic
     db = tmp_path / "lib" / "library.db"
     open_library(db).close()
     cmd = [sys.executable, "-m", "app.main", "import", str(src), "--db", str(db), "--link", "--json"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err
     summaries = [_json.loads(out) for out, _ in outs]
     assert sum(s["imported"] for s in summaries) == n

@@ -53,16 +53,21 @@ def dicom_with_uid(path: Path, sop_uid: str, value: int = 0) -> Path:
 def surroundings(tmp_path: Path, lib) -> dict[str, str]:
     """Every file under tmp_path outside the library's data folder (and its database files)."""
     data, db = lib.data_dir.resolve(), Path(lib.db_path).resolve()
-    return {k: v for k, v in all_files(tmp_path).items()
-            if not (tmp_path / k).resolve().is_relative_to(data)
-            and not ((tmp_path / k).resolve().parent == db.parent and (tmp_path / k).name.startswith(db.name))}
+    return {
+        k: v
+        for k, v in all_files(tmp_path).items()
+        if not (tmp_path / k).resolve().is_relative_to(data)
+        and not ((tmp_path / k).resolve().parent == db.parent and (tmp_path / k).name.startswith(db.name))
+    }
 
 
 # --- names on disk ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("uid", ["../../../../escaped", "1.2.3/../../../../../escaped", "/tmp/escaped-abs",
-                                 "..\\..\\escaped", "1.2.3\x00../x"])
+@pytest.mark.parametrize(
+    "uid",
+    ["../../../../escaped", "1.2.3/../../../../../escaped", "/tmp/escaped-abs", "..\\..\\escaped", "1.2.3\x00../x"],
+)
 def test_uid_with_path_characters_writes_nothing_outside_the_data_folder(lib, tmp_path, uid):
     src = dicom_with_uid(tmp_path / "in" / "evil.dcm", uid)
     before = surroundings(tmp_path, lib)
@@ -165,7 +170,7 @@ def _lie_about_size(archive: Path, name: str, claimed: int) -> None:
     central = data.rfind(b"PK\x01\x02")
     while central >= 0:
         (nlen,) = struct.unpack_from("<H", data, central + 28)
-        if bytes(data[central + 46:central + 46 + nlen]).decode() == name:
+        if bytes(data[central + 46 : central + 46 + nlen]).decode() == name:
             struct.pack_into("<I", data, central + 24, claimed)
             break
         central = data.rfind(b"PK\x01\x02", 0, central)
@@ -307,8 +312,12 @@ def test_concurrent_imports_of_different_files_with_the_same_uids_overwrite_noth
     db = tmp_path / "db" / "shared.db"
     open_library(db).close()
     root = Path(__file__).resolve().parents[2]
-    children = [subprocess.Popen([sys.executable, "-c", _CHILD, str(db), str(tmp_path / side)], cwd=root,
-                                 stderr=subprocess.PIPE, text=True) for side in ("left", "right")]
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(db), str(tmp_path / side)], cwd=root, stderr=subprocess.PIPE, text=True
+        )
+        for side in ("left", "right")
+    ]
     for child in children:
         _, err = child.communicate(timeout=240)
         assert child.returncode == 0, err

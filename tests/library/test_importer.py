@@ -194,8 +194,9 @@ def _fileset(folder: Path, n: int = 3) -> Path:
 def _spec(**kw):
     from core_model.imaging.dicom_write import DicomSpec
 
-    return DicomSpec(patient_id="CD-1", study_uid="1.2.826.0.1.3680043.8.498.77",
-                     series_uid="1.2.826.0.1.3680043.8.498.77.1", **kw)
+    return DicomSpec(
+        patient_id="CD-1", study_uid="1.2.826.0.1.3680043.8.498.77", series_uid="1.2.826.0.1.3680043.8.498.77.1", **kw
+    )
 
 
 def test_dicomdir_imports_the_files_it_lists(lib, tmp_path):
@@ -222,7 +223,7 @@ def _zip_with_attacks(path: Path, good: list[Path]) -> None:
         zf.writestr("a/../../up.dcm", good[0].read_bytes())
         link = zipfile.ZipInfo("study/link.dcm")
         link.create_system = 3
-        link.external_attr = (0o120777 << 16)
+        link.external_attr = 0o120777 << 16
         zf.writestr(link, "/etc/passwd")
         zf.writestr("study/readme.txt", "not an image")
 
@@ -368,6 +369,7 @@ def test_cancel_stops_commits_what_was_done_and_a_rerun_completes(lib, tmp_path,
 
         def progress(_p):
             should_stop()
+
         imp = Importer(lib, cancel=cancel, progress=progress, progress_interval=0)
     else:
         imp = Importer(lib, cancel=should_stop)
@@ -405,8 +407,13 @@ def test_kill_9_mid_import_leaves_a_consistent_library_and_rerun_completes(tmp_p
     src = tmp_path / "in"
     make_good(src, n)
     db = tmp_path / "crash.db"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(db), str(src)], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(db), str(src)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     killed_at = None
     deadline = time.monotonic() + 120
     for line in child.stdout:
@@ -457,8 +464,13 @@ def test_patient_names_and_ids_never_reach_the_logs(lib, tmp_path, caplog):
     make_mixed(tmp_path / "export")
     # a name longer than PN allows makes pydicom log a validation warning quoting the value
     long_name = SECRET_NAME + "^" + "X" * 70
-    write(tmp_path / "export" / "long.dcm", gradient(8, 8), patient_name=long_name, patient_id=SECRET_ID,
-          patient_birth_date="1944-02-29")
+    write(
+        tmp_path / "export" / "long.dcm",
+        gradient(8, 8),
+        patient_name=long_name,
+        patient_id=SECRET_ID,
+        patient_birth_date="1944-02-29",
+    )
     summary = import_paths(lib, [tmp_path / "export"])
     assert summary.imported >= len(MIXED_IMPORTED)
     from app.library.anonymize import export_anonymized
@@ -468,7 +480,7 @@ def test_patient_names_and_ids_never_reach_the_logs(lib, tmp_path, caplog):
         res = search_instances(s, text="zzsecret")
         for inst in instances(lib):
             if inst.source_format == "dicom":
-                pydicom.dcmread(lib.resolve(inst.file_path, inst.storage)).PatientName  # value conversion
+                _ = pydicom.dcmread(lib.resolve(inst.file_path, inst.storage)).PatientName  # value conversion
     assert res.total >= 1
     add_review(lib, res.rows[0].sop_instance_uid, "flagged", "check")
     export_anonymized(lib, None, tmp_path / "anon")

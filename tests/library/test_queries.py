@@ -36,8 +36,14 @@ PEOPLE = [  # name, id, date, view
 @pytest.fixture
 def filled(lib, tmp_path):
     for k, (name, pid, date, view) in enumerate(PEOPLE):
-        write(tmp_path / "in" / f"{k}.dcm", gradient(16, 16), patient_name=name, patient_id=pid,
-              study_date=date or "20000101", view_position=view)
+        write(
+            tmp_path / "in" / f"{k}.dcm",
+            gradient(16, 16),
+            patient_name=name,
+            patient_id=pid,
+            study_date=date or "20000101",
+            view_position=view,
+        )
     # an empty StudyDate: rewrite the last file without one
     import pydicom
 
@@ -112,13 +118,25 @@ def test_analysis_top_finding_mask_and_heatmap(filled):
     mask = np.zeros((16, 16), bool)
     mask[4:9, 2:7] = True
     heat = np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16)
-    add_analysis(filled, a, bundle_id="adaptor-cxr", bundle_version="1.0",
-                 probabilities={"normal": 0.1, "pneumonia": 0.7, "pneumothorax": 0.2})
-    aid = add_analysis(filled, a, bundle_id="adaptor-cxr", bundle_version="1.1",
-                       probabilities={"normal": 0.2, "pneumonia": 0.3, "pneumothorax": 0.5},
-                       mask=mask, heatmap=heat)
-    add_analysis(filled, b, bundle_id="adaptor-cxr", bundle_version="1.1",
-                 probabilities={"normal": 0.9, "pneumonia": 0.05})
+    add_analysis(
+        filled,
+        a,
+        bundle_id="adaptor-cxr",
+        bundle_version="1.0",
+        probabilities={"normal": 0.1, "pneumonia": 0.7, "pneumothorax": 0.2},
+    )
+    aid = add_analysis(
+        filled,
+        a,
+        bundle_id="adaptor-cxr",
+        bundle_version="1.1",
+        probabilities={"normal": 0.2, "pneumonia": 0.3, "pneumothorax": 0.5},
+        mask=mask,
+        heatmap=heat,
+    )
+    add_analysis(
+        filled, b, bundle_id="adaptor-cxr", bundle_version="1.1", probabilities={"normal": 0.9, "pneumonia": 0.05}
+    )
     with filled.session() as s:
         # the latest analysis decides the top finding
         assert uids(search_instances(s, top_finding="pneumothorax")) == ["A-100"]
@@ -139,9 +157,10 @@ def test_analysis_top_finding_mask_and_heatmap(filled):
 def test_failed_analysis_commit_leaves_no_files(filled):
     with filled.session() as s:
         uid = search_instances(s, limit=1).rows[0].sop_instance_uid
-    with pytest.raises(Exception):
-        add_analysis(filled, uid, bundle_id=None, bundle_version="1", probabilities={"x": 0.5},
-                     mask=np.ones((4, 4), bool))
+    with pytest.raises(Exception):  # noqa: B017 (any failure of the commit; the test is about the files left)
+        add_analysis(
+            filled, uid, bundle_id=None, bundle_version="1", probabilities={"x": 0.5}, mask=np.ones((4, 4), bool)
+        )
     assert not list(filled.derived_dir.rglob("*.png"))
     with filled.session() as s:
         assert s.execute(select(Analysis)).first() is None
@@ -154,8 +173,14 @@ def test_remove_instances_cleans_up_rows_and_managed_files(lib, tmp_path):
     with lib.session() as s:
         rows = s.execute(select(Instance)).scalars().all()
         files = [lib.resolve(r.file_path, r.storage) for r in rows]
-    add_analysis(lib, rows[0].sop_instance_uid, bundle_id="b", bundle_version="1", probabilities={"n": 1.0},
-                 heatmap=np.zeros((2, 2)))
+    add_analysis(
+        lib,
+        rows[0].sop_instance_uid,
+        bundle_id="b",
+        bundle_version="1",
+        probabilities={"n": 1.0},
+        heatmap=np.zeros((2, 2)),
+    )
     assert remove_instances(lib, [rows[0].sop_instance_uid]) == 1
     assert not files[0].exists() and files[1].exists()
     assert not list(lib.derived_dir.rglob("*.npy"))

@@ -63,13 +63,17 @@ def test_the_stored_analysis_keeps_the_hash_and_the_domain_state(lib, demo_bundl
     assert rows[0]["domain_reasons"] == "; ".join(direct.domain.reasons)
 
 
-def test_another_bundle_with_the_same_id_and_version_never_gets_the_first_ones_result(lib, demo, demo_bundle,
-                                                                                      tmp_path):
+def test_another_bundle_with_the_same_id_and_version_never_gets_the_first_ones_result(lib, demo, demo_bundle, tmp_path):
     from app.logic import analysis as A
     from app.logic.bundles import open_bundle
 
-    other = open_bundle(copy_bundle(demo.bundle, tmp_path / "copy", config={
-        "thresholds": {c: round(t + 0.01, 6) for c, t in demo_bundle.thresholds.items()}}))
+    other = open_bundle(
+        copy_bundle(
+            demo.bundle,
+            tmp_path / "copy",
+            config={"thresholds": {c: round(t + 0.01, 6) for c, t in demo_bundle.thresholds.items()}},
+        )
+    )
     assert (other.id, other.version) == (demo_bundle.id, demo_bundle.version)
     assert other.content_hash != demo_bundle.content_hash
     uid = A.all_instance_uids(lib)[0]
@@ -80,7 +84,8 @@ def test_another_bundle_with_the_same_id_and_version_never_gets_the_first_ones_r
     assert A.analyze_instance(lib, demo_bundle, uid).analysis_id == first.analysis_id
     assert A.analyze_instance(lib, other, uid).analysis_id == second.analysis_id
     assert A.unanalysed_uids(lib, other.id, other.version, bundle_hash=other.content_hash) == [
-        u for u in A.all_instance_uids(lib) if u != uid]
+        u for u in A.all_instance_uids(lib) if u != uid
+    ]
     assert len(analysis_rows(lib, uid)) == 2
 
 
@@ -117,8 +122,10 @@ def test_a_library_from_before_the_hashes_is_migrated_and_its_old_rows_are_not_r
         with reopened.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == HEAD_REVISION
             assert conn.exec_driver_sql("SELECT bundle_hash, domain FROM analyses").all() == [(None, None)]
-        assert A.cached_analysis(reopened, uid, demo_bundle.id, demo_bundle.version,
-                                 bundle_hash=demo_bundle.content_hash) is None
+        assert (
+            A.cached_analysis(reopened, uid, demo_bundle.id, demo_bundle.version, bundle_hash=demo_bundle.content_hash)
+            is None
+        )
         stored = A.latest_any(reopened, uid)
         assert stored.analysis_id == old.analysis_id and stored.bundle_hash is None
         assert stored.domain.status == "unknown" and "no domain state was recorded" in stored.domain.reasons[0]
@@ -147,8 +154,9 @@ def test_extras_files_of_an_older_library_are_read_into_the_database(lib, demo_b
     first = A.analyze_instance(lib, demo_bundle, good)
     other = A.analyze_instance(lib, demo_bundle, bad)
     with lib.engine.connect() as conn:
-        rows = {r[0]: (r[1], json.loads(r[2])) for r in conn.exec_driver_sql(
-            "SELECT id, instance_pk, extras FROM analyses")}
+        rows = {
+            r[0]: (r[1], json.loads(r[2])) for r in conn.exec_driver_sql("SELECT id, instance_pk, extras FROM analyses")
+        }
     assert set(rows) == {first.analysis_id, other.analysis_id}
     assert rows[first.analysis_id][1]["heatmap_phrase"] == first.heatmap_phrase
     db, derived = lib.db_path, lib.derived_dir
@@ -217,10 +225,9 @@ def test_headless_analyze_says_how_many_images_are_out_of_domain(tmp_path, demo,
 
 
 def test_the_librarys_view_and_modality_reach_the_runtime(lib, demo_bundle):
-    from core_model.runtime import Bundle
-
     from app.library.queries import get_instance
     from app.logic import analysis as A
+    from core_model.runtime import Bundle
 
     class Recording(Bundle):
         """The real bundle; records the hints it is given before running the real analysis."""

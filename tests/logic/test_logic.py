@@ -38,15 +38,22 @@ def test_fast_windowing_equals_the_library_pipeline(tmp_path, study_files):
     from tests.imaging.builders import make_voi_lut_item
 
     files = dict(study_files)
-    files["signed"] = _write(tmp_path, "signed.dcm", (chest(64, 80, 3).astype(np.int16) - 2048),
-                             rescale_slope=2.0, rescale_intercept=-1000.0, windows=[(-800, 1500), (0, 400)],
-                             voi_lut_function="LINEAR_EXACT")
+    files["signed"] = _write(
+        tmp_path,
+        "signed.dcm",
+        (chest(64, 80, 3).astype(np.int16) - 2048),
+        rescale_slope=2.0,
+        rescale_intercept=-1000.0,
+        windows=[(-800, 1500), (0, 400)],
+        voi_lut_function="LINEAR_EXACT",
+    )
     lut = write_dicom(tmp_path / "lut.dcm", chest(50, 60, 4), DicomSpec())
     ds = read_dataset(lut)
     from pydicom.sequence import Sequence
 
-    ds.VOILUTSequence = Sequence([make_voi_lut_item(0, [int(v) for v in np.linspace(0, 65535, 4096)],
-                                                    explanation="CURVE")])
+    ds.VOILUTSequence = Sequence(
+        [make_voi_lut_item(0, [int(v) for v in np.linspace(0, 65535, 4096)], explanation="CURVE")]
+    )
     ds.save_as(lut)
     files["voi_lut"] = lut
     padded = chest(40, 50, 5)
@@ -60,24 +67,29 @@ def test_fast_windowing_equals_the_library_pipeline(tmp_path, study_files):
         assert img._lut_base is not None, name
         for i in range(len(img.presets)):
             for inv in (False, True):
-                assert np.array_equal(img.render(WindowState(preset=i, invert=inv)),
-                                      render_dataset(ds, i, user_invert=inv)), (name, i, inv)
+                assert np.array_equal(
+                    img.render(WindowState(preset=i, invert=inv)), render_dataset(ds, i, user_invert=inv)
+                ), (name, i, inv)
         for c, w in ((1500.0, 800.0), (-100.5, 1.0), (3000.0, 10000.0), (2047.5, 2.5)):
-            assert np.array_equal(img.render(WindowState(preset=None, center=c, width=w)),
-                                  render_dataset(ds, center=c, width=w)), (name, c, w)
+            assert np.array_equal(
+                img.render(WindowState(preset=None, center=c, width=w)), render_dataset(ds, center=c, width=w)
+            ), (name, c, w)
         assert img.presets[-1].kind == "full_range"
     assert load_image(files["voi_lut"]).preset_label(0) == "CURVE"
 
 
 def test_non_integer_modality_values_take_the_exact_slow_path(tmp_path):
-    path = _write(tmp_path, "frac.dcm", chest(40, 30, 1), rescale_slope=0.37, rescale_intercept=1.5,
-                  windows=[(700, 900)])
+    path = _write(
+        tmp_path, "frac.dcm", chest(40, 30, 1), rescale_slope=0.37, rescale_intercept=1.5, windows=[(700, 900)]
+    )
     img = load_image(path)
     ds = read_dataset(path)
     assert img._lut_base is None and img.values.dtype == np.float64
     assert np.array_equal(img.render(), render_dataset(ds))
-    assert np.array_equal(img.render(WindowState(None, 600.0, 300.0, True)),
-                          render_dataset(ds, center=600.0, width=300.0, user_invert=True))
+    assert np.array_equal(
+        img.render(WindowState(None, 600.0, 300.0, True)),
+        render_dataset(ds, center=600.0, width=300.0, user_invert=True),
+    )
 
 
 def test_png_window_and_invert(study_files):
@@ -103,13 +115,21 @@ def test_drag_window_direction_and_scale():
 
 
 def test_spacing_and_distances_are_honest(tmp_path):
-    both = read_dataset(_write(tmp_path, "a.dcm", chest(8, 8, 1), pixel_spacing=(0.1, 0.2),
-                               imager_pixel_spacing=(0.15, 0.15)))
+    both = read_dataset(
+        _write(tmp_path, "a.dcm", chest(8, 8, 1), pixel_spacing=(0.1, 0.2), imager_pixel_spacing=(0.15, 0.15))
+    )
     assert spacing_of(both) == Spacing(0.1, 0.2, "PixelSpacing")
     d = measure(0, 0, 30, 40, spacing_of(both))  # x = columns (0.2 mm), y = rows (0.1 mm)
     assert d.pixels == 50 and d.mm == pytest.approx(math.hypot(30 * 0.2, 40 * 0.1)) and d.text == "7.2 mm"
-    det = read_dataset(_write(tmp_path, "b.dcm", chest(8, 8, 1), imager_pixel_spacing=(0.2, 0.2),
-                              extra={"EstimatedRadiographicMagnificationFactor": 1.25}))
+    det = read_dataset(
+        _write(
+            tmp_path,
+            "b.dcm",
+            chest(8, 8, 1),
+            imager_pixel_spacing=(0.2, 0.2),
+            extra={"EstimatedRadiographicMagnificationFactor": 1.25},
+        )
+    )
     s = spacing_of(det)
     assert s.kind == "ImagerPixelSpacing" and s.magnification == 1.25
     d = measure(0, 0, 100, 0, s)
@@ -122,8 +142,16 @@ def test_spacing_and_distances_are_honest(tmp_path):
 
 
 def test_units(tmp_path):
-    ct = load_image(_write(tmp_path, "ct.dcm", chest(8, 8, 1), rescale_intercept=-1024.0, rescale_slope=1.0,
-                           extra={"RescaleType": "HU"}))
+    ct = load_image(
+        _write(
+            tmp_path,
+            "ct.dcm",
+            chest(8, 8, 1),
+            rescale_intercept=-1024.0,
+            rescale_slope=1.0,
+            extra={"RescaleType": "HU"},
+        )
+    )
     assert ct.units == "HU" and ct.readout(1, 1).endswith(" HU")
     plain = load_image(_write(tmp_path, "dx.dcm", chest(8, 8, 1), rescale_slope=1.0, rescale_intercept=0.0))
     assert plain.units == "" and plain.readout(1, 1).endswith("(no unit in the file)")  # RescaleType US
@@ -191,9 +219,17 @@ def test_visible_box_and_export(tmp_path):
     heat = np.linspace(0, 1, 100 * 80, dtype=np.float32).reshape(100, 80)
     table = np.stack([np.arange(256), np.zeros(256), 255 - np.arange(256)], axis=1).astype(np.uint8)
     layers = [Layer(heatmap_rgba(heat, table, 0.3), 0.4)]
-    path = export_view_png(tmp_path / "out" / "view", base, layers, view=(10, 20, 50, 70),
-                           legend=Legend(("Model x 1", "Heatmap of \"a very long phrase " + "word " * 30 + "\""),
-                                         threshold_lut(table, 0.3), "heatmap value"))
+    path = export_view_png(
+        tmp_path / "out" / "view",
+        base,
+        layers,
+        view=(10, 20, 50, 70),
+        legend=Legend(
+            ("Model x 1", 'Heatmap of "a very long phrase ' + "word " * 30 + '"'),
+            threshold_lut(table, 0.3),
+            "heatmap value",
+        ),
+    )
     assert path.name == "view.png" and not list(path.parent.glob("*.part"))
     img = np.asarray(Image.open(path).convert("RGB"))
     assert img.shape[1] == 40 and img.shape[0] > 50
@@ -203,11 +239,18 @@ def test_visible_box_and_export(tmp_path):
 
 
 def test_report_sentences():
-    s = split_sentences("FINDINGS: Focal consolidation in the left lower lobe. No pneumothorax.\n"
-                        "Heart size 12.5 cm, normal.\nIMPRESSION:\nPneumonia.\n\n")
+    s = split_sentences(
+        "FINDINGS: Focal consolidation in the left lower lobe. No pneumothorax.\n"
+        "Heart size 12.5 cm, normal.\nIMPRESSION:\nPneumonia.\n\n"
+    )
     assert [(x.text, x.heading) for x in s] == [
-        ("FINDINGS", True), ("Focal consolidation in the left lower lobe.", False), ("No pneumothorax.", False),
-        ("Heart size 12.5 cm, normal.", False), ("IMPRESSION", True), ("Pneumonia.", False)]
+        ("FINDINGS", True),
+        ("Focal consolidation in the left lower lobe.", False),
+        ("No pneumothorax.", False),
+        ("Heart size 12.5 cm, normal.", False),
+        ("IMPRESSION", True),
+        ("Pneumonia.", False),
+    ]
     assert s[1].phrase == "Focal consolidation in the left lower lobe"
     assert split_sentences(None) == [] and split_sentences("  \n ") == []
     assert [x.text for x in split_sentences("Impression: clear lungs.")] == ["IMPRESSION", "clear lungs."]
@@ -216,8 +259,7 @@ def test_report_sentences():
 # -- analysis cache policy and CSV ---------------------------------------------------------------
 
 
-def test_analysis_is_stored_and_reused_only_for_the_same_bundle_version(library, loaded_bundle,
-                                                                        other_version_bundle):
+def test_analysis_is_stored_and_reused_only_for_the_same_bundle_version(library, loaded_bundle, other_version_bundle):
     from app.logic import analysis as A
 
     uid = uid_of(library, "anna_pa.dcm")
@@ -290,8 +332,9 @@ def test_analyze_many_progress_failures_and_cancel(library, loaded_bundle):
     with library.session() as s:
         library.resolve(get_instance(s, missing).file_path, "managed").unlink()
     seen = []
-    summary = A.analyze_many(library, bundle, uids, progress=lambda d, t, u: seen.append((d, t)),
-                             keep_results=True, progress_interval=0)
+    summary = A.analyze_many(
+        library, bundle, uids, progress=lambda d, t, u: seen.append((d, t)), keep_results=True, progress_interval=0
+    )
     assert summary.analysed == 6 and [u for u, _ in summary.failed] == [missing]
     assert "missing" in summary.failed[0][1]
     assert seen[0] == (0, 7) and seen[-1] == (7, 7)
@@ -303,8 +346,7 @@ def test_analyze_many_progress_failures_and_cancel(library, loaded_bundle):
     assert again.cached == 6 and again.analysed == 0 and analysis_rows(library) == stored
     assert A.unanalysed_uids(library, bundle.id, bundle.version) == [missing]
     calls = []
-    stop = A.analyze_many(library, bundle, uids, force=True, cancelled=lambda: len(calls) >= 2,
-                          on_result=calls.append)
+    stop = A.analyze_many(library, bundle, uids, force=True, cancelled=lambda: len(calls) >= 2, on_result=calls.append)
     assert stop.cancelled and stop.analysed == 2 and len(analysis_rows(library)) == 6 + 2
 
 
@@ -349,7 +391,7 @@ def test_predictions_csv(library, tmp_path, loaded_bundle):
     direct = direct_analysis(b, library, a)
     from app.library.queries import add_review
 
-    add_review(library, a, "flagged", "look again, \"quoted\", comma")
+    add_review(library, a, "flagged", 'look again, "quoted", comma')
     rows, classes = prediction_rows(library, [a, c, "1.2.3.unknown"])
     assert classes == b.classes
     out = write_predictions_csv(tmp_path / "p.csv", rows, classes)
@@ -361,7 +403,7 @@ def test_predictions_csv(library, tmp_path, loaded_bundle):
         assert got[0][f"threshold_{name}"] == f"{b.thresholds[name]:.6g}"
         assert got[0][f"above_{name}"] == str(int(direct.probabilities[name] >= b.thresholds[name]))
     assert got[0]["bundle_id"] == b.id and got[0]["bundle_version"] == b.version
-    assert got[0]["review_status"] == "flagged" and got[0]["review_comment"] == "look again, \"quoted\", comma"
+    assert got[0]["review_status"] == "flagged" and got[0]["review_comment"] == 'look again, "quoted", comma'
     assert got[0]["study_date"] == "20240301" and got[0]["view"] == "PA"
     assert got[1]["error"] == "not analysed" and got[2]["error"] == "not in the library"
     assert "NOVAK" not in out.read_text() and "PAT-A" not in out.read_text()

@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 
 from core_model.metrics.classification import (
-    apply_temperature, auroc, bootstrap_auroc, choose_threshold, evaluate_classification,
-    expected_calibration_error, fit_temperature, operating_point, sigmoid, softmax,
+    apply_temperature,
+    auroc,
+    bootstrap_auroc,
+    choose_threshold,
+    evaluate_classification,
+    expected_calibration_error,
+    fit_temperature,
+    operating_point,
+    sigmoid,
+    softmax,
 )
 
 Y = [0, 0, 1, 1]
@@ -100,8 +108,9 @@ def test_evaluate_binary_with_a_degenerate_class_does_not_crash():
     y = np.stack([(rng.random(200) < 0.3), np.zeros(200, bool)], axis=1).astype(float)
     z = rng.normal(0, 1, (200, 2)) + 2 * y
     with pytest.warns(UserWarning, match="undefined"):
-        m = evaluate_classification(y, z, class_names=["pneumonia", "pneumothorax"], task="multilabel",
-                                    y_val=y, logits_val=z, n_boot=50)
+        m = evaluate_classification(
+            y, z, class_names=["pneumonia", "pneumothorax"], task="multilabel", y_val=y, logits_val=z, n_boot=50
+        )
     assert math.isnan(m["per_class"]["pneumothorax"]["auroc"])
     assert m["auroc_macro"]["auroc"] == m["per_class"]["pneumonia"]["auroc"]
     assert set(m["thresholds"]) == {"pneumonia", "pneumothorax"}
@@ -112,8 +121,9 @@ def test_evaluate_multiclass():
     y = rng.integers(0, 3, 600)
     z = rng.normal(0, 1, (600, 3)) * 3
     z[np.arange(600), y] += 4
-    m = evaluate_classification(y, z, class_names=["normal", "pneumonia", "covid19"], task="multiclass",
-                                y_val=y, logits_val=z, n_boot=50)
+    m = evaluate_classification(
+        y, z, class_names=["normal", "pneumonia", "covid19"], task="multiclass", y_val=y, logits_val=z, n_boot=50
+    )
     assert m["top1_accuracy"] == pytest.approx(float((z.argmax(1) == y).mean()))
     assert m["temperature"] > 1  # the noise scale made the logits over-confident
     assert m["ece"] < m["ece_uncalibrated"]

@@ -9,7 +9,8 @@ from core_model.metrics.segmentation import SegmentationAccumulator, dice_mgca
 def _cases():
     truth = np.zeros((4, 4, 4), bool)
     pred = np.zeros((4, 4, 4), bool)
-    truth[0, 0, :4] = True; pred[0, 0, :2] = True  # A: |T|=4 |P|=2 |PnT|=2 -> Dice 2/3, IoU 1/2
+    truth[0, 0, :4] = True
+    pred[0, 0, :2] = True  # A: |T|=4 |P|=2 |PnT|=2 -> Dice 2/3, IoU 1/2
     # B: both empty -> MGCA Dice 1
     pred[2, 3, 3] = True  # C: empty truth, 1 px predicted -> 0
     truth[3, 1, :2] = True  # D: lesion missed -> 0
@@ -49,7 +50,8 @@ def test_streaming_equals_one_batch_and_threshold_is_strict():
     probs = rng.random((10, 8, 8))
     truth = rng.random((10, 8, 8)) < 0.2
     truth[3:6] = False
-    whole = SegmentationAccumulator(); whole.update(probs, truth)
+    whole = SegmentationAccumulator()
+    whole.update(probs, truth)
     parts = SegmentationAccumulator()
     for k in range(10):
         parts.update(probs[k], truth[k])  # [H, W] one at a time

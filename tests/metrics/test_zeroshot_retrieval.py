@@ -44,9 +44,13 @@ def test_recall_of_a_collapsed_model_is_chance_not_perfect():
 
 
 def test_recall_hand_example():
-    sim = np.array([[0.9, 0.1, 0.2],
-                    [0.8, 0.5, 0.1],   # true pair ranked 2nd
-                    [0.3, 0.3, 0.3]])  # three-way tie: 1/3 chance to be first
+    sim = np.array(
+        [
+            [0.9, 0.1, 0.2],
+            [0.8, 0.5, 0.1],  # true pair ranked 2nd
+            [0.3, 0.3, 0.3],
+        ]
+    )  # three-way tie: 1/3 chance to be first
     r = recall_at_k(sim, ks=(1, 2))
     assert r[1] == pytest.approx((1 + 0 + 1 / 3) / 3)
     assert r[2] == pytest.approx((1 + 1 + 2 / 3) / 3)

@@ -39,8 +39,16 @@ def small_records(tmp_path_factory) -> list[Record]:
         finding = FINDINGS[i % 4]
         path = root / f"img{i:03d}.png"
         Image.fromarray(make_image(rng, finding)).save(path)
-        records.append(Record(id=f"r{i:03d}", image_path=str(path), report=REPORTS[finding] + f" Exam {i % 5}.",
-                              split="val" if i % 6 == 0 else "train", patient_id=f"p{i}", finding=finding))
+        records.append(
+            Record(
+                id=f"r{i:03d}",
+                image_path=str(path),
+                report=REPORTS[finding] + f" Exam {i % 5}.",
+                split="val" if i % 6 == 0 else "train",
+                patient_id=f"p{i}",
+                finding=finding,
+            )
+        )
     return records
 
 

@@ -31,7 +31,7 @@ def test_outputs_do_not_depend_on_the_rest_of_the_batch(batch_size):
     # the same samples, in other company and order, and with less padding
     order = torch.randperm(6, generator=torch.Generator().manual_seed(batch_size))
     for start in range(0, 6, batch_size):
-        sel = order[start:start + batch_size]
+        sel = order[start : start + batch_size]
         t_max = int(lengths[sel].max())
         sub_i = a.encode_image(ip[sel], it[sel])
         sub_t = a.encode_text(tp[sel], tt[sel, :t_max], mask[sel, :t_max])
@@ -59,7 +59,7 @@ def test_paper_preset_is_batch_independent_and_has_the_published_size():
     assert a.image_proj.bias is None and a.text_proj.bias is None
     x = torch.randn(5, 768)
     full = a.encode_image(x).pooled
-    single = torch.cat([a.encode_image(x[i:i + 1]).pooled for i in range(5)])
+    single = torch.cat([a.encode_image(x[i : i + 1]).pooled for i in range(5)])
     assert torch.allclose(full, single, atol=1e-6)
 
 

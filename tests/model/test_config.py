@@ -39,17 +39,20 @@ def test_train_and_loss_sections_are_typed_and_numbers_in_strings_become_numbers
     assert isinstance(ft["train"], FinetuneTrainConfig) and ft["train"].epochs == 40
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.lrr=1", "unknown config key 'train.lrr'; known keys here: batch_size, checkpoint_every"),
-    ("loss.tau=1", "unknown config key 'loss.tau'"),
-    ("adaptor.size=1", "unknown config key 'adaptor.size'"),
-    ("trian.lr=1", "unknown config key 'trian'"),
-    ("train.epochs=abc", "'train.epochs' must be an integer, got 'abc'"),
-    ("train.epochs=2.5", "'train.epochs' must be an integer, got 2.5"),
-    ("train.device=3", "'train.device' must be a str"),
-    ("train.lr=null", "'train.lr' needs a value"),
-    ("train=5", "'train' must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr'; known keys here: batch_size, checkpoint_every"),
+        ("loss.tau=1", "unknown config key 'loss.tau'"),
+        ("adaptor.size=1", "unknown config key 'adaptor.size'"),
+        ("trian.lr=1", "unknown config key 'trian'"),
+        ("train.epochs=abc", "'train.epochs' must be an integer, got 'abc'"),
+        ("train.epochs=2.5", "'train.epochs' must be an integer, got 2.5"),
+        ("train.device=3", "'train.device' must be a str"),
+        ("train.lr=null", "'train.lr' needs a value"),
+        ("train=5", "'train' must be a mapping"),
+    ],
+)
 def test_bad_keys_and_values_get_a_specific_error(override, message):
     with pytest.raises(ConfigError) as exc:
         load_config(PRETRAIN_DEFAULTS, None, [override])
@@ -63,8 +66,19 @@ def test_saved_config_is_plain_yaml_and_loads_back_to_the_same_config(tmp_path):
     assert "!!" not in text  # no Python objects in the file
     saved = yaml.safe_load(text)
     assert list(saved) == list(PRETRAIN_DEFAULTS)
-    assert list(saved["train"]) == ["epochs", "batch_size", "lr", "weight_decay", "warmup", "grad_clip", "seed",
-                                    "checkpoint_every", "device", "threads", "ram_limit_gb"]
+    assert list(saved["train"]) == [
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "warmup",
+        "grad_clip",
+        "seed",
+        "checkpoint_every",
+        "device",
+        "threads",
+        "ram_limit_gb",
+    ]
     assert saved == config_to_dict(cfg) and saved["train"]["grad_clip"] is None
     again = load_config(PRETRAIN_DEFAULTS, tmp_path / "config.yaml")
     assert again == cfg
@@ -86,7 +100,10 @@ def test_flat_config_files_use_the_same_loader(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("phantoms:\n  n: '12'\n  dicom_fraction: 0.2\n")
     assert load_flat_config({"n": 1, "seed": 0, "dicom_fraction": 0.05}, f, types, section="phantoms") == {
-        "n": 12, "seed": 0, "dicom_fraction": 0.2}
+        "n": 12,
+        "seed": 0,
+        "dicom_fraction": 0.2,
+    }
     f.write_text("n: 4\nnumber: 5\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) number; known keys: n, seed, dicom_fraction"):
         load_flat_config({}, f, types)
@@ -98,12 +115,18 @@ def test_flat_config_files_use_the_same_loader(tmp_path):
 def test_a_typo_in_a_config_is_one_line_on_the_command_line(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("train:\n  learning_rate: 1e-3\n")
-    proc = subprocess.run([sys.executable, "-m", "training_cli.main", "pretrain", "--config", str(cfg),
-                           "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "training_cli.main", "pretrain", "--config", str(cfg), "--out", str(tmp_path / "run")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "adaptor-train pretrain: error: unknown config key 'train.learning_rate'; known keys here: batch_size, "
-        "checkpoint_every, device, epochs, grad_clip, lr, ram_limit_gb, seed, threads, warmup, weight_decay"]
+        "checkpoint_every, device, epochs, grad_clip, lr, ram_limit_gb, seed, threads, warmup, weight_decay"
+    ]
 
 
 def test_finetune_train_section_has_its_own_keys():

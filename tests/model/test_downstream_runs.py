@@ -57,9 +57,9 @@ def test_predictions_do_not_depend_on_the_batch(tiny_pipeline):
 
     from core_model.features.cache import FeatureCache
     from core_model.heads import SegDecoder, make_cls_head
+    from core_model.training.artifacts import load_adaptor
     from core_model.training.batches import CachedPairs
     from core_model.training.finetune import adaptor_image_outputs
-    from core_model.training.artifacts import load_adaptor
 
     adaptor, _, _ = load_adaptor(tiny_pipeline / "pretrain")
     cache_dir = next((tiny_pipeline / "phantoms" / "features").glob("*"))
@@ -78,30 +78,65 @@ def test_predictions_do_not_depend_on_the_batch(tiny_pipeline):
     for bs in (1, 5):
         order = np.random.default_rng(bs).permutation(idx)
         f, t = adaptor_image_outputs(adaptor, pairs, order, "cpu", batch_size=bs, tokens=True)
-        logits = torch.cat([head(f[i:i + bs]) for i in range(0, 12, bs)])
-        masks = torch.cat([dec(t[i:i + bs]) for i in range(0, 12, bs)])
+        logits = torch.cat([head(f[i : i + bs]) for i in range(0, 12, bs)])
+        masks = torch.cat([dec(t[i : i + bs]) for i in range(0, 12, bs)])
         assert torch.allclose(logits, ref_logits[order], atol=1e-6)
         assert torch.allclose(masks, ref_masks[order], atol=1e-5)
 
 
 @pytest.mark.slow
 def test_seeded_classification_runs_repeat(tiny_pipeline, tmp_path):
-    cmd = [sys.executable, "-m", "training_cli.main", "finetune-cls", "--config", str(tiny_pipeline / "cls.yaml"),
-           "--epochs", "2", "--set", "eval.bootstrap=20", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training_cli.main",
+        "finetune-cls",
+        "--config",
+        str(tiny_pipeline / "cls.yaml"),
+        "--epochs",
+        "2",
+        "--set",
+        "eval.bootstrap=20",
+        "--no-progress",
+    ]
     for name in ("a", "b"):
-        proc = subprocess.run(cmd + ["--out", str(tmp_path / name)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            cmd + ["--out", str(tmp_path / name)], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = _metrics(tmp_path / "a")["metrics"], _metrics(tmp_path / "b")["metrics"]
     assert a["auroc_macro"] == b["auroc_macro"] and a["thresholds"] == b["thresholds"]
-    assert (tmp_path / "a" / "predictions_test.csv").read_text() == (tmp_path / "b" / "predictions_test.csv").read_text()
+    assert (tmp_path / "a" / "predictions_test.csv").read_text() == (
+        tmp_path / "b" / "predictions_test.csv"
+    ).read_text()
 
 
-@pytest.mark.parametrize("task,run", [("classification", "cls"), ("segmentation", "seg"),
-                                      ("zeroshot", "pretrain"), ("retrieval", "pretrain"),
-                                      ("grounding", "pretrain")])
+@pytest.mark.parametrize(
+    "task,run",
+    [
+        ("classification", "cls"),
+        ("segmentation", "seg"),
+        ("zeroshot", "pretrain"),
+        ("retrieval", "pretrain"),
+        ("grounding", "pretrain"),
+    ],
+)
 def test_evaluate_scores_each_task(tiny_pipeline, tmp_path, task, run):
-    cmd = [sys.executable, "-m", "training_cli.main", "evaluate", "--run", str(tiny_pipeline / run), "--task", task,
-           "--out", str(tmp_path), "--bootstrap", "20", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "training_cli.main",
+        "evaluate",
+        "--run",
+        str(tiny_pipeline / run),
+        "--task",
+        task,
+        "--out",
+        str(tmp_path),
+        "--bootstrap",
+        "20",
+        "--no-progress",
+    ]
     if run == "pretrain":
         cmd += ["--config", str(tiny_pipeline / "cls.yaml")]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -124,8 +159,23 @@ def test_evaluate_scores_each_task(tiny_pipeline, tmp_path, task, run):
 
 
 def test_evaluate_rejects_a_pretraining_run_for_classification(tiny_pipeline, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "training_cli.main", "evaluate", "--run", str(tiny_pipeline / "pretrain"),
-                           "--task", "classification", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training_cli.main",
+            "evaluate",
+            "--run",
+            str(tiny_pipeline / "pretrain"),
+            "--task",
+            "classification",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "needs a fine-tuning run" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -136,8 +186,8 @@ def test_label_fraction_keeps_that_share_of_the_training_split(tiny_pipeline, tm
     import yaml
 
     from core_model.data.splits import pandas_sample
-    from core_model.training.downstream_data import load_labeled
     from core_model.training.config import FINETUNE_DEFAULTS
+    from core_model.training.downstream_data import load_labeled
 
     data = {**FINETUNE_DEFAULTS["data"], **yaml.safe_load((tiny_pipeline / "cls.yaml").read_text())["data"]}
     full = load_labeled(data, "classification")

@@ -49,8 +49,11 @@ def test_local_folder_and_models_dir_are_used(tiny_encoders, tmp_path, monkeypat
 def test_real_minilm_works_offline_and_reads_meaning():
     enc = create_text_encoder("minilm")
     assert enc.dim == 384 and enc.pooling == "mean"
-    texts = ["Large right pneumothorax.", "There is a big pneumothorax on the right side.",
-             "The heart size is normal and the lungs are clear."]
+    texts = [
+        "Large right pneumothorax.",
+        "There is a big pneumothorax on the right side.",
+        "The heart size is normal and the lungs are clear.",
+    ]
     pooled, tokens = enc(**enc.tokenize(texts))
     pooled = torch.nn.functional.normalize(pooled, dim=1)
     sim = pooled @ pooled.t()
@@ -78,6 +81,7 @@ def test_registry_and_factory_have_no_import_cycle():
     assert package_imports("registry") == set()
     for preset_module in ("image", "text"):
         assert "core_model.encoders.factory" not in package_imports(preset_module)
-    assert {"core_model.encoders.image", "core_model.encoders.text", "core_model.encoders.registry"} <= \
-        package_imports("factory")
+    assert {"core_model.encoders.image", "core_model.encoders.text", "core_model.encoders.registry"} <= package_imports(
+        "factory"
+    )
     assert {e.name for e in pkg.list_encoders("image")} >= {"tiny-vit", "dinov2-small"}  # presets registered

@@ -61,13 +61,29 @@ def test_interrupted_precompute_resumes_and_matches(small_records, tiny_encoders
         raise Stop
 
     with pytest.raises(Stop):
-        precompute(recs, tmp_path / "part", vit, bert, PreprocessSpec(), PrecomputeOptions(**OPTS),
-                   progress=False, on_shard=stop_after_first)
+        precompute(
+            recs,
+            tmp_path / "part",
+            vit,
+            bert,
+            PreprocessSpec(),
+            PrecomputeOptions(**OPTS),
+            progress=False,
+            on_shard=stop_after_first,
+        )
     with pytest.raises(UserError, match="incomplete"):
         FeatureCache(tmp_path / "part")
     done = []
-    resumed = precompute(recs, tmp_path / "part", vit, bert, PreprocessSpec(), PrecomputeOptions(**OPTS),
-                         progress=False, on_shard=done.append)
+    resumed = precompute(
+        recs,
+        tmp_path / "part",
+        vit,
+        bert,
+        PreprocessSpec(),
+        PrecomputeOptions(**OPTS),
+        progress=False,
+        on_shard=done.append,
+    )
     assert done == [1, 2]  # shard 0 was kept, not recomputed
     a, b = full.load_all(), resumed.load_all()
     for key in a:
@@ -100,10 +116,34 @@ def test_two_processes_on_gloo_write_the_same_cache_as_one(small_records, tmp_pa
         "cache: {patch_pool: 2, shard_size: 8, batch_size: 4, workers: 0}\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = [sys.executable, "-m", "training_cli.main", "precompute", "--config", str(cfg), "--out",
-           str(tmp_path / "one"), "--no-progress"]
-    two = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "training_cli.main", "precompute", "--config", str(cfg), "--out", str(tmp_path / "two"), "--no-progress"]
+    one = [
+        sys.executable,
+        "-m",
+        "training_cli.main",
+        "precompute",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "one"),
+        "--no-progress",
+    ]
+    two = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "training_cli.main",
+        "precompute",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "two"),
+        "--no-progress",
+    ]
     for cmd in (one, two):
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -113,4 +153,6 @@ def test_two_processes_on_gloo_write_the_same_cache_as_one(small_records, tmp_pa
     files_b = sorted(p.name for p in (tmp_path / "two" / "shards").glob("*.npy"))
     assert files_a == files_b and len(files_a) == 5 * 7
     for name in files_a:
-        assert (tmp_path / "one" / "shards" / name).read_bytes() == (tmp_path / "two" / "shards" / name).read_bytes(), name
+        assert (tmp_path / "one" / "shards" / name).read_bytes() == (tmp_path / "two" / "shards" / name).read_bytes(), (
+            name
+        )

@@ -16,8 +16,10 @@ def test_a_missing_adaptor_without_pretrain_config_says_how_to_build_it(tmp_path
 
 
 def test_existing_runs_are_reused_untouched(tiny_pipeline):
-    stamps = {p: p.stat().st_mtime_ns for p in (tiny_pipeline / "cls" / "head.json",
-                                                 tiny_pipeline / "pretrain" / "adaptor.safetensors")}
+    stamps = {
+        p: p.stat().st_mtime_ns
+        for p in (tiny_pipeline / "cls" / "head.json", tiny_pipeline / "pretrain" / "adaptor.safetensors")
+    }
     assert ensure_pretrained(tiny_pipeline / "pretrain", tiny_pipeline / "pretrain.yaml") == tiny_pipeline / "pretrain"
     assert finetuned_exists(tiny_pipeline / "cls")
     assert ensure_finetuned("classification", tiny_pipeline / "cls.yaml", tiny_pipeline / "cls") is False

@@ -14,34 +14,50 @@ from safetensors.numpy import load_file
 
 from core_model.features.precompute import PrecomputeOptions, precompute
 from core_model.imaging.preprocess import PreprocessSpec
-from core_model.training.config import PRETRAIN_DEFAULTS, load_config
 from core_model.training.artifacts import load_adaptor
+from core_model.training.config import PRETRAIN_DEFAULTS, load_config
 from core_model.training.pretrain import Pretrainer
 
 ROOT = Path(__file__).resolve().parents[2]
-OVERRIDES = ["train.batch_size=16", "adaptor.dim=64", "adaptor.ffn_dim=128", "train.lr=2e-3",
-             "loss.local_candidates=4"]
+OVERRIDES = ["train.batch_size=16", "adaptor.dim=64", "adaptor.ffn_dim=128", "train.lr=2e-3", "loss.local_candidates=4"]
 
 
 @pytest.fixture(scope="module")
 def cache(small_records, tiny_encoders, tmp_path_factory):
     vit, bert = tiny_encoders
     out = tmp_path_factory.mktemp("cache")
-    return precompute(small_records, out, vit, bert, PreprocessSpec(),
-                      PrecomputeOptions(patch_pool=2, shard_size=32, batch_size=16, workers=0), progress=False)
+    return precompute(
+        small_records,
+        out,
+        vit,
+        bert,
+        PreprocessSpec(),
+        PrecomputeOptions(patch_pool=2, shard_size=32, batch_size=16, workers=0),
+        progress=False,
+    )
 
 
 def _train(cache, records, out, extra=(), resume=False):
     cfg = load_config(PRETRAIN_DEFAULTS, None, OVERRIDES + list(extra))
-    t = Pretrainer(cfg, out, cache, [r.report for r in records], [r.finding for r in records],
-                   [r.split for r in records], progress=False)
+    t = Pretrainer(
+        cfg,
+        out,
+        cache,
+        [r.report for r in records],
+        [r.finding for r in records],
+        [r.split for r in records],
+        progress=False,
+    )
     return t, t.run(resume=resume)
 
 
 def test_same_seed_same_weights_and_metrics(cache, small_records, tmp_path):
     _, m1 = _train(cache, small_records, tmp_path / "a", ["train.epochs=2"])
     _, m2 = _train(cache, small_records, tmp_path / "b", ["train.epochs=2"])
-    w1, w2 = load_file(str(tmp_path / "a" / "adaptor.safetensors")), load_file(str(tmp_path / "b" / "adaptor.safetensors"))
+    w1, w2 = (
+        load_file(str(tmp_path / "a" / "adaptor.safetensors")),
+        load_file(str(tmp_path / "b" / "adaptor.safetensors")),
+    )
     assert all(np.array_equal(w1[k], w2[k]) for k in w1)
     assert m1["val_loss"] == m2["val_loss"]
     _, m3 = _train(cache, small_records, tmp_path / "c", ["train.epochs=2", "train.seed=7"])
@@ -54,7 +70,16 @@ def test_outputs_and_learning_signal(cache, small_records, tmp_path):
     assert metrics["research_use_only"] is True
     hist = metrics["history"]
     assert len(hist) == 6 and hist[-1]["train_loss"] < hist[0]["train_loss"]
-    for key in ("val_loss", "i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "chance_R@5", "i2t_P@5_finding", "t2i_P@1_finding"):
+    for key in (
+        "val_loss",
+        "i2t_R@1",
+        "i2t_R@5",
+        "i2t_R@10",
+        "t2i_R@1",
+        "chance_R@5",
+        "i2t_P@5_finding",
+        "t2i_P@1_finding",
+    ):
         assert key in final
     # the toy findings are easy: retrieval by finding must beat chance clearly
     assert final["i2t_P@5_finding"] > final["chance_P_finding"] + 0.2
@@ -97,9 +122,16 @@ Pretrainer(cfg, out, FeatureCache(cache_dir), meta["reports"], meta["findings"],
 def test_resume_after_kill_9_reaches_the_same_weights(cache, small_records, tmp_path):
     overrides = OVERRIDES + ["train.epochs=4", "train.checkpoint_every=1", "train.threads=1"]
     meta = tmp_path / "meta.json"
-    meta.write_text(json.dumps({"overrides": overrides, "reports": [r.report for r in small_records],
-                                "findings": [r.finding for r in small_records],
-                                "splits": [r.split for r in small_records]}))
+    meta.write_text(
+        json.dumps(
+            {
+                "overrides": overrides,
+                "reports": [r.report for r in small_records],
+                "findings": [r.finding for r in small_records],
+                "splits": [r.split for r in small_records],
+            }
+        )
+    )
     script = tmp_path / "run.py"
     script.write_text(RUNNER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -110,8 +142,9 @@ def test_resume_after_kill_9_reaches_the_same_weights(cache, small_records, tmp_
     ref = subprocess.run(cmd(tmp_path / "ref", False), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert ref.returncode == 0, ref.stderr[-2000:]
 
-    victim = subprocess.Popen(cmd(tmp_path / "killed", False), env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    victim = subprocess.Popen(
+        cmd(tmp_path / "killed", False), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     pointer = tmp_path / "killed" / "checkpoint" / "last.json"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -122,7 +155,9 @@ def test_resume_after_kill_9_reaches_the_same_weights(cache, small_records, tmp_
     victim.wait()
     assert not (tmp_path / "killed" / "adaptor.safetensors").exists()
 
-    resumed = subprocess.run(cmd(tmp_path / "killed", True), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        cmd(tmp_path / "killed", True), env=env, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(str(tmp_path / "ref" / "adaptor.safetensors"))
     b = load_file(str(tmp_path / "killed" / "adaptor.safetensors"))
@@ -142,8 +177,12 @@ def test_two_process_pretraining_on_gloo_runs_and_learns(small_records, tmp_path
     manifest = tmp_path / "manifest.jsonl"
     with open(manifest, "w") as f:
         for r in small_records:
-            f.write(json.dumps({"id": r.id, "image": r.image_path, "report": r.report, "split": r.split,
-                                "finding": r.finding}) + "\n")
+            f.write(
+                json.dumps(
+                    {"id": r.id, "image": r.image_path, "report": r.report, "split": r.split, "finding": r.finding}
+                )
+                + "\n"
+            )
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(
         f"data: {{kind: manifest, path: {manifest}}}\n"
@@ -154,8 +193,23 @@ def test_two_process_pretraining_on_gloo_runs_and_learns(small_records, tmp_path
         "train: {epochs: 3, batch_size: 32, lr: 2.0e-3}\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "training_cli.main", "pretrain", "--config", str(cfg), "--out", str(tmp_path / "ddp"), "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "training_cli.main",
+        "pretrain",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stdout

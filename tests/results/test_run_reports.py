@@ -36,8 +36,13 @@ def test_reference_lookup():
 
 def test_report_shows_references_only_when_protocol_matches(tmp_path, binary_metrics):
     _, _, m = binary_metrics
-    kw = dict(title="RSNA fine-tune", dataset="rsna", fraction=0.01, classification=m,
-              split_sizes={"train": 187, "val": 4003, "test": 4003})
+    kw = dict(
+        title="RSNA fine-tune",
+        dataset="rsna",
+        fraction=0.01,
+        classification=m,
+        split_sizes={"train": 187, "val": 4003, "test": 4003},
+    )
     same = render_report(protocol="mgca-rsna-classification", **kw)
     other = render_report(protocol="grouped", **kw)
     assert "Research use only" in same and "Research use only" in other
@@ -51,8 +56,10 @@ def test_report_shows_references_only_when_protocol_matches(tmp_path, binary_met
 def test_segmentation_report_has_baseline_row_and_warning():
     truth = np.zeros((10, 8, 8), bool)
     truth[:2, 2:4, 2:4] = True
-    pred = np.zeros((10, 8, 8)); pred[5:, 0, 0] = 1.0  # misses both lesions, false positives elsewhere
-    acc = SegmentationAccumulator(); acc.update(pred, truth)
+    pred = np.zeros((10, 8, 8))
+    pred[5:, 0, 0] = 1.0  # misses both lesions, false positives elsewhere
+    acc = SegmentationAccumulator()
+    acc.update(pred, truth)
     text = render_report(title="SIIM", dataset="siim", protocol="mgca-siim", fraction=1.0, segmentation=acc.result())
     assert "**Warning:** The model does not beat the all-empty predictor" in text
     assert "| all-empty baseline | 80.0 | 0.0 | 0.0 |" in text
@@ -67,8 +74,14 @@ def test_metrics_json_has_no_nan(tmp_path):
 def test_curve_pngs(tmp_path, binary_metrics):
     y, z, m = binary_metrics
     e = m["per_class"]["pneumonia"]
-    paths = plot_curves(y, 1 / (1 + np.exp(-z)), ["pneumonia"], tmp_path, thresholds=m["thresholds"],
-                        cis={"pneumonia": (e["ci_low"], e["ci_high"])})
+    paths = plot_curves(
+        y,
+        1 / (1 + np.exp(-z)),
+        ["pneumonia"],
+        tmp_path,
+        thresholds=m["thresholds"],
+        cis={"pneumonia": (e["ci_low"], e["ci_high"])},
+    )
     img = Image.open(paths["pneumonia"])
     assert img.format == "PNG" and img.size[0] > img.size[1] > 300
     assert np.asarray(img.convert("L")).std() > 10  # something is drawn
@@ -78,8 +91,11 @@ def test_curve_pngs(tmp_path, binary_metrics):
 def test_segmentation_grid_png(tmp_path):
     rng = np.random.default_rng(0)
     imgs = rng.random((5, 32, 32))
-    truth = np.zeros((5, 32, 32), bool); truth[:3, 5:15, 5:15] = True
-    pred = np.zeros((5, 32, 32)); pred[:3, 7:17, 7:17] = 0.9; pred[4, 20:25, 20:25] = 0.8
+    truth = np.zeros((5, 32, 32), bool)
+    truth[:3, 5:15, 5:15] = True
+    pred = np.zeros((5, 32, 32))
+    pred[:3, 7:17, 7:17] = 0.9
+    pred[4, 20:25, 20:25] = 0.8
     inter = (truth & (pred > 0.5)).reshape(5, -1).sum(1)
     areas = ((pred > 0.5).reshape(5, -1).sum(1), truth.reshape(5, -1).sum(1))
     dice = np.where(areas[0] + areas[1] > 0, 2 * inter / np.maximum(areas[0] + areas[1], 1), 1.0)
@@ -91,9 +107,11 @@ def test_segmentation_grid_png(tmp_path):
 
 
 def test_plots_do_not_touch_the_global_matplotlib_backend(tmp_path):
-    code = ("import matplotlib, sys; matplotlib.use('svg'); import core_model.results.plots as p;"
-            f"p.plot_roc_pr([0, 1, 0, 1], [.1, .9, .2, .8], 'x', {str(tmp_path / 'c.png')!r});"
-            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import matplotlib, sys; matplotlib.use('svg'); import core_model.results.plots as p;"
+        f"p.plot_roc_pr([0, 1, 0, 1], [.1, .9, .2, .8], 'x', {str(tmp_path / 'c.png')!r});"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["svg", "False"], out.stderr
     assert (tmp_path / "c.png").is_file()

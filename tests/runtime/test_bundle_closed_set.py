@@ -24,8 +24,8 @@ import pytest
 
 from app.logic.bundles import BundleOpenError, open_bundle
 from core_model.runtime import BundleError, BundleFormatError, BundleIntegrityError, UnsafeArchiveError, load_bundle
-from core_model.runtime.verify import ZipLimits, extract_zip
 from core_model.runtime.format import BUNDLE_FORMAT, GRAPH_IO, REQUIRED_FILES
+from core_model.runtime.verify import ZipLimits, extract_zip
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "assets" / "demo" / "bundle"
@@ -98,9 +98,11 @@ def test_the_demo_bundle_loads_from_a_zip_with_the_default_budgets(tmp_path):
 
 def test_the_format_is_defined_once():
     # the exporter writes what the runtime reads (in a subprocess: the exporter imports torch)
-    code = ("from core_model.export import bundle as e; from core_model.runtime import format as f\n"
-            "assert e.BUNDLE_FORMAT is f.BUNDLE_FORMAT and e.BUNDLE_VERSION is f.BUNDLE_VERSION\n"
-            "assert e.GRAPH_IO is f.GRAPH_IO\n")
+    code = (
+        "from core_model.export import bundle as e; from core_model.runtime import format as f\n"
+        "assert e.BUNDLE_FORMAT is f.BUNDLE_FORMAT and e.BUNDLE_VERSION is f.BUNDLE_VERSION\n"
+        "assert e.GRAPH_IO is f.GRAPH_IO\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = json.loads((DEMO / "manifest.json").read_text())
@@ -135,8 +137,11 @@ def test_a_config_graph_outside_the_bundle_is_refused(bundle_copy):
 
 def test_a_config_graph_the_manifest_does_not_list_is_refused(bundle_copy):
     edit_config(bundle_copy, graphs={"image": "image.onnx", "text": "text.onnx", "heatmap": "MODEL_CARD.md.onnx"})
-    refused(bundle_copy, BundleFormatError, "names 'MODEL_CARD.md.onnx' as the heatmap graph, but manifest.json "
-                                            "does not list it")
+    refused(
+        bundle_copy,
+        BundleFormatError,
+        "names 'MODEL_CARD.md.onnx' as the heatmap graph, but manifest.json does not list it",
+    )
 
 
 def test_a_manifest_entry_outside_the_bundle_is_refused(bundle_copy):
@@ -149,8 +154,12 @@ def test_a_manifest_entry_outside_the_bundle_is_refused(bundle_copy):
 # ---- config against the graphs -----------------------------------------------------------------
 def test_fewer_classes_than_the_graph_outputs_are_refused(bundle_copy):
     edit_config(bundle_copy, classes=["normal", "pneumonia"], thresholds={"normal": 0.5, "pneumonia": 0.5})
-    refused(bundle_copy, BundleFormatError, r"declares 2 classes \(normal, pneumonia\) but the image graph outputs "
-                                            r"3 probabilities")
+    refused(
+        bundle_copy,
+        BundleFormatError,
+        r"declares 2 classes \(normal, pneumonia\) but the image graph outputs "
+        r"3 probabilities",
+    )
 
 
 def test_more_classes_than_the_graph_outputs_are_refused(bundle_copy):
@@ -166,9 +175,13 @@ def test_a_threshold_for_an_unknown_class_is_refused(bundle_copy):
 def test_text_graph_swapped_for_the_heatmap_graph_is_refused(bundle_copy):
     shutil.copy(bundle_copy / "heatmap.onnx", bundle_copy / "text.onnx")
     rehash(bundle_copy)
-    refused(bundle_copy, BundleFormatError, "the text graph \\(text.onnx\\) takes inputs token_embeddings, "
-                                            "word_weights, patch_tokens, but a text graph takes input_ids, "
-                                            "attention_mask")
+    refused(
+        bundle_copy,
+        BundleFormatError,
+        "the text graph \\(text.onnx\\) takes inputs token_embeddings, "
+        "word_weights, patch_tokens, but a text graph takes input_ids, "
+        "attention_mask",
+    )
 
 
 def test_heatmap_graph_swapped_for_the_text_graph_is_refused(bundle_copy):
@@ -276,7 +289,7 @@ def _forge_sizes(zpath: Path, member: str, size: int) -> None:
         if local < 0:
             break
         n = struct.unpack_from("<H", data, local + 26)[0]
-        if bytes(data[local + 30: local + 30 + n]) == name:
+        if bytes(data[local + 30 : local + 30 + n]) == name:
             struct.pack_into("<I", data, local + 22, size)
         pos = local + 4
     pos = 0
@@ -285,7 +298,7 @@ def _forge_sizes(zpath: Path, member: str, size: int) -> None:
         if central < 0:
             break
         n = struct.unpack_from("<H", data, central + 28)[0]
-        if bytes(data[central + 46: central + 46 + n]) == name:
+        if bytes(data[central + 46 : central + 46 + n]) == name:
             struct.pack_into("<I", data, central + 24, size)
         pos = central + 4
     zpath.write_bytes(bytes(data))
@@ -327,7 +340,7 @@ def test_a_zip_whose_stream_is_damaged_is_refused_and_cleaned_up(tmp_path):
     data = bytearray(z.read_bytes())
     info = zipfile.ZipFile(z).getinfo("text.onnx")
     start = info.header_offset + 30 + len(info.filename) + len(info.extra)
-    data[start + info.compress_size // 2: start + info.compress_size // 2 + 64] = os.urandom(64)
+    data[start + info.compress_size // 2 : start + info.compress_size // 2 + 64] = os.urandom(64)
     z.write_bytes(bytes(data))
     cache = tmp_path / "cache"
     refused(z, UnsafeArchiveError, "damaged and cannot be unpacked", cache_root=cache)
@@ -339,13 +352,18 @@ def test_a_zip_refused_after_unpacking_leaves_nothing_in_the_cache(bundle_copy, 
     onnx.write_bytes(onnx.read_bytes()[:100_000])
     rehash(bundle_copy)
     cache = tmp_path / "cache"
-    refused(zip_folder(bundle_copy, tmp_path / "truncated.zip"), BundleFormatError, "cannot be loaded",
-            cache_root=cache)
+    refused(
+        zip_folder(bundle_copy, tmp_path / "truncated.zip"), BundleFormatError, "cannot be loaded", cache_root=cache
+    )
     assert cache_is_empty(cache)
     shutil.copy(DEMO / "image.onnx", onnx)
     (bundle_copy / "extra.onnx").write_bytes(b"x")
-    refused(zip_folder(bundle_copy, tmp_path / "extra.zip"), BundleIntegrityError, "extra.onnx is not listed",
-            cache_root=cache)
+    refused(
+        zip_folder(bundle_copy, tmp_path / "extra.zip"),
+        BundleIntegrityError,
+        "extra.onnx is not listed",
+        cache_root=cache,
+    )
     assert cache_is_empty(cache)
 
 
@@ -369,8 +387,13 @@ def test_the_app_load_path_gives_one_line(bundle_copy):
 
 def test_predict_with_a_bad_bundle_prints_one_line_and_exits_2(bundle_copy):
     (bundle_copy / "manifest.json").write_text('{"files": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    proc = subprocess.run([sys.executable, "-m", "app.main", "predict", str(DEMO.parent / "nothing.png"),
-                           "--bundle", str(bundle_copy)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app.main", "predict", str(DEMO.parent / "nothing.png"), "--bundle", str(bundle_copy)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
@@ -415,9 +438,13 @@ def test_the_depth_scan_matches_the_parsed_depth():
     from core_model.runtime.verify import json_depth
 
     scalars = st.none() | st.booleans() | st.integers() | st.text(alphabet='ab[]{}"\\\n :,é', max_size=8)
-    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
-                          | st.dictionaries(st.text(alphabet='k[{"\\}]', max_size=4), inner, max_size=3),
-                          max_leaves=20)
+    values = st.recursive(
+        scalars,
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='k[{"\\}]', max_size=4), inner, max_size=3)
+        ),
+        max_leaves=20,
+    )
 
     @settings(max_examples=300, deadline=None)
     @given(values)
@@ -436,7 +463,7 @@ def _forge_compressed_size(zpath: Path, member: str, size: int) -> None:
         pos = 0
         while (at := data.find(sig, pos)) >= 0:
             n = struct.unpack_from("<H", data, at + name_len_at)[0]
-            if bytes(data[at + name_at: at + name_at + n]) == name:
+            if bytes(data[at + name_at : at + name_at + n]) == name:
                 struct.pack_into("<I", data, at + field_at, size)
             pos = at + 4
     zpath.write_bytes(bytes(data))

@@ -123,8 +123,21 @@ def test_predict_command_json(tiny_bundle, tiny_pipeline, tmp_path):
     images = sorted((tiny_pipeline / "phantoms" / "images").glob("*.png"))[:2]
     bad = tmp_path / "bad.dcm"
     bad.write_bytes(b"garbage")
-    cmd = [sys.executable, "-m", "app.main", "predict", *map(str, images), str(bad), "--bundle", str(tiny_bundle),
-           "--json", "--heatmap", "right lower lobe consolidation", "--out-dir", str(tmp_path / "heat")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.main",
+        "predict",
+        *map(str, images),
+        str(bad),
+        "--bundle",
+        str(tiny_bundle),
+        "--json",
+        "--heatmap",
+        "right lower lobe consolidation",
+        "--out-dir",
+        str(tmp_path / "heat"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = json.loads(proc.stdout)

@@ -23,9 +23,20 @@ import pytest
 from core_model.fileio import sha256_file
 from core_model.imaging.preprocess import load_display
 from core_model.runtime import BundleFormatError, load_bundle
-from core_model.runtime.domain import (IN_DOMAIN, LATERAL, OUT_OF_DOMAIN, REASON_EMBEDDING, REASON_MODALITY,
-                                       REASON_VIEW, UNKNOWN, DomainState, fit_domain_model, header_view_modality,
-                                       ledoit_wolf, normalize_view)
+from core_model.runtime.domain import (
+    IN_DOMAIN,
+    LATERAL,
+    OUT_OF_DOMAIN,
+    REASON_EMBEDDING,
+    REASON_MODALITY,
+    REASON_VIEW,
+    UNKNOWN,
+    DomainState,
+    fit_domain_model,
+    header_view_modality,
+    ledoit_wolf,
+    normalize_view,
+)
 from core_model.training.evaluate_domain import generated_non_chest_images, variants
 from tests.real_data import real_file
 
@@ -42,8 +53,11 @@ def demo():
 def _rewrite_manifest(folder: Path) -> None:
     """Re-hash a bundle folder after editing it (what an exporter of the old format wrote)."""
     m = json.loads((folder / "manifest.json").read_text())
-    m["files"] = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
-                  if p.is_file() and p.name != "manifest.json"}
+    m["files"] = {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     (folder / "manifest.json").write_text(json.dumps(m, indent=2))
 
 
@@ -103,14 +117,18 @@ def test_phantom_test_split_is_in_domain(demo):
 
     data = demo.card["domain"]["data"]
     assert data["kind"] == "phantoms"
-    cases = [c for c in plan_cases(PhantomOptions(n=int(data["n"]), seed=int(data["seed"]), dicom="none"))
-             if c.split == "test"]
+    cases = [
+        c
+        for c in plan_cases(PhantomOptions(n=int(data["n"]), seed=int(data["seed"]), dicom="none"))
+        if c.split == "test"
+    ]
     assert len(cases) >= 100
     states = []
     for b in range(0, len(cases), 32):
-        chunk = cases[b:b + 32]
-        states += [a.domain for a in demo.analyze_batch([render_case(c).image for c in chunk],
-                                                        view=[c.view for c in chunk])]
+        chunk = cases[b : b + 32]
+        states += [
+            a.domain for a in demo.analyze_batch([render_case(c).image for c in chunk], view=[c.view for c in chunk])
+        ]
     rate = np.mean([s.ok for s in states])
     assert rate >= 0.95, f"only {rate:.1%} of the phantom test split is in domain"
     assert all(s.status in (IN_DOMAIN, OUT_OF_DOMAIN) and s.score is not None for s in states)
@@ -199,9 +217,22 @@ def test_batch_hints_one_per_image_and_states_round_trip(demo):
 
 
 def test_view_names_are_normalised():
-    assert [normalize_view(v) for v in ("pa", " AP ", "AP SUPINE", "postero-anterior", "LL", "rl", "Lateral",
-                                        "left lateral", "", None, "OBLIQUE")] == \
-        ["PA", "AP", "AP", "PA", LATERAL, LATERAL, LATERAL, LATERAL, None, None, "OBLIQUE"]
+    assert [
+        normalize_view(v)
+        for v in (
+            "pa",
+            " AP ",
+            "AP SUPINE",
+            "postero-anterior",
+            "LL",
+            "rl",
+            "Lateral",
+            "left lateral",
+            "",
+            None,
+            "OBLIQUE",
+        )
+    ] == ["PA", "AP", "AP", "PA", LATERAL, LATERAL, LATERAL, LATERAL, None, None, "OBLIQUE"]
 
 
 # ---- bundles without (or with a broken) domain model --------------------------------------------
@@ -223,13 +254,16 @@ def test_a_bundle_without_a_domain_model_still_loads_and_says_unknown(tmp_path):
     assert "records no training domain" in a.domain.summary()
 
 
-@pytest.mark.parametrize("breakage, message", [
-    ("threshold", "no numeric threshold"),
-    ("unlisted", "not a file listed in manifest.json"),
-    ("shape", "has arrays of shapes"),
-    ("version", "this app reads version 1"),
-    ("grid", "does not fit the patch_quadrants component"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("threshold", "no numeric threshold"),
+        ("unlisted", "not a file listed in manifest.json"),
+        ("shape", "has arrays of shapes"),
+        ("version", "this app reads version 1"),
+        ("grid", "does not fit the patch_quadrants component"),
+    ],
+)
 def test_a_malformed_domain_model_is_refused_with_the_reason(tmp_path, breakage, message):
     dst = tmp_path / breakage
     shutil.copytree(DEMO / "bundle", dst)
@@ -294,14 +328,41 @@ def test_evaluate_task_domain_prints_and_records_the_separation(tmp_path):
     if not Path(data["path"]).exists():
         data = {**data, "path": str(tmp_path / "phantoms")}
     cfg.write_text(json.dumps({"data": data}))
-    proc = subprocess.run([sys.executable, "-m", "training_cli.main", "evaluate", "--task", "domain", "--checkpoint",
-                           str(DEMO / "bundle"), "--config", str(cfg), "--ood", real[0], "--ood", real[1],
-                           "--out", str(tmp_path / "eval"), "--no-progress"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=1100)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training_cli.main",
+            "evaluate",
+            "--task",
+            "domain",
+            "--checkpoint",
+            str(DEMO / "bundle"),
+            "--config",
+            str(cfg),
+            "--ood",
+            real[0],
+            "--ood",
+            real[1],
+            "--out",
+            str(tmp_path / "eval"),
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    for text in ("AUROC of the domain score", "in domain on the test split", "real radiographs: 100.0 %",
-                 "crops/flips/rotations of them: 100.0 %", "generated non-chest images: 100.0 %",
-                 "ms per image", "Research use only"):
+    for text in (
+        "AUROC of the domain score",
+        "in domain on the test split",
+        "real radiographs: 100.0 %",
+        "crops/flips/rotations of them: 100.0 %",
+        "generated non-chest images: 100.0 %",
+        "ms per image",
+        "Research use only",
+    ):
         assert text in proc.stdout, text
     m = json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]
     assert m["in_domain"]["in_domain_rate"] >= 0.95 and m["auroc_score"] >= 0.99

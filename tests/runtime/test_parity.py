@@ -11,7 +11,6 @@ import torch
 from core_model.export.bundle import _load_heads, build_graphs
 from core_model.imaging.preprocess import prepare_input
 from core_model.runtime import load_bundle
-
 from tests.real_data import real_file
 
 
@@ -25,8 +24,10 @@ def reference(tiny_pipeline):
 def _images(tiny_pipeline) -> list[str]:
     phantoms = sorted(glob.glob(str(tiny_pipeline / "phantoms" / "images" / "*.png")))[:6]
     dicoms = sorted(glob.glob(str(tiny_pipeline / "phantoms" / "dicom" / "*.dcm")))[:3]
-    real = [str(real_file("00000001_000.png")),
-            str(real_file("1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"))]
+    real = [
+        str(real_file("00000001_000.png")),
+        str(real_file("1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm")),
+    ]
     return phantoms + dicoms + real
 
 

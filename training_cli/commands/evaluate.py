@@ -8,23 +8,38 @@ from training_cli.common import RESEARCH_NOTE, prepare_out
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "evaluate", help="score a checkpoint: classification, segmentation, zero-shot or retrieval",
+        "evaluate",
+        help="score a checkpoint: classification, segmentation, zero-shot or retrieval",
         description="Score a pretraining run (zero-shot, retrieval) or a fine-tuning run (its classification "
-                    "or segmentation head, with its own temperature and thresholds) on any supported dataset. "
-                    "--config takes a YAML whose 'data' section names the dataset (as in the fine-tuning "
-                    "configs); without it the run's own data is used. --task domain scores an exported "
-                    "bundle's domain guard (--checkpoint BUNDLE, real radiographs with --ood). " + RESEARCH_NOTE,
+        "or segmentation head, with its own temperature and thresholds) on any supported dataset. "
+        "--config takes a YAML whose 'data' section names the dataset (as in the fine-tuning "
+        "configs); without it the run's own data is used. --task domain scores an exported "
+        "bundle's domain guard (--checkpoint BUNDLE, real radiographs with --ood). " + RESEARCH_NOTE,
     )
-    p.add_argument("--checkpoint", "--run", dest="run", required=True, metavar="DIR",
-                   help="pretraining or fine-tuning run folder (--task domain: a bundle folder or .zip)")
-    p.add_argument("--task", default="auto",
-                   choices=["auto", "classification", "segmentation", "zeroshot", "retrieval", "grounding", "domain"])
+    p.add_argument(
+        "--checkpoint",
+        "--run",
+        dest="run",
+        required=True,
+        metavar="DIR",
+        help="pretraining or fine-tuning run folder (--task domain: a bundle folder or .zip)",
+    )
+    p.add_argument(
+        "--task",
+        default="auto",
+        choices=["auto", "classification", "segmentation", "zeroshot", "retrieval", "grounding", "domain"],
+    )
     p.add_argument("--config", metavar="FILE", help="YAML with a 'data' section (the dataset to score on)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts: YAML class: [[positive...], [negative...]]")
-    p.add_argument("--ood", action="append", default=[], metavar="PATH",
-                   help="--task domain: real images (DICOM/PNG/JPEG files or folders) that must be out of the "
-                        "model's domain; crops and flips of each are tried too (repeatable)")
+    p.add_argument(
+        "--ood",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="--task domain: real images (DICOM/PNG/JPEG files or folders) that must be out of the "
+        "model's domain; crops and flips of each are tried too (repeatable)",
+    )
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--no-progress", action="store_true")
@@ -49,14 +64,24 @@ def run(args) -> int:
         from core_model.training.evaluate_domain import evaluate_domain, summary_lines
 
         result = evaluate_domain(args.run, data, out, split=args.split, ood=args.ood)
-        print(f"evaluate domain of bundle {result['bundle_id']} on {result['dataset']} ({result['split']} split, "
-              f"{result['n']} images; {result['real_files']} real files given)")
+        print(
+            f"evaluate domain of bundle {result['bundle_id']} on {result['dataset']} ({result['split']} split, "
+            f"{result['n']} images; {result['real_files']} real files given)"
+        )
         for line in summary_lines(result):
             print("  " + line)
         print(f"  wrote {out / 'metrics.json'}, {out / 'report.md'}. {RESEARCH_NOTE}")
         return 0
-    result = evaluate(Path(args.run), args.task, data, out, split=args.split, prompts=load_prompts(args.prompts),
-                      progress=not args.no_progress, n_boot=args.bootstrap)
+    result = evaluate(
+        Path(args.run),
+        args.task,
+        data,
+        out,
+        split=args.split,
+        prompts=load_prompts(args.prompts),
+        progress=not args.no_progress,
+        n_boot=args.bootstrap,
+    )
     m = result["metrics"]
     print(f"evaluate {result['task']} on {result['dataset']} ({result['split']} split, {result['n']} images)")
     if result["task"] in ("classification", "zeroshot"):
@@ -64,14 +89,18 @@ def run(args) -> int:
             print(f"  {name:>14}: AUROC {e.get('auroc', float('nan')):.3f}")
         print(f"  {'macro':>14}: AUROC {m['auroc_macro'].get('auroc', float('nan')):.3f}")
     elif result["task"] == "segmentation":
-        print(f"  Dice positive {m['dice_positive']:.3f} | aggregate {m['dice_aggregate']:.3f} | MGCA {m['dice_mgca']:.3f} "
-              f"(all-empty {m['empty_baseline']['dice_mgca']:.3f})")
+        print(
+            f"  Dice positive {m['dice_positive']:.3f} | aggregate {m['dice_aggregate']:.3f} | MGCA {m['dice_mgca']:.3f} "
+            f"(all-empty {m['empty_baseline']['dice_mgca']:.3f})"
+        )
         if m.get("warning"):
             print("  WARNING: " + m["warning"])
     elif result["task"] == "grounding":
         for f, e in m["per_finding"].items():
-            print(f"  {f:>14}: pointing game {e['pointing_game_prompt']:.3f} (prompt), {e['pointing_game_report']:.3f} "
-                  f"(own report); chance {e['chance']:.3f}; {e['n']} images")
+            print(
+                f"  {f:>14}: pointing game {e['pointing_game_prompt']:.3f} (prompt), {e['pointing_game_report']:.3f} "
+                f"(own report); chance {e['chance']:.3f}; {e['n']} images"
+            )
     else:
         print("  " + " | ".join(f"{k} {v:.3f}" for k, v in m.items() if isinstance(v, float)))
     print(f"  wrote {out / 'metrics.json'}, {out / 'report.md'}. {RESEARCH_NOTE}")

@@ -9,16 +9,20 @@ from training_cli.common import RESEARCH_NOTE
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "export", help="export a model bundle (ONNX graphs, tokenizer, report bank, model card)",
+        "export",
+        help="export a model bundle (ONNX graphs, tokenizer, report bank, model card)",
         description="Make a model bundle from fine-tuning runs (a classification and/or a segmentation run on "
-                    "the same pretrained Adaptor), or, with --config, build whatever runs are missing first. "
-                    "The bundle runs in adaptor-review without torch. " + RESEARCH_NOTE,
+        "the same pretrained Adaptor), or, with --config, build whatever runs are missing first. "
+        "The bundle runs in adaptor-review without torch. " + RESEARCH_NOTE,
     )
     p.add_argument("--run", action="append", default=[], metavar="DIR", help="fine-tuning run folder (repeatable)")
     p.add_argument("--config", metavar="FILE", help="bundle recipe (see configs/phantoms-bundle.yaml)")
     p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create (or .zip with --zip)")
-    p.add_argument("--quantize", choices=["int8", "int8-text"],
-                   help="int8 dynamic quantization: of the image and text graphs, or of the text graph only")
+    p.add_argument(
+        "--quantize",
+        choices=["int8", "int8-text"],
+        help="int8 dynamic quantization: of the image and text graphs, or of the text graph only",
+    )
     p.add_argument("--zip", action="store_true", help="write a single .zip instead of a folder")
     p.add_argument("--report-bank-limit", type=int, help="at most this many reports in the retrieval bank")
     p.add_argument("--no-progress", action="store_true")

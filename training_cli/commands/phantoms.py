@@ -11,8 +11,14 @@ from pathlib import Path
 from core_model.errors import UserError
 
 KEYS = {  # config / command-line keys -> type
-    "n": int, "seed": int, "size": int, "dicom": str, "dicom_fraction": float,
-    "val_fraction": float, "test_fraction": float, "workers": int,
+    "n": int,
+    "seed": int,
+    "size": int,
+    "dicom": str,
+    "dicom_fraction": float,
+    "val_fraction": float,
+    "test_fraction": float,
+    "workers": int,
 }
 
 _DESCRIPTION = (
@@ -25,21 +31,31 @@ _DESCRIPTION = (
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("phantoms", help="write synthetic phantom images + reports (not medical data)",
-                       description=_DESCRIPTION)
-    p.add_argument("--config", metavar="FILE",
-                   help="YAML with any of the keys " + ", ".join(KEYS) + " (flat, or under 'phantoms:'); "
-                        "command-line values win")
+    p = sub.add_parser(
+        "phantoms", help="write synthetic phantom images + reports (not medical data)", description=_DESCRIPTION
+    )
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML with any of the keys " + ", ".join(KEYS) + " (flat, or under 'phantoms:'); command-line values win",
+    )
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (its phantom files are replaced)")
     p.add_argument("--n", type=int, help="number of images (default 2000)")
     p.add_argument("--seed", type=int, help="random seed; the same seed gives identical files (default 0)")
-    p.add_argument("--size", type=int, help="nominal longest image side in pixels; images vary +-15%% "
-                                            "around it (default 384)")
-    p.add_argument("--dicom", choices=["all", "some", "none"],
-                   help="DICOM copies under DIR/dicom: all images, some (about 5%%, every encoding "
-                        "represented; default) or none")
-    p.add_argument("--dicom-fraction", type=float, dest="dicom_fraction",
-                   help="share of images with a DICOM copy for --dicom some (default 0.05)")
+    p.add_argument(
+        "--size", type=int, help="nominal longest image side in pixels; images vary +-15%% around it (default 384)"
+    )
+    p.add_argument(
+        "--dicom",
+        choices=["all", "some", "none"],
+        help="DICOM copies under DIR/dicom: all images, some (about 5%%, every encoding represented; default) or none",
+    )
+    p.add_argument(
+        "--dicom-fraction",
+        type=float,
+        dest="dicom_fraction",
+        help="share of images with a DICOM copy for --dicom some (default 0.05)",
+    )
     p.add_argument("--val-fraction", type=float, dest="val_fraction", help="validation share (default 0.1)")
     p.add_argument("--test-fraction", type=float, dest="test_fraction", help="test share (default 0.1)")
     p.add_argument("--workers", type=int, help="processes (default 2; does not change the output)")
@@ -89,15 +105,28 @@ def run(args) -> int:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(values, sort_keys=False))
     c = summary["counts"]
     metrics = {
-        "command": "phantoms", "synthetic": True, "research_use_only": True,
-        "images": c["n"], "patients": c["patients"], "findings": c["findings"], "splits": c["splits"],
-        "views": c["views"], "dicom_files": c["dicom"], "masks": c["masks"], "lesion_masks": c["lesion_masks"],
-        "mean_lesion_fraction": c["mean_lesion_fraction"], "seconds": summary["seconds"],
+        "command": "phantoms",
+        "synthetic": True,
+        "research_use_only": True,
+        "images": c["n"],
+        "patients": c["patients"],
+        "findings": c["findings"],
+        "splits": c["splits"],
+        "views": c["views"],
+        "dicom_files": c["dicom"],
+        "masks": c["masks"],
+        "lesion_masks": c["lesion_masks"],
+        "mean_lesion_fraction": c["mean_lesion_fraction"],
+        "seconds": summary["seconds"],
         "images_per_second": round(c["n"] / max(summary["seconds"], 1e-9), 1),
-        "workers": summary["workers"], "bytes": summary["bytes"], "options": summary["options"],
+        "workers": summary["workers"],
+        "bytes": summary["bytes"],
+        "options": summary["options"],
     }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    print(f"{c['n']} synthetic images ({', '.join(f'{k} {v}' for k, v in sorted(c['findings'].items()))}), "
-          f"{c['dicom']} DICOM copies, splits {c['splits']}, {summary['bytes'] / 2**20:.1f} MiB "
-          f"in {summary['seconds']:.1f} s -> {out / 'manifest.csv'}")
+    print(
+        f"{c['n']} synthetic images ({', '.join(f'{k} {v}' for k, v in sorted(c['findings'].items()))}), "
+        f"{c['dicom']} DICOM copies, splits {c['splits']}, {summary['bytes'] / 2**20:.1f} MiB "
+        f"in {summary['seconds']:.1f} s -> {out / 'manifest.csv'}"
+    )
     return 0

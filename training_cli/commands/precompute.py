@@ -10,11 +10,12 @@ from training_cli.common import RESEARCH_NOTE, add_common, add_train_shortcuts, 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "precompute", help="cache frozen-encoder features of a dataset",
+        "precompute",
+        help="cache frozen-encoder features of a dataset",
         description="Run the frozen image and text encoders once over a dataset and store pooled and "
-                    "token features as fp16 memory-mapped shards in --out. Resumable; refuses to mix "
-                    "encoders or preprocessing. Multi-GPU: torchrun --nproc_per_node N -m training_cli.main precompute ... "
-                    + RESEARCH_NOTE,
+        "token features as fp16 memory-mapped shards in --out. Resumable; refuses to mix "
+        "encoders or preprocessing. Multi-GPU: torchrun --nproc_per_node N -m training_cli.main precompute ... "
+        + RESEARCH_NOTE,
     )
     add_common(p, out_help="the cache folder")
     add_train_shortcuts(p)
@@ -22,8 +23,11 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, help="parallel image decoding workers")
     p.add_argument("--images-only", action="store_true", help="image features only (downstream data)")
     p.add_argument("--overwrite", action="store_true", help="replace a cache built with other settings")
-    p.add_argument("--resize-cache", metavar="DIR",
-                   help="first write a one-time downsized copy of the images to DIR and encode from it")
+    p.add_argument(
+        "--resize-cache",
+        metavar="DIR",
+        help="first write a one-time downsized copy of the images to DIR and encode from it",
+    )
     p.add_argument("--resize-to", type=int, default=512, help="longest side of the resized copies (default 512)")
     p.set_defaults(func=run)
 
@@ -52,18 +56,27 @@ def run(args) -> int:
 
         records = resize_images(records, args.resize_cache, args.resize_to, workers=int(cfg["cache"]["workers"]))
     t0 = time.perf_counter()
-    cache = ensure_cache(cfg, records, out, overwrite=args.overwrite, text=not args.images_only,
-                         progress=not args.no_progress)
+    cache = ensure_cache(
+        cfg, records, out, overwrite=args.overwrite, text=not args.images_only, progress=not args.no_progress
+    )
     seconds = time.perf_counter() - t0
     import torch
 
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         save_config(cfg, out / "config.yaml")
-        atomic_write_json(out / "metrics.json", {
-            "command": "precompute", "research_use_only": True, "items": cache.n,
-            "usable_items": int(cache.valid.sum()), "seconds": round(seconds, 2),
-            "items_per_second": round(cache.n / max(seconds, 1e-9), 1),
-            "bytes_per_item": cache.manifest.get("bytes_per_item"), "total_bytes": cache.nbytes(),
-            "skipped": cache.manifest.get("skipped_total", 0), "data": summary(result),
-        })
+        atomic_write_json(
+            out / "metrics.json",
+            {
+                "command": "precompute",
+                "research_use_only": True,
+                "items": cache.n,
+                "usable_items": int(cache.valid.sum()),
+                "seconds": round(seconds, 2),
+                "items_per_second": round(cache.n / max(seconds, 1e-9), 1),
+                "bytes_per_item": cache.manifest.get("bytes_per_item"),
+                "total_bytes": cache.nbytes(),
+                "skipped": cache.manifest.get("skipped_total", 0),
+                "data": summary(result),
+            },
+        )
     return 0

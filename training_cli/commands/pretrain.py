@@ -7,10 +7,11 @@ from training_cli.common import RESEARCH_NOTE, add_common, add_train_shortcuts, 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "pretrain", help="pretrain an Adaptor (features are precomputed first when missing)",
+        "pretrain",
+        help="pretrain an Adaptor (features are precomputed first when missing)",
         description="Align frozen image and report encoders with a small Adaptor trained by InfoNCE on "
-                    "cached features. Data (phantoms) and features are generated first when missing. "
-                    "Multi-GPU: torchrun --nproc_per_node N -m training_cli.main pretrain ... " + RESEARCH_NOTE,
+        "cached features. Data (phantoms) and features are generated first when missing. "
+        "Multi-GPU: torchrun --nproc_per_node N -m training_cli.main pretrain ... " + RESEARCH_NOTE,
     )
     add_common(p, out_help="run folder (config.yaml, metrics.json, log.csv, adaptor.safetensors, checkpoint/)")
     add_train_shortcuts(p)

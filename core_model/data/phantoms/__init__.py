@@ -74,8 +74,23 @@ from core_model.data.phantoms.render import Rendered, render_case
 from core_model.data.phantoms.report_text import make_report
 
 __all__ = [
-    "DEFAULT_DICOM_FRACTION", "DEFAULT_SIZE", "DICOM_MODES", "FINDINGS", "GENERATOR_VERSION",
-    "MANIFEST_COLUMNS", "SYNTHETIC_NOTICE", "Case", "PhantomOptions", "Rendered",
-    "case_row", "contact_sheet", "dicom_pixels_and_spec", "ensure_phantoms", "generate_phantoms",
-    "make_report", "plan_cases", "render_case", "write_dicom_copy",
+    "DEFAULT_DICOM_FRACTION",
+    "DEFAULT_SIZE",
+    "DICOM_MODES",
+    "FINDINGS",
+    "GENERATOR_VERSION",
+    "MANIFEST_COLUMNS",
+    "SYNTHETIC_NOTICE",
+    "Case",
+    "PhantomOptions",
+    "Rendered",
+    "case_row",
+    "contact_sheet",
+    "dicom_pixels_and_spec",
+    "ensure_phantoms",
+    "generate_phantoms",
+    "make_report",
+    "plan_cases",
+    "render_case",
+    "write_dicom_copy",
 ]

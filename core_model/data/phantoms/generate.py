@@ -10,9 +10,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -26,9 +26,23 @@ from core_model.fileio import atomic_write, atomic_write_text
 log = logging.getLogger("core_model.data.phantoms")
 
 MANIFEST_COLUMNS = [
-    "id", "image", "report", "split", "patient_id", "study_id", "view", "finding",
-    "label_normal", "label_pneumonia", "label_covid19", "label_pneumothorax",
-    "mask", "lesion_mask", "dicom", "location", "size",
+    "id",
+    "image",
+    "report",
+    "split",
+    "patient_id",
+    "study_id",
+    "view",
+    "finding",
+    "label_normal",
+    "label_pneumonia",
+    "label_covid19",
+    "label_pneumothorax",
+    "mask",
+    "lesion_mask",
+    "dicom",
+    "location",
+    "size",
 ]
 
 SYNTHETIC_NOTICE = (
@@ -69,11 +83,20 @@ def case_row(case: Case) -> dict:
     mask = f"masks/{case.id}_ptx.png" if case.finding == "pneumothorax" else ""
     lesion = {"normal": "", "pneumothorax": mask}.get(case.finding, f"masks/{case.id}_lesion.png")
     return {
-        "id": case.id, "image": f"images/{case.id}.png", "report": case.report, "split": case.split,
-        "patient_id": case.patient_id, "study_id": case.study_id, "view": case.view,
-        "finding": case.finding, **labels, "mask": mask, "lesion_mask": lesion,
+        "id": case.id,
+        "image": f"images/{case.id}.png",
+        "report": case.report,
+        "split": case.split,
+        "patient_id": case.patient_id,
+        "study_id": case.study_id,
+        "view": case.view,
+        "finding": case.finding,
+        **labels,
+        "mask": mask,
+        "lesion_mask": lesion,
         "dicom": f"dicom/{case.id}.dcm" if case.dicom_variant >= 0 else "",
-        "location": case.location, "size": case.size,
+        "location": case.location,
+        "size": case.size,
     }
 
 
@@ -93,8 +116,13 @@ def _readme(opts: PhantomOptions, counts: dict) -> str:
     )
 
 
-def generate_phantoms(out: str | os.PathLike, opts: PhantomOptions | None = None, *,
-                      progress: Callable[[int, int], None] | None = None, **kwargs) -> dict:
+def generate_phantoms(
+    out: str | os.PathLike,
+    opts: PhantomOptions | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs,
+) -> dict:
     """Write a phantom data set into ``out`` (SYNTHETIC, not medical data); return a summary.
 
     ``kwargs`` override fields of :class:`PhantomOptions` (``n``, ``seed``, ``size``, ``dicom``...).
@@ -151,14 +179,18 @@ def generate_phantoms(out: str | os.PathLike, opts: PhantomOptions | None = None
         "masks": sum(1 for r in rows if r["mask"]),
         "lesion_masks": sum(1 for r in rows if r["lesion_mask"]),
         "mean_lesion_fraction": {
-            f: round(float(np.mean([e["lesion_pixels"] / e["pixels"] for r, e in zip(rows, extra) if r["finding"] == f])), 4)
-            for f in FINDINGS[1:] if any(r["finding"] == f for r in rows)
+            f: round(
+                float(np.mean([e["lesion_pixels"] / e["pixels"] for r, e in zip(rows, extra) if r["finding"] == f])), 4
+            )
+            for f in FINDINGS[1:]
+            if any(r["finding"] == f for r in rows)
         },
     }
     write_manifest(out / "manifest.csv", rows, MANIFEST_COLUMNS)
     seconds = time.perf_counter() - t0
-    nbytes = sum(p.stat().st_size for sub in ("images", "masks", "dicom") if (out / sub).is_dir()
-                 for p in (out / sub).iterdir())
+    nbytes = sum(
+        p.stat().st_size for sub in ("images", "masks", "dicom") if (out / sub).is_dir() for p in (out / sub).iterdir()
+    )
     summary = {
         "synthetic": True,
         "notice": SYNTHETIC_NOTICE,
@@ -181,8 +213,16 @@ def _clear_phantom_files(folder: Path) -> None:
             p.unlink()
 
 
-def ensure_phantoms(out: str | os.PathLike, *, n: int = 2000, seed: int = 0, dicom: str = "none",
-                    size: int = DEFAULT_SIZE, workers: int = 2, **kwargs) -> Path:
+def ensure_phantoms(
+    out: str | os.PathLike,
+    *,
+    n: int = 2000,
+    seed: int = 0,
+    dicom: str = "none",
+    size: int = DEFAULT_SIZE,
+    workers: int = 2,
+    **kwargs,
+) -> Path:
     """The manifest of a complete phantom set with these parameters, generating it when missing
     (or when the folder holds a set made with other parameters)."""
     out = Path(out)
@@ -201,8 +241,16 @@ def ensure_phantoms(out: str | os.PathLike, *, n: int = 2000, seed: int = 0, dic
     return manifest
 
 
-def contact_sheet(folder: str | os.PathLike, out_png: str | os.PathLike, *, n: int = 16, cols: int = 4,
-                  tile: int = 256, ids: Iterable[str] | None = None, overlay: bool = True) -> Path:
+def contact_sheet(
+    folder: str | os.PathLike,
+    out_png: str | os.PathLike,
+    *,
+    n: int = 16,
+    cols: int = 4,
+    tile: int = 256,
+    ids: Iterable[str] | None = None,
+    overlay: bool = True,
+) -> Path:
     """A grid of phantoms with their finding (and mask outlines) for looking at them."""
     from core_model.data.manifest import read_manifest
 

@@ -37,8 +37,16 @@ ZONES = {
 
 # Strength of the findings and of the nuisance variation (exposure, contrast, noise); tuned so that
 # frozen random-weight ViT features still separate the findings at 224 px (see the tests).
-TUNE = {"pneumonia_fill": 1.0, "pneumonia_size": 1.6, "covid_fill": 1.2, "pneumothorax_size": 1.4,
-        "pneumothorax_dark": 1.8, "nuisance": 0.3, "geometry": 0.25, "devices": 0.3}
+TUNE = {
+    "pneumonia_fill": 1.0,
+    "pneumonia_size": 1.6,
+    "covid_fill": 1.2,
+    "pneumothorax_size": 1.4,
+    "pneumothorax_dark": 1.8,
+    "nuisance": 0.3,
+    "geometry": 0.25,
+    "devices": 0.3,
+}
 
 
 @dataclass
@@ -130,10 +138,18 @@ def plan_cases(opts: PhantomOptions) -> list[Case]:
         else:
             w, h = long_side, long_side * aspect
         case = Case(
-            index=i, id=f"phantom-{i:05d}", patient_index=pid, patient_id=f"PHANTOM-P{pid:05d}",
-            study_id=f"PHANTOM-S{i:05d}", split=split_of_patient[pid], finding=finding, view=view,
-            height=int(round(h / 2) * 2), width=int(round(w / 2) * 2),
-            render_seed=_seed_int(seed, 303, i), patient_seed=_seed_int(seed, 404, pid),
+            index=i,
+            id=f"phantom-{i:05d}",
+            patient_index=pid,
+            patient_id=f"PHANTOM-P{pid:05d}",
+            study_id=f"PHANTOM-S{i:05d}",
+            split=split_of_patient[pid],
+            finding=finding,
+            view=view,
+            height=int(round(h / 2) * 2),
+            width=int(round(w / 2) * 2),
+            render_seed=_seed_int(seed, 303, i),
+            patient_seed=_seed_int(seed, 404, pid),
             dicom_variant=dicom_variants[i],
         )
         _plan_finding(case, crng)

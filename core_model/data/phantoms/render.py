@@ -90,7 +90,12 @@ def render_case(case: Case) -> Rendered:
     # --- geometry: thorax coordinates X (lateral, +: image right = patient left) and Y (0 apex,
     # 1 costophrenic angle), with positioning jitter and a small rotation.
     g = TUNE["geometry"]
-    hw = (0.375 + (anat.thorax_half_width - 0.375) * g) * W * (1 + (rng.uniform(0.95, 1.05) - 1) * g) * (1.04 if ap else 1.0)
+    hw = (
+        (0.375 + (anat.thorax_half_width - 0.375) * g)
+        * W
+        * (1 + (rng.uniform(0.95, 1.05) - 1) * g)
+        * (1.04 if ap else 1.0)
+    )
     th = (0.62 + (anat.lung_height - 0.62) * g) * H * (1 + (rng.uniform(0.95, 1.05) - 1) * g) * (0.94 if ap else 1.0)
     x0 = W * (0.5 + rng.uniform(-0.04, 0.04) * g)
     y_apex = H * (0.135 + (rng.uniform(0.10, 0.17) - 0.135) * g)
@@ -124,17 +129,20 @@ def render_case(case: Case) -> Rendered:
         arm_q = body_w + rng.uniform(0.05, 0.2)
         arm = np.clip(1 - ((Q - arm_q - 0.15) / 0.17) ** 2, 0, 1) ** 0.5 * _ramp(Y + 0.1, 0.2)
         body = np.maximum(body, arm * 0.8)
-    soft = 0.50 * body * anat.soft_tissue ** 0.5
+    soft = 0.50 * body * anat.soft_tissue**0.5
 
     # --- lungs (one function per side, in lateral coordinate Q)
     qc, yc = 0.50 * anat.lung_round, 0.95
     a, b = 1.0 - qc, 0.95
     f_out = 1.0 - ((Q - qc) / a) ** 2 - (np.minimum(Y - yc, 0.0) / b) ** 2  # 1 centre, 0 wall
     inspiration = rng.uniform(-0.03, 0.03) + (0.06 if ap else 0.0)
-    dome_peak = np.where(right, np.float32(1.0 - anat.dome_height + inspiration),
-                         np.float32(1.0 - anat.dome_height + anat.left_dome_drop + inspiration))
+    dome_peak = np.where(
+        right,
+        np.float32(1.0 - anat.dome_height + inspiration),
+        np.float32(1.0 - anat.dome_height + anat.left_dome_drop + inspiration),
+    )
     dq_dome = (Q - 0.48) / 0.55
-    dome = dome_peak + anat.dome_height * dq_dome ** 2 * np.where(dq_dome < 0, np.float32(0.45), np.float32(1.0))
+    dome = dome_peak + anat.dome_height * dq_dome**2 * np.where(dq_dome < 0, np.float32(0.45), np.float32(1.0))
     med = anat.mediastinum + 0.04 * _ramp(0.35 - Y, 0.3)  # mediastinum half width (wider at the top)
     hs = anat.heart_scale * (1.13 if ap else 1.0)
     hcx, hcy = anat.heart_shift, 0.80 + 0.5 * inspiration
@@ -162,9 +170,11 @@ def render_case(case: Case) -> Rendered:
     pleural_line = None
     if case.finding == "pneumothorax":
         side_mask = right if case.side == "right" else ~right
-        t0, y_end = {"small": (rng.uniform(0.26, 0.33), rng.uniform(0.45, 0.6)),
-                     "moderate": (rng.uniform(0.38, 0.46), rng.uniform(0.7, 0.9)),
-                     "large": (rng.uniform(0.5, 0.6), 1.05)}[case.size]
+        t0, y_end = {
+            "small": (rng.uniform(0.26, 0.33), rng.uniform(0.45, 0.6)),
+            "moderate": (rng.uniform(0.38, 0.46), rng.uniform(0.7, 0.9)),
+            "large": (rng.uniform(0.5, 0.6), 1.05),
+        }[case.size]
         t0 = min(0.7, t0 * TUNE["pneumothorax_size"])
         t = t0 * _ramp(y_end - Y, 0.35) + 0.02
         # distance from the apical and lateral chest wall (the medial side counts as far away)
@@ -175,8 +185,9 @@ def render_case(case: Case) -> Rendered:
         ptx = np.where(inside_cap, lung, np.float32(0.0))
         ptx *= _ramp(t - f_wall, 0.012)
         line_w = 0.018
-        pleural_line = (np.exp(-(((f_wall - t - 0.01) / line_w) ** 2)) * lung * side_mask
-                        * _ramp(y_end - Y + 0.1, 0.2)).astype(np.float32)
+        pleural_line = (
+            np.exp(-(((f_wall - t - 0.01) / line_w) ** 2)) * lung * side_mask * _ramp(y_end - Y + 0.1, 0.2)
+        ).astype(np.float32)
 
     # --- airspace opacities replace part of the air in the lung (never brighter than soft tissue)
     lesion = None
@@ -249,8 +260,8 @@ def render_case(case: Case) -> Rendered:
     nu = TUNE["nuisance"]
     gamma = 1.0 + (rng.uniform(0.8, 1.25) - 1.0) * nu
     img = np.clip(img, 0, None) ** gamma
-    lo = np.float32(np.percentile(img[:: 7, :: 7], 0.5))
-    hi = np.float32(np.percentile(img[:: 7, :: 7], 99.8))
+    lo = np.float32(np.percentile(img[::7, ::7], 0.5))
+    hi = np.float32(np.percentile(img[::7, ::7], 99.8))
     contrast = 1.0 - (1.0 - rng.uniform(0.8, 1.0)) * nu
     brightness = 0.015 + (rng.uniform(-0.05, 0.08) - 0.015) * nu
     img = (img - lo) / max(hi - lo, 1e-3) * contrast + brightness
@@ -261,7 +272,7 @@ def render_case(case: Case) -> Rendered:
     if rng.random() < 0.4:  # collimation edges
         c = int(rng.integers(2, max(3, W // 30)))
         img[:, :c] = img[:, :c] * 0.2
-        img[:, W - c:] = img[:, W - c:] * 0.2
+        img[:, W - c :] = img[:, W - c :] * 0.2
     linear = img.astype(np.float32)
     out = np.clip(np.rint(linear * 255.0), 0, 255).astype(np.uint8)
     mask = None
@@ -298,7 +309,7 @@ def _vessel_field(rng, H, W, x0, y_apex, th, hw, ca, sa, anat, hcx) -> np.ndarra
             stack = [(hx, hy, ang, 3.5 * scale, 0)]
             while stack:
                 x, y, a_, w_, depth = stack.pop()
-                length = rng.uniform(0.07, 0.12) * (0.85 ** depth)
+                length = rng.uniform(0.07, 0.12) * (0.85**depth)
                 segs = int(rng.integers(2, 4))
                 pts = [(x, y)]
                 for _ in range(segs):
@@ -337,7 +348,11 @@ def _ribs(X, Q, Y, anat: _Anatomy, rng, px, ap) -> np.ndarray:
     t2 = (Y - 0.28 * (1.05 - Q) + 0.02) / (anat.rib_spacing * 1.05)
     k2 = np.floor(t2)
     d2 = np.abs(t2 - k2 - 0.25) / 0.25
-    ant = np.where((k2 >= 1) & (k2 < 7) & (d2 < 1), 1.0 - d2 ** 4, np.float32(0.0)) * _ramp(Q - 0.3, 0.1) * _ramp(1.1 - Q, 0.05)
+    ant = (
+        np.where((k2 >= 1) & (k2 < 7) & (d2 < 1), 1.0 - d2**4, np.float32(0.0))
+        * _ramp(Q - 0.3, 0.1)
+        * _ramp(1.1 - Q, 0.05)
+    )
     return (post + 0.03 * ant).astype(np.float32)
 
 
@@ -346,7 +361,7 @@ def _clavicles(Q, Y, rng, ap) -> np.ndarray:
     slope = -0.12 if not ap else -0.03
     centre = y_med + slope * (Q - 0.1) + 0.05 * np.sin(np.clip((Q - 0.1) / 0.85, 0, 1) * np.pi)
     d = np.abs(Y - centre) / 0.028
-    band = np.clip(1.0 - d ** 2, 0, 1) ** 0.5 * _ramp(Q - 0.1, 0.03) * _ramp(0.98 - Q, 0.05)
+    band = np.clip(1.0 - d**2, 0, 1) ** 0.5 * _ramp(Q - 0.1, 0.03) * _ramp(0.98 - Q, 0.05)
     return (0.075 * band).astype(np.float32)
 
 
@@ -364,12 +379,14 @@ def _consolidation(case: Case, rng, X, Q, Y, right, lung_raw, px):
     else:
         qr, yr = ZONES[case.region]
         fissure = None
-    r = {"small": rng.uniform(0.15, 0.19), "moderate": rng.uniform(0.19, 0.25), "large": rng.uniform(0.25, 0.31)}[case.size]
+    r = {"small": rng.uniform(0.15, 0.19), "moderate": rng.uniform(0.19, 0.25), "large": rng.uniform(0.25, 0.31)}[
+        case.size
+    ]
     r *= TUNE["pneumonia_size"]
     lung_side = side_mask * lung_raw
     # at least ~40 % of the nominal blob area (a hemithorax is about 0.55 square units)
     target = 0.4 * np.pi * r * r / 0.55 * np.count_nonzero(lung_side > 0.5)
-    for attempt in range(4):  # keep the lesion decent-sized (a blob may fall on the heart border)
+    for _attempt in range(4):  # keep the lesion decent-sized (a blob may fall on the heart border)
         qc = rng.uniform(*qr)
         yc = rng.uniform(*yr)
         rq, ry = r * rng.uniform(0.85, 1.15), r * rng.uniform(0.75, 1.0)
@@ -389,7 +406,9 @@ def _consolidation(case: Case, rng, X, Q, Y, right, lung_raw, px):
 
 def _covid(case: Case, rng, Q, Y, f_out, lung_raw, h, w, H, W):
     extent = {"mild": 0.35, "moderate": 0.55, "extensive": 0.75}[case.size]
-    amp = {"mild": rng.uniform(0.45, 0.55), "moderate": rng.uniform(0.52, 0.65), "extensive": rng.uniform(0.6, 0.75)}[case.size]
+    amp = {"mild": rng.uniform(0.45, 0.55), "moderate": rng.uniform(0.52, 0.65), "extensive": rng.uniform(0.6, 0.75)}[
+        case.size
+    ]
     amp = min(0.9, amp * TUNE["covid_fill"])
     peripheral = _ramp(Q - (0.62 - 0.3 * extent), 0.25)
     lower = _ramp(Y - (0.55 - 0.3 * extent), 0.3)
@@ -415,12 +434,17 @@ def _devices(rng, H, W, hw, th, x0, y_apex, ca, sa) -> np.ndarray:
             px_, py_ = _to_pixels(cx, cy, x0, y_apex, th, hw, ca, sa)
             draw.ellipse([px_ - r, py_ - r, px_ + r, py_ + r], outline=255, width=max(1, r // 2))
             ex, ey = _to_pixels(cx + rng.uniform(-0.5, 0.5), cy - rng.uniform(0.4, 1.0), x0, y_apex, th, hw, ca, sa)
-            draw.line([(px_, py_), ((px_ + ex) / 2 + rng.uniform(-20, 20), (py_ + ey) / 2), (ex, ey)], fill=170, width=1)
+            draw.line(
+                [(px_, py_), ((px_ + ex) / 2 + rng.uniform(-20, 20), (py_ + ey) / 2), (ex, ey)], fill=170, width=1
+            )
     if rng.random() < 0.6:
         m = max(6, int(0.035 * max(H, W)))
         mx = int(rng.uniform(0.05, 0.2) * W) if rng.random() < 0.5 else int(rng.uniform(0.75, 0.9) * W)
         my = int(rng.uniform(0.04, 0.12) * H)
         draw.rectangle([mx, my, mx + m, my + m], fill=220)
-        draw.line([(mx + m * 0.3, my + m * 0.2), (mx + m * 0.3, my + m * 0.8), (mx + m * 0.75, my + m * 0.8)],
-                  fill=40, width=max(1, m // 6))
+        draw.line(
+            [(mx + m * 0.3, my + m * 0.2), (mx + m * 0.3, my + m * 0.8), (mx + m * 0.75, my + m * 0.8)],
+            fill=40,
+            width=max(1, m // 6),
+        )
     return np.asarray(canvas, dtype=np.float32) * (0.25 / 255.0)

@@ -56,26 +56,44 @@ _EXTRA = [
     "",
 ]
 _INDICATIONS = [
-    "Cough.", "Shortness of breath.", "Chest pain.", "Fever and cough.", "Dyspnea.",
-    "Preoperative evaluation.", "Follow-up.", "Hypoxia.", "Pleuritic chest pain.", "Rule out infection.",
-    "Trauma.", "Routine screening.", "Evaluate for acute process.",
+    "Cough.",
+    "Shortness of breath.",
+    "Chest pain.",
+    "Fever and cough.",
+    "Dyspnea.",
+    "Preoperative evaluation.",
+    "Follow-up.",
+    "Hypoxia.",
+    "Pleuritic chest pain.",
+    "Rule out infection.",
+    "Trauma.",
+    "Routine screening.",
+    "Evaluate for acute process.",
 ]
 _COMPARISONS = ["None.", "None available.", "Prior study from last year.", "No prior studies.", ""]
 
 _NEG_CONSOLIDATION = [
-    "No focal consolidation.", "There is no focal airspace consolidation.", "The lungs are clear.",
-    "No focal airspace disease.", "Lungs are clear without focal consolidation.",
+    "No focal consolidation.",
+    "There is no focal airspace consolidation.",
+    "The lungs are clear.",
+    "No focal airspace disease.",
+    "Lungs are clear without focal consolidation.",
 ]
 _NEG_PNEUMOTHORAX = [
-    "No pneumothorax.", "There is no pneumothorax.", "No evidence of pneumothorax.",
+    "No pneumothorax.",
+    "There is no pneumothorax.",
+    "No evidence of pneumothorax.",
     "No pneumothorax is seen.",
 ]
 _NEG_EFFUSION = [
-    "No pleural effusion.", "There is no pleural effusion.", "No pleural effusions.",
+    "No pleural effusion.",
+    "There is no pleural effusion.",
+    "No pleural effusions.",
     "Costophrenic angles are sharp.",
 ]
 _NEG_PLEURAL_BOTH = [
-    "No pleural effusion or pneumothorax.", "No pneumothorax or pleural effusion.",
+    "No pleural effusion or pneumothorax.",
+    "No pneumothorax or pleural effusion.",
     "There is no pleural effusion or pneumothorax.",
 ]
 
@@ -92,77 +110,113 @@ def _findings_lung(case: Case, rng) -> tuple[list[str], str]:
     f = case.finding
     if f == "normal":
         lung = [_pick(rng, _NEG_CONSOLIDATION)]
-        pleural = _pick(rng, [[_pick(rng, _NEG_PLEURAL_BOTH)], [_pick(rng, _NEG_EFFUSION), _pick(rng, _NEG_PNEUMOTHORAX)]])
+        pleural = _pick(
+            rng, [[_pick(rng, _NEG_PLEURAL_BOTH)], [_pick(rng, _NEG_EFFUSION), _pick(rng, _NEG_PNEUMOTHORAX)]]
+        )
         return lung + pleural, _pick(rng, _NORMAL_IMPRESSIONS)
     if f == "pneumonia":
         where = _lobe_phrase(case, rng)
         size = case.size
-        adj = {"small": _pick(rng, ["small", "patchy", "small focal"]),
-               "moderate": _pick(rng, ["focal", "moderate", "dense"]),
-               "large": _pick(rng, ["large", "dense", "extensive"])}[size]
-        lung = [_pick(rng, [
-            f"There is {adj} airspace consolidation in {where}.",
-            f"{adj.capitalize()} consolidation is present in {where}.",
-            f"Focal {adj if adj != 'focal' else 'dense'} opacity in {where}, consistent with consolidation.",
-            f"New {adj} airspace opacity in {where}.",
-        ])]
+        adj = {
+            "small": _pick(rng, ["small", "patchy", "small focal"]),
+            "moderate": _pick(rng, ["focal", "moderate", "dense"]),
+            "large": _pick(rng, ["large", "dense", "extensive"]),
+        }[size]
+        lung = [
+            _pick(
+                rng,
+                [
+                    f"There is {adj} airspace consolidation in {where}.",
+                    f"{adj.capitalize()} consolidation is present in {where}.",
+                    f"Focal {adj if adj != 'focal' else 'dense'} opacity in {where}, consistent with consolidation.",
+                    f"New {adj} airspace opacity in {where}.",
+                ],
+            )
+        ]
         if rng.random() < 0.3:
             lung.append("Air bronchograms are noted.")
         lung.append(_pick(rng, [_pick(rng, _NEG_PLEURAL_BOTH), _pick(rng, _NEG_PNEUMOTHORAX)]))
         if rng.random() < 0.5:
-            lung.append(_pick(rng, ["The remaining lung is clear.", "The other lung is clear.",
-                                    "No other focal consolidation."]))
+            lung.append(
+                _pick(
+                    rng, ["The remaining lung is clear.", "The other lung is clear.", "No other focal consolidation."]
+                )
+            )
         loc = case.location
-        imp = _pick(rng, [
-            f"{loc[0].upper() + loc[1:]} pneumonia.",
-            f"Consolidation in {where} consistent with pneumonia.",
-            f"Findings compatible with {loc} pneumonia in the appropriate clinical setting.",
-            f"{loc[0].upper() + loc[1:]} consolidation, likely pneumonia.",
-            f"Focal pneumonia in {where}. No pneumothorax.",
-        ])
+        imp = _pick(
+            rng,
+            [
+                f"{loc[0].upper() + loc[1:]} pneumonia.",
+                f"Consolidation in {where} consistent with pneumonia.",
+                f"Findings compatible with {loc} pneumonia in the appropriate clinical setting.",
+                f"{loc[0].upper() + loc[1:]} consolidation, likely pneumonia.",
+                f"Focal pneumonia in {where}. No pneumothorax.",
+            ],
+        )
         return lung, imp
     if f == "covid19":
-        extent = {"mild": _pick(rng, ["mild", "patchy", "faint"]),
-                  "moderate": _pick(rng, ["moderate", "multifocal", "patchy"]),
-                  "extensive": _pick(rng, ["extensive", "widespread", "confluent"])}[case.size]
-        lung = [_pick(rng, [
-            f"There are {extent} bilateral peripheral ground-glass opacities, predominantly in the lower zones.",
-            f"{extent.capitalize()} bilateral hazy opacities with a peripheral and basal distribution.",
-            f"Bilateral {extent} peripheral airspace opacities, lower zone predominant.",
-            f"{extent.capitalize()} multifocal ground-glass opacities in both lungs, peripheral and basal.",
-        ])]
+        extent = {
+            "mild": _pick(rng, ["mild", "patchy", "faint"]),
+            "moderate": _pick(rng, ["moderate", "multifocal", "patchy"]),
+            "extensive": _pick(rng, ["extensive", "widespread", "confluent"]),
+        }[case.size]
+        lung = [
+            _pick(
+                rng,
+                [
+                    f"There are {extent} bilateral peripheral ground-glass opacities, predominantly in the lower zones.",
+                    f"{extent.capitalize()} bilateral hazy opacities with a peripheral and basal distribution.",
+                    f"Bilateral {extent} peripheral airspace opacities, lower zone predominant.",
+                    f"{extent.capitalize()} multifocal ground-glass opacities in both lungs, peripheral and basal.",
+                ],
+            )
+        ]
         lung.append(_pick(rng, _NEG_PLEURAL_BOTH + _NEG_PNEUMOTHORAX))
         if rng.random() < 0.3:
             lung.append("No lobar consolidation.")
-        imp = _pick(rng, [
-            "Bilateral peripheral ground-glass opacities, typical appearance for COVID-19 pneumonia.",
-            "Findings consistent with COVID-19 pneumonia.",
-            "Multifocal bilateral opacities compatible with viral pneumonia such as COVID-19.",
-            f"{extent.capitalize()} bilateral basal peripheral opacities, suspicious for COVID-19.",
-            "Typical appearance of COVID-19 pneumonia. No pneumothorax.",
-        ])
+        imp = _pick(
+            rng,
+            [
+                "Bilateral peripheral ground-glass opacities, typical appearance for COVID-19 pneumonia.",
+                "Findings consistent with COVID-19 pneumonia.",
+                "Multifocal bilateral opacities compatible with viral pneumonia such as COVID-19.",
+                f"{extent.capitalize()} bilateral basal peripheral opacities, suspicious for COVID-19.",
+                "Typical appearance of COVID-19 pneumonia. No pneumothorax.",
+            ],
+        )
         return lung, imp
     # pneumothorax
     side, size = case.side, case.size
     apical = " apical" if size == "small" and rng.random() < 0.7 else ""
-    sz = {"small": _pick(rng, ["small", "small", "tiny"]), "moderate": _pick(rng, ["moderate", "moderate-sized", "medium"]),
-          "large": _pick(rng, ["large", "large", "sizable"])}[size]
-    lung = [_pick(rng, [
-        f"There is a {sz} {side}{apical} pneumothorax.",
-        f"A {sz} {side}-sided{apical} pneumothorax is present.",
-        f"{sz.capitalize()} {side}{apical} pneumothorax with a visible pleural line.",
-        f"Visible {side} pleural line with absent lung markings peripherally, consistent with a {sz} pneumothorax.",
-    ])]
+    sz = {
+        "small": _pick(rng, ["small", "small", "tiny"]),
+        "moderate": _pick(rng, ["moderate", "moderate-sized", "medium"]),
+        "large": _pick(rng, ["large", "large", "sizable"]),
+    }[size]
+    lung = [
+        _pick(
+            rng,
+            [
+                f"There is a {sz} {side}{apical} pneumothorax.",
+                f"A {sz} {side}-sided{apical} pneumothorax is present.",
+                f"{sz.capitalize()} {side}{apical} pneumothorax with a visible pleural line.",
+                f"Visible {side} pleural line with absent lung markings peripherally, consistent with a {sz} pneumothorax.",
+            ],
+        )
+    ]
     if size == "large" and rng.random() < 0.5:
         lung.append(f"The {side} lung is partially collapsed.")
     lung.append(_pick(rng, ["No mediastinal shift.", "No tension.", "No pleural effusion.", ""]))
     lung.append(_pick(rng, _NEG_CONSOLIDATION))
-    imp = _pick(rng, [
-        f"{sz.capitalize()} {side}{apical} pneumothorax.",
-        f"{sz.capitalize()} {side}-sided pneumothorax. No focal consolidation.",
-        f"{side.capitalize()}{apical} pneumothorax, {sz}.",
-        f"{sz.capitalize()} {side} pneumothorax; no evidence of tension.",
-    ])
+    imp = _pick(
+        rng,
+        [
+            f"{sz.capitalize()} {side}{apical} pneumothorax.",
+            f"{sz.capitalize()} {side}-sided pneumothorax. No focal consolidation.",
+            f"{side.capitalize()}{apical} pneumothorax, {sz}.",
+            f"{sz.capitalize()} {side} pneumothorax; no evidence of tension.",
+        ],
+    )
     return lung, imp
 
 
@@ -179,8 +233,12 @@ def make_report(case: Case, rng) -> str:
             sentences.append(s)
     findings = " ".join(s for s in sentences if s)
     style = int(rng.integers(4))
-    heads = [("FINDINGS:", "IMPRESSION:"), ("Findings:", "Impression:"), ("FINDINGS", "IMPRESSION"),
-             ("FINDINGS:", "CONCLUSION:")][style]
+    heads = [
+        ("FINDINGS:", "IMPRESSION:"),
+        ("Findings:", "Impression:"),
+        ("FINDINGS", "IMPRESSION"),
+        ("FINDINGS:", "CONCLUSION:"),
+    ][style]
     parts = []
     if rng.random() < 0.7:
         parts.append(f"INDICATION: {_pick(rng, _INDICATIONS)}")

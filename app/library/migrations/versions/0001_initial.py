@@ -73,8 +73,9 @@ def upgrade() -> None:
         sa.Column("duplicates", sa.Integer(), nullable=False),
         sa.Column("rejected", sa.Integer(), nullable=False),
         sa.Column("ignored", sa.Integer(), nullable=False),
-        sa.CheckConstraint("status IN ('running', 'completed', 'cancelled', 'interrupted', 'failed')",
-                           name="ck_import_runs_status"),
+        sa.CheckConstraint(
+            "status IN ('running', 'completed', 'cancelled', 'interrupted', 'failed')", name="ck_import_runs_status"
+        ),
     )
 
     op.create_table(
@@ -112,10 +113,13 @@ def upgrade() -> None:
         sa.Column("top_probability", sa.Float(), nullable=True),
         sa.UniqueConstraint("sop_instance_uid"),
         sa.CheckConstraint("storage IN ('managed', 'linked')", name="ck_instances_storage"),
-        sa.CheckConstraint("review_status IS NULL OR review_status IN ('approved', 'flagged')",
-                           name="ck_instances_review_status"),
-        sa.CheckConstraint("pixel_spacing_kind IS NULL OR pixel_spacing_kind IN ('PixelSpacing', 'ImagerPixelSpacing')",
-                           name="ck_instances_spacing_kind"),
+        sa.CheckConstraint(
+            "review_status IS NULL OR review_status IN ('approved', 'flagged')", name="ck_instances_review_status"
+        ),
+        sa.CheckConstraint(
+            "pixel_spacing_kind IS NULL OR pixel_spacing_kind IN ('PixelSpacing', 'ImagerPixelSpacing')",
+            name="ck_instances_spacing_kind",
+        ),
     )
     for column in ("series_pk", "study_date", "modality", "imported_at"):
         op.create_index(f"ix_instances_{column}", "instances", [column])
@@ -186,6 +190,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("settings", "rejected_files", "reviews", "analyses", "reports", "instances",
-                  "import_runs", "series", "studies", "patients"):
+    for table in (
+        "settings",
+        "rejected_files",
+        "reviews",
+        "analyses",
+        "reports",
+        "instances",
+        "import_runs",
+        "series",
+        "studies",
+        "patients",
+    ):
         op.drop_table(table)

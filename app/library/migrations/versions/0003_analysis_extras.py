@@ -53,8 +53,10 @@ def upgrade() -> None:
         except (OSError, ValueError):
             continue  # none, or unreadable: the extras are recomputed on demand
         if isinstance(extras, dict):
-            conn.execute(sa.text("UPDATE analyses SET extras = :extras WHERE id = :id"),
-                         {"extras": json.dumps(extras, sort_keys=True), "id": analysis_id})
+            conn.execute(
+                sa.text("UPDATE analyses SET extras = :extras WHERE id = :id"),
+                {"extras": json.dumps(extras, sort_keys=True), "id": analysis_id},
+            )
 
 
 def downgrade() -> None:
