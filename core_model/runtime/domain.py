@@ -106,7 +106,6 @@ _VIEW_WORDS = {
     "ANTEROPOSTERIOR": "AP",
     "ANTERIOR-POSTERIOR": "AP",
 }
-_PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def normalize_view(value) -> str | None:
@@ -141,13 +140,14 @@ def header_view_modality(source) -> tuple[str | None, str | None]:
 
     if not isinstance(source, (str, os.PathLike)):
         return None, None
-    path = Path(source)
-    if path.suffix.lower() in _PIL_SUFFIXES or not path.is_file():
-        return None, None
     from core_model.imaging.dicom import read_dataset
     from core_model.imaging.errors import ImageReadError
+    from core_model.imaging.sniff import image_kind
 
-    try:
+    path = Path(source)
+    try:  # what the file is comes from its bytes (the one sniffer), never from its name
+        if not path.is_file() or image_kind(path) != "dicom":
+            return None, None
         ds = read_dataset(path, header_only=True)
     except (ImageReadError, OSError):
         return None, None

@@ -183,6 +183,19 @@ def test_view_from_the_view_code_sequence_when_view_position_is_empty(tmp_path):
     assert header_view_modality(path)[0] == LATERAL
 
 
+def test_the_header_view_is_read_by_content_not_by_file_name(tmp_path):
+    # what a file is comes from its bytes: a DICOM named .png still has its header view, and a
+    # PNG named .dcm has none (and is no error)
+    dicom = _study_copy(tmp_path, ViewPosition="LL")
+    renamed = dicom.rename(tmp_path / "exported.png")
+    assert header_view_modality(renamed)[0] == LATERAL
+    png = tmp_path / "fake.dcm"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(png, format="PNG")
+    assert header_view_modality(png) == (None, None)
+
+
 def test_unknown_view_is_flagged_for_a_frontal_only_model(demo, tmp_path):
     path = _study_copy(tmp_path, ViewPosition=None)
     a = demo.analyze(path)
