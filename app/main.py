@@ -4,7 +4,7 @@
     adaptor-review COMMAND ...                                               headless commands
 
 Never imports torch. Headless commands (import, list, render, export-anonymized, predict,
-analyze) never import Qt either, so they run on servers; the GUI (app.gui) is imported only
+analyze, pacs) never import Qt either, so they run on servers; the GUI (app.gui) is imported only
 when no command is given.
 """
 
@@ -15,11 +15,11 @@ import logging
 import multiprocessing
 import sys
 
-from core_model.commands import add_commands
+from core_model.commands import add_commands, run_command
 from core_model.errors import UserError
 
 # Each headless command lives in app/cli/<name>.py with `add_parser(subparsers)` and `run(args)`.
-COMMANDS = ["import_cmd", "list_cmd", "render", "export_anonymized", "predict", "analyze"]
+COMMANDS = ["import_cmd", "list_cmd", "render", "export_anonymized", "predict", "analyze", "pacs"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,17 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run_gui(args)
     if getattr(args, "db", None) is None and args.gui_db is not None:
         args.db = args.gui_db  # "adaptor-review --db FILE list" means the same as "list --db FILE"
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"adaptor-review {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"adaptor-review {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_command(parser, args)
 
 
 # System libraries Qt itself (QtGui) loads on Linux, and the Debian/Ubuntu packages that have them

@@ -23,6 +23,12 @@ Two presets:
     single key, so this is a per-sample nonlinear map: the published code's cross-attention
     fused nothing. It is kept only to compare with the paper; it has no heatmaps.
 
+``identity`` (the ``none`` preset; a control, not a method)
+    No Adaptor at all: the frozen image encoder's pooled feature (its CLS) and patch tokens go to
+    the heads unchanged, so ``finetune-cls`` / ``finetune-seg`` / ``evaluate`` measure what the
+    frozen encoder alone gives (a linear probe or the same MLP head). It has no parameters, no
+    shared image-report space (the two encoders' widths differ) and no heatmaps.
+
 Every output for a sample depends only on that sample (no attention across the batch; padding
 is masked), which ``tests/test_adaptor.py`` checks.
 """
@@ -41,7 +47,7 @@ from torch import nn
 class AdaptorConfig:
     image_dim: int
     text_dim: int
-    mode: str = "tokens"  # "tokens" | "pooled"
+    mode: str = "tokens"  # "tokens" | "pooled" | "identity" (no Adaptor: the frozen features as they are)
     dim: int = 256
     heads: int = 4
     layers: int = 1
@@ -59,8 +65,8 @@ class AdaptorConfig:
     # self-attention layers) or "regional" (before them: each token only sees its neighbourhood)
 
     def __post_init__(self):
-        if self.mode not in ("tokens", "pooled"):
-            raise ValueError("adaptor mode must be 'tokens' or 'pooled'")
+        if self.mode not in ("tokens", "pooled", "identity"):
+            raise ValueError("adaptor mode must be 'tokens', 'pooled' or 'identity'")
         if self.dim % self.heads or self.dim % self.cross_heads:
             raise ValueError("adaptor dim must be divisible by heads and cross_heads")
         if self.patch_grid is not None:
@@ -93,8 +99,25 @@ class AdaptorConfig:
     def from_dict(cls, d: dict) -> AdaptorConfig:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
+    @classmethod
+    def identity(cls, image_dim: int, text_dim: int, patch_grid: tuple[int, int] | None = None) -> AdaptorConfig:
+        """No Adaptor (``adaptor.preset=none``): heads see the frozen image encoder's own features."""
+        return cls(
+            image_dim=image_dim,
+            text_dim=text_dim,
+            mode="identity",
+            dim=image_dim,
+            heads=1,
+            layers=0,
+            cross_heads=1,
+            local_mixing=0,
+            patch_grid=patch_grid,
+        )
+
 
 def make_config(preset: str, image_dim: int, text_dim: int, **overrides) -> AdaptorConfig:
+    if preset == "none":
+        return AdaptorConfig.identity(image_dim, text_dim, overrides.get("patch_grid"))
     if preset == "paper":
         cfg = AdaptorConfig.paper(image_dim, text_dim)
         for k, v in overrides.items():
@@ -102,7 +125,7 @@ def make_config(preset: str, image_dim: int, text_dim: int, **overrides) -> Adap
         cfg.__post_init__()
         return cfg
     if preset != "tokens":
-        raise ValueError(f"unknown adaptor preset {preset!r}: tokens or paper")
+        raise ValueError(f"unknown adaptor preset {preset!r}: tokens, paper or none")
     return AdaptorConfig(image_dim=image_dim, text_dim=text_dim, **overrides)
 
 
@@ -227,6 +250,13 @@ class Adaptor(nn.Module):
         super().__init__()
         self.config = config
         c = config
+        if c.mode == "identity":  # no trainable part: the frozen features pass through
+            self.image_proj = self.text_proj = None
+            self.image_layers = self.text_layers = nn.ModuleList()
+            self.image_norm, self.text_norm = nn.Identity(), nn.Identity()
+            self.cross = None
+            self.local = nn.ModuleList()
+            return
         self.image_proj = nn.Linear(c.image_dim, c.dim, bias=False)
         self.text_proj = nn.Linear(c.text_dim, c.dim, bias=False)
 
@@ -247,6 +277,8 @@ class Adaptor(nn.Module):
     # ---- unimodal sides -------------------------------------------------------------------
     def encode_image(self, pooled: torch.Tensor, patches: torch.Tensor | None = None) -> ImageOut:
         """pooled (B, Di) = the encoder's CLS; patches (B, P, Di) (tokens mode)."""
+        if self.config.mode == "identity":
+            return ImageOut(F.normalize(pooled, dim=-1), patches, pooled)
         if self.config.mode == "pooled":
             x = self.image_proj(pooled).unsqueeze(1)
             for layer in self.image_layers:
@@ -274,6 +306,8 @@ class Adaptor(nn.Module):
         self, pooled: torch.Tensor, tokens: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> TextOut:
         """pooled (B, Dt); tokens (B, T, Dt) with mask (B, T) True for real tokens (tokens mode)."""
+        if self.config.mode == "identity":
+            return TextOut(F.normalize(pooled, dim=-1), tokens, None if mask is None else mask.bool(), pooled)
         if self.config.mode == "pooled":
             x = self.text_proj(pooled).unsqueeze(1)
             for layer in self.text_layers:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from core_model.errors import ConfigError
-from core_model.fileio import atomic_write_json
+from core_model.fileio import atomic_write, atomic_write_json, publish_dir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -190,13 +190,6 @@ def publish_assets(out: Path, assets: Path, summary_doc: dict) -> None:
         if tmp.exists():
             shutil.rmtree(tmp)
         shutil.copytree(out / part, tmp)
-        old = assets / f".{part}.old"
-        if (assets / part).exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(assets / part, old)
-        os.replace(tmp, assets / part)
-        if old.exists():
-            shutil.rmtree(old)
+        publish_dir(tmp, assets / part)
     atomic_write_json(assets / "metrics.json", summary_doc)
-    shutil.copyfile(out / "studies.json", assets / "studies.json")
+    atomic_write(assets / "studies.json", (out / "studies.json").read_bytes())

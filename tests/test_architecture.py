@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TORCH_FREE = ["app", "core_model.imaging", "core_model.runtime"]
+TORCH_FREE = ["app", "core_model.imaging", "core_model.runtime", "core_model.dicom_results"]
 QT_FREE = ["core_model", "training_cli"]
 HEAVY = ("torch", "transformers", "timm", "sentence_transformers")
 QT = ("PySide6", "pyqtgraph", "PyQt5", "PyQt6", "PySide2")

@@ -11,7 +11,15 @@ import numpy as np
 import pytest
 
 from core_model.commands import add_commands
-from core_model.fileio import atomic_save_npy, atomic_write, atomic_write_json, atomic_write_text
+from core_model.fileio import (
+    atomic_path,
+    atomic_save_npy,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    jsonable,
+    publish_dir,
+)
 
 
 @pytest.mark.parametrize("module", ["app.main", "training_cli.main"])
@@ -63,3 +71,55 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
     with pytest.raises(FileNotFoundError):  # no folder made unless asked
         atomic_write(tmp_path / "missing" / "x.txt", "x")
     assert not (tmp_path / "missing").exists()
+
+
+def test_writers_that_need_a_file_name_go_through_the_same_helper(tmp_path):
+    """safetensors, onnx and Qt write to a name: atomic_path gives one and renames it on success;
+    a writer that fails (or writes nothing) leaves the old file and no temporary file."""
+    from safetensors.numpy import load_file, save_file
+
+    target = tmp_path / "w.safetensors"
+    with atomic_path(target) as tmp:
+        save_file({"w": np.ones(3, dtype=np.float32)}, str(tmp))
+    assert np.array_equal(load_file(str(target))["w"], np.ones(3, dtype=np.float32))
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="writer crashed"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("writer crashed")
+    with pytest.raises(OSError, match="nothing was written"):
+        with atomic_path(target):
+            pass  # e.g. an image writer that returned False without writing
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["w.safetensors"]
+
+
+def test_a_folder_is_published_whole_over_the_old_one(tmp_path):
+    old = tmp_path / "bundle"
+    old.mkdir()
+    (old / "stale.onnx").write_text("old")
+    new = tmp_path / ".bundle.new"
+    new.mkdir()
+    (new / "image.onnx").write_text("new")
+    publish_dir(new, old)
+    assert sorted(p.name for p in old.iterdir()) == ["image.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # nothing left aside
+
+
+def test_one_json_conversion_for_metrics_and_configs():
+    from pathlib import Path
+
+    from core_model.training.config import LossConfig
+
+    out = jsonable(
+        {
+            1: np.float32(0.5),
+            "nan": float("nan"),
+            "arr": np.arange(2),
+            "t": (np.int64(3),),
+            "p": Path("/x"),
+            "loss": LossConfig(),
+        }
+    )
+    assert out["1"] == 0.5 and out["nan"] is None and out["arr"] == [0, 1] and out["t"] == [3] and out["p"] == "/x"
+    assert out["loss"]["temperature"] == 0.07
+    json.dumps(out, allow_nan=False)  # strict JSON

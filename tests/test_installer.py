@@ -111,8 +111,10 @@ def test_built_app_imports_analyses_and_renders(built, tmp_path):
     assert summary["imported"] == n_demo + len(syntaxes), summary
     assert not summary["rejected"], summary["rejected"]
     out_csv = tmp_path / "pred.csv"
+    out_dicom = tmp_path / "results"
     ana = subprocess.run(
-        [str(built), "analyze", "--all", "--bundle", str(DEMO / "bundle"), "--csv", str(out_csv), "--db", str(db)],
+        [str(built), "analyze", "--all", "--bundle", str(DEMO / "bundle"), "--csv", str(out_csv), "--db", str(db)]
+        + ["--out-dicom", str(out_dicom)],  # highdicom and its standard tables are in the build
         capture_output=True,
         text=True,
         timeout=900,
@@ -123,6 +125,9 @@ def test_built_app_imports_analyses_and_renders(built, tmp_path):
         rows = list(csv.DictReader(line for line in f if not line.startswith("#")))
     assert len(rows) == n_demo + len(syntaxes)
     assert not any(r.get("error") for r in rows), [r["error"] for r in rows if r.get("error")]
+    index = json.loads((out_dicom / "index.json").read_text())
+    assert len(index["images"]) == len(rows) and not index["failed"], index["failed"]
+    assert all({"seg", "sr"} <= set(e["dicom"]) for e in index["images"])
     shot = tmp_path / "shot.png"
     gui = subprocess.run(
         [str(built), "--db", str(db), "--bundle", str(DEMO / "bundle"), "--screenshot", str(shot)],
@@ -133,3 +138,13 @@ def test_built_app_imports_analyses_and_renders(built, tmp_path):
     )
     assert gui.returncode == 0, gui.stderr[-3000:]
     assert shot.stat().st_size > 20_000
+    # the build speaks https (a PACS is usually behind TLS): a closed port is "cannot reach", not
+    # "this installation has no TLS"
+    tls = subprocess.run(
+        [str(built), "pacs", "search", "--url", "https://127.0.0.1:9/dicom-web", "--timeout", "5"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert tls.returncode == 2 and "cannot reach the PACS" in tls.stderr and "no TLS" not in tls.stderr, tls.stderr

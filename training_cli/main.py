@@ -7,8 +7,7 @@ import logging
 import os
 import sys
 
-from core_model.commands import add_commands
-from core_model.errors import UserError
+from core_model.commands import add_commands, run_command
 
 # Each command lives in training_cli/commands/<name>.py with `add_parser(subparsers)` and `run(args)`.
 COMMANDS = [
@@ -20,6 +19,8 @@ COMMANDS = [
     "evaluate",
     "export",
     "demo",
+    "protocol",
+    "encoders",
 ]
 
 
@@ -47,21 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("openjpeg", "PIL", "urllib3", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        print(f"adaptor-train {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            f"adaptor-train {args.command}: interrupted; rerun with the same --out (and --resume"
-            " where offered) to continue",
-            file=sys.stderr,
-        )
-        return 130
+    return run_command(
+        parser, args, interrupted="interrupted; rerun with the same --out (and --resume where offered) to continue"
+    )
 
 
 if __name__ == "__main__":

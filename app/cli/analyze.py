@@ -1,9 +1,12 @@
-"""``adaptor-review analyze [--all | INSTANCE...] --bundle PATH --csv OUT [--db FILE] [--force]``
+"""``adaptor-review analyze [--all | INSTANCE...] --bundle PATH [--csv OUT] [--out-dicom DIR] [--out-json DIR]``
 
 Runs a model bundle over instances of the library without the GUI (no Qt, no torch): each
 image's probabilities, segmentation mask and default heatmap are stored in the library exactly
 as the app stores them (an analysis by the same bundle, by content hash, is reused unless --force),
-and a CSV of the predictions is written. Give SOP Instance, Series or Study UIDs, or --all.
+and a CSV of the predictions is written (--csv); --out-dicom writes each image's results as DICOM
+SEG + SR (+ the default heatmap as a Secondary Capture) and --out-json as mask PNG + NIfTI + JSON,
+one folder per image plus an index.json (at least one of the three outputs). Give SOP Instance,
+Series or Study UIDs, or --all.
 Exit status 0 when the run completed (images that failed are listed and marked in the CSV), 2
 when it could not run, 130 when interrupted (analyses finished so far stay stored).
 """
@@ -23,14 +26,21 @@ from core_model.errors import UserError
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "analyze",
-        help="run a model bundle over library instances and write a CSV",
+        help="run a model bundle over library instances; write a CSV and/or DICOM SEG + SR and JSON results",
         description=__doc__.split("\n\n")[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("uids", nargs="*", metavar="INSTANCE", help="SOP Instance, Series or Study UIDs")
     parser.add_argument("--all", action="store_true", help="analyse every instance in the library")
     parser.add_argument("--bundle", required=True, metavar="PATH", help="model bundle folder or .zip")
-    parser.add_argument("--csv", required=True, metavar="OUT", help="CSV file to write")
+    parser.add_argument("--csv", metavar="OUT", help="CSV file to write")
+    parser.add_argument(
+        "--out-dicom", metavar="DIR", help="write DICOM SEG + SR (+ heatmap Secondary Capture) per image into DIR"
+    )
+    parser.add_argument("--out-json", metavar="DIR", help="write mask PNG + NIfTI + results JSON per image into DIR")
+    parser.add_argument(
+        "--fractional", action="store_true", help="with --out-dicom: a FRACTIONAL SEG of the mask probabilities"
+    )
     add_db_argument(parser)
     parser.add_argument(
         "--force", action="store_true", help="analyse again even when the library holds an analysis by this bundle"
@@ -50,8 +60,12 @@ def run(args: argparse.Namespace) -> int:
 
     if bool(args.uids) == bool(args.all):
         raise UserError("give the instance UIDs to analyse or --all (not both)")
-    if not str(args.csv).lower().endswith(".csv"):
+    if not (args.csv or args.out_dicom or args.out_json):
+        raise UserError("give at least one output: --csv FILE, --out-dicom DIR or --out-json DIR")
+    if args.csv and not str(args.csv).lower().endswith(".csv"):
         raise UserError("--csv must name a .csv file")
+    if args.fractional and not args.out_dicom:
+        raise UserError("--fractional applies to --out-dicom")
     library = open_library(args.db, create=False)
     try:
         if args.all:
@@ -65,6 +79,20 @@ def run(args: argparse.Namespace) -> int:
         if not uids:
             raise UserError(f"the library {library.db_path} holds no images")
         bundle = open_bundle(args.bundle)
+        exporter = None
+        if args.out_dicom or args.out_json:
+            from app.logic.results_export import ResultsExporter
+
+            exporter = ResultsExporter(
+                library, bundle, dicom_dir=args.out_dicom, plain_dir=args.out_json, fractional=args.fractional
+            )
+        domains = {k: 0 for k in ("in_domain", "out_of_domain", "unknown")}
+
+        def on_result(result) -> None:
+            domains[result.domain.status] = domains.get(result.domain.status, 0) + 1
+            if exporter is not None:
+                exporter(result)
+
         cancel = threading.Event()
         interactive = not args.json and sys.stderr.isatty()
 
@@ -90,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                 heatmap=not args.no_heatmap,
                 progress=progress,
                 cancelled=cancel.is_set,
-                keep_results=True,
+                keep_results=bool(args.csv),
+                on_result=on_result,
             )
         finally:
             if interactive:
@@ -99,21 +128,26 @@ def run(args: argparse.Namespace) -> int:
                 signal.signal(signal.SIGINT, previous)
         results = {r.uid: r for r in summary.results}
         errors = dict(summary.failed)
-        done_uids = [u for u in uids if u in results or u in errors]
-        rows, classes = prediction_rows(library, done_uids, results, errors)
-        out = write_predictions_csv(args.csv, rows, classes)
+        out = rows = None
+        if args.csv:
+            done_uids = [u for u in uids if u in results or u in errors]
+            rows, classes = prediction_rows(library, done_uids, results, errors)
+            out = write_predictions_csv(args.csv, rows, classes)
+        exported = (
+            exporter.finish(total=summary.total, cancelled=summary.cancelled, failed=summary.failed)
+            if exporter is not None
+            else None
+        )
     finally:
         library.close()
-    domains = {
-        k: sum(1 for r in results.values() if r.domain.status == k) for k in ("in_domain", "out_of_domain", "unknown")
-    }
     if args.json:
         print(
             json.dumps(
                 dict(
                     notice=NOTICE,
                     bundle=describe(bundle),
-                    csv=str(out),
+                    csv=str(out) if out is not None else None,
+                    results=_export_json(exported),
                     total=summary.total,
                     analysed=summary.analysed,
                     cached=summary.cached,
@@ -138,9 +172,45 @@ def run(args: argparse.Namespace) -> int:
             print("This is a demo model trained on synthetic phantoms: its results mean nothing for real images.")
         print(
             f"Domain: {domains['in_domain']} in the model's training domain, {domains['out_of_domain']} out of it "
-            f"(results not meaningful), {domains['unknown']} unknown (see the CSV's domain_status)"
+            f"(results not meaningful), {domains['unknown']} unknown (the CSV's domain_status and the results say which)"
         )
         for uid, message in summary.failed:
             print(f"  failed {uid}: {message}")
-        print(f"Wrote {out} ({len(rows)} rows)")
+        if out is not None:
+            print(f"Wrote {out} ({len(rows or [])} rows)")
+        if exported is not None:
+            for line in _export_lines(exported):
+                print(line)
     return 130 if summary.cancelled else 0
+
+
+def _export_json(exported) -> dict | None:
+    if exported is None:
+        return None
+    return dict(
+        dicom_dir=str(exported.dicom_dir) if exported.dicom_dir else None,
+        json_dir=str(exported.plain_dir) if exported.plain_dir else None,
+        images=len(exported.written),
+        dicom_objects=exported.dicom_objects,
+        failed=[dict(uid=u, message=m) for u, m in exported.failed],
+        notes=[dict(uid=u, note=n) for u, n in exported.notes],
+        index=[str(p) for p in exported.index_files],
+    )
+
+
+def _export_lines(exported) -> list[str]:
+    where = ", ".join(
+        f"{what} in {folder}"
+        for what, folder in (("DICOM", exported.dicom_dir), ("JSON/PNG/NIfTI", exported.plain_dir))
+        if folder is not None
+    )
+    lines = [
+        f"Results of {len(exported.written)} images written ({exported.dicom_objects} DICOM objects): {where}"
+        + (f"; index: {', '.join(str(p) for p in exported.index_files)}" if exported.index_files else "")
+    ]
+    notes: dict[str, int] = {}
+    for _uid, note in exported.notes:
+        notes[note] = notes.get(note, 0) + 1
+    lines += [f"  {n} image(s): {note}" for note, n in notes.items()]
+    lines += [f"  not exported {uid}: {message}" for uid, message in exported.failed]
+    return lines

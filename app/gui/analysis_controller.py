@@ -59,13 +59,18 @@ class AnalysisController(QObject):
 
     TASKS = ("analysis", "heatmap", "similar", "overlay-mask", "overlay-heat")
 
+    @property
+    def viewer(self):
+        """The active pane (its image is the one analysed; its overlays are drawn there)."""
+        return self.window.viewer
+
     def __init__(self, window):
         super().__init__(window)
         self.window = window
         self.runner = window.runner
         self.library = window.library
         self.settings = window.settings
-        self.ai, self.reports, self.viewer = window.ai, window.reports, window.viewer
+        self.ai, self.reports = window.ai, window.reports
         self.current_result = None
         # phrase, heatmap, source, peak-to-mean ratio of the raw attention (None: not known)
         self.current_heat: tuple[str, np.ndarray, str, float | None] | None = None

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 from core_model.errors import UserError
+from core_model.fileio import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ def run_app(options: GuiOptions) -> int:
         if demo:
             window.import_paths([str(demo.studies)])
         window.show()
+        if not options.screenshot:
+            window.fit_to_screen()  # inside the screen it opens on (e.g. a 1366 x 768 laptop)
         if os.environ.get("CXR_ADAPTOR_STARTUP_PROBE"):
             _startup_probe(app, window)
         if options.screenshot:
@@ -318,12 +321,14 @@ def _screenshot(app, window, path: str, *, wait_bundle: bool, wait_import: bool)
         pixmap = window.grab()
         out = os.path.abspath(path)
         os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-        tmp = out + ".part.png"
-        if not pixmap.save(tmp, "PNG"):
+        try:
+            with atomic_path(out) as tmp:
+                if not pixmap.save(str(tmp), "PNG"):
+                    raise OSError("the image writer failed")
+        except OSError:
             print(f"adaptor-review: error: could not write {out}", file=sys.stderr)
             state["code"] = 2
         else:
-            os.replace(tmp, out)
             note = " (timed out waiting for the analysis)" if timed_out else ""
             print(f"Research use only; not for diagnosis. Wrote {out}{note}")
             if window.bundle is not None and window.bundle.synthetic:

@@ -17,11 +17,13 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QTableView,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from app.library.queries import InstanceRow, search_instances
+from app.logic.study_tree import format_date, format_name, patient_tooltip  # format_date: the review panel's too
 
 THUMB = 48  # logical pixels; thumbnails are made at 96 px (device pixel ratio 2: sharp on HiDPI)
 
@@ -33,21 +35,10 @@ COLUMNS = [
     ("View", "view"),
     ("Status", "review_status"),
     ("Top finding", "top_probability"),
+    ("File / series", "file"),
 ]
 STATUS_FILTERS = [("All images", None), ("Unreviewed", "unreviewed"), ("Approved", "approved"), ("Flagged", "flagged")]
 UID_ROLE = Qt.ItemDataRole.UserRole + 1
-
-
-def format_date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:]}" if len(value) == 8 else (value or "")
-
-
-def format_name(value: str) -> str:
-    parts = [p.strip() for p in (value or "").split("^")]
-    family, given = (parts + ["", ""])[:2]
-    rest = " ".join(p for p in parts[2:] if p)
-    text = f"{family}, {given}" if family and given else (family or given)
-    return f"{text} {rest}".strip()
 
 
 def array_to_pixmap(arr: np.ndarray) -> QPixmap:
@@ -122,11 +113,14 @@ class StudyTableModel(QAbstractTableModel):
                 "Sort by view position",
                 "Sort by review status",
                 "Sort by the probability of the top finding",
+                "Sort by the file imported (the series description follows the file name)",
             ][section]
         return None
 
     def cell_text(self, row: InstanceRow, column: int) -> str:
         if column == 1:
+            if not row.patient_name and row.source_format != "dicom":  # PNG / JPEG: its folder
+                return f"Folder {row.folder.rsplit('/', 1)[-1] or row.folder}"
             return format_name(row.patient_name) or "(no name)"
         if column == 2:
             return row.patient_id
@@ -147,6 +141,9 @@ class StudyTableModel(QAbstractTableModel):
             if row.top_domain != "in_domain":  # unknown, or not recorded (an older analysis)
                 return f"{text} (domain unknown)"
             return text
+        if column == 7:
+            desc = row.series_description if row.source_format == "dicom" else ""
+            return row.file_name + (f" · {desc}" if desc else "")
         return ""
 
     @staticmethod
@@ -182,6 +179,10 @@ class StudyTableModel(QAbstractTableModel):
                 return row.review_status or "unreviewed"
             if col == 6:
                 return self.finding_tooltip(row)
+            if col in (1, 2):  # the full patient (the user's own data; never logged)
+                if row.source_format != "dicom" and not row.patient_name:
+                    return f"{row.source_format.upper()} file {row.file_name}\nfrom {row.folder}"
+                return patient_tooltip(row)
             return (
                 f"{row.modality or row.source_format.upper()} {row.view_position} {row.columns} x {row.rows}\n"
                 f"Study {format_date(row.study_date)} {row.study_description}\n{row.sop_instance_uid}"
@@ -236,11 +237,14 @@ class StudyTableModel(QAbstractTableModel):
 class BrowserWidget(QWidget):
     current_changed = Signal(object)  # uid or None
     selection_changed = Signal()
+    hidden_changed = Signal(bool)  # the shown image is (no longer) hidden by the filter
+    tree_rebuilt = Signal()
     thumbnails_needed = Signal(list)
 
-    def __init__(self, library, parent: QWidget | None = None):
+    def __init__(self, library, parent: QWidget | None = None, *, runner=None):
         super().__init__(parent)
         self.setAccessibleName("Study browser")
+        self.runner = runner  # the tree is built in a worker when there is one
         self.model = StudyTableModel(library, parent=self)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search patient name or ID")
@@ -291,6 +295,17 @@ class BrowserWidget(QWidget):
         ):
             self.table.setColumnWidth(col, fm.horizontalAdvance(sample) + 16)
 
+        from app.gui.study_tree import StudyTree
+
+        self.tree = StudyTree()
+        self.tabs = QTabWidget()
+        self.tabs.setAccessibleName("Browser views")
+        self.tabs.addTab(self.table, "List")
+        self.tabs.addTab(self.tree, "Patients")
+        self.tabs.setDocumentMode(True)
+        self._tree_dirty = True
+        self._tree_generation = 0
+        self._tree_task = None
         filters = QHBoxLayout()
         filters.setContentsMargins(0, 0, 0, 0)
         filters.addWidget(self.status)
@@ -301,10 +316,11 @@ class BrowserWidget(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.search)
         layout.addLayout(filters)
-        layout.addWidget(self.table, 1)
+        layout.addWidget(self.tabs, 1)
         layout.addWidget(self.count)
 
         self._emitted: str | None = None
+        self._hidden = False  # the shown image does not match the filters
         self._search_timer = QTimer(self)
         self._search_timer.setSingleShot(True)
         self._search_timer.setInterval(250)
@@ -318,6 +334,8 @@ class BrowserWidget(QWidget):
         self.table.selectionModel().selectionChanged.connect(lambda *_: self.selection_changed.emit())
         self.model.modelReset.connect(self._after_reset)
         self.model.thumbnails_needed.connect(self.thumbnails_needed)
+        self.tree.image_chosen.connect(self._tree_chosen)
+        self.tabs.currentChanged.connect(lambda _i: self._tree_dirty and self.rebuild_tree())
         self.thresholds: dict[str, float] = {}
         self.set_findings([])
 
@@ -388,6 +406,17 @@ class BrowserWidget(QWidget):
         self.count.setText(f"{total} image{'s' if total != 1 else ''}" + (" (filtered)" if self.model.filters else ""))
         keep = self._emitted
         row = self.model.row_of(keep)
+        if keep is not None and row is None:
+            if self.shows(keep):  # on a later page: load pages until it is there (kept visible)
+                for _ in range(50):
+                    if row is not None or not self.model.canFetchMore():
+                        break
+                    self.model.fetchMore()
+                    row = self.model.row_of(keep)
+        self._set_hidden(keep is not None and row is None)
+        self._tree_dirty = True
+        if self.tabs.currentWidget() is self.tree:
+            self.rebuild_tree()
         if row is None:
             return
         sm = self.table.selectionModel()
@@ -398,13 +427,65 @@ class BrowserWidget(QWidget):
             if r is not None:
                 sm.select(self.model.index(r, 0), sm.SelectionFlag.Select | sm.SelectionFlag.Rows)
         sm.blockSignals(False)
+        self.table.scrollTo(self.model.index(row, 1), QAbstractItemView.ScrollHint.EnsureVisible)
         self.table.viewport().update()
+
+    # -- the tree -----------------------------------------------------------------------------
+    def rebuild_tree(self):
+        """Group the filtered images by patient, study and series (in a worker when there is a
+        runner; a result overtaken by a newer rebuild is dropped)."""
+        from app.logic import jobs
+
+        self._tree_dirty = False
+        self._tree_generation += 1
+        gen, filters = self._tree_generation, dict(self.model.filters)
+        if self.runner is None:
+            self._tree_built((gen, jobs.study_tree_job(None, self.model.library, filters)[1]))
+            return None
+        self._tree_task = self.runner.start(
+            "Study tree",
+            lambda ctx, lib, f: (gen, jobs.study_tree_job(ctx, lib, f)[1]),
+            self.model.library,
+            filters,
+            lane="interactive",
+            on_result=self._tree_built,
+        )
+        return self._tree_task
+
+    def _tree_built(self, payload) -> None:
+        gen, nodes = payload
+        if gen != self._tree_generation:
+            return
+        self.tree.current = self._emitted
+        self.tree.set_tree(nodes)
+        self.tree_rebuilt.emit()
+
+    def _tree_chosen(self, uid: str) -> None:
+        if not self.select_uid(uid):
+            self.count.setText("That image is not in the list (filtered)")
+
+    def shows(self, uid: str) -> bool:
+        """Whether the current filters show ``uid`` (loaded in the table or not)."""
+        with self.model.library.session() as s:
+            return bool(search_instances(s, uids=[uid], limit=1, with_total=False, **self.model.filters).rows)
+
+    def current_hidden(self) -> bool:
+        """The image shown (the last one selected) is hidden by the filters: the viewer and the
+        review panel say so, and nothing acts on it."""
+        return self._hidden
+
+    def _set_hidden(self, hidden: bool) -> None:
+        if hidden != self._hidden:
+            self._hidden = hidden
+            self.hidden_changed.emit(hidden)
 
     # -- selection ----------------------------------------------------------------------------
     def _current_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         uid = self.model.data(current, UID_ROLE) if current.isValid() else None
         if uid != self._emitted:
             self._emitted = uid
+            self._set_hidden(False)
+            self.tree.select(uid)
             self.current_changed.emit(uid)
 
     def current_uid(self) -> str | None:
@@ -427,7 +508,11 @@ class BrowserWidget(QWidget):
         return True
 
     def select_uid(self, uid: str) -> bool:
+        """Select ``uid`` (loading further pages until it is there); False: the filter hides it."""
         row = self.model.row_of(uid)
+        while row is None and self.model.canFetchMore():
+            self.model.fetchMore()
+            row = self.model.row_of(uid)
         return False if row is None else self.select_row(row)
 
     def select_relative(self, step: int) -> bool:

@@ -76,6 +76,22 @@ def retry_message(parent: QWidget, title: str, text: str, on_retry, details: str
     return box
 
 
+def confirm_message(parent: QWidget, title: str, text: str, action: str, on_confirm) -> QMessageBox:
+    """A non-modal question with ``action`` and "Cancel"; ``on_confirm()`` runs on ``action``."""
+    box = QMessageBox(QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.NoButton, parent)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.setWindowModality(Qt.WindowModality.NonModal)
+    ok = box.addButton(action, QMessageBox.ButtonRole.DestructiveRole)
+    ok.setAccessibleName(action)
+    cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(cancel)
+    box.setAccessibleName(title)
+    box.confirm_button = ok
+    box.buttonClicked.connect(lambda button: on_confirm() if button is ok else None)
+    box.show()
+    return box
+
+
 class LibraryProblemDialog(QDialog):
     """At start-up, when the library cannot be opened (not SQLite, a folder, another program's
     lock during an upgrade, a read-only place where none exists yet): the reason, and a way out

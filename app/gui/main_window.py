@@ -13,7 +13,6 @@ library, so going back to an image is instant.
 
 from __future__ import annotations
 
-import getpass
 import logging
 import time
 from pathlib import Path
@@ -21,12 +20,14 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QDockWidget,
     QFileDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
     QScrollArea,
+    QStackedWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -35,19 +36,22 @@ from app.gui.ai_panel import RESEARCH_NOTICE, SYNTHETIC_NOTICE, AIPanel
 from app.gui.analysis_controller import LRU, AnalysisController
 from app.gui.browser import BrowserWidget
 from app.gui.dialogs import ModelCardDialog, message
+from app.gui.export_results import export_results_action
+from app.gui.hanging import HangingWidget
 from app.gui.jobs import JobsWidget
+from app.gui.pacs_dialog import pacs_action
+from app.gui.reader_controller import ReaderStudyController
+from app.gui.reader_panel import ReaderPanel
 from app.gui.reports_panel import ReportsPanel
+from app.gui.review_controller import ReviewController
 from app.gui.review_panel import ReviewPanel
 from app.gui.settings import Settings
-from app.gui.viewer import ViewerWidget
+from app.gui.tag_browser import TagBrowser
 from app.gui.workers import TaskRunner
 from app.logic import jobs
 from app.logic.overlay import Legend
 
 log = logging.getLogger(__name__)
-
-REVIEW_LOCK_TIMEOUT_S = 2.0  # a review waits this long for another program's lock, then is queued
-REVIEW_RETRY_MS = 5000  # queued reviews are retried this often (and with "Retry now")
 
 
 # -- the window ---------------------------------------------------------------------------------
@@ -62,6 +66,9 @@ class MainWindow(QMainWindow):
     batch_finished = Signal(object)  # BatchSummary
     review_saved = Signal(str)
     error_shown = Signal(str)
+    pane_shown = Signal(int)  # a pane other than the active one got its image
+    library_changed = Signal()  # images removed or relocated
+    anonymized = Signal(object)  # ExportSummary of an anonymised export
 
     def __init__(
         self, library, *, settings: Settings | None = None, restore_layout: bool = True, select_first: bool = True
@@ -84,14 +91,7 @@ class MainWindow(QMainWindow):
         self._last_refresh = 0.0
         self._boxes: list = []
         self.remember_layout = restore_layout  # screenshots use the default layout and keep none
-        # reviews not saved yet (another program holds the library); none in a read-only library
-        from app.library.pending import ReviewQueue
-
         self.read_only: str | None = library.read_only_reason
-        self.review_queue = None if self.read_only else ReviewQueue(library)
-        self._review_flush = None  # the flush task in flight
-        self._review_flush_again = False
-        self._busy_box = None
 
         title_state = f"read-only ({self.read_only})" if self.read_only else "research use only"
         if self.read_only:
@@ -102,33 +102,58 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockOptions(QMainWindow.DockOption.AnimatedDocks | QMainWindow.DockOption.AllowTabbedDocks)
 
-        self.viewer = ViewerWidget()
-        self.viewer.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 24)
+        # the panes (1x1 / 1x2 / 2x2); ``self.viewer`` is the active one (pane 0: the browser's image)
+        self.hanging = HangingWidget()
+        self.hanging.setMinimumWidth(self.fontMetrics().horizontalAdvance("M") * 24)
+        self.viewer = self.hanging.panes[0]
+        self.hung: list = []  # app.logic.hanging.Slot per visible pane
+        self.compare_prior = False
         # the synthetic-model banner sits above the viewer for as long as such a model is loaded
         self.synthetic_banner = QLabel(f"⚠ {SYNTHETIC_NOTICE}.")
         self.synthetic_banner.setAccessibleName("Synthetic model notice")
         self.synthetic_banner.setWordWrap(True)
         self.synthetic_banner.setStyleSheet("background: #b35900; color: white; font-weight: bold; padding: 4px 8px;")
         self.synthetic_banner.setVisible(False)
+        # the browser's filter hides the shown image: said above it, and nothing acts on it
+        self.hidden_banner = QLabel("")
+        self.hidden_banner.setAccessibleName("Hidden image notice")
+        self.hidden_banner.setWordWrap(True)
+        self.hidden_banner.setStyleSheet("background: #555; color: white; padding: 4px 8px;")
+        self.hidden_banner.setVisible(False)
         central = QWidget()
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(0, 0, 0, 0)
         central_layout.setSpacing(0)
         central_layout.addWidget(self.synthetic_banner)
-        central_layout.addWidget(self.viewer, 1)
+        central_layout.addWidget(self.hidden_banner)
+        central_layout.addWidget(self.hanging, 1)
         self.setCentralWidget(central)
-        self.browser = BrowserWidget(library)
+        self.browser = BrowserWidget(library, runner=self.runner)
         self.ai = AIPanel(self.settings)
         self.reports = ReportsPanel()
         self.review = ReviewPanel()
+        self.reader = ReaderPanel()
+        self.tags = TagBrowser()
         self.dock_browser = self._dock("Studies", self.browser, Qt.DockWidgetArea.LeftDockWidgetArea)
         ai_scroll = QScrollArea()
         ai_scroll.setWidgetResizable(True)
         ai_scroll.setWidget(self.ai)
-        self.dock_ai = self._dock("AI", ai_scroll, Qt.DockWidgetArea.RightDockWidgetArea)
+        # page 1: a blinded reader study hides the AI results until the case is labelled
+        self.ai_stack = QStackedWidget()
+        self.ai_stack.addWidget(ai_scroll)
+        self.ai_blind = QLabel("AI results are hidden until you label this case (blinded reader study).")
+        self.ai_blind.setAccessibleName("AI results hidden")
+        self.ai_blind.setWordWrap(True)
+        self.ai_blind.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.ai_stack.addWidget(self.ai_blind)
+        self.dock_ai = self._dock("AI", self.ai_stack, Qt.DockWidgetArea.RightDockWidgetArea)
         self.dock_reports = self._dock("Reports", self.reports, Qt.DockWidgetArea.RightDockWidgetArea)
         self.dock_review = self._dock("Review", self.review, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.dock_reader = self._dock("Reader study", self.reader, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.dock_reports, self.dock_review)
+        self.tabifyDockWidget(self.dock_review, self.dock_reader)
+        self.dock_tags = self._dock("Tags", self.tags, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.dock_reader, self.dock_tags)
         self.dock_reports.raise_()
 
         self.jobs = JobsWidget(self.runner)
@@ -142,6 +167,12 @@ class MainWindow(QMainWindow):
         self.analysis = AnalysisController(self)
         self.analysis.analysis_shown.connect(self.analysis_shown)
         self.analysis.heatmap_shown.connect(self.heatmap_shown)
+        # approve / flag reviews and their queue (app.gui.review_controller)
+        self.reviews = ReviewController(self)
+        self.reviews.review_saved.connect(self.review_saved)
+        self.reviews.error_shown.connect(self.error_shown)
+        # the reader study: worklist, labels, blinding (app.gui.reader_controller)
+        self.reader_study = ReaderStudyController(self)
         self._make_actions()
         self._connect()
         fm = self.fontMetrics()
@@ -157,18 +188,12 @@ class MainWindow(QMainWindow):
         self._thumb_timer.setSingleShot(True)
         self._thumb_timer.setInterval(30)
         self._thumb_timer.timeout.connect(self._start_thumbnails)
-        self._review_timer = QTimer(self)
-        self._review_timer.setSingleShot(True)
-        self._review_timer.setInterval(REVIEW_RETRY_MS)
-        self._review_timer.timeout.connect(self.flush_reviews)
         if self.read_only:
             self._set_read_only(self.read_only)
         self.browser.apply_filters()
         if select_first and self.browser.model.rows:
             self.browser.select_row(0)
-        if self.review_queue is not None and len(self.review_queue):
-            self.review.set_note(f"Saving {len(self.review_queue)} review(s) kept from the last session…")
-            self.flush_reviews()
+        self.reviews.start()
 
     def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
         dock = QDockWidget(title, self)
@@ -219,11 +244,27 @@ class MainWindow(QMainWindow):
         self.act_export_csv = self._action(
             "Export predictions CSV for the selected images…", self.export_csv_dialog, "Ctrl+Shift+E"
         )
+        self.act_remove = self._action(
+            "Remove selected images from the library…",
+            self.remove_selected,
+            QKeySequence.StandardKey.Delete,
+            context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+            tip="Managed copies are deleted; linked files are left where they are",
+        )
+        self.act_export_anon = self._action(
+            "Export selected images anonymised…",
+            self.export_anonymized_dialog,
+            tip="PS3.15 basic profile, dates shifted per patient (as adaptor-review export-anonymized)",
+        )
+        self.act_relocate = self._action(
+            "Find moved files…", self.relocate_dialog, tip="Point the library at linked files that were moved"
+        )
         self.act_quit = self._action("Quit", self.close, QKeySequence.StandardKey.Quit)
         file_menu = self.menuBar().addMenu("&File")
         for a in (
             self.act_import_files,
             self.act_import_folder,
+            pacs_action(self),  # File -> Connect to PACS... (app/gui/pacs_dialog.py)
             self.act_copy,
             None,
             self.act_bundle_dir,
@@ -232,6 +273,11 @@ class MainWindow(QMainWindow):
             None,
             self.act_export_png,
             self.act_export_csv,
+            export_results_action(self),  # File -> Export results... (app/gui/export_results.py)
+            None,
+            self.act_export_anon,
+            self.act_remove,
+            self.act_relocate,
             None,
             self.act_quit,
         ):
@@ -242,13 +288,17 @@ class MainWindow(QMainWindow):
             self._action(f"Window preset {i + 1}", lambda i=i: self.viewer.set_preset(i), str(i + 1), context=W)
             for i in range(5)
         ]
-        self.act_invert = self._action("Invert", self.viewer.toggle_invert, "I", context=W)
-        self.act_reset = self._action("Reset view", self.viewer.reset, "Space", context=W)
-        self.act_fit = self._action("Fit to window", self.viewer.fit, "F", context=W)
+        self.act_invert = self._action("Invert", lambda: self.viewer.toggle_invert(), "I", context=W)
+        self.act_reset = self._action("Reset view", lambda: self.viewer.reset(), "Space", context=W)
+        self.act_fit = self._action("Fit to window", lambda: self.viewer.fit(), "F", context=W)
         self.act_zoom_in = self._action("Zoom in", lambda: self.viewer.zoom(1.25), "+", context=W)
         self.act_zoom_out = self._action("Zoom out", lambda: self.viewer.zoom(0.8), "-", context=W)
         self.act_measure = self._action(
-            "Measure distance", self.viewer.set_measure_mode, "M", context=W, checkable=True
+            "Measure distance",
+            lambda on: [p.set_measure_mode(on) for p in self.hanging.panes],
+            "M",
+            context=W,
+            checkable=True,
         )
         self.act_next = self._action(
             "Next image", lambda: self.browser.select_relative(1), ["Right", "Down"], context=W
@@ -272,7 +322,14 @@ class MainWindow(QMainWindow):
             None,
         ):
             view_menu.addSeparator() if a is None else view_menu.addAction(a)
-        for dock in (self.dock_browser, self.dock_ai, self.dock_reports, self.dock_review):
+        for dock in (
+            self.dock_browser,
+            self.dock_ai,
+            self.dock_reports,
+            self.dock_review,
+            self.dock_reader,
+            self.dock_tags,
+        ):
             view_menu.addAction(dock.toggleViewAction())
         viewer_keys = [
             *self.act_presets,
@@ -285,8 +342,81 @@ class MainWindow(QMainWindow):
             self.act_next,
             self.act_prev,
         ]
-        self.viewer.addActions(viewer_keys)
+        # hanging: layouts, chest hanging, compare with prior, links, annotations (toolbar + keys)
+        self.act_layouts = {
+            name: self._action(
+                f"Layout {name.replace('x', ' x ')}",
+                lambda on, name=name: on and self.set_layout(name),
+                key,
+                checkable=True,
+                tip=tip,
+            )
+            for name, key, tip in (
+                ("1x1", "Ctrl+1", "One image"),
+                ("1x2", "Ctrl+2", "The image and its other view (frontal + lateral), or its prior"),
+                ("2x2", "Ctrl+4", "Current frontal + lateral above the prior study's"),
+            )
+        }
+        self.act_prior = self._action(
+            "Compare with prior",
+            self.set_compare_prior,
+            "P",
+            context=W,
+            checkable=True,
+            tip="The same patient's most recent earlier study beside the current one (linked)",
+        )
+        self.act_link_window = self._action(
+            "Link window/level", lambda on: self.hanging.set_linked(window=on), "Ctrl+Shift+K", checkable=True
+        )
+        self.act_link_view = self._action(
+            "Link zoom and pan", lambda on: self.hanging.set_linked(view=on), "Ctrl+K", checkable=True
+        )
+        self.act_annotations = self._action(
+            "Corner annotations",
+            lambda on: [p.set_annotations_visible(on) for p in self.hanging.panes],
+            "Ctrl+I",
+            checkable=True,
+        )
+        self.act_annotations.setChecked(True)
+        self.act_tags = self._action("DICOM tags…", self.open_tags, "Ctrl+T", tip="The active image's tags, searchable")
+        self.act_dark = self._action(
+            "Dark reading-room theme", self.set_dark, "Ctrl+Shift+D", checkable=True, tip="For reading in dim rooms"
+        )
+        self.act_wheel_images = self._action(
+            "Wheel moves through images (Ctrl+wheel zooms)",
+            lambda on: self.settings.set("viewer/wheel_images", bool(on)),
+            checkable=True,
+            tip="Off: the wheel zooms",
+        )
+        self.act_wheel_images.setChecked(bool(self.settings.get("viewer/wheel_images")))
+        from PySide6.QtGui import QActionGroup
+
+        group = QActionGroup(self)
+        for a in self.act_layouts.values():
+            group.addAction(a)
+        self.act_layouts["1x1"].setChecked(True)  # the start state (set_layout: nothing to remember)
+        self.toolbar = self.addToolBar("Layout")
+        self.toolbar.setObjectName("toolbar_layout")
+        for a in (*self.act_layouts.values(), None, self.act_prior, self.act_link_window, self.act_link_view):
+            self.toolbar.addSeparator() if a is None else self.toolbar.addAction(a)
+        hanging_menu = view_menu.addMenu("Layout and hanging")
+        for a in (
+            *self.act_layouts.values(),
+            None,
+            self.act_prior,
+            self.act_link_window,
+            self.act_link_view,
+            self.act_annotations,
+        ):
+            hanging_menu.addSeparator() if a is None else hanging_menu.addAction(a)
+        view_menu.addAction(self.act_tags)
+        view_menu.addAction(self.act_wheel_images)
+        view_menu.addAction(self.act_dark)
+        viewer_keys.append(self.act_prior)
+        for pane in self.hanging.panes:
+            pane.addActions(viewer_keys)
         self.browser.table.addActions(viewer_keys)
+        self.browser.table.addAction(self.act_remove)
 
         self.act_analyze = self._action("Analyze image again", lambda: self.analyze_current(force=True), "Ctrl+R")
         self.act_analyze_all = self._action(
@@ -299,19 +429,60 @@ class MainWindow(QMainWindow):
         ai_menu = self.menuBar().addMenu("&Analysis")
         for a in (self.act_analyze, self.act_analyze_all, None, self.act_cancel):
             ai_menu.addSeparator() if a is None else ai_menu.addAction(a)
+        rs = lambda name: lambda: getattr(self.reader_study, name)()  # noqa: E731 (built before the controller)
+        self.act_next_unreviewed = self._action(
+            "Next unreviewed", lambda: self.reader_study.next_unreviewed(1), "N", context=W
+        )
+        self.act_prev_unreviewed = self._action(
+            "Previous unreviewed", lambda: self.reader_study.next_unreviewed(-1), "Shift+N", context=W
+        )
+        self.act_approve_next = self._action("Approve and next", rs("approve_and_next"), "A", context=W)
+        self.act_flag_next = self._action("Flag and next (with the comment)", rs("flag_and_next"), "Shift+X", context=W)
+        self.act_save_labels = self._action("Save labels", rs("save"), ["Ctrl+Return", "Ctrl+Enter"])
+        self.act_start_worklist = self._action(
+            "Start worklist from the browser's images",
+            lambda: self.reader_study.start_worklist(go_first=True),
+            "Ctrl+Shift+W",
+        )
+        self.act_export_labels = self._action(
+            "Export reader-study labels (CSV)…", self.export_labels_dialog, "Ctrl+Shift+L"
+        )
+        review_menu = self.menuBar().addMenu("&Review")
+        for a in (
+            self.act_next_unreviewed,
+            self.act_prev_unreviewed,
+            self.act_approve_next,
+            self.act_flag_next,
+            None,
+            self.act_save_labels,
+            self.act_start_worklist,
+            self.act_export_labels,
+        ):
+            review_menu.addSeparator() if a is None else review_menu.addAction(a)
+        worklist_keys = [self.act_next_unreviewed, self.act_prev_unreviewed, self.act_approve_next, self.act_flag_next]
+        for pane in self.hanging.panes:
+            pane.addActions(worklist_keys)
+        self.browser.table.addActions(worklist_keys)
+        self.addAction(self.act_save_labels)
         self.act_about = self._action("About", self.show_about)
+        self.act_shortcuts = self._action("Keyboard shortcuts", self.show_shortcuts, "F1")
         help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self.act_shortcuts)
         help_menu.addAction(self.act_about)
         self.update_actions()
 
     def _connect(self) -> None:
         self.browser.current_changed.connect(self.show_uid)
+        self.browser.hidden_changed.connect(self._hidden_changed)
         self.browser.thumbnails_needed.connect(self._queue_thumbnails)
-        self.viewer.message.connect(self.status_message)
+        for pane in self.hanging.panes:
+            pane.message.connect(self.status_message)
+            pane.wheel_step.connect(self._wheel_step)
+        self.hanging.active_changed.connect(self._pane_activated)
+        self.image_shown.connect(lambda _uid: self.show_tags())
+        self.dock_tags.visibilityChanged.connect(lambda on: on and self.show_tags())
         self.ai.choose_model.connect(self.choose_bundle_folder)
         self.ai.show_card.connect(self.show_model_card)
-        self.review.review_requested.connect(self.save_review)
-        self.review.retry_requested.connect(self.flush_reviews)
 
     def update_actions(self) -> None:
         loaded = self.bundle is not None
@@ -334,12 +505,25 @@ class MainWindow(QMainWindow):
 
     # -- selection, image, analysis -------------------------------------------------------------
     def show_uid(self, uid: str | None) -> None:
+        hung = self.hung_index(uid)
+        if hung is not None and len(self.hanging.visible_panes()) > 1:
+            if hung != self.hanging.active:  # already hung in another pane: make it the active one
+                self.hanging.set_active(hung)
+                return
+            if uid == self.current_uid:
+                return
+        if self.hanging.active != 0:
+            self.hanging.blockSignals(True)
+            self.hanging.set_active(0)
+            self.hanging.blockSignals(False)
+        self.viewer = self.hanging.panes[0]
         self.current_uid = uid
         self.image_error = None
         self.analysis.reset()
         self.update_actions()
         self.runner.cancel(self._tasks.pop("image", None))
         self._show_text_panels(uid)
+        self._hang(uid)
         if uid is None:
             self.viewer.set_image(None, "No image selected")
             return
@@ -358,27 +542,20 @@ class MainWindow(QMainWindow):
         )
 
     def _show_text_panels(self, uid: str | None) -> None:
+        self.reviews.show(self.visible_uid() if uid is not None else None)
+        self.reader_study.show(uid)
         if uid is None:
             self.reports.set_own([])
-            self.review.set_reviews(None)
             self.reports.set_similar(None, "No image selected")
             return
-        from app.library.queries import get_instance, reports_for, reviews_for
+        from app.library.queries import get_instance, reports_for
 
         with self.library.session() as s:
             inst = get_instance(s, uid)
             if inst is None:
-                self.review.set_reviews(None)
                 return
             texts = [r.text for r in reports_for(s, inst)]
-            reviews = [(r.status, r.comment, r.created_at) for r in reviews_for(s, inst)]
-        pending = (
-            [(p.status, p.comment, p.created_at) for p in self.review_queue.items(uid)]
-            if self.review_queue is not None
-            else []
-        )
         self.reports.set_own(texts)
-        self.review.set_reviews(reviews, pending)
         self.reports.set_similar(
             None,
             "Analysing…"
@@ -400,8 +577,255 @@ class MainWindow(QMainWindow):
         if uid != self.current_uid:
             return
         self.viewer.set_image(image, title)
+        self._after_pane_image(self.hanging.active)
         self.image_shown.emit(uid)
         self.analyze_current()
+
+    # -- hanging: the other panes -------------------------------------------------------------------
+    def hung_index(self, uid: str | None) -> int | None:
+        """The visible pane that holds ``uid`` (None: none)."""
+        if uid is None:
+            return None
+        n = len(self.hanging.visible_panes())
+        for k, slot in enumerate(self.hung[:n]):
+            if slot.uid == uid:
+                return k
+        return None
+
+    def set_layout(self, name: str) -> None:
+        if self.act_layouts[name].isChecked() is False:
+            self.act_layouts[name].setChecked(True)
+            return
+        if name == self.hanging.layout_name:
+            return
+        self.hanging.set_layout(name)
+        self.settings.set("view/layout", name)
+        self._rehang()
+
+    def set_compare_prior(self, on: bool) -> None:
+        self.compare_prior = bool(on)
+        if on:  # current vs prior: window/level, zoom and pan linked by default
+            self.act_link_window.setChecked(True)
+            self.act_link_view.setChecked(True)
+            if self.hanging.layout_name == "1x1":
+                self.act_layouts["1x2"].setChecked(True)  # set_layout re-hangs
+                return
+        self._rehang()
+
+    def _rehang(self) -> None:
+        uid = self.hung[0].uid if self.hung else self.current_uid
+        if uid is None:
+            return
+        if self.hanging.active != 0:
+            self.browser.select_uid(uid)
+            self.hanging.set_active(0)
+        self._hang(uid)
+
+    def _hang(self, uid: str | None) -> None:
+        """Fill the other visible panes around ``uid`` (pane 0) and load their images."""
+        from app.logic.hanging import Slot, hang
+
+        layout = self.hanging.layout_name
+        try:
+            self.hung = hang(self.library, uid, layout, self.compare_prior) if uid is not None else [Slot(None, "")]
+        except Exception as exc:  # the library went away: one pane, and say why
+            log.warning("no hanging: %s", exc)
+            self.hung = [Slot(uid, "selected")]
+        visible = self.hanging.visible_panes()
+        visible[0].set_index((1, len(visible)) if len(visible) > 1 else None)
+        for k, pane in enumerate(visible[1:], 1):
+            self.runner.cancel(self._tasks.pop(f"pane{k}", None))
+            slot = self.hung[k] if k < len(self.hung) else Slot(None, "")
+            if slot.uid is None:
+                pane.set_image(None, slot.missing.capitalize() if slot.missing else "No image")
+                continue
+            cached = self.images.fetch(slot.uid)
+            if cached is not None:
+                self._pane_loaded(k, (slot.uid, *cached))
+                continue
+            pane.set_image(None, f"Loading the {slot.role}…")
+            self._tasks[f"pane{k}"] = self.runner.start(
+                "Load image",
+                jobs.load_image_job,
+                self.library,
+                slot.uid,
+                on_result=lambda payload, k=k: self._pane_loaded(k, payload),
+                on_failed=lambda msg, k=k: self.hanging.panes[k].show_message(f"This image cannot be shown: {msg}"),
+            )
+
+    def _pane_loaded(self, k: int, payload) -> None:
+        uid, image, title = payload
+        self.images.put(uid, (image, title))
+        if k >= len(self.hung) or self.hung[k].uid != uid or k >= len(self.hanging.visible_panes()):
+            return
+        role = self.hung[k].role
+        self.hanging.panes[k].set_image(image, f"{role.capitalize()}: {title}" if role else title)
+        self._after_pane_image(k)
+        self.pane_shown.emit(k)
+
+    def _after_pane_image(self, k: int) -> None:
+        """A pane got its image: it follows the linked panes (window, view) and numbers itself."""
+        pane = self.hanging.panes[k]
+        n = len(self.hanging.visible_panes())
+        pane.set_index((k + 1, n) if n > 1 else None)
+        src = (
+            self.hanging.active
+            if k != self.hanging.active
+            else next((i for i, p in enumerate(self.hanging.visible_panes()) if i != k and p.image is not None), None)
+        )
+        if src is None or n == 1:
+            return
+        other = self.hanging.panes[src]
+        if self.hanging.link_window and other.image is not None:
+            pane.set_state(other.state)
+        if self.hanging.link_view and other.image is not None:
+            pane.set_view_fraction(other.view_fraction())
+
+    # -- library management: remove, relocate --------------------------------------------------------
+    def remove_selected(self, uids: list[str] | None = None):
+        """Ask, then remove the selected images (managed copies deleted, linked files left)."""
+        if self.read_only:
+            self.show_error("Not removed", f"This library is read-only ({self.read_only}).")
+            return None
+        uids = list(uids) if uids is not None else self.browser.selected_uids()
+        if not uids:
+            self.status_message("Select the images to remove first")
+            return None
+        from app.gui.dialogs import confirm_message
+        from app.library.queries import removal_counts
+
+        managed, linked = removal_counts(self.library, uids)
+        n = managed + linked
+        text = (
+            f"Remove {n} image{'s' if n != 1 else ''} from the library?\n\n"
+            f"{managed} managed cop{'ies' if managed != 1 else 'y'} in the library's folder will be deleted; "
+            f"{linked} linked file{'s are' if linked != 1 else ' is'} left where {'they are' if linked != 1 else 'it is'}. "
+            "Their analyses, reviews and reader-study labels are removed too."
+        )
+        box = confirm_message(self, "Remove from the library", text, "Remove", lambda: self._remove(uids))
+        self._boxes.append(box)
+        return box
+
+    def _remove(self, uids: list[str]):
+        if self.current_uid in uids:
+            self.images.pop(self.current_uid, None)
+        return self.runner.start(
+            "Remove",
+            jobs.remove_job,
+            self.library,
+            list(uids),
+            on_result=self._removed,
+            on_failed=lambda msg: self.show_error("Not removed", msg),
+        )
+
+    def _removed(self, n: int) -> None:
+        self.status_message(f"Removed {n} image(s) from the library")
+        was = self.current_uid
+        self.refresh_browser(force=True)
+        if was is not None and self.browser.model.row_of(was) is None:
+            self.current_uid = None
+            if not self.browser.select_row(0):
+                self.show_uid(None)
+        self.library_changed.emit()
+
+    def export_anonymized_dialog(self) -> None:
+        uids = self.browser.selected_uids()
+        if not uids:
+            self.status_message("Select the images to export first (Ctrl+A selects all shown)")
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Export anonymised copies to", str(Path.home()))
+        if folder:
+            self.export_anonymized(uids, folder)
+
+    def export_anonymized(self, uids: list[str], folder: str):
+        task = self.runner.start(
+            "Export anonymised",
+            jobs.export_anonymized_job,
+            self.library,
+            list(uids),
+            str(folder),
+            lane="background",
+            on_result=self._anonymized,
+            on_failed=lambda msg: self.show_error("Export failed", msg),
+        )
+        self.jobs.add(task, "Exporting anonymised copies")
+        return task
+
+    def _anonymized(self, summary) -> None:
+        text = f"Exported {summary.exported} anonymised instance(s) to {summary.out_dir}"
+        if summary.skipped_burned_in:
+            text += f"; refused {summary.skipped_burned_in} with burned-in annotation"
+        if summary.refused or summary.failed:
+            text += f"; {len(summary.refused) + len(summary.failed)} not exported"
+        self.status_message(text + ". Review the files before sharing them.", 15000)
+        self.anonymized.emit(summary)
+
+    def relocate_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Where are the moved files?", str(Path.home()))
+        if folder:
+            self.relocate(folder)
+
+    def relocate(self, folder: str):
+        return self.runner.start(
+            "Find moved files",
+            jobs.relocate_job,
+            self.library,
+            str(folder),
+            on_result=self._relocated,
+            on_failed=lambda msg: self.show_error("Moved files not found", msg),
+        )
+
+    def _relocated(self, summary) -> None:
+        if summary.missing == 0:
+            text = "No linked file is missing"
+        else:
+            text = f"Found {summary.found} of {summary.missing} missing linked file(s)"
+            if summary.still_missing:
+                text += f"; {len(summary.still_missing)} still missing"
+        self.status_message(text, 15000)
+        self.images.clear()
+        if self.current_uid is not None:
+            uid, self.current_uid, self.hung = self.current_uid, None, []
+            self.show_uid(uid)  # loaded again from where the file is now
+        self.library_changed.emit()
+
+    def show_tags(self, force: bool = False) -> None:
+        """The active image's DICOM tags in the tag browser (when it is shown)."""
+        if not (force or self.dock_tags.isVisible()):
+            return
+        image = self.viewer.image
+        self.tags.set_dataset(getattr(image, "header", None) if image is not None else None, self.viewer.title)
+
+    def open_tags(self) -> None:
+        self.dock_tags.show()
+        self.dock_tags.raise_()
+        self.show_tags(force=True)
+        self.tags.search.setFocus()
+
+    def _wheel_step(self, step: int) -> None:
+        """The mouse wheel over an image: the next / previous image of the list (the
+        Weasis / OHIF habit; Ctrl+wheel zooms), or a zoom when the setting says so."""
+        if self.act_wheel_images.isChecked():
+            self.browser.select_relative(step)
+        else:
+            self.viewer.zoom(1.25 if step < 0 else 0.8)
+
+    def _pane_activated(self, k: int) -> None:
+        """The user pressed pane ``k``: its image becomes the current one (AI panel, review,
+        overlays), without hanging again."""
+        slot = self.hung[k] if k < len(self.hung) else None
+        uid = slot.uid if slot is not None else None
+        self.viewer = self.hanging.panes[k]
+        self.current_uid = uid
+        self.image_error = None
+        self.analysis.reset()
+        self.update_actions()
+        self._show_text_panels(uid)
+        if uid is not None:
+            self.browser.select_uid(uid)  # show_uid sees it hung in the active pane: nothing more
+            if self.viewer.image is not None:
+                self.image_shown.emit(uid)
+                self.analyze_current()
 
     # -- the analysis controller's state and actions (app.gui.analysis_controller) --------------
     @property
@@ -443,119 +867,50 @@ class MainWindow(QMainWindow):
     def request_heatmap(self, phrase: str, source: str = "") -> None:
         self.analysis.request_heatmap(phrase, source)
 
-    # -- review ---------------------------------------------------------------------------------
-    def save_review(self, status: str, comment: str) -> None:
-        """Queue the review (never lost: app.library.pending keeps it on disk) and save the queue
-        in a worker. When another program holds the library the review stays queued, the panel
-        and a message say so, and it is saved by "Retry now" or automatically once the lock is
-        gone."""
-        uid = self.current_uid
-        if uid is None:
-            return
-        if self.review_queue is None:
-            self.show_error(
-                "Review not saved",
-                f"This library is read-only ({self.read_only}): reviews cannot "
-                "be saved. Open a writable copy of the library to review.",
-            )
-            return
-        from app.library.pending import PendingReview
+    # -- review (the review controller's state and actions: app.gui.review_controller) ----------
+    @property
+    def review_queue(self):
+        return self.reviews.queue
 
-        try:
-            reviewer = getpass.getuser()
-        except Exception:
-            reviewer = ""
-        self.review_queue.add(PendingReview(uid, status, comment, reviewer))
-        self.review.clear_comment()
-        self._refresh_review_panel(uid)
-        self.review.set_note("Saving the review…")
-        self.flush_reviews()
+    @property
+    def _review_flush(self):
+        return self.reviews.flush_task
+
+    @property
+    def _review_timer(self):
+        return self.reviews.timer
+
+    @property
+    def _busy_box(self):
+        return self.reviews.busy_box
+
+    def save_review(self, status: str, comment: str) -> None:
+        self.reviews.save(status, comment)
 
     def flush_reviews(self) -> None:
-        """Save the queued reviews in a worker (one flush at a time; a request meanwhile runs
-        another flush right after)."""
-        self._review_timer.stop()
-        if self.review_queue is None or not len(self.review_queue):
-            return
-        if self._review_flush is not None and not self._review_flush.done:
-            self._review_flush_again = True
-            return
-        self._review_flush = self.runner.start(
-            "Save review",
-            jobs.flush_reviews_job,
-            self.review_queue,
-            REVIEW_LOCK_TIMEOUT_S,
-            on_result=self._reviews_flushed,
-            on_failed=lambda msg: self._reviews_not_saved(msg, busy=False),
-            on_finished=self._review_flush_finished,
-        )
+        self.reviews.flush()
 
-    def _review_flush_finished(self) -> None:
-        if self._review_flush_again:
-            self._review_flush_again = False
-            QTimer.singleShot(0, self.flush_reviews)
+    def visible_uid(self) -> str | None:
+        """The shown image, unless the browser's filter hides it (then nothing is acted on)."""
+        return None if self.browser.current_hidden() else self.current_uid
 
-    def _reviews_flushed(self, result) -> None:
-        for _item, why in result.dropped:
-            self.show_error("Review not saved", why)
-        for item in result.saved:
-            self.status_message(f"Review saved: {item.status}")
-        if result.saved or result.dropped:
-            self.browser.refresh()
-        if self.current_uid is not None:
-            self._refresh_review_panel(self.current_uid)
-        if result.left:
-            self._reviews_not_saved(result.error or "the library could not be written", busy=result.busy)
-        else:
-            self.review.set_note(None)
-            if self._busy_box is not None and _alive(self._busy_box):
-                self._busy_box.close()
-            self._busy_box = None
-        for uid in dict.fromkeys(item.uid for item in result.saved):
-            self.review_saved.emit(uid)
+    def current_hidden_reason(self) -> str | None:
+        if self.current_uid is not None and self.browser.current_hidden():
+            return "the shown image is hidden by the browser's filter: clear the filter to act on it"
+        return None
 
-    def _reviews_not_saved(self, msg: str, *, busy: bool) -> None:
-        n = len(self.review_queue) if self.review_queue is not None else 0
-        kept = (
-            f"{'The review is' if n == 1 else f'{n} reviews are'} kept and will be saved "
-            "automatically when the library is free."
-        )
-        if busy:
-            note = f"Waiting: another program is using the library. {kept}"
-            text = (
-                f"Another program is using the library {Path(str(self.library.db_path)).name}: it holds "
-                f"the database lock (another adaptor-review, an import, or a database tool such as "
-                f"sqlite3 or DB Browser).\n\n{kept} Close that program or let it finish; "
-                "“Retry now” tries again at once."
-            )
-        else:
-            note = f"Not saved yet: {msg}. {kept}"
-            text = f"{msg}.\n\n{kept} “Retry now” tries again."
-        if self.review_queue is not None and self.review_queue.persist_error:
-            note += f" (Kept in memory only: {self.review_queue.persist_error}; do not quit.)"
-        self.review.set_note(note, retry=True)
-        self.last_error = note
-        self.status_message(note, 15000)
-        if self._busy_box is None or not _alive(self._busy_box):  # one message per episode, not per retry
-            from app.gui.dialogs import retry_message
-
-            self._busy_box = retry_message(
-                self, "Library busy" if busy else "Review not saved", text, self.flush_reviews
-            )
-            self._boxes.append(self._busy_box)
-            self.error_shown.emit(note)
-        self._review_timer.start()
-
-    def _refresh_review_panel(self, uid: str) -> None:
-        similar = self.current_result.similar if self.current_result is not None else None
-        self._show_text_panels(uid)
-        if similar is not None:
-            self.reports.set_similar(similar)
+    def _hidden_changed(self, hidden: bool) -> None:
+        reason = self.current_hidden_reason()
+        self.hidden_banner.setText(f"Hidden: {reason}." if reason else "")
+        self.hidden_banner.setVisible(bool(reason))
+        self.reviews.show(self.visible_uid())
+        self.reader_study.show(self.current_uid)
+        self.update_actions()
 
     def _set_read_only(self, reason: str) -> None:
         """A library that cannot be written: browse, look, analyse; nothing is saved."""
         self.review.set_read_only(reason)
-        for action in (self.act_import_files, self.act_import_folder):
+        for action in (self.act_import_files, self.act_import_folder, self.act_remove, self.act_relocate):
             action.setEnabled(False)
             action.setStatusTip(f"The library is read-only ({reason})")
         self.setAcceptDrops(False)
@@ -755,6 +1110,7 @@ class MainWindow(QMainWindow):
         self.ai.set_busy(None)
         self.ai.set_model(describe(bundle), mask_label=bundle.mask_label, synthetic=bundle.synthetic)
         self.browser.set_findings(list(bundle.classes), dict(bundle.thresholds))
+        self.reader_study.show(self.current_uid)
         self.status_message(f"Model loaded: {describe(bundle)}")
         self.update_actions()
         self.bundle_changed.emit()
@@ -870,7 +1226,72 @@ class MainWindow(QMainWindow):
         )
         return task
 
+    def export_labels_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export reader-study labels", str(Path.home() / "reader_labels.csv"), "CSV files (*.csv)"
+        )
+        if path:
+            self.export_labels(path)
+
+    def export_labels(self, path: str, uids: list[str] | None = None):
+        """The labels (of ``uids``; default: the worklist's, else every label) as CSV, which says
+        the browser filter it was made under."""
+        from app.logic.reader_study import describe_filter
+
+        wl = self.reader_study.worklist
+        if uids is None and wl is not None:
+            uids = list(wl.uids)
+        return self.runner.start(
+            "Export labels",
+            jobs.export_labels_job,
+            self.library,
+            str(path),
+            uids,
+            wl.filter_text if wl is not None else describe_filter(self.browser.model.filters),
+            on_result=lambda r: self.status_message(f"Wrote {r[1]} labels to {r[0]}"),
+            on_failed=lambda msg: self.show_error("Export failed", msg),
+        )
+
     # -- about, layout, close --------------------------------------------------------------------
+    def shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """(menu, action, keys) of every action with a key, in menu order."""
+        rows: list[tuple[str, str, str]] = []
+
+        def visit(menu, where: str) -> None:
+            for a in menu.actions():
+                if a.menu() is not None:
+                    visit(a.menu(), f"{where} > {a.text().replace('&', '')}")
+                    continue
+                keys = ", ".join(
+                    k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts() if not k.isEmpty()
+                )
+                if keys:
+                    rows.append((where, a.text(), keys))
+
+        for menu_action in self.menuBar().actions():
+            if menu_action.menu() is not None:
+                visit(menu_action.menu(), menu_action.text().replace("&", ""))
+        return rows
+
+    def show_shortcuts(self) -> None:
+        import html
+
+        lines = "".join(
+            f"<tr><td>{html.escape(m)}</td><td>{html.escape(t)}</td><td><b>{html.escape(k)}</b></td></tr>"
+            for m, t, k in self.shortcut_rows()
+        )
+        mouse = (
+            "<p>Mouse: left drag window/level (ruler in measure mode), right drag pan, wheel zoom, "
+            "double click fit.</p>"
+        )
+        dlg = ModelCardDialog("Keyboard shortcuts", "", self)
+        dlg.setWindowTitle("Keyboard shortcuts")
+        dlg.setAccessibleName("Keyboard shortcuts")
+        dlg.text.setHtml(f"<table cellpadding=3>{lines}</table>{mouse}")
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.show()
+        self.shortcuts_dialog = dlg
+
     def show_about(self) -> None:
         self._boxes.append(
             message(
@@ -891,6 +1312,44 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
+        layout = str(self.settings.get("view/layout") or "1x1")
+        if layout in self.act_layouts and layout != "1x1":
+            self.act_layouts[layout].setChecked(True)
+        if self.settings.get("view/dark"):
+            self.act_dark.setChecked(True)
+
+    def fit_to_screen(self, available=None) -> None:
+        """Keep the window inside the screen it opens on (``available``: that screen's free area,
+        by default the window's screen): a 1366 x 768 laptop shows every control."""
+        if available is None:
+            screen = self.screen() or QApplication.primaryScreen()
+            if screen is None:
+                return
+            available = screen.availableGeometry()
+        frame = self.frameGeometry().size() - self.geometry().size()  # title bar and borders
+        width = min(self.width(), available.width() - frame.width())
+        height = min(self.height(), available.height() - frame.height())
+        if (width, height) != (self.width(), self.height()):
+            em = self.fontMetrics().horizontalAdvance("M")
+            self.resize(width, height)
+            self.resizeDocks(
+                [self.dock_browser, self.dock_ai], [int(width * 0.3), int(width * 0.28)], Qt.Orientation.Horizontal
+            )
+            self.browser.table.setColumnWidth(1, em * 11)
+        x = min(
+            max(self.x(), available.left()), max(available.left(), available.right() - self.frameGeometry().width())
+        )
+        y = min(
+            max(self.y(), available.top()), max(available.top(), available.bottom() - self.frameGeometry().height())
+        )
+        self.move(x, y)
+
+    def set_dark(self, on: bool) -> None:
+        """The dark reading-room theme (remembered)."""
+        from app.gui.theme import apply_theme
+
+        apply_theme(QApplication.instance(), dark=bool(on))
+        self.settings.set("view/dark", bool(on))
 
     def save_layout(self) -> None:
         if not self.remember_layout:
@@ -904,7 +1363,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:
         self._thumb_timer.stop()
-        self._review_timer.stop()  # queued reviews stay in pending_reviews.json for the next start
+        self.reviews.stop()  # queued reviews stay in pending_reviews.json for the next start
         self.save_layout()
         self.runner.shutdown(15000)
         for box in self._boxes:

@@ -44,7 +44,13 @@ class ReportsPanel(QWidget):
         self.note = "No model loaded"
         self.current: str | None = None
         self.links: list[tuple[str, str]] = []  # (phrase, source) by link number
+        self.blinded = False  # a blinded reader study: the model's similar reports are not shown
         self._render()
+
+    def set_blinded(self, on: bool) -> None:
+        if bool(on) != self.blinded:
+            self.blinded = bool(on)
+            self._render()
 
     # -- content --------------------------------------------------------------------------------
     def set_own(self, texts: list[str]) -> None:
@@ -88,7 +94,9 @@ class ReportsPanel(QWidget):
             source = "this study's report" if len(self.own) == 1 else f"report {i + 1}"
             out.append(f"<p>{self._sentences_html(text, source)}</p>")
         out.append("<h3>Similar reports (model's report bank)</h3>")
-        if not self.hits:
+        if self.blinded:
+            out.append('<p class="note">Hidden until you label this case (blinded reader study).</p>')
+        elif not self.hits:
             out.append(f'<p class="note">{html.escape(self.note)}</p>')
         else:
             for rank, hit in enumerate(self.hits, 1):

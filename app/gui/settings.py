@@ -30,6 +30,12 @@ DEFAULTS: dict[str, Any] = {
     "model/last_bundle": "",  # never a synthetic (demo) bundle nor one that failed: MainWindow.remembered_bundle
     "browser/sort": "study_date",
     "browser/descending": True,
+    "review/reviewer": "",  # the reader's name on reviews and labels ("" : the login name)
+    "review/blinded": False,  # reader study: AI results hidden until the case is labelled
+    "review/auto_advance": True,
+    "view/layout": "1x1",  # 1x1 | 1x2 | 2x2
+    "view/dark": False,  # the dark reading-room theme
+    "viewer/wheel_images": True,  # the wheel moves through images, Ctrl+wheel zooms (off: the wheel zooms)
 }
 
 

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "cxr-adaptor"
 DB_FILENAME = "library.db"
-HEAD_REVISION = "0003_analysis_extras"  # tests check this equals the migration scripts' head
+HEAD_REVISION = "0004_reader_labels"  # tests check this equals the migration scripts' head
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 

@@ -40,6 +40,8 @@ class Base(DeclarativeBase):
 
 STORAGE_KINDS = ("managed", "linked")
 REVIEW_STATUSES = ("approved", "flagged")
+# a reader-study label: the reader's answer to "is <finding> present on this image?"
+READER_VERDICTS = ("agree", "disagree", "uncertain")
 SPACING_KINDS = ("PixelSpacing", "ImagerPixelSpacing")
 RUN_STATUSES = ("running", "completed", "cancelled", "interrupted", "failed")
 
@@ -150,6 +152,7 @@ class Instance(Base):
     reports: Mapped[list[Report]] = relationship(back_populates="instance", passive_deletes=True)
     analyses: Mapped[list[Analysis]] = relationship(back_populates="instance", passive_deletes=True)
     reviews: Mapped[list[Review]] = relationship(back_populates="instance", passive_deletes=True)
+    reader_labels: Mapped[list[ReaderLabel]] = relationship(back_populates="instance", passive_deletes=True)
 
 
 class Report(Base):
@@ -206,6 +209,43 @@ class Review(Base):
     created_at: Mapped[str] = mapped_column(String, default=utcnow)
 
     instance: Mapped[Instance] = relationship(back_populates="reviews")
+
+
+class ReaderLabel(Base):
+    """One reader-study label (revision 0004): per image, per finding of the loaded model or a
+    free finding, the reader's verdict on "the finding is present" (agree / disagree /
+    uncertain), an optional confidence 1-5 and a comment; who labelled it, with which model
+    (id, version, content hash) and the AI probability of that finding, whether the AI's results
+    were shown when the label was made (0: blinded), the browser filter the worklist was made
+    under (JSON) and the seconds spent on the case. Each label is its own committed row."""
+
+    __tablename__ = "reader_labels"
+    __table_args__ = (
+        CheckConstraint("verdict IN ('agree', 'disagree', 'uncertain')", name="ck_reader_labels_verdict"),
+        CheckConstraint(
+            "confidence IS NULL OR (confidence >= 1 AND confidence <= 5)", name="ck_reader_labels_confidence"
+        ),
+        Index("ix_reader_labels_instance_reviewer", "instance_pk", "reviewer"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_pk: Mapped[int] = mapped_column(ForeignKey("instances.id", ondelete="CASCADE"))
+    finding: Mapped[str] = mapped_column(String)
+    free: Mapped[int] = mapped_column(Integer, default=0)  # 1: a finding the model does not have
+    verdict: Mapped[str] = mapped_column(String)
+    confidence: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    reviewer: Mapped[str] = mapped_column(String, default="")
+    model_id: Mapped[str] = mapped_column(String, default="")
+    model_version: Mapped[str] = mapped_column(String, default="")
+    model_hash: Mapped[str | None] = mapped_column(String, nullable=True)
+    ai_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ai_shown: Mapped[int] = mapped_column(Integer, default=1)
+    filter: Mapped[str] = mapped_column(Text, default="")
+    time_spent_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[str] = mapped_column(String, default=utcnow, index=True)
+
+    instance: Mapped[Instance] = relationship(back_populates="reader_labels")
 
 
 class ImportRun(Base):

@@ -25,11 +25,13 @@ from sqlalchemy.orm import Session
 
 from app.library.db import Library
 from app.library.models import (
+    READER_VERDICTS,
     REVIEW_STATUSES,
     Analysis,
     ImportRun,
     Instance,
     Patient,
+    ReaderLabel,
     RejectedFile,
     Report,
     Review,
@@ -69,6 +71,22 @@ class InstanceRow:
     top_probability: float | None
     imported_at: str
     top_domain: str | None = None  # domain status of the latest analysis (see core_model.runtime.domain)
+    original_path: str = ""  # where it was imported from (file name, folder of a PNG/JPEG)
+    series_description: str = ""
+    series_number: int | None = None
+    instance_number: int | None = None
+    accession_number: str = ""
+    patient_pk: int = 0
+
+    @property
+    def file_name(self) -> str:
+        return (self.original_path or self.file_path).replace("\\", "/").rsplit("/", 1)[-1]
+
+    @property
+    def folder(self) -> str:
+        """The folder it was imported from (PNG/JPEG files are grouped by it)."""
+        path = (self.original_path or self.file_path).replace("\\", "/")
+        return path.rsplit("/", 1)[0] if "/" in path else ""
 
 
 @dataclass(frozen=True)
@@ -100,6 +118,12 @@ _ROW_COLUMNS = (
     Instance.top_probability,
     Instance.imported_at,
     Instance.top_domain,
+    Instance.original_path,
+    Series.description,
+    Series.series_number,
+    Instance.instance_number,
+    Study.accession_number,
+    Instance.patient_pk,
 )
 
 SORT_KEYS = {
@@ -111,6 +135,7 @@ SORT_KEYS = {
     "top_probability": Instance.top_probability,
     "review_status": Instance.review_status,
     "imported": Instance.imported_at,
+    "file": Instance.original_path,
 }
 
 
@@ -146,6 +171,7 @@ def search_instances(
     review_status: str | None = None,
     top_finding: str | None = None,
     min_probability: float | None = None,
+    uids: Sequence[str] | None = None,
     sort: str = "study_date",
     descending: bool = True,
     limit: int | None = 200,
@@ -157,6 +183,7 @@ def search_instances(
     ``text`` matches a patient name (any part, case-insensitive) or the start of a patient ID;
     ``review_status`` is "approved", "flagged" or "unreviewed"; ``top_finding`` the finding with
     the highest probability in the instance's latest analysis (``min_probability`` bounds it).
+    ``uids``: only these SOP Instance UIDs (e.g. "does the filter show this image?").
     Ties are broken by instance id so paging is stable.
 
     Query plan: matching patients are resolved first; then the page of instance ids is selected
@@ -222,6 +249,8 @@ def search_instances(
         if min_probability is not None:
             prob = (Instance.top_probability + 0) if hide else Instance.top_probability
             out.append(prob >= float(min_probability))
+        if uids is not None:
+            out.append(Instance.sop_instance_uid.in_(list(uids)))
         return out
 
     count_conditions = build(hide=few_patients)
@@ -461,6 +490,141 @@ def reviews_for(session: Session, instance: Instance) -> list[Review]:
 # -- analyses -------------------------------------------------------------------------------
 
 
+# -- reader-study labels --------------------------------------------------------------------
+
+
+def add_reader_label(
+    library: Library,
+    uid: str,
+    finding: str,
+    verdict: str,
+    *,
+    confidence: int | None = None,
+    comment: str = "",
+    reviewer: str = "",
+    free: bool = False,
+    model_id: str = "",
+    model_version: str = "",
+    model_hash: str | None = None,
+    ai_probability: float | None = None,
+    ai_shown: bool = True,
+    filter_json: str = "",
+    time_spent_s: float | None = None,
+    lock_timeout: float | None = None,
+) -> int:
+    """Record one reader-study label in its own transaction (committed when this returns)."""
+    finding = " ".join(str(finding).split())
+    if not finding:
+        raise UserError("a label needs a finding name")
+    if verdict not in READER_VERDICTS:
+        raise UserError(f"a label's verdict is one of {', '.join(READER_VERDICTS)}, not {verdict!r}")
+    if confidence is not None and not (isinstance(confidence, int) and 1 <= confidence <= 5):
+        raise UserError(f"confidence is 1 to 5 (or none), not {confidence!r}")
+    with library.write(lock_timeout=lock_timeout) as s:
+        inst = get_instance(s, uid)
+        if inst is None:
+            raise UserError(f"no instance {uid} in the library")
+        label = ReaderLabel(
+            instance_pk=inst.id,
+            finding=finding,
+            free=int(bool(free)),
+            verdict=verdict,
+            confidence=confidence,
+            comment=comment,
+            reviewer=reviewer,
+            model_id=model_id,
+            model_version=model_version,
+            model_hash=model_hash,
+            ai_probability=None if ai_probability is None else float(ai_probability),
+            ai_shown=int(bool(ai_shown)),
+            filter=filter_json,
+            time_spent_s=None if time_spent_s is None else float(time_spent_s),
+            created_at=utcnow(),
+        )
+        s.add(label)
+        s.flush()
+        return label.id
+
+
+def reader_labels_for(session: Session, uid: str, reviewer: str | None = None) -> list[ReaderLabel]:
+    """The labels of an image (by ``reviewer`` if given), newest first."""
+    q = (
+        select(ReaderLabel)
+        .join(Instance, Instance.id == ReaderLabel.instance_pk)
+        .where(Instance.sop_instance_uid == uid)
+        .order_by(ReaderLabel.created_at.desc(), ReaderLabel.id.desc())
+    )
+    if reviewer is not None:
+        q = q.where(ReaderLabel.reviewer == reviewer)
+    return list(session.execute(q).scalars())
+
+
+def labelled_uids(session: Session, reviewer: str | None = None) -> set[str]:
+    """SOP Instance UIDs with at least one label (by ``reviewer`` if given)."""
+    q = select(Instance.sop_instance_uid).join(ReaderLabel, ReaderLabel.instance_pk == Instance.id).distinct()
+    if reviewer is not None:
+        q = q.where(ReaderLabel.reviewer == reviewer)
+    return set(session.execute(q).scalars())
+
+
+def reader_label_rows(
+    session: Session, uids: Sequence[str] | None = None, reviewer: str | None = None
+) -> list[dict[str, Any]]:
+    """Labels with the identifiers that map them back to files (file name, study date,
+    accession, study / series / instance UIDs), oldest first. No patient name or ID."""
+    q = (
+        select(
+            ReaderLabel,
+            Instance.sop_instance_uid,
+            Instance.original_path,
+            Instance.file_path,
+            Instance.view_position,
+            Instance.study_date,
+            Series.series_uid,
+            Study.study_uid,
+            Study.accession_number,
+        )
+        .join(Instance, Instance.id == ReaderLabel.instance_pk)
+        .join(Series, Series.id == Instance.series_pk)
+        .join(Study, Study.id == Series.study_pk)
+        .order_by(ReaderLabel.created_at, ReaderLabel.id)
+    )
+    if reviewer is not None:
+        q = q.where(ReaderLabel.reviewer == reviewer)
+    wanted = set(uids) if uids is not None else None
+    rows = []
+    for label, sop, original, file_path, view, date, series_uid, study_uid, accession in session.execute(q):
+        if wanted is not None and sop not in wanted:
+            continue
+        name = (original or file_path or "").replace("\\", "/").rsplit("/", 1)[-1]
+        rows.append(
+            dict(
+                file_name=name,
+                study_date=date,
+                accession_number=accession,
+                study_instance_uid=study_uid,
+                series_instance_uid=series_uid,
+                sop_instance_uid=sop,
+                view=view,
+                reviewer=label.reviewer,
+                finding=label.finding,
+                free_finding=label.free,
+                verdict=label.verdict,
+                confidence=label.confidence,
+                comment=label.comment,
+                time_spent_s=label.time_spent_s,
+                ai_shown=label.ai_shown,
+                ai_probability=label.ai_probability,
+                model_id=label.model_id,
+                model_version=label.model_version,
+                model_hash=label.model_hash,
+                filter=label.filter,
+                labelled_at=label.created_at,
+            )
+        )
+    return rows
+
+
 def _top(probabilities: dict[str, float]) -> tuple[str | None, float | None]:
     clean = {k: float(v) for k, v in probabilities.items() if v is not None and math.isfinite(float(v))}
     if not clean:
@@ -605,3 +769,81 @@ def remove_instances(library: Library, uids: Iterable[str], *, delete_managed_fi
             except OSError:
                 pass
     return len(ids)
+
+
+# -- moved files ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RelocateSummary:
+    missing: int  # linked files not where the library had them
+    found: int  # found in the folder (the library now points at them)
+    still_missing: list[str]  # SOP Instance UIDs not found
+
+
+def missing_linked(library: Library) -> list[tuple[str, str, str, int]]:
+    """``(uid, file path, source format, file size)`` of linked files that are not there."""
+    with library.session() as s:
+        rows = s.execute(
+            select(Instance.sop_instance_uid, Instance.file_path, Instance.source_format, Instance.file_size).where(
+                Instance.storage == "linked"
+            )
+        ).all()
+    return [tuple(r) for r in rows if not os.path.exists(r[1])]  # type: ignore[misc]
+
+
+def _same_file(path: Path, uid: str, source_format: str, size: int) -> bool:
+    """The file at ``path`` is the instance's: its SOP Instance UID (DICOM), else its size."""
+    try:
+        if source_format == "dicom":
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+            return str(getattr(ds, "SOPInstanceUID", "")) == uid
+        return path.stat().st_size == size
+    except Exception:  # unreadable: not it
+        return False
+
+
+def relocate_linked(library: Library, folder: str | os.PathLike, *, cancelled=None) -> RelocateSummary:
+    """Find linked files that moved: search ``folder`` (recursively) for files with the same
+    name, check each is the same image (its SOP Instance UID; size for PNG / JPEG) and point the
+    library at it. Managed copies are never touched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder")
+    missing = missing_linked(library)
+    if not missing:
+        return RelocateSummary(0, 0, [])
+    wanted = {Path(path).name for _uid, path, _f, _n in missing}
+    by_name: dict[str, list[Path]] = {}
+    for root, _dirs, files in os.walk(folder):
+        if cancelled is not None and cancelled():
+            break
+        for name in files:
+            if name in wanted:
+                by_name.setdefault(name, []).append(Path(root) / name)
+    moves: dict[str, str] = {}
+    for uid, path, source_format, size in missing:
+        for candidate in by_name.get(Path(path).name, []):
+            if _same_file(candidate, uid, source_format, size):
+                moves[uid] = str(candidate.resolve())
+                break
+    if moves:
+        with library.write() as s:
+            for uid, new in moves.items():
+                s.execute(
+                    update(Instance)
+                    .where(Instance.sop_instance_uid == uid, Instance.storage == "linked")
+                    .values(file_path=new)
+                )
+    log.info("relocated %d of %d missing linked files", len(moves), len(missing))
+    return RelocateSummary(len(missing), len(moves), [uid for uid, *_ in missing if uid not in moves])
+
+
+def removal_counts(library: Library, uids: Iterable[str]) -> tuple[int, int]:
+    """``(managed, linked)`` among ``uids``: what a removal deletes and what it leaves."""
+    uids = list(uids)
+    with library.session() as s:
+        kinds = list(s.execute(select(Instance.storage).where(Instance.sop_instance_uid.in_(uids))).scalars())
+    return kinds.count("managed"), kinds.count("linked")

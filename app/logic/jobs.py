@@ -116,3 +116,55 @@ def export_csv_job(ctx, library, bundle, uids: list[str], path: str):
                 results[uid] = r
     rows, classes = prediction_rows(library, uids, results, errors)
     return write_predictions_csv(path, rows, classes), len(rows)
+
+
+def save_labels_job(ctx, library, bundle, uid: str, labels, facts: dict, lock_timeout: float):
+    """``(uid, saved)``: commit each reader-study label of ``uid`` (app.logic.reader_study). The
+    AI probabilities come from the shown analysis, else from the one stored for ``bundle``."""
+    from app.logic.reader_study import save_labels
+
+    facts = dict(facts)
+    if bundle is not None and not facts.get("probabilities"):
+        stored = analysis_logic.cached_analysis(
+            library, uid, str(bundle.id), str(bundle.version), bundle_hash=bundle.content_hash, load_arrays=False
+        )
+        if stored is not None:
+            facts["probabilities"] = dict(stored.probabilities)
+    return uid, save_labels(library, uid, labels, facts, lock_timeout=lock_timeout)
+
+
+def export_labels_job(ctx, library, path: str, uids: list[str] | None, filter_text: str):
+    """``(path written, row count)``: the reader-study labels of ``uids`` (None: all) as CSV."""
+    from app.logic.reader_study import export_labels
+
+    return export_labels(library, path, uids, filter_text)
+
+
+def study_tree_job(ctx, library, filters: dict):
+    """``(filters, tree)``: the browser's filtered images as a Patient -> Study -> Series ->
+    Image tree (app.logic.study_tree)."""
+    from app.logic.study_tree import build_tree
+
+    return filters, build_tree(library, filters)
+
+
+def remove_job(ctx, library, uids: list[str]):
+    """``removed``: the instances taken out of the library (managed copies deleted, linked files
+    left where they are; app.library.queries.remove_instances)."""
+    from app.library.queries import remove_instances
+
+    return remove_instances(library, uids)
+
+
+def relocate_job(ctx, library, folder: str):
+    """Find the linked files that moved into ``folder`` (app.library.queries.relocate_linked)."""
+    from app.library.queries import relocate_linked
+
+    return relocate_linked(library, folder, cancelled=ctx.cancelled)
+
+
+def export_anonymized_job(ctx, library, uids: list[str], out_dir: str):
+    """The anonymised export of ``uids`` (app.library.anonymize, the CLI's export-anonymized)."""
+    from app.library.anonymize import export_anonymized
+
+    return export_anonymized(library, list(uids), out_dir)

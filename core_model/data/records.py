@@ -6,6 +6,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -62,6 +63,30 @@ class ReadResult:
 
     def by_split(self, split: str) -> list[Record]:
         return [r for r in self.records if r.split == split]
+
+    def _write_mask_pngs(self, out_dir, mask_of) -> int:
+        """Render ``mask_of(record_id)`` of every record as ``<id>.png`` (0 / 255) under
+        ``out_dir`` (atomically, existing files reused) and set ``mask_path``; returns the number
+        written. The labelled readers (SIIM, RSNA) say how a record's mask is drawn."""
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        from core_model.fileio import atomic_write
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for rec in self.records:
+            path = out / f"{rec.id}.png"
+            if not path.exists():
+                buf = io.BytesIO()
+                Image.fromarray(np.asarray(mask_of(rec.id)).astype(np.uint8) * 255).save(buf, format="PNG")
+                atomic_write(path, buf.getvalue(), fsync=False)
+                written += 1
+            rec.mask_path = str(path.resolve())
+        return written
 
 
 def splits_of(records: Iterable[Record]) -> dict[str, int]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -205,20 +204,7 @@ class RsnaReadResult(ReadResult):
 
     def write_mask_pngs(self, out_dir, size: int | tuple[int, int] | None = None) -> int:
         """Render every record's filled-box mask as ``<id>.png`` (0 / 255) and set ``mask_path``."""
-        from PIL import Image
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = 0
-        for rec in self.records:
-            path = out / f"{rec.id}.png"
-            if not path.exists():
-                tmp = path.with_name(path.name + ".part.png")
-                Image.fromarray(self.mask(rec.id, size).astype(np.uint8) * 255).save(tmp)
-                tmp.replace(path)
-                written += 1
-            rec.mask_path = str(path.resolve())
-        return written
+        return self._write_mask_pngs(out_dir, lambda rid: self.mask(rid, size))
 
 
 def read_rsna(labels_path, image_dir, *, image_size: tuple[int, int] = (RSNA_SIZE, RSNA_SIZE)) -> RsnaReadResult:

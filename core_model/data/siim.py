@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -133,20 +132,7 @@ class SiimReadResult(ReadResult):
     def write_mask_pngs(self, out_dir) -> int:
         """Render every record's mask as ``<id>.png`` (0 / 255) under ``out_dir`` and set
         ``mask_path``; existing files are reused. Returns the number written."""
-        from PIL import Image
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = 0
-        for rec in self.records:
-            path = out / f"{rec.id}.png"
-            if not path.exists():
-                tmp = path.with_name(path.name + ".part.png")
-                Image.fromarray(self.mask(rec.id).astype(np.uint8) * 255).save(tmp)
-                tmp.replace(path)
-                written += 1
-            rec.mask_path = str(path.resolve())
-        return written
+        return self._write_mask_pngs(out_dir, self.mask)
 
 
 def _new_result(labels: SiimLabels) -> SiimReadResult:

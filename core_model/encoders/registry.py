@@ -25,6 +25,29 @@ class EncoderInfo:
     factory: Callable = field(repr=False, compare=False, default=None)
     options: dict = field(default_factory=dict, compare=False)
 
+    @property
+    def gated(self) -> bool:
+        """True when the hub asks you to accept terms (log in) before it serves the weights."""
+        return self.source in GATED_SOURCES
+
+    @property
+    def aliases(self) -> list[str]:
+        return sorted(a for a, target in ALIASES.items() if target == self.name)
+
+
+#: hub ids whose weights are gated (none of the registered presets today: DINOv2, RAD-DINO,
+#: BioBERT, Bio_ClinicalBERT, BiomedBERT, CXR-BERT and MiniLM download without accepting terms;
+#: RAD-DINO's licence (MSRLA) allows research use only)
+GATED_SOURCES: frozenset[str] = frozenset()
+
+#: other names of registered presets: hub ids that were renamed and the names papers use
+ALIASES = {
+    "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract-fulltext": "pubmedbert",  # renamed to BiomedBERT (2023)
+    "PubMedBERT": "pubmedbert",
+    "BiomedBERT": "pubmedbert",
+    "biomedbert": "pubmedbert",
+}
+
 
 def register_image_encoder(name: str, *, source: str, description: str, licence: str, **options):
     def wrap(fn):
@@ -52,4 +75,6 @@ def list_encoders(kind: str | None = None) -> list[EncoderInfo]:
 
 
 def get_info(name: str, kind: str) -> EncoderInfo | None:
-    return (_IMAGE if kind == "image" else _TEXT).get(name)
+    """The preset ``name`` (or the preset an alias names), or None for other ids and folders."""
+    table = _IMAGE if kind == "image" else _TEXT
+    return table.get(name) or table.get(ALIASES.get(name, ""))

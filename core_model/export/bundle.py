@@ -13,6 +13,8 @@ Bundle layout (format version 1)::
     heatmap.onnx         token_embeddings, word_weights, patch_tokens -> heatmap
     tokenizer/           tokenizer.json (+ configs) for the `tokenizers` library
     reports/reports.jsonl, reports/embeddings.npy (fp16, L2-normalised)
+    reports/index.hnsw, reports/index.json   an HNSW index over the bank, when it holds at least
+                         ``report_index_min_reports`` (default 50,000; core_model.export.report_index)
 
 Nothing in a bundle is pickled. The runtime (:mod:`core_model.runtime`) checks the manifest and
 every hash before loading.
@@ -35,10 +37,10 @@ import torch
 
 from core_model.errors import UserError
 from core_model.export.graphs import HeatmapGraph, ImageGraph, TextGraph
-from core_model.fileio import atomic_write_json, sha256_file
+from core_model.fileio import atomic_path, atomic_write, atomic_write_json, jsonable, publish_dir, sha256_file
 from core_model.heads import SegDecoder, make_cls_head
-from core_model.runtime.format import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_IO, MANIFEST
-from core_model.training.artifacts import code_version, jsonable, load_adaptor
+from core_model.runtime.format import BUNDLE_FORMAT, BUNDLE_VERSION, GRAPH_IO, MANIFEST, REPORT_INDEX_MIN_REPORTS
+from core_model.training.artifacts import code_version, load_adaptor
 
 log = logging.getLogger(__name__)
 
@@ -394,6 +396,7 @@ def export_bundle(
     make_zip: bool = False,
     bank_limit: int | None = None,
     bundle_id: str | None = None,
+    report_index_min_reports: int | None = None,
 ) -> Path:
     """Write a bundle folder (or .zip) at ``out`` from fine-tuning runs; atomic."""
     torch.set_grad_enabled(False)
@@ -415,6 +418,13 @@ def export_bundle(
         with open(tmp / "reports" / "reports.jsonl", "w") as f:
             for rid, t in bank:
                 f.write(json.dumps({"id": rid, "text": t}) + "\n")
+        index_meta = None
+        min_reports = REPORT_INDEX_MIN_REPORTS if report_index_min_reports is None else report_index_min_reports
+        if len(bank) and len(bank) >= min_reports:
+            from core_model.export.report_index import build_report_index
+
+            log.info("building the report index over %d reports", len(bank))
+            index_meta = build_report_index(tmp / "reports")
         tok = text_encoder.tokenizer
         config = {
             "classes": cls_meta["classes"] if cls_meta else [],
@@ -432,7 +442,11 @@ def export_bundle(
                 "pad_id": int(tok.pad_token_id or 0),
             },
             "graphs": {"image": "image.onnx", "text": "text.onnx", "heatmap": "heatmap.onnx" if heat else None},
-            "report_bank": {"count": len(bank), "source": "pretraining training split"},
+            "report_bank": {
+                "count": len(bank),
+                "source": "pretraining training split",
+                "index": index_meta.to_json() if index_meta else None,
+            },
             "research_use_only": True,
         }
         card = model_card(meta, cls_meta, seg_meta, config)
@@ -448,22 +462,20 @@ def export_bundle(
             config["domain"] = domain_section
         atomic_write_json(tmp / "config.json", jsonable(config))
         atomic_write_json(tmp / "model_card.json", jsonable(card))
-        (tmp / "MODEL_CARD.md").write_text(card_markdown(card))
+        atomic_write(tmp / "MODEL_CARD.md", card_markdown(card))
         bid = (
             bundle_id
             or f"{meta['image_encoder']['name']}+{meta['text_encoder']['name']}-{meta['image_encoder']['weights_sha256'][:6]}"
         )
         write_manifest(tmp, bid)
         if make_zip:
-            zpath = tmp.with_suffix(".zip.part")
-            with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            with atomic_path(final) as zpath, zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_DEFLATED) as z:
                 for p in sorted(tmp.rglob("*")):
                     if p.is_file():
                         z.write(p, p.relative_to(tmp).as_posix())
-            os.replace(zpath, final)
             shutil.rmtree(tmp)
         else:
-            os.replace(tmp, final)
+            publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -450,8 +450,11 @@ def evaluate_classification(
         "warnings": warnings_out,
     }
     if multiclass:
+        from core_model.metrics.bootstrap import accuracy_ci
+
         out["top1_accuracy"] = top1_accuracy(yt_idx, zt)
         out["accuracy"] = out["top1_accuracy"]
+        out["accuracy_ci"] = accuracy_ci(yt_idx, zt, n_boot=n_boot, seed=seed)
     elif c == 1:
         out["accuracy"] = per_class[class_names[0]]["operating_point"]["accuracy"]
     else:

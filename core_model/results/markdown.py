@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from core_model.fileio import jsonable
 from core_model.metrics.references import PROTOCOL_TEST_SIZES, comparability, lookup
 
 RESEARCH_LINE = "**Research use only - not for diagnosis.** These numbers describe a model on a dataset split; they say nothing about any individual patient."
@@ -28,33 +29,11 @@ RESEARCH_LINE = "**Research use only - not for diagnosis.** These numbers descri
 # --------------------------------------------------------------------------- JSON
 
 
-def to_jsonable(obj):
-    """numpy scalars/arrays -> Python, nan/inf -> None, tuples -> lists, Paths -> str."""
-    try:
-        import numpy as np
-    except ImportError:  # pragma: no cover
-        np = None
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, set)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if np is not None:
-        if isinstance(obj, np.ndarray):
-            return to_jsonable(obj.tolist())
-        if isinstance(obj, np.generic):
-            obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def write_metrics_json(path, metrics: Mapping) -> Path:
     from core_model.fileio import atomic_write_text
 
     return atomic_write_text(
-        path, json.dumps(to_jsonable(metrics), indent=2, sort_keys=False) + "\n", fsync=False, mkdir=True
+        path, json.dumps(jsonable(metrics), indent=2, sort_keys=False) + "\n", fsync=False, mkdir=True
     )
 
 

@@ -275,3 +275,30 @@ def pick_examples(dice_per_image, has_lesion, n: int = 6, *, pred_area=None, see
         picks.append(int(order[len(order) // 4]))
     out = list(dict.fromkeys(picks))
     return out[:n]
+
+
+def plot_metric_vs_fraction(cells: list[dict], path, *, title: str, ylabel: str) -> Path | None:
+    """A protocol column: the metric (seed mean, 95 % bootstrap interval as error bars) against the
+    label fraction, one line per row and head; None when no cell of it was measured."""
+    measured = [c for c in cells if c.get("status") == "measured"]
+    if not measured:
+        return None
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    keys = []
+    for c in measured:
+        if (c["row"], c["head"]) not in keys:
+            keys.append((c["row"], c["head"]))
+    for row, head in keys:
+        pts = sorted((c for c in measured if c["row"] == row and c["head"] == head), key=lambda c: c["fraction"])
+        x = [c["fraction"] for c in pts]
+        y = [c["mean"] for c in pts]
+        lo = [max(c["mean"] - c["ci_low"], 0) if c.get("ci_low") == c.get("ci_low") else 0 for c in pts]
+        hi = [max(c["ci_high"] - c["mean"], 0) if c.get("ci_high") == c.get("ci_high") else 0 for c in pts]
+        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"{row} ({head})")
+    ax.set_xscale("log")
+    ax.set_xlabel("share of training labels")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title + " (research use only)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, path)

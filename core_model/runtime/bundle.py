@@ -143,7 +143,7 @@ class Bundle:
         self.pad_id = cfg.pad_id
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
-        self.bank = ReportBank.load(folder / "reports")
+        self.bank = ReportBank.load(folder / "reports", bank_sha256=manifest["files"]["reports/embeddings.npy"])
         checks.check_graph_io(self.sessions, cfg, self.bank.embeddings.shape[1] if len(self.bank) else None)
         self.smoke_ms = checks.smoke_test(self, cfg)  # the load-time inference on the built-in test image
 

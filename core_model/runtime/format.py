@@ -30,6 +30,11 @@ GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "text": (("input_ids", "attention_mask"), ("token_embeddings", "embedding")),
     "heatmap": (("token_embeddings", "word_weights", "patch_tokens"), ("heatmap",)),
 }
+# The optional report index (core_model.runtime.report_index): both files or neither, hashed like
+# every other file. Export builds it when the bank holds at least REPORT_INDEX_MIN_REPORTS
+# reports (the export config key ``report_index_min_reports`` overrides it).
+REPORT_INDEX_FILES = ("reports/index.hnsw", "reports/index.json")
+REPORT_INDEX_MIN_REPORTS = 50_000
 REQUIRED_GRAPHS = ("image", "text")
 DEFAULT_GRAPHS = {"image": "image.onnx", "text": "text.onnx"}
 

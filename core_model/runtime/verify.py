@@ -33,12 +33,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from core_model.errors import UserError
-from core_model.fileio import sha256_file
+from core_model.fileio import publish_dir, sha256_file
 from core_model.runtime.format import (
     BUNDLE_FORMAT,
     MANIFEST,
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
+    REPORT_INDEX_FILES,
     REQUIRED_FILES,
     SUPPORTED_VERSIONS,
 )
@@ -276,9 +277,7 @@ def extract_zip(path: Path, cache_root: Path | None = None, *, limits: ZipLimits
                     continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 total = _stream_member(zf, info, dest, limits, total)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
+            publish_dir(tmp, target)
         except BundleError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -364,6 +363,13 @@ def verify_folder(folder: Path) -> dict:
     for req in REQUIRED_FILES:
         if req not in files:
             raise BundleFormatError(f"{folder}: the manifest does not list the required file {req}")
+    index_listed = [f for f in REPORT_INDEX_FILES if f in files]
+    if index_listed and len(index_listed) != len(REPORT_INDEX_FILES):
+        missing = sorted(set(REPORT_INDEX_FILES) - set(index_listed))
+        raise BundleFormatError(
+            f"{folder}: the manifest lists {index_listed[0]} without {missing[0]}; "
+            "the report index needs both files (re-export the bundle)"
+        )
     present = _folder_files(folder)
     unlisted = sorted(present - set(files) - {MANIFEST})
     if unlisted:

@@ -8,38 +8,19 @@ config, the final metrics, the data summary and the code version). Nothing is pi
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from core_model.adaptor import Adaptor, AdaptorConfig
 from core_model.errors import UserError
 from core_model.features.cache import FeatureCache
-from core_model.fileio import atomic_write_json
+from core_model.fileio import atomic_write_json, jsonable
 from core_model.losses import AdaptorLoss
 from core_model.training.checkpoint import save_tensors
 
 ADAPTOR_FORMAT = 1
-
-
-def jsonable(obj):
-    """``obj`` with numpy scalars as Python numbers, tuples as lists, keys as strings, typed
-    config sections as mappings and non-finite floats as ``None`` (so the JSON is strict JSON)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):  # a typed config section
-        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.floating, float)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def code_version() -> str:

@@ -8,27 +8,23 @@ moment leaves ``last.json`` naming a complete checkpoint whose hash it records.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from core_model.errors import UserError
-from core_model.fileio import atomic_write_json, sha256_file
+from core_model.fileio import atomic_path, atomic_write_json, sha256_file
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> str:
     """Atomic safetensors write; returns the file's SHA-256."""
-    tmp = path.with_name(path.name + ".part")
-    save_file(
-        {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
-        str(tmp),
-        metadata={k: str(v) for k, v in (metadata or {}).items()},
-    )
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+            str(tmp),
+            metadata={k: str(v) for k, v in (metadata or {}).items()},
+        )
     return sha256_file(path)
 
 

@@ -6,7 +6,8 @@ parsed as YAML), and rejects unknown sections or keys with the list of known one
 never silently does nothing. The resolved config is written back next to the results.
 
 Sections given in the defaults as a dataclass instance (``loss``: :class:`LossConfig`, ``train``:
-:class:`PretrainTrainConfig` / :class:`FinetuneTrainConfig`) come back as that dataclass, built
+:class:`PretrainTrainConfig` / :class:`FinetuneTrainConfig`, ``cache``: :class:`CacheConfig` /
+:class:`FinetuneCacheConfig`) come back as that dataclass, built
 and type-checked once here (``cfg["train"].lr``); the other sections stay mappings. The key
 rules are the same for both: unknown keys are refused, numbers given as strings become numbers.
 ``config_to_dict`` gives the plain mapping that is saved (same keys, same order).
@@ -36,6 +37,34 @@ class LossConfig:
     image_to_text_weight: float = 0.75
     local_weight: float = 1.0
     local_candidates: int = 16
+
+
+@dataclass(frozen=True)
+class FinetuneCacheConfig:
+    """``cache`` of the fine-tuning commands: where and how the frozen image features of the
+    labelled images are computed (the encoders and preprocessing come from the Adaptor)."""
+
+    dir: str | None = None  # default: <data folder>/features/<encoders + preprocessing>
+    patch_pool: int | None = None  # default: the Adaptor's
+    batch_size: int = 32
+    workers: int = 2
+    shard_size: int = 256
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """``cache`` of ``adaptor-train pretrain`` / ``precompute``: also which token features are
+    kept (the saved config keeps this key order)."""
+
+    dir: str | None = None
+    patch_pool: int = 2
+    image_tokens: bool = True
+    text_tokens: bool = True
+    batch_size: int = 32
+    workers: int = 2
+    shard_size: int = 256
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -90,18 +119,9 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
         "allow_download": False,
     },
     "preprocess": {"size": 224, "mean": 0.5, "std": 0.5, "resize": "letterbox", "resize_to": None},
-    "cache": {
-        "dir": None,  # default: <data folder>/features/<encoders + preprocessing>
-        "patch_pool": 2,
-        "image_tokens": True,
-        "text_tokens": True,
-        "batch_size": 32,
-        "workers": 2,
-        "shard_size": 256,
-        "device": "auto",
-    },
+    "cache": CacheConfig(),
     "adaptor": {
-        "preset": "tokens",  # tokens | paper
+        "preset": "tokens",  # tokens | paper | none (no Adaptor: the frozen encoder alone, a control)
         "dim": 256,
         "heads": 4,
         "layers": 1,
@@ -143,7 +163,7 @@ FINETUNE_DEFAULTS: dict = {
     },
     "head": {"kind": "mlp", "dropout": 0.2},  # classification: mlp | linear; segmentation: progressive | light
     "input_size": None,  # segmentation: model input size (224 ... 896); default: the Adaptor's
-    "cache": {"dir": None, "patch_pool": None, "batch_size": 32, "workers": 2, "shard_size": 256, "device": "auto"},
+    "cache": FinetuneCacheConfig(),
     "train": FinetuneTrainConfig(),
     "eval": {"threshold": "youden", "bootstrap": 1000, "examples": 8, "seg_threshold": 0.5},
 }
@@ -173,7 +193,7 @@ def _fields(section) -> dict:
     return {f.name: getattr(section, f.name) for f in dataclasses.fields(section)}
 
 
-_KINDS = {"int": int, "float": float, "str": str}
+_KINDS = {"int": int, "float": float, "str": str, "bool": bool}
 
 
 def _section(cls, values: dict, where: str):
@@ -201,7 +221,10 @@ def _section(cls, values: dict, where: str):
 
 def config_to_dict(cfg: dict) -> dict:
     """The plain mapping of a loaded config (typed sections as mappings, field order kept)."""
-    return {k: (_fields(v) if dataclasses.is_dataclass(v) else v) for k, v in cfg.items()}
+    return {
+        k: (_fields(v) if dataclasses.is_dataclass(v) else dict(v) if isinstance(v, Section) else v)
+        for k, v in cfg.items()
+    }
 
 
 def _coerce(default: Any, value: Any, path: str) -> Any:
@@ -247,16 +270,41 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     return data
 
 
+class Section(dict):
+    """A mapping section of a loaded config that also knows which of its keys the file or a
+    ``--set`` gave (``explicit``), so a preset can tell "set to the default value" from "not
+    set" (``adaptor.preset=paper`` applies every key given, whatever its value). Saved as a
+    plain mapping."""
+
+    explicit: frozenset = frozenset()
+
+
+#: sections whose explicitly given keys are tracked (see :class:`Section`)
+TRACKED_SECTIONS = ("adaptor",)
+
+
 def load_config(defaults: dict, path: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
     cfg = copy.deepcopy(defaults)
+    given: dict[str, set] = {s: set() for s in TRACKED_SECTIONS}
     if path:
-        cfg = _merge(cfg, read_yaml_mapping(path))
+        data = read_yaml_mapping(path)
+        cfg = _merge(cfg, data)
+        for sec in given:
+            if isinstance(data.get(sec), dict):
+                given[sec].update(data[sec])
     for text in overrides or ():
         keys, value = parse_override(text)
         nested: dict = value
         for k in reversed(keys):
             nested = {k: nested}
         cfg = _merge(cfg, nested)
+        if keys[0] in given:
+            given[keys[0]].update(keys[1:2] if len(keys) > 1 else (value or {}))
+    for sec, keys in given.items():
+        if isinstance(cfg.get(sec), dict):
+            section = Section(cfg[sec])
+            section.explicit = frozenset(keys)
+            cfg[sec] = section
     return cfg
 
 

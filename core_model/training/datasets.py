@@ -63,9 +63,9 @@ def cache_key(cfg: dict, records: list[Record], parts: str = "image+text") -> st
             "text": enc["text"],
             "max_length": enc["text_max_length"],
             "preprocess": preprocess_spec(cfg).to_dict(),
-            "pool": c["patch_pool"],
-            "image_tokens": c["image_tokens"],
-            "text_tokens": c["text_tokens"],
+            "pool": c.patch_pool,
+            "image_tokens": c.image_tokens,
+            "text_tokens": c.text_tokens,
             "ids": hashlib.sha256("\0".join(r.id for r in records).encode()).hexdigest(),
         },
         sort_keys=True,
@@ -101,7 +101,7 @@ def ensure_cache(
     """Return the complete cache for these records, precomputing (or finishing) it when needed."""
     from core_model.features.cache import FeatureCache
 
-    managed = not (cache_dir or cfg["cache"].get("dir"))  # our own folder: recompute on any change
+    managed = not (cache_dir or cfg["cache"].dir)  # our own folder: recompute on any change
     parts = "image+text" if (image and text) else ("image" if image else "text")
     if managed and parts != "image+text":
         # a complete image+text cache of the same records serves image-only (or text-only) work too
@@ -110,7 +110,7 @@ def ensure_cache(
             m = json.loads(full.read_text())
             if m.get("complete") and _matches(m, cfg, records, image, text):
                 return FeatureCache(full.parent)
-    cache_dir = Path(cache_dir or cfg["cache"].get("dir") or default_cache_dir(cfg, records, parts))
+    cache_dir = Path(cache_dir or cfg["cache"].dir or default_cache_dir(cfg, records, parts))
     manifest = cache_dir / "manifest.json"
     if manifest.exists() and not overwrite:
         m = json.loads(manifest.read_text())
@@ -128,13 +128,13 @@ def ensure_cache(
     opts = PrecomputeOptions(
         image=image,
         text=text,
-        image_tokens=bool(c["image_tokens"]),
-        text_tokens=bool(c["text_tokens"]),
-        patch_pool=int(c["patch_pool"]),
-        batch_size=int(c["batch_size"]),
-        workers=int(c["workers"]),
-        shard_size=int(c["shard_size"]),
-        device=c.get("device", "auto"),
+        image_tokens=c.image_tokens,
+        text_tokens=c.text_tokens,
+        patch_pool=c.patch_pool,
+        batch_size=c.batch_size,
+        workers=c.workers,
+        shard_size=c.shard_size,
+        device=c.device,
     )
     t0 = time.perf_counter()
     if managed and manifest.exists():
@@ -174,15 +174,15 @@ def _matches(manifest: dict, cfg: dict, records: list[Record], image: bool, text
         m_img
         and m_img["encoder"]["name"] == str(enc["image"])
         and m_img["preprocess"] == preprocess_spec(cfg).to_dict()
-        and m_img["patch_pool"] == int(c["patch_pool"])
-        and m_img["tokens"] == bool(c["image_tokens"])
+        and m_img["patch_pool"] == c.patch_pool
+        and m_img["tokens"] == c.image_tokens
     ):
         return False
     if text and not (
         m_txt
         and m_txt["encoder"]["name"] == str(enc["text"])
         and m_txt["max_length"] == int(enc["text_max_length"])
-        and m_txt["tokens"] == bool(c["text_tokens"])
+        and m_txt["tokens"] == c.text_tokens
     ):
         return False
     return True

@@ -1,10 +1,18 @@
-"""Distributed-training helpers (torchrun / DDP): rank and world size, joining the process
-group, gathering embeddings across processes and averaging gradients. With one process every
-helper is a no-op, so single-process runs need no process group."""
+"""Distributed-training helpers (torchrun / DDP): rank and world size, joining and leaving the
+process group, gathering embeddings across processes and averaging gradients. With one process
+every helper is a no-op, so single-process runs need no process group.
+
+A command that joins the group must leave it while the interpreter is still whole: use
+``with distributed_session():``. Without ``destroy_process_group`` gloo's worker threads outlive
+the interpreter and a rank could abort at exit ("terminate called without an active
+exception", SIGABRT) after all its work was done, failing the whole torchrun job.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -25,6 +33,30 @@ def init_distributed_from_env() -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     torch.distributed.init_process_group(backend=backend)
     return True
+
+
+def leave_distributed(*, wait_for_peers: bool = True) -> None:
+    """Leave the process group (no-op without one). With ``wait_for_peers`` every rank first
+    waits at a barrier, so no rank tears down its side while a peer still talks to it."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if wait_for_peers:
+        torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@contextmanager
+def distributed_session() -> Iterator[tuple[int, int]]:
+    """Join the process group when started by torchrun, yield (rank, world size), and leave the
+    group on the way out (after a barrier when the body finished; at once when it raised, since
+    the peers may never reach the barrier)."""
+    init_distributed_from_env()
+    try:
+        yield dist_info()
+    except BaseException:
+        leave_distributed(wait_for_peers=False)
+        raise
+    leave_distributed()
 
 
 def gather(x: torch.Tensor) -> torch.Tensor:

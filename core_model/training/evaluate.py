@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from core_model.errors import ConfigError, UserError
-from core_model.fileio import atomic_write_json
-from core_model.training.artifacts import jsonable, load_adaptor
+from core_model.fileio import atomic_write_json, jsonable
+from core_model.training.artifacts import load_adaptor
 from core_model.training.batches import CachedPairs
 from core_model.training.finetune import (
     _device,
@@ -117,7 +117,7 @@ def evaluate(
     if not chosen:
         raise UserError(f"no records in the {split!r} split of {labeled.dataset}")
     records = [labeled.records[i] for i in chosen]
-    cfg = {"data": data, "cache": dict(FINETUNE_DEFAULTS["cache"])}
+    cfg = {"data": data, "cache": FINETUNE_DEFAULTS["cache"]}
     size = None
     pool = None
     if task == "segmentation":
@@ -151,7 +151,10 @@ def evaluate(
     elif task == "retrieval":
         result["metrics"] = _eval_retrieval(adaptor, pairs, records, ok, device)
     elif task == "grounding":
-        result["metrics"] = _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device)
+        train = [labeled.records[i] for i in labeled.by_split("train")]
+        result["metrics"] = _eval_grounding(
+            adaptor, meta, pairs, cache, records, ok, prompts, device, n_boot=n_boot, train_records=train
+        )
     else:
         raise ConfigError(f"unknown task {task!r}: classification, segmentation, zeroshot, retrieval or grounding")
     atomic_write_json(out / "metrics.json", jsonable(result))
@@ -260,13 +263,51 @@ def _eval_retrieval(adaptor, pairs, records, ok, device) -> dict:
     return retrieval_metrics(img, txt, labels=labels if any(labels) else None)
 
 
-@torch.no_grad()
-def _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device, hit_share: float = 0.1) -> dict:
-    """Pointing game on the patch grid: a hit when the heatmap's peak patch has >= 10 % lesion."""
+def _lesion_cells(record, spec, rows: int, cols: int, hit_share: float) -> np.ndarray:
+    """(rows, cols) bool: the patches of ``record``'s lesion mask holding >= ``hit_share`` lesion."""
     from PIL import Image
 
+    from core_model.imaging.preprocess import to_square
+
+    with Image.open(record.lesion_mask_path) as im:
+        mask = np.asarray(im.convert("L")) > 127
+    sq = to_square(mask.astype(np.uint8) * 255, spec, resample=Image.NEAREST) > 127
+    return sq.reshape(rows, sq.shape[0] // rows, cols, sq.shape[1] // cols).mean(axis=(1, 3)) >= hit_share
+
+
+def positional_prior(train_records, findings, spec, rows: int, cols: int, hit_share: float) -> dict:
+    """Per finding, the patch that is most often a lesion patch in the *training* masks: a
+    constant "heatmap" peaking there is the baseline a grounding model must beat (not chance)."""
+    counts: dict[str, np.ndarray] = {}
+    for r in train_records:
+        if r.lesion_mask_path and r.finding in findings:
+            c = counts.setdefault(r.finding, np.zeros((rows, cols)))
+            c += _lesion_cells(r, spec, rows, cols, hit_share)
+    return {f: divmod(int(c.argmax()), cols) for f, c in counts.items()}
+
+
+@torch.no_grad()
+def _eval_grounding(
+    adaptor,
+    meta,
+    pairs,
+    cache,
+    records,
+    ok,
+    prompts,
+    device,
+    hit_share: float = 0.1,
+    *,
+    n_boot: int = 1000,
+    train_records=(),
+) -> dict:
+    """Pointing game on the patch grid: a hit when the heatmap's peak patch has >= 10 % lesion;
+    beside it the positional prior (the most frequent training lesion patch, see
+    :func:`positional_prior`) and chance, each with a 95 % bootstrap interval, and the paired
+    bootstrap of the prompt's pointing game minus the prior's."""
     from core_model.encoders import create_text_encoder
-    from core_model.imaging.preprocess import PreprocessSpec, to_square
+    from core_model.imaging.preprocess import PreprocessSpec
+    from core_model.metrics.bootstrap import mean_ci, paired_bootstrap
 
     if adaptor.cross is None:
         raise UserError("grounding needs a tokens Adaptor (the paper preset has no heatmaps)")
@@ -275,18 +316,18 @@ def _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device, h
     special = set(enc.tokenizer.all_special_ids)
     spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
     rows, cols = tuple(cache.manifest["image"]["grid"])
+    prior = positional_prior(train_records, set(prompts), spec, rows, cols, hit_share)
     hits: dict[str, dict[str, list]] = {}
     for i in ok:
         r = records[i]
         if not r.lesion_mask_path or r.finding not in prompts:
             continue
-        with Image.open(r.lesion_mask_path) as im:
-            mask = np.asarray(im.convert("L")) > 127
-        sq = to_square(mask.astype(np.uint8) * 255, spec, resample=Image.NEAREST) > 127
-        cell = sq.reshape(rows, sq.shape[0] // rows, cols, sq.shape[1] // cols).mean(axis=(1, 3)) >= hit_share
+        cell = _lesion_cells(r, spec, rows, cols, hit_share)
         batch = pairs.batch([i], device)
         image = adaptor.encode_image(batch["image_pooled"], batch.get("image_tokens"))
-        entry = hits.setdefault(r.finding, {"prompt": [], "report": [], "chance": []})
+        entry = hits.setdefault(r.finding, {"prompt": [], "report": [], "chance": [], "prior": []})
+        if r.finding in prior:
+            entry["prior"].append(bool(cell[prior[r.finding][0], prior[r.finding][1]]))
         for kind, text in (("prompt", prompts[r.finding][0][0]), ("report", r.report or "")):
             t = enc.tokenize([text])
             ids, mask_t = t["input_ids"].to(device), t["attention_mask"].to(device)
@@ -299,19 +340,34 @@ def _eval_grounding(adaptor, meta, pairs, cache, records, ok, prompts, device, h
         entry["chance"].append(float(cell.mean()))
     if not hits:
         raise UserError("grounding needs images with lesion masks (a 'lesion_mask' column, e.g. phantoms)")
+
+    def entry(f: str, v: dict) -> dict:
+        prompt = np.asarray(v["prompt"], dtype=np.float64)
+        e = {
+            "n": len(v["chance"]),
+            "pointing_game_prompt": float(prompt.mean()),
+            "pointing_game_prompt_ci": mean_ci(prompt, n_boot=n_boot, seed=0),
+            "pointing_game_report": float(np.mean(v["report"])),
+            "pointing_game_report_ci": mean_ci(v["report"], n_boot=n_boot, seed=0),
+            "chance": float(np.mean(v["chance"])),
+            "prompt": prompts[f][0][0],
+            "positional_prior": None,
+        }
+        if len(v["prior"]) == len(prompt):
+            pr = np.asarray(v["prior"], dtype=np.float64)
+            e["positional_prior"] = float(pr.mean())
+            e["positional_prior_ci"] = mean_ci(pr, n_boot=n_boot, seed=0)
+            e["positional_prior_cell"] = list(prior[f])
+            e["prompt_minus_prior"] = paired_bootstrap(
+                lambda i: prompt[i].mean(), lambda i: pr[i].mean(), len(pr), n_boot=n_boot, seed=1
+            )
+        return e
+
     return {
         "hit_share": hit_share,
         "grid": [rows, cols],
-        "per_finding": {
-            f: {
-                "n": len(v["chance"]),
-                "pointing_game_prompt": float(np.mean(v["prompt"])),
-                "pointing_game_report": float(np.mean(v["report"])),
-                "chance": float(np.mean(v["chance"])),
-                "prompt": prompts[f][0][0],
-            }
-            for f, v in sorted(hits.items())
-        },
+        "positional_prior": "a constant map peaking at the patch most often inside a lesion in the training masks",
+        "per_finding": {f: entry(f, v) for f, v in sorted(hits.items())},
     }
 
 
@@ -327,18 +383,31 @@ def _write_report(out: Path, result: dict, labeled) -> None:
             "",
             "**Research use only - not for diagnosis.**",
             "",
-            "| finding | images | prompt hit % | own report hit % | chance % | prompt |",
-            "|---|---|---|---|---|---|",
+            "| finding | images | prompt hit % [95 % CI] | own report hit % | positional prior % [95 % CI] "
+            "| prompt - prior [95 % CI] | chance % | prompt |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+
+        def pct(ci: dict | None) -> str:
+            if not ci:
+                return "n/a"
+            return f"{100 * ci['value']:.1f} [{100 * ci['ci_low']:.1f}, {100 * ci['ci_high']:.1f}]"
+
         for f, e in m["per_finding"].items():
+            d = e.get("prompt_minus_prior")
+            diff = (
+                "n/a" if not d else f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:.1f}, {100 * d['ci_high']:.1f}]"
+            )
             lines.append(
-                f"| {f} | {e['n']} | {100 * e['pointing_game_prompt']:.1f} | {100 * e['pointing_game_report']:.1f} "
-                f"| {100 * e['chance']:.1f} | {e['prompt']} |"
+                f"| {f} | {e['n']} | {pct(e['pointing_game_prompt_ci'])} | {100 * e['pointing_game_report']:.1f} "
+                f"| {pct(e.get('positional_prior_ci'))} | {diff} | {100 * e['chance']:.1f} | {e['prompt']} |"
             )
         lines += [
             "",
             f"A hit: the heatmap's peak patch ({m['grid'][0]}x{m['grid'][1]} grid) holds at least "
-            f"{100 * m['hit_share']:.0f} % lesion. Chance: the share of such patches.",
+            f"{100 * m['hit_share']:.0f} % lesion. Chance: the share of such patches. Positional prior: "
+            "a constant map at the patch most often inside a lesion in the training split's masks (the "
+            "baseline to beat). Intervals: 95 % percentile bootstrap over the images.",
             "",
         ]
         atomic_write_bytes(out / "report.md", "\n".join(lines).encode())

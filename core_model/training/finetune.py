@@ -21,13 +21,13 @@ import torch.nn.functional as F
 
 from core_model.errors import ConfigError, UserError
 from core_model.features.cache import FeatureCache
-from core_model.fileio import atomic_write_bytes, atomic_write_json, sha256_file
+from core_model.fileio import atomic_write_bytes, atomic_write_json, jsonable, sha256_file
 from core_model.heads import SegDecoder, make_cls_head
 from core_model.losses import seg_loss
-from core_model.training.artifacts import code_version, jsonable, load_adaptor
+from core_model.training.artifacts import code_version, load_adaptor
 from core_model.training.batches import CachedPairs
 from core_model.training.checkpoint import save_tensors
-from core_model.training.config import FinetuneTrainConfig
+from core_model.training.config import CacheConfig, FinetuneTrainConfig
 from core_model.training.pipeline import ensure_pretrained
 
 log = logging.getLogger(__name__)
@@ -70,16 +70,16 @@ def cache_config_for(meta: dict, cfg: dict, *, input_size: int | None = None, pa
             "allow_download": False,
         },
         "preprocess": pre,
-        "cache": {
-            "dir": c.get("dir"),
-            "patch_pool": int(patch_pool or meta.get("patch_pool", 1)),
-            "image_tokens": meta["adaptor"]["mode"] == "tokens",
-            "text_tokens": True,
-            "batch_size": c["batch_size"],
-            "workers": c["workers"],
-            "shard_size": c["shard_size"],
-            "device": c.get("device", "auto"),
-        },
+        "cache": CacheConfig(
+            dir=c.dir,
+            patch_pool=int(patch_pool or meta.get("patch_pool", 1)),
+            image_tokens=meta["adaptor"]["mode"] in ("tokens", "identity"),
+            text_tokens=True,
+            batch_size=c.batch_size,
+            workers=c.workers,
+            shard_size=c.shard_size,
+            device=c.device,
+        ),
     }
 
 
@@ -157,6 +157,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
     for s in ("train", "val", "test"):
         if len(idx[s]) == 0:
             raise UserError(f"no usable {s} images with labels {labeled.classes} ({labeled.dataset})")
+    _warn_overlap(records, labeled.dataset)
     feats, _ = adaptor_image_outputs(adaptor, pairs, np.arange(len(records)), device)
     x = {s: feats[idx[s]].to(device) for s in idx}
     multiclass = labeled.task == "multiclass"
@@ -261,6 +262,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
             "protocol_id": labeled.split.protocol_id,
             "sizes": {s: int(len(v)) for s, v in idx.items()},
             "notes": labeled.split.notes,
+            "patient_overlap": patient_overlap(records),
         },
         "skipped": labeled.result.skip_counts() if labeled.result is not None else {},
         "best_epoch": best["epoch"],
@@ -325,6 +327,34 @@ def _selection_score(y: np.ndarray, logits: np.ndarray, multiclass: bool) -> flo
     return float(np.mean(finite)) if finite else -math.inf
 
 
+def patient_overlap(records) -> dict:
+    """Patients whose images fall in more than one split (``splits.leaking_groups``), per pair of
+    splits: train/val, train/test (for COVIDx: the official test file) and val/test."""
+    from core_model.data.splits import leaking_groups
+
+    mapping = {r.id: r.split for r in records if r.split}
+    groups = {r.id: r.patient_id for r in records if r.patient_id}
+    if not groups:
+        return {"checked": False, "reason": "the records carry no patient ids"}
+    leaks = leaking_groups(mapping, groups)
+    shared = {
+        f"{a}_{b}": sum(1 for splits in leaks.values() if {a, b} <= splits)
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test"))
+    }
+    return {
+        "checked": True,
+        "patients": len(set(groups.values())),
+        "shared_patients": shared,
+        "leaks": bool(leaks),
+    }
+
+
+def _warn_overlap(records, dataset: str) -> None:
+    ov = patient_overlap(records)
+    if ov.get("leaks"):
+        print(f"WARNING: {dataset}: patients shared between splits {ov['shared_patients']} (see metrics.json split)")
+
+
 def _write_splits(out: Path, labeled) -> None:
     from core_model.data.splits import write_split_file
 
@@ -358,14 +388,14 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
 
     t: FinetuneTrainConfig = cfg["train"]
     device, run, adaptor, meta = _start(cfg, progress)
-    if adaptor.config.mode != "tokens":
+    if adaptor.config.mode == "pooled":
         raise UserError("segmentation needs a tokens Adaptor (the paper preset has no patch tokens)")
     labeled = load_labeled(cfg["data"], "segmentation", out)
     _write_splits(out, labeled)
     size = int(cfg.get("input_size") or meta["preprocess"]["size"])
     if not 112 <= size <= 1024:
         raise ConfigError("input_size must be between 112 and 1024 pixels")
-    pool = cfg["cache"].get("patch_pool") or 1
+    pool = cfg["cache"].patch_pool or 1
     cache_cfg = cache_config_for(meta, cfg, input_size=size, patch_pool=pool)
     cache = ensure_cache(cache_cfg, labeled.records, text=False, progress=progress)
     check_same_encoder(cache, meta)
@@ -380,6 +410,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     for s in idx:
         if len(idx[s]) == 0:
             raise UserError(f"no usable {s} images for segmentation ({labeled.dataset})")
+    _warn_overlap(records, labeled.dataset)
     masks = np.zeros((len(records), size, size), dtype=bool)
     for i in np.concatenate(list(idx.values())):
         masks[i] = _mask_for(records[i], spec, size)
@@ -457,6 +488,11 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     val_metrics = evaluate("val").result()
     test_acc = evaluate("test")
     test_metrics = test_acc.result()
+    from core_model.metrics.segmentation import dice_bootstrap
+
+    test_metrics["bootstrap"] = dice_bootstrap(
+        *test_acc.counts(), n_boot=int(cfg["eval"].get("bootstrap", 1000)), seed=t.seed
+    )
     if test_metrics.get("warning"):
         print("WARNING: " + test_metrics["warning"])
     head_meta = {
@@ -478,6 +514,12 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     }
     save_tensors(out / "head.safetensors", decoder.state_dict())
     atomic_write_json(out / "head.json", jsonable(head_meta))
+    inter, pred_px, true_px = test_acc.counts()
+    _write_csv(
+        out / "per_image_test.csv",
+        ["id", "intersection_px", "predicted_px", "true_px"],
+        [[records[i].id, int(a), int(b), int(c)] for i, a, b, c in zip(idx["test"], inter, pred_px, true_px)],
+    )
     result = {
         "command": "finetune-seg",
         "research_use_only": True,
@@ -492,6 +534,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
             "protocol_id": labeled.split.protocol_id,
             "sizes": {s: int(len(v)) for s, v in idx.items()},
             "notes": labeled.split.notes,
+            "patient_overlap": patient_overlap(records),
         },
         "best_epoch": best["epoch"],
         "train_seconds": seconds,

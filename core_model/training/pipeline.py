@@ -10,6 +10,7 @@ export side calls this module to build the runs it needs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def pretrain(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg["adaptor"].get("preset") == "none" and cfg["train"].epochs:
+        # the identity control has nothing to train: save it as it is (the config says epochs 0)
+        cfg = {**cfg, "train": dataclasses.replace(cfg["train"], epochs=0)}
     if result is None:
         result = load_records(cfg["data"])
     if dist_info()[0] == 0:
@@ -73,8 +77,11 @@ def pretrain(
     return trainer.run(resume=resume)
 
 
-def ensure_pretrained(run: str | Path, pretrain_config: str | Path | None = None, progress: bool = True) -> Path:
-    """The pretraining run ``run``; pretrained first from ``pretrain_config`` when it is missing."""
+def ensure_pretrained(
+    run: str | Path, pretrain_config: str | Path | None = None, progress: bool = True, overrides: Iterable[str] = ()
+) -> Path:
+    """The pretraining run ``run``; pretrained first from ``pretrain_config`` (with ``--set`` style
+    ``overrides``) when it is missing. A run killed part-way continues from its last checkpoint."""
     run = Path(run)
     if pretrained_exists(run):
         return run
@@ -84,7 +91,8 @@ def ensure_pretrained(run: str | Path, pretrain_config: str | Path | None = None
             f"or set pretrain_config so it is built automatically"
         )
     print(f"pretrained Adaptor {run} is missing: pretraining it first with {pretrain_config}")
-    pretrain(load_config(PRETRAIN_DEFAULTS, pretrain_config), run, progress=progress)
+    cfg = load_config(PRETRAIN_DEFAULTS, pretrain_config, overrides)
+    pretrain(cfg, run, progress=progress, resume=(run / "checkpoint").is_dir())
     return run
 
 
@@ -102,8 +110,9 @@ def finetune(task: str, cfg: dict, out: str | Path, progress: bool = True) -> di
 
 
 def finetuned_exists(out: str | Path) -> bool:
-    """True when ``out`` holds a finished fine-tuning run (its head.json is written last)."""
-    return (Path(out) / "head.json").exists()
+    """True when ``out`` holds a finished fine-tuning run (head.json, then the test predictions,
+    then metrics.json are written; a run killed before its metrics.json is built again)."""
+    return (Path(out) / "head.json").exists() and (Path(out) / "metrics.json").exists()
 
 
 def ensure_finetuned(

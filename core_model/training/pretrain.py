@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from core_model.adaptor import Adaptor, AdaptorConfig, make_config
-from core_model.errors import UserError
+from core_model.errors import ConfigError, UserError
 from core_model.features.cache import FeatureCache
-from core_model.fileio import atomic_write_bytes, atomic_write_json
+from core_model.fileio import atomic_write_bytes, atomic_write_json, jsonable
 from core_model.losses import AdaptorLoss
 from core_model.metrics.retrieval import retrieval_metrics
-from core_model.training.artifacts import adaptor_metadata, jsonable, load_state, save_adaptor, state_tensors
+from core_model.training.artifacts import adaptor_metadata, load_state, save_adaptor, state_tensors
 from core_model.training.batches import CachedPairs, report_groups
 from core_model.training.checkpoint import CheckpointDir, optimizer_from_tensors, optimizer_to_tensors
 from core_model.training.config import LossConfig, PretrainTrainConfig
@@ -50,7 +50,48 @@ def adaptor_config_from(cfg_adaptor: dict, cache: FeatureCache) -> AdaptorConfig
             raise UserError("the tokens Adaptor needs token features: precompute with image_tokens and text_tokens on")
         opts["patch_grid"] = tuple(cache.manifest["image"]["grid"])
         return make_config("tokens", image_dim, text_dim, **opts)
-    return make_config("paper", image_dim, text_dim)
+    if preset not in PRESET_KEYS:
+        raise ConfigError(f"adaptor.preset must be tokens, paper or none, not {preset!r}")
+    chosen = preset_overrides(preset, cfg_adaptor)
+    if preset == "none":
+        grid = cache.manifest["image"].get("grid") if cache.manifest["image"].get("tokens") else None
+        return make_config("none", image_dim, text_dim, patch_grid=tuple(grid) if grid else None)
+    try:
+        return make_config("paper", image_dim, text_dim, **chosen)
+    except ValueError as exc:
+        raise ConfigError(f"adaptor.preset=paper with {chosen}: {exc}") from None
+
+
+#: adaptor keys each non-default preset applies when set (every other key must keep its default)
+PRESET_KEYS = {"paper": ("dim", "heads", "layers", "ffn_dim", "dropout", "share_layers"), "none": ()}
+
+
+def preset_overrides(preset: str, cfg_adaptor: dict) -> dict:
+    """The ``adaptor.*`` values the ``paper`` / ``none`` preset applies: every key of the preset
+    that the config file or a ``--set`` gave (``Section.explicit`` of the loaded config; for a
+    plain mapping, the keys whose value differs from the tokens defaults). A key the preset has
+    no use for is refused (ConfigError naming it) when its value would have changed anything
+    (differs from the tokens default), never silently dropped."""
+    from core_model.training.config import PRETRAIN_DEFAULTS
+
+    defaults = PRETRAIN_DEFAULTS["adaptor"]
+    explicit = getattr(cfg_adaptor, "explicit", None)
+    chosen = {}
+    for key, value in cfg_adaptor.items():
+        if key == "preset":
+            continue
+        given = key in explicit if explicit is not None else value != defaults.get(key)
+        if not given:
+            continue
+        if key in PRESET_KEYS[preset]:
+            chosen[key] = value
+            continue
+        if value != defaults.get(key):
+            usable = ", ".join(PRESET_KEYS[preset]) or "none"
+            raise ConfigError(
+                f"adaptor.{key} has no effect with adaptor.preset={preset} (keys it applies: {usable}); remove it"
+            )
+    return chosen
 
 
 def _param_groups(modules, weight_decay: float):

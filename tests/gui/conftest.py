@@ -410,3 +410,24 @@ def direct_analysis(bundle, library, uid: str):
     from app.logic.analysis import instance_file
 
     return bundle.analyze(str(instance_file(library, uid)))
+
+
+@pytest.fixture(scope="session")
+def room(tmp_path_factory) -> Path:
+    """Phantom studies of a reading room: a patient with a current frontal + lateral and a
+    prior frontal, another patient, a folder of PNG / JPEG exports (tests/gui/phantom_studies.py)."""
+    from tests.gui.phantom_studies import reading_room_studies
+
+    return reading_room_studies(tmp_path_factory.mktemp("room"))
+
+
+@pytest.fixture
+def room_library(tmp_path, room):
+    from app.library import open_library
+    from app.library.importer import Importer
+
+    lib = open_library(tmp_path / "room-lib" / "library.db")
+    summary = Importer(lib, mode="link", fsync=False).run([room])
+    assert summary.imported == 6, summary.rejected
+    yield lib
+    lib.close()

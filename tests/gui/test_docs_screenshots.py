@@ -38,7 +38,8 @@ def phantom_window(qtbot, tmp_path, demo):
     window.show()
     qtbot.waitExposed(window)
     qtbot.waitUntil(lambda: window.viewer.image is not None, timeout=20000)
-    qtbot.waitUntil(lambda: len(window.browser.model.thumbs) >= len(window.browser.model.rows), timeout=30000)
+    thumbs = window.browser.model.thumbs  # every row on screen has its thumbnail
+    qtbot.waitUntil(lambda: all(r.sop_instance_uid in thumbs for r in window.browser.visible_rows()), timeout=30000)
     yield window
     close_window(qtbot, window)
     lib.close()
@@ -162,7 +163,10 @@ def test_model_screens(qtbot, phantom_window, demo, tmp_path):
     with qtbot.waitSignal(other.bundle_changed, timeout=120000):
         other.load_bundle(str(broken))
     qtbot.waitUntil(lambda: other.viewer.image is not None, timeout=20000)
-    qtbot.waitUntil(lambda: len(other.browser.model.thumbs) >= len(other.browser.model.rows), timeout=30000)
+    qtbot.waitUntil(
+        lambda: all(r.sop_instance_uid in other.browser.model.thumbs for r in other.browser.visible_rows()),
+        timeout=30000,
+    )
     for box in other._boxes:
         box.close()
     save(other, "broken_bundle")
@@ -212,3 +216,31 @@ def test_domain_screens(qtbot, tmp_path, demo):
     save(w, "domain_in")
     close_window(qtbot, w)
     lib.close()
+
+
+def test_reader_study_screens(qtbot, phantom_window, demo):
+    """Blinded labelling of a phantom, then the reveal (docs/screenshots/reader_study_*.png)."""
+    w = phantom_window
+    with qtbot.waitSignal(w.bundle_changed, timeout=120000):
+        w.load_bundle(str(demo.bundle))
+    panel = w.reader
+    w.dock_reader.raise_()
+    panel.reviewer.setText("Reader One")
+    panel.reviewer.editingFinished.emit()
+    panel.blinded.setChecked(True)
+    panel.shuffle.setChecked(True)
+    panel.seed.setValue(42)
+    with qtbot.waitSignal(w.analysis_shown, timeout=60000):
+        qtbot.mouseClick(panel.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(w.is_idle, timeout=60000)
+    panel.row("pneumonia").buttons["agree"].click()
+    panel.row("pneumonia").confidence.setCurrentIndex(3)
+    panel.row("normal").buttons["disagree"].click()
+    panel.row("covid19").buttons["uncertain"].click()
+    qtbot.keyClicks(panel.comment, "Patchy opacity, right lower zone")
+    save(w, "reader_study_blinded")
+    with qtbot.waitSignal(w.reader_study.labels_saved, timeout=10000):
+        qtbot.mouseClick(panel.save, Qt.MouseButton.LeftButton)
+    assert w.ai_stack.currentIndex() == 0
+    qtbot.waitUntil(w.is_idle, timeout=60000)
+    save(w, "reader_study_revealed")

@@ -94,7 +94,7 @@ def test_approve_while_another_program_holds_the_library_is_queued_and_saved_onc
 
 
 def test_queued_review_is_saved_automatically_when_the_lock_goes(qtbot, make_window, library, monkeypatch):
-    import app.gui.main_window as mw
+    import app.gui.review_controller as mw
 
     monkeypatch.setattr(mw, "REVIEW_RETRY_MS", 100)
     window = make_window()

@@ -104,7 +104,9 @@ def test_zoom_fit_and_reset(qtbot, make_window, library):
     qtbot.keyClick(window.browser.table, Qt.Key.Key_Plus)
     zoomed = v.view.viewRange()
     assert zoomed[0][1] - zoomed[0][0] < (full[0][1] - full[0][0]) * 0.9
-    # wheel zoom over the image
+    # wheel zoom over the image (the wheel zooms when "Wheel moves through images" is off; by
+    # default it moves through images and Ctrl+wheel zooms: tests/gui/test_habits.py)
+    window.act_wheel_images.setChecked(False)
     from PySide6.QtCore import QPointF
     from PySide6.QtGui import QWheelEvent
     from PySide6.QtWidgets import QApplication

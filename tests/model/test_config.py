@@ -13,6 +13,8 @@ import yaml
 from core_model.errors import ConfigError
 from core_model.training.config import (
     PRETRAIN_DEFAULTS,
+    CacheConfig,
+    FinetuneCacheConfig,
     FinetuneTrainConfig,
     LossConfig,
     PretrainTrainConfig,
@@ -134,3 +136,28 @@ def test_finetune_train_section_has_its_own_keys():
         load_config(finetune_defaults("classification"), None, ["train.warmup=0.1"])
     cfg = load_config(finetune_defaults("segmentation"), None, ["train.class_weights=balanced"])
     assert cfg["train"].class_weights == "balanced"
+
+
+def test_cache_section_is_typed_with_its_own_keys_per_command(tmp_path):
+    cfg = load_config(PRETRAIN_DEFAULTS, ROOT / "configs" / "phantoms-minilm.yaml", ["cache.shard_size='64'"])
+    assert isinstance(cfg["cache"], CacheConfig)
+    assert cfg["cache"].shard_size == 64 and cfg["cache"].patch_pool == 2 and cfg["cache"].image_tokens is True
+    with pytest.raises(ConfigError, match="'cache.image_tokens' must be a bool, got 'yes please'"):
+        load_config(PRETRAIN_DEFAULTS, None, ["cache.image_tokens=yes please"])
+    ft = load_config(finetune_defaults("classification"), None, ["cache.patch_pool=2"])
+    assert isinstance(ft["cache"], FinetuneCacheConfig) and ft["cache"].patch_pool == 2
+    with pytest.raises(ConfigError, match="unknown config key 'cache.text_tokens'"):
+        load_config(finetune_defaults("classification"), None, ["cache.text_tokens=false"])
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert list(saved["cache"]) == [
+        "dir",
+        "patch_pool",
+        "image_tokens",
+        "text_tokens",
+        "batch_size",
+        "workers",
+        "shard_size",
+        "device",
+    ]
+    assert load_config(PRETRAIN_DEFAULTS, tmp_path / "config.yaml") == cfg

@@ -155,6 +155,16 @@ def test_evaluate_scores_each_task(tiny_pipeline, tmp_path, task, run):
         per = m["metrics"]["per_finding"]
         assert set(per) == {"pneumonia", "covid19", "pneumothorax"}
         assert all(0 < e["chance"] < 1 and 0 <= e["pointing_game_prompt"] <= 1 for e in per.values())
+        for e in per.values():  # the positional prior (fitted on training masks) with intervals
+            ci = e["positional_prior_ci"]
+            assert ci["ci_low"] <= e["positional_prior"] == ci["value"] <= ci["ci_high"]
+            p = e["pointing_game_prompt_ci"]
+            assert p["ci_low"] <= e["pointing_game_prompt"] <= p["ci_high"]
+            d = e["prompt_minus_prior"]
+            assert d["difference"] == pytest.approx(e["pointing_game_prompt"] - e["positional_prior"])
+        # lesions are not placed uniformly, so the prior beats chance (why chance is the wrong baseline)
+        assert np.mean([e["positional_prior"] for e in per.values()]) > np.mean([e["chance"] for e in per.values()])
+        assert "positional prior" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "report.md").exists()
 
 

@@ -1,5 +1,7 @@
 """Encoder registry: tiny presets, the real offline MiniLM, local folders, clear offline errors."""
 
+import json
+
 import pytest
 import torch
 
@@ -85,3 +87,28 @@ def test_registry_and_factory_have_no_import_cycle():
         "factory"
     )
     assert {e.name for e in pkg.list_encoders("image")} >= {"tiny-vit", "dinov2-small"}  # presets registered
+
+
+def test_each_preset_states_licence_and_weight_access_and_renamed_ids_still_work(capsys):
+    from core_model.encoders.factory import create_text_encoder as create
+    from core_model.encoders.registry import get_info
+    from core_model.errors import UserError
+    from training_cli.main import main
+
+    for e in list_encoders():
+        assert e.licence and isinstance(e.gated, bool)
+    old_id = "microsoft/BiomedNLP-PubMedBERT-base-uncased-abstract-fulltext"
+    for name in ("PubMedBERT", "BiomedBERT", old_id):
+        assert get_info(name, "text").name == "pubmedbert"
+    assert get_info("pubmedbert", "text").source.startswith("microsoft/BiomedNLP-BiomedBERT")
+    # the old id loads the renamed weights (offline here: the error names the new id and folder)
+    with pytest.raises(UserError, match="BiomedBERT-base-uncased-abstract-fulltext.*models/pubmedbert"):
+        create(old_id)
+    assert main(["encoders"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("rad-dino"))
+    assert "MSRLA" in line and " no " in line
+    assert "PubMedBERT" in out and "Research use only" in out
+    assert main(["encoders", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"dinov2-base", "biobert", "pubmedbert", "cxr-bert"}

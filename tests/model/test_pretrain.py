@@ -218,3 +218,45 @@ def test_two_process_pretraining_on_gloo_runs_and_learns(small_records, tmp_path
     assert len(hist) == 3 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     adaptor, _, meta = load_adaptor(tmp_path / "ddp")
     assert meta["adaptor"]["dim"] == 64
+
+
+def test_paper_preset_applies_or_refuses_every_adaptor_override(cache):
+    from core_model.errors import ConfigError
+    from core_model.training.pretrain import adaptor_config_from
+
+    def paper(*overrides):
+        return adaptor_config_from(
+            load_config(PRETRAIN_DEFAULTS, None, ["adaptor.preset=paper", *overrides])["adaptor"], cache
+        )
+
+    published = paper()
+    assert (published.mode, published.dim, published.heads, published.layers) == ("pooled", 768, 12, 2)
+    # every key given is applied, also one that equals the tokens default (layers 1)
+    applied = paper("adaptor.dim=96", "adaptor.layers=1", "adaptor.dropout=0.0")
+    assert (applied.dim, applied.layers, applied.dropout, applied.heads) == (96, 1, 0.0, 12)
+    assert paper("adaptor.local_mixing=0").local_mixing == 0  # a tokens-only key at its default changes nothing
+    for key, value in (("local_mixing", 1), ("cross_tokens", "contextual"), ("text_pool", "first")):
+        with pytest.raises(ConfigError, match=rf"adaptor\.{key} has no effect with adaptor\.preset=paper"):
+            paper(f"adaptor.{key}={value}")
+    with pytest.raises(ConfigError, match="adaptor.preset must be tokens, paper or none"):
+        paper("adaptor.preset=giant")
+    with pytest.raises(ConfigError, match="divisible"):
+        paper("adaptor.dim=100")
+
+
+def test_identity_preset_passes_the_frozen_features_through(cache, small_records, tmp_path):
+    import torch
+
+    from core_model.errors import ConfigError
+    from core_model.training.batches import CachedPairs
+
+    reset = ["adaptor.dim=256", "adaptor.ffn_dim=1024", "adaptor.preset=none"]
+    _train(cache, small_records, tmp_path / "none", reset + ["train.epochs=0"])
+    adaptor, _, meta = load_adaptor(tmp_path / "none")
+    assert meta["adaptor"]["mode"] == "identity" and adaptor.num_parameters() == 0
+    batch = CachedPairs(cache).batch(np.arange(4), "cpu")
+    out = adaptor.encode_image(batch["image_pooled"], batch["image_tokens"])
+    assert torch.equal(out.features, batch["image_pooled"]) and torch.equal(out.tokens, batch["image_tokens"])
+    assert torch.allclose(out.pooled.norm(dim=-1), torch.ones(4))
+    with pytest.raises(ConfigError, match="adaptor.local_mixing has no effect with adaptor.preset=none"):
+        _train(cache, small_records, tmp_path / "bad", reset + ["adaptor.local_mixing=1", "train.epochs=0"])

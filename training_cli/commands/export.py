@@ -36,15 +36,19 @@ def run(args) -> int:
 
     runs = [Path(r) for r in args.run]
     quantize, make_zip, limit = args.quantize, args.zip, args.report_bank_limit
+    index_min = None  # reports from which the bank ships an HNSW index (export config key)
     if args.config:
         recipe_runs, opts = build_runs_from_recipe(args.config, progress=not args.no_progress)
         runs = runs or recipe_runs
         quantize = quantize or opts.get("quantize")
         make_zip = make_zip or bool(opts.get("zip"))
         limit = limit or opts.get("report_bank_limit")
+        index_min = opts.get("report_index_min_reports")
     if not runs:
         raise UserError("give --run DIR (fine-tuning runs) or --config FILE")
-    path = export_bundle(runs, Path(args.out), quantize=quantize, make_zip=make_zip, bank_limit=limit)
+    path = export_bundle(
+        runs, Path(args.out), quantize=quantize, make_zip=make_zip, bank_limit=limit, report_index_min_reports=index_min
+    )
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     print(f"wrote bundle {path} ({size / 2**20:.1f} MiB). {RESEARCH_NOTE}")
     return 0

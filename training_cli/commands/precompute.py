@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 from core_model.fileio import atomic_write_json
@@ -35,7 +36,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from core_model.training.config import PRETRAIN_DEFAULTS, load_config, save_config
     from core_model.training.datasets import ensure_cache, load_records, summary
-    from core_model.training.distributed import init_distributed_from_env
+    from core_model.training.distributed import distributed_session
 
     overrides = shortcut_overrides(args) + list(args.overrides)
     if args.patch_pool:
@@ -44,39 +45,37 @@ def run(args) -> int:
         overrides.append(f"cache.workers={args.workers}")
     cfg = load_config(PRETRAIN_DEFAULTS, args.config, overrides)
     out = prepare_out(args.out)
-    cfg["cache"]["dir"] = str(out)
-    init_distributed_from_env()
-    result = load_records(cfg["data"])
-    print(f"data: {result.summary()}")
-    for s in result.skipped[:10]:
-        print(f"  skipped {s}")
-    records = result.records
-    if args.resize_cache:
-        from core_model.features.image_cache import resize_images
+    cfg["cache"] = dataclasses.replace(cfg["cache"], dir=str(out))
+    with distributed_session() as (rank, _):
+        result = load_records(cfg["data"])
+        print(f"data: {result.summary()}")
+        for s in result.skipped[:10]:
+            print(f"  skipped {s}")
+        records = result.records
+        if args.resize_cache:
+            from core_model.features.image_cache import resize_images
 
-        records = resize_images(records, args.resize_cache, args.resize_to, workers=int(cfg["cache"]["workers"]))
-    t0 = time.perf_counter()
-    cache = ensure_cache(
-        cfg, records, out, overwrite=args.overwrite, text=not args.images_only, progress=not args.no_progress
-    )
-    seconds = time.perf_counter() - t0
-    import torch
-
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        save_config(cfg, out / "config.yaml")
-        atomic_write_json(
-            out / "metrics.json",
-            {
-                "command": "precompute",
-                "research_use_only": True,
-                "items": cache.n,
-                "usable_items": int(cache.valid.sum()),
-                "seconds": round(seconds, 2),
-                "items_per_second": round(cache.n / max(seconds, 1e-9), 1),
-                "bytes_per_item": cache.manifest.get("bytes_per_item"),
-                "total_bytes": cache.nbytes(),
-                "skipped": cache.manifest.get("skipped_total", 0),
-                "data": summary(result),
-            },
+            records = resize_images(records, args.resize_cache, args.resize_to, workers=cfg["cache"].workers)
+        t0 = time.perf_counter()
+        cache = ensure_cache(
+            cfg, records, out, overwrite=args.overwrite, text=not args.images_only, progress=not args.no_progress
         )
+        seconds = time.perf_counter() - t0
+        if rank == 0:
+            save_config(cfg, out / "config.yaml")
+            atomic_write_json(
+                out / "metrics.json",
+                {
+                    "command": "precompute",
+                    "research_use_only": True,
+                    "items": cache.n,
+                    "usable_items": int(cache.valid.sum()),
+                    "seconds": round(seconds, 2),
+                    "items_per_second": round(cache.n / max(seconds, 1e-9), 1),
+                    "bytes_per_item": cache.manifest.get("bytes_per_item"),
+                    "total_bytes": cache.nbytes(),
+                    "skipped": cache.manifest.get("skipped_total", 0),
+                    "data": summary(result),
+                },
+            )
     return 0

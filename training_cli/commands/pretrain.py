@@ -22,19 +22,18 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from core_model.training.config import PRETRAIN_DEFAULTS, load_config
     from core_model.training.datasets import load_records
-    from core_model.training.distributed import dist_info, init_distributed_from_env
+    from core_model.training.distributed import distributed_session
     from core_model.training.pipeline import pretrain
 
     cfg = load_config(PRETRAIN_DEFAULTS, args.config, shortcut_overrides(args) + list(args.overrides))
     out = prepare_out(args.out)
-    init_distributed_from_env()
-    rank, _ = dist_info()
-    result = load_records(cfg["data"])
-    if rank == 0:
-        print(f"data: {result.summary()}")
-        for s in result.skipped[:10]:
-            print(f"  skipped {s}")
-    pretrain(cfg, out, result=result, progress=not args.no_progress, resume=args.resume)
+    with distributed_session() as (rank, _):
+        result = load_records(cfg["data"])
+        if rank == 0:
+            print(f"data: {result.summary()}")
+            for s in result.skipped[:10]:
+                print(f"  skipped {s}")
+        pretrain(cfg, out, result=result, progress=not args.no_progress, resume=args.resume)
     if rank == 0:
         print(f"wrote {out / 'adaptor.safetensors'} and {out / 'metrics.json'}")
     return 0
