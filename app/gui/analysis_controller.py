@@ -52,7 +52,7 @@ class AnalysisController(QObject):
 
     ``window`` is the main window: its ``bundle``, ``current_uid``, ``library``, ``runner``,
     ``settings``, panels (``ai``, ``reports``, ``viewer``) and ``status_message`` /
-    ``refresh_browser`` / ``update_actions`` are what the controller reads and drives."""
+    ``update_actions`` (and ``library_ctl.refresh_browser``) are what the controller reads and drives."""
 
     analysis_shown = Signal(str)  # uid
     heatmap_shown = Signal(str)  # phrase
@@ -160,7 +160,7 @@ class AnalysisController(QObject):
             return  # not keyed by a bundle's content: never shown as the loaded bundle's
         self.results.put((result.bundle_hash, result.uid), result)
         if not result.from_cache:
-            self.window.refresh_browser(force=True)
+            self.window.library_ctl.refresh_browser(force=True)
         if result.uid != self.current_uid or result.bundle_hash != self.bundle_key():
             return
         self.current_result = result

@@ -246,11 +246,11 @@ def run_app(options: GuiOptions) -> int:
         window_ref.append(window)
         bundle = str(demo.bundle) if demo else options.bundle
         if bundle:
-            window.load_bundle(bundle)
+            window.bundles.load_bundle(bundle)
         elif not options.screenshot:
-            window.load_remembered_bundle()  # never a synthetic (demo) bundle; see MainWindow
+            window.bundles.load_remembered_bundle()  # never a synthetic (demo) bundle (app.gui.bundle_controller)
         if demo:
-            window.import_paths([str(demo.studies)])
+            window.library_ctl.import_paths([str(demo.studies)])
         window.show()
         if not options.screenshot:
             window.fit_to_screen()  # inside the screen it opens on (e.g. a 1366 x 768 laptop)

@@ -331,8 +331,8 @@ def open_pacs_dialog(window) -> PacsDialog:
     if dialog is None:
 
         def imported(_summary) -> None:
-            if hasattr(window, "refresh_browser"):
-                window.refresh_browser(force=True)
+            if hasattr(window, "library_ctl"):
+                window.library_ctl.refresh_browser(force=True)
 
         dialog = PacsDialog(window.library, getattr(window, "runner", None), window, on_imported=imported)
         window._pacs_dialog = dialog
