@@ -36,20 +36,12 @@ from pathlib import Path
 from core_model.data._files import open_text
 from core_model.data.records import ReadResult, Record, Skipped
 from core_model.data.reports import clean_text, report_text
+from core_model.data.splits import SPLIT_ALIASES
 from core_model.errors import DataError
 from core_model.fileio import atomic_write_text
 
-_SPLITS = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validate": "val",
-    "validation": "val",
-    "dev": "val",
-    "test": "test",
-    "testing": "test",
-}
+# the split names of core_model.data.splits, and "dev" (a common manifest spelling of val)
+_SPLITS = {**SPLIT_ALIASES, "dev": "val"}
 
 
 def _is_jsonl(path: Path) -> bool:

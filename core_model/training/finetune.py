@@ -257,13 +257,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
         "classes": labeled.classes,
         "fraction": labeled.fraction,
         "head": cfg["head"]["kind"],
-        "split": {
-            "protocol": labeled.split.protocol,
-            "protocol_id": labeled.split.protocol_id,
-            "sizes": {s: int(len(v)) for s, v in idx.items()},
-            "notes": labeled.split.notes,
-            "patient_overlap": patient_overlap(records),
-        },
+        "split": _split_summary(labeled, idx, records),
         "skipped": labeled.result.skip_counts() if labeled.result is not None else {},
         "best_epoch": best["epoch"],
         "train_seconds": seconds,
@@ -353,6 +347,18 @@ def _warn_overlap(records, dataset: str) -> None:
     ov = patient_overlap(records)
     if ov.get("leaks"):
         print(f"WARNING: {dataset}: patients shared between splits {ov['shared_patients']} (see metrics.json split)")
+
+
+def _split_summary(labeled, idx: dict, records) -> dict:
+    """The ``split`` entry of a fine-tuning run's metrics: protocol, sizes, notes and the patients
+    shared between splits (counts only, never the ids)."""
+    return {
+        "protocol": labeled.split.protocol,
+        "protocol_id": labeled.split.protocol_id,
+        "sizes": {s: int(len(v)) for s, v in idx.items()},
+        "notes": labeled.split.notes,
+        "patient_overlap": patient_overlap(records),
+    }
 
 
 def _write_splits(out: Path, labeled) -> None:
@@ -529,13 +535,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
         "decoder": decoder.kind,
         "input_size": size,
         "grid": list(grid),
-        "split": {
-            "protocol": labeled.split.protocol,
-            "protocol_id": labeled.split.protocol_id,
-            "sizes": {s: int(len(v)) for s, v in idx.items()},
-            "notes": labeled.split.notes,
-            "patient_overlap": patient_overlap(records),
-        },
+        "split": _split_summary(labeled, idx, records),
         "best_epoch": best["epoch"],
         "train_seconds": seconds,
         "history": history,
