@@ -8,7 +8,8 @@ naive query. Research use only.
 Import (files/s; the same files, warm in the page cache, measured in the same run):
   bare 1 core   ``pydicom.dcmread(path, stop_before_pixels=True)`` in a loop, nothing else
   bare all      the same loop in a process pool, one process per core (pool start included)
-  ours          the importer (link mode): header reads + every header check in worker processes,
+  ours          the importer (link mode): header reads (the fast header walk, pydicom for what
+                it leaves) + every header check + the library fields in worker processes,
                 de-duplication, batched commits (250 files per transaction), progress throttled
                 to <= 10 calls/s, worker start included
   ours, 1 proc  the same with every header read in this process (the importer before issue 15)
@@ -128,12 +129,13 @@ def run_bare(files: list[Path], workers: int) -> float:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from app.library.importer import HEADER_CHUNK
     from benchmarks.library_import import _bare_read  # by module name, not __main__, for the workers
 
     start = time.perf_counter()
     ctx = multiprocessing.get_context("forkserver")  # as the importer starts its workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        for _ in pool.map(_bare_read, [str(p) for p in files], chunksize=16):
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:  # and with its chunks
+        for _ in pool.map(_bare_read, [str(p) for p in files], chunksize=HEADER_CHUNK):
             pass
     return time.perf_counter() - start
 

@@ -1,23 +1,28 @@
-"""Runtime latency: the torch-free bundle runtime (onnxruntime) vs torch eager on the same model.
+"""Runtime latency: the bundle's whole analysis against the bare image-graph forward and torch eager.
 
-Per image, both sides do the same work: decode + preprocess (the shared function) + the image
-graph (frozen ViT + Adaptor image side + classification head + segmentation decoder) + the
-text graph for one phrase + the heatmap graph. Random weights with the real architectures (same
-compute as trained ones): a DINOv2 ViT-S/14 at 224 px (the issue's target) and, with --text
-minilm, the real all-MiniLM-L6-v2. Then exact top-10 retrieval over banks of 10k, 100k and 1M
-report embeddings, and the HNSW report index (core_model.runtime.report_index, built as export
-builds it) against exact search at 100k (and 1M with --index-1m): build time, top-10 ms of each,
-recall@10 of the index against exact. The banks are seeded synthetic 256-d embeddings clustered
-like a report bank (topics of near-duplicate reports); on structureless Gaussian vectors no HNSW
-reaches the recall goal at this speed (see benchmarks/README.md).
+Analysis: a bundle with a DINOv2 ViT-S/14 at 224 px + Adaptor + classification head +
+segmentation decoder (random weights, the real architectures: same compute as trained ones) and a
+domain model, written as export writes one and opened with ``load_bundle``. On DICOMs written by
+the repo's own writer, small (512 x 640) and real-sized (2,000 x 2,500), 16-bit, uncompressed and
+JPEG Lossless (plus the real SIIM sample, 8-bit JPEG Baseline, when present), it times
+``Bundle.analyze`` (decode + preprocess + image graph + domain guard + mask on the original grid)
+against the bare forward of the same onnxruntime session on a preallocated input, and torch eager
+doing the same work with the torch graph; then the phrase heatmap for an analysed image (text
+graph + heatmap graph + map on the original grid). Retrieval: exact top-10 over banks of 10k,
+100k and 1M report embeddings, and the HNSW report index (core_model.runtime.report_index, built
+as export builds it) against exact search at 100k (and 1M with --index-1m): build time, top-10
+ms of each, recall@10 of the index against exact. The banks are seeded synthetic 256-d
+embeddings clustered like a report bank (topics of near-duplicate reports); on structureless
+Gaussian vectors no HNSW reaches the recall goal at this speed (see benchmarks/README.md).
 
-    python benchmarks/runtime_latency.py [--images 30] [--text tiny-bert|minilm] [--threads 0]
+    python benchmarks/runtime_latency.py [--images 20] [--text tiny-bert|minilm] [--threads 0]
         [--bank-sizes 10000,100000,1000000] [--index-sizes 100000] [--index-1m] [--only analysis|retrieval]
         [--quick]
 
-Targets on the 2-core CI machine: runtime >= 2x faster than torch eager; ViT-S/14 at 224 px
-analysed in <= 150 ms median; exact top-10 over 1M reports <= 50 ms; index top-10 <= 2 ms with
-recall@10 >= 0.98 (the issue's goal is at 1 M; --index-1m: its build took 724 s here).
+Targets (issue 15) on the 2-core CI machine: analyze <= 1.5x the bare forward on small files and
+<= 2x on real-sized ones (decode included); >= 3x faster than torch eager doing the same; the
+phrase heatmap <= 30 ms after the analysis; exact top-10 over 1M reports <= 50 ms; index top-10
+<= 2 ms with recall@10 >= 0.98 (the issue's goal is at 1 M; --index-1m: its build took 724 s here).
 """
 
 from __future__ import annotations
@@ -98,71 +103,180 @@ def main() -> int:
     return 0
 
 
+def interleaved(fns, repeat: int, every=None) -> list[float]:
+    """Median ms of each of ``fns``, run in turn (after one warm-up each); ``every[i]``: run the
+    i-th only every that many rounds (a slow baseline)."""
+    every = every or [1] * len(fns)
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        fn()
+    for r in range(repeat):
+        for i, fn in enumerate(fns):
+            if r % every[i] == 0:
+                t = time.perf_counter()
+                fn()
+                times[i].append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def bench_bundle(folder: Path, image, text, heat, txt, *, seed: int = 0) -> Path:
+    """Complete the folder :func:`build` exported the graphs to into a bundle, written as export
+    writes one (tokenizer, report bank, config, card, a domain model fitted on the image graph's
+    own outputs, manifest), so that ``load_bundle`` and ``Bundle.analyze`` run as in the app."""
+    import json
+
+    import torch
+
+    from core_model.export.bundle import write_manifest
+    from core_model.fileio import atomic_write_json
+    from core_model.runtime.domain import fit_domain_model
+
+    txt.save_tokenizer(folder / "tokenizer")
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
+        outs = image(torch.from_numpy(rng.standard_normal((48, 3, 224, 224), dtype=np.float32) * 0.5))
+    emb, patches = outs[4].numpy(), outs[3].numpy()
+    dim = int(emb.shape[1])
+    (folder / "reports").mkdir()
+    bank = rng.standard_normal((2000, dim), dtype=np.float32)
+    bank /= np.linalg.norm(bank, axis=1, keepdims=True)
+    np.save(folder / "reports" / "embeddings.npy", bank.astype(np.float16), allow_pickle=False)
+    with open(folder / "reports" / "reports.jsonl", "w") as f:
+        for i in range(len(bank)):
+            f.write(json.dumps({"id": f"r{i}", "text": f"synthetic report {i}"}) + "\n")
+    domain, fit = fit_domain_model(
+        (emb[:40], patches[:40]), (emb[40:], patches[40:]), views=("PA", "AP"), grid=(8, 8), synthetic=True
+    )
+    tok = txt.tokenizer
+    config = {
+        "classes": ["normal", "pneumonia", "covid19"],
+        "task": "multilabel",
+        "thresholds": {"normal": 0.5, "pneumonia": 0.5, "covid19": 0.5},
+        "temperature": 1.2,
+        "mask_label": "pneumothorax",
+        "mask_threshold": 0.5,
+        "preprocess": {"size": 224, "mean": 0.5, "std": 0.5, "channels": 3, "resize": "letterbox", "resize_to": None},
+        "patch_grid": [8, 8],
+        "embedding_dim": dim,
+        "text": {
+            "max_length": 112,
+            "special_ids": sorted(int(i) for i in tok.all_special_ids),
+            "pad_id": int(tok.pad_token_id or 0),
+        },
+        "graphs": {"image": "image.onnx", "text": "text.onnx", "heatmap": "heatmap.onnx"},
+        "report_bank": {"count": len(bank), "source": "synthetic (benchmark)", "index": None},
+        "research_use_only": True,
+        "domain": domain.save(folder),
+    }
+    atomic_write_json(folder / "config.json", config)
+    card = {"name": "runtime_latency benchmark (random weights)", "research_use_only": True, "domain": fit}
+    atomic_write_json(folder / "model_card.json", card)
+    write_manifest(folder, "benchmark-vit-s14")
+    return folder
+
+
+def bench_files(folder: Path, quick: bool = False) -> list[tuple[str, Path]]:
+    """(label, path) of the DICOMs the analysis is timed on: small (512 x 640) and real-sized
+    (2,000 x 2,500), 16 bits allocated / 12 stored with a VOI window as DX detectors write them,
+    uncompressed and JPEG Lossless SV1, written by the repo's own writer; plus the real SIIM
+    sample (1,024 x 1,024 8-bit JPEG Baseline) when it is on this machine."""
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1
+
+    from core_model.imaging.dicom_write import DicomSpec, write_dicom
+
+    rng = np.random.default_rng(0)
+    out = []
+    for size_label, (rows, cols) in (("small", (640, 512)), ("real-size", (2500, 2000))):
+        yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+        body = 1800 + 1400 * np.sin(xx / (cols / 6.5)) * np.cos(yy / (rows / 6.0))
+        pixels = (body + rng.normal(0, 25, (rows, cols))).clip(0, 4095).astype(np.uint16)
+        spec = DicomSpec(bits_stored=12, windows=[(2048.0, 4000.0)], modality="DX", view_position="PA")
+        for ts_label, ts in (("uncompressed", ExplicitVRLittleEndian), ("JPEG lossless", JPEGLosslessSV1)):
+            path = folder / f"{size_label}-{ts_label.replace(' ', '-')}.dcm"
+            write_dicom(path, pixels, spec, ts)
+            out.append((f"{size_label} {cols}x{rows} 16-bit {ts_label}", path))
+    real = ROOT.parent / "shared" / "data" / "real" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
+    if real.exists() and not quick:
+        out.insert(2, ("small 1024x1024 8-bit JPEG baseline (real SIIM)", real))
+    return out
+
+
 def analysis(args) -> None:
-    import onnxruntime as ort
     import torch
 
     from benchmarks._targets import print_target
-    from core_model.imaging.preprocess import PreprocessSpec, prepare_input
+    from core_model.imaging.preprocess import from_square, prepare_input_with_shape
+    from core_model.runtime import load_bundle
+    from core_model.runtime.domain import header_view_modality
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    image_path = ROOT.parent / "shared" / "data" / "real" / "1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"
-    if not image_path.exists():
-        from PIL import Image
-
-        image_path = Path(tempfile.mkdtemp()) / "img.png"
-        Image.fromarray((np.random.default_rng(0).random((1024, 1024)) * 255).astype(np.uint8)).save(image_path)
-    spec = PreprocessSpec(size=224)
     phrase = "right lower lobe consolidation"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "bundle"
+        folder.mkdir()
         image, text, heat, txt = build(args.text, folder)
-        opts = ort.SessionOptions()
-        if args.threads:
-            opts.intra_op_num_threads = args.threads
-        s_img, s_txt, s_heat = (
-            ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])
-            for f in ("image.onnx", "text.onnx", "heatmap.onnx")
-        )
-        enc = txt.tokenize([phrase])
-        ids_np, mask_np = enc["input_ids"].numpy(), enc["attention_mask"].numpy()
-        weights_np = np.array(
-            [[0.0 if int(t) in txt.tokenizer.all_special_ids else 1.0 for t in ids_np[0]]], np.float32
-        )
-
-        def runtime_once():
-            x = prepare_input(image_path, spec)[None]
-            outs = s_img.run(None, {"pixel_values": x})
-            tok, _ = s_txt.run(None, {"input_ids": ids_np, "attention_mask": mask_np})
-            s_heat.run(None, {"token_embeddings": tok, "word_weights": weights_np, "patch_tokens": outs[3]})
+        bench_bundle(folder, image, text, heat, txt)
+        b = load_bundle(folder, threads=args.threads)
+        spec, dm = b.preprocess, b.domain_model
+        files = bench_files(Path(tmp), quick=args.quick)
+        session = b.sessions.get("image")
+        x0 = np.random.default_rng(1).standard_normal((1, 3, 224, 224), dtype=np.float32)
+        bare = lambda: session.run(None, {"pixel_values": x0})  # noqa: E731
 
         @torch.no_grad()
-        def torch_once():
-            x = torch.from_numpy(prepare_input(image_path, spec))[None]
-            outs = image(x)
-            tok, _ = text(enc["input_ids"], enc["attention_mask"])
-            heat(tok, torch.from_numpy(weights_np), outs[3])
+        def torch_analyze(path):  # the same work as Bundle.analyze, with the torch image graph
+            x, (h, w) = prepare_input_with_shape(path, spec)
+            probs, _, mask_logits, patches, emb = (t.numpy() for t in image(torch.from_numpy(x)[None]))
+            score = float(dm.scores(emb, patches)[0])
+            view, modality = header_view_modality(path)
+            dm.assess(score, view=view, modality=modality)
+            mask = from_square(1.0 / (1.0 + np.exp(-mask_logits[0, 0])), h, w, spec)
+            return float((mask >= 0.5).mean())
 
-        def image_only():
-            s_img.run(None, {"pixel_values": prepare_input(image_path, spec)[None]})
-
-        rt = median_ms(runtime_once, args.images)
-        te = median_ms(torch_once, args.images)
-        img_only = median_ms(image_only, args.images)
-        decode = median_ms(lambda: prepare_input(image_path, spec), args.images)
+        # Interleaved (forward, analyze, torch eager, ...) so that a change of load on the shared
+        # machine hits a ratio's two sides alike; each file's ratio uses the forwards of its loop.
+        rows, forwards = [], []
+        for label, path in files:
+            fwd, ours, eager = interleaved(
+                [bare, lambda p=path: b.analyze(p), lambda p=path: torch_analyze(p)],
+                args.images,
+                every=[1, 1, 2],
+            )
+            rows.append((label, fwd, ours, eager))
+            forwards.append(fwd)
+        forward = statistics.median(forwards)
+        real_raw = next(p for label, p in files if label.startswith("real-size") and "uncompressed" in label)
+        a = b.analyze(real_raw)
+        heat_full = median_ms(lambda: b.heatmap(a, phrase), args.images)
+        heat_grid = median_ms(lambda: b.patch_heatmap(a, phrase), args.images)
 
     print(
-        f"Per-image latency, ViT-S/14 at 224 px + Adaptor + heads + {args.text} phrase + heatmap "
-        f"(median of {args.images}; input {image_path.name}):"
+        f"Analysis latency, DINOv2 ViT-S/14 at 224 px + Adaptor + classification + segmentation + domain "
+        f"guard, random weights (median of {args.images}; torch eager median of {max(3, args.images // 2)}):"
     )
-    print(f"  {'decode + preprocess only':<40} {decode:8.1f} ms")
-    print(f"  {'runtime (onnxruntime), analyse only':<40} {img_only:8.1f} ms")
-    print(f"  {'runtime (onnxruntime), all graphs':<40} {rt:8.1f} ms")
-    print(f"  {'torch eager, all graphs':<40} {te:8.1f} ms")
-    print(f"  ratio torch / runtime: {te / rt:.2f}x")
-    print_target("analyse_vit_s14_224", img_only, "ms", goal="<= 150 ms", met=img_only <= 150)
-    print_target("runtime_vs_torch_eager", rt, "ms", baseline=te, ratio=te / rt, goal="ratio >= 2", met=te / rt >= 2)
+    print(f"  bare image-graph forward (onnxruntime, preallocated input): {forward:.1f} ms (median over the files)")
+    print(f"  {'file':<52} {'forward':>8} {'analyze ms':>10} {'/ forward':>9} {'torch ms':>9} {'torch/ours':>10}")
+    for label, fwd, ours, eager in rows:
+        print(f"  {label:<52} {fwd:8.1f} {ours:10.1f} {ours / fwd:9.2f} {eager:9.1f} {eager / ours:10.2f}")
+    print(f"  phrase heatmap after the analysis ({args.text}), on the original 2000x2500 grid: {heat_full:.1f} ms")
+    print(f"  phrase heatmap on the patch grid (text graph + heatmap graph only): {heat_grid:.1f} ms")
+    print("  (analyze = decode + preprocess + image graph + domain guard + mask on the original grid;")
+    print("   JPEG Lossless has no reduced-resolution decode: every pixel is predicted from its neighbours)")
+    for label, fwd, ours, _eager in rows:
+        kind = "small" if label.startswith("small") else "real_size"
+        syntax = "jpeg_lossless" if "lossless" in label else "jpeg_baseline" if "baseline" in label else "uncompressed"
+        goal = 1.5 if kind == "small" else 2.0
+        print_target(
+            f"analyze_{kind}_{syntax}_vs_forward", ours, "ms", baseline=fwd,
+            goal=f"ratio <= {goal}", met=ours / fwd <= goal,
+        )  # fmt: skip
+    worst = min(rows, key=lambda r: r[3] / r[2])  # the file where ours gains least
+    print_target(
+        "analyze_vs_torch_eager", worst[2], "ms", baseline=worst[3], ratio=worst[3] / worst[2],
+        goal="ratio >= 3", met=worst[3] / worst[2] >= 3,
+    )  # fmt: skip
+    print_target("heatmap_after_analysis", heat_full, "ms", goal="<= 30 ms", met=heat_full <= 30)
 
 
 def clustered_bank(n: int, dim: int = 256, seed: int = 0) -> np.ndarray:

@@ -63,6 +63,11 @@ class AdaptorConfig:
     local_mixing: int = 0  # conv blocks over the patch grid before attention (locality + position)
     cross_tokens: str = "regional"  # patch tokens words attend to: "contextual" (after the
     # self-attention layers) or "regional" (before them: each token only sees its neighbourhood)
+    # pooled only, for a faithful reproduction of the published numbers (docs/PAPER_DEVIATIONS.md):
+    # the released code L2-normalises the projected vectors and hands [B, D] to
+    # nn.MultiheadAttention(batch_first=False), so each image (report) attends over the whole batch
+    # and its output depends on the batch it is in. Off: each item attends to itself only.
+    paper_released_code: bool = False
 
     def __post_init__(self):
         if self.mode not in ("tokens", "pooled", "identity"):
@@ -73,6 +78,8 @@ class AdaptorConfig:
             self.patch_grid = tuple(int(v) for v in self.patch_grid)
         if self.cross_tokens not in ("contextual", "regional"):
             raise ValueError("cross_tokens must be 'contextual' or 'regional'")
+        if self.paper_released_code and self.mode != "pooled":
+            raise ValueError("paper_released_code applies to the pooled (paper) preset only")
 
     @classmethod
     def paper(cls, image_dim: int, text_dim: int) -> AdaptorConfig:
@@ -275,15 +282,25 @@ class Adaptor(nn.Module):
         self.local = nn.ModuleList(LocalMixing(c.dim) for _ in range(c.local_mixing if c.mode == "tokens" else 0))
 
     # ---- unimodal sides -------------------------------------------------------------------
+    def _pooled(self, x: torch.Tensor, layers: nn.ModuleList, norm: nn.Module) -> torch.Tensor:
+        """The pooled preset's layers over projected vectors ``x`` (B, D): one token per item, or,
+        with ``paper_released_code``, the released code's L2-normalised batch as one sequence."""
+        if self.config.paper_released_code:
+            x = F.normalize(x, dim=-1).unsqueeze(0)  # (1, B, D): every item attends over the batch
+            for layer in layers:
+                x = layer(x)
+            return norm(x[0])
+        x = x.unsqueeze(1)
+        for layer in layers:
+            x = layer(x)
+        return norm(x[:, 0])
+
     def encode_image(self, pooled: torch.Tensor, patches: torch.Tensor | None = None) -> ImageOut:
         """pooled (B, Di) = the encoder's CLS; patches (B, P, Di) (tokens mode)."""
         if self.config.mode == "identity":
             return ImageOut(F.normalize(pooled, dim=-1), patches, pooled)
         if self.config.mode == "pooled":
-            x = self.image_proj(pooled).unsqueeze(1)
-            for layer in self.image_layers:
-                x = layer(x)
-            feat = self.image_norm(x[:, 0])
+            feat = self._pooled(self.image_proj(pooled), self.image_layers, self.image_norm)
             return ImageOut(F.normalize(feat, dim=-1), None, feat)
         if patches is None:
             raise ValueError("the tokens Adaptor needs image patch tokens (precompute with tokens on)")
@@ -309,10 +326,7 @@ class Adaptor(nn.Module):
         if self.config.mode == "identity":
             return TextOut(F.normalize(pooled, dim=-1), tokens, None if mask is None else mask.bool(), pooled)
         if self.config.mode == "pooled":
-            x = self.text_proj(pooled).unsqueeze(1)
-            for layer in self.text_layers:
-                x = layer(x)
-            feat = self.text_norm(x[:, 0])
+            feat = self._pooled(self.text_proj(pooled), self.text_layers, self.text_norm)
             return TextOut(F.normalize(feat, dim=-1), None, None, feat)
         if tokens is None or mask is None:
             raise ValueError("the tokens Adaptor needs report token states and their mask")

@@ -90,12 +90,14 @@ class AdaptorLoss(nn.Module):
         image_to_text_weight: float = 0.5,
         local_weight: float = 1.0,
         local_candidates: int = 16,
+        grounding_weight: float = 0.0,
     ):
         super().__init__()
         self.global_nce = InfoNCE(temperature, True, min_temperature, max_temperature, image_to_text_weight)
         self.local_nce = InfoNCE(temperature, True, min_temperature, max_temperature, image_to_text_weight)
         self.local_weight = local_weight
         self.local_candidates = local_candidates
+        self.grounding_weight = grounding_weight
 
     def local(
         self, adaptor, image, text, groups: torch.Tensor | None = None, generator: torch.Generator | None = None
@@ -124,9 +126,12 @@ class AdaptorLoss(nn.Module):
         generator: torch.Generator | None = None,
         global_sim: torch.Tensor | None = None,
         global_groups: torch.Tensor | None = None,
+        grounding: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Total loss and its parts. ``global_sim``/``global_groups`` replace the local batch's
-        similarity matrix for the global term (embeddings gathered across processes)."""
+        similarity matrix for the global term (embeddings gathered across processes).
+        ``grounding`` = (rows (G,) of the batch, lesion patches (G, P) bool): weak supervision of
+        those pairs' report heatmaps (``grounding_weight``)."""
         if global_sim is None:
             global_sim, global_groups = image.pooled @ text.pooled.t(), groups
         loss = self.global_nce(global_sim, global_groups)
@@ -135,7 +140,32 @@ class AdaptorLoss(nn.Module):
         if loss_l is not None:
             parts["local"] = float(loss_l.detach())
             loss = loss + self.local_weight * loss_l
+        if grounding is not None and self.grounding_weight > 0 and adaptor.cross is not None and len(grounding[0]):
+            rows, target = grounding
+            sub_i = type(image)(image.pooled[rows], None, image.features[rows], image.regions[rows])
+            sub_t = type(text)(text.pooled[rows], text.tokens[rows], text.mask[rows], None)
+            loss_g = grounding_loss(adaptor.heatmap(sub_i, sub_t, inner_words(sub_t.mask)), target)
+            parts["grounding"] = float(loss_g.detach())
+            loss = loss + self.grounding_weight * loss_g
         return loss, parts
+
+
+def inner_words(mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) weights of a report's words without the tokenizer's first and last token (the
+    [CLS] / [SEP] or <s> / </s> every encoder of the registry adds), like the app's heatmaps."""
+    w = mask.to(torch.float32).clone()
+    w[:, 0] = 0.0
+    last = mask.long().sum(1) - 1
+    w[torch.arange(len(w), device=w.device), last.clamp_min(0)] = 0.0
+    return w
+
+
+def grounding_loss(heat: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Multiple-instance grounding term: heat (G, P) heatmaps summing to 1, target (G, P) bool
+    lesion patches; -log of the heatmap mass that falls on the lesion, averaged. It asks where a
+    report looks, not which patch: any spread inside the lesion is fine."""
+    mass = (heat.float() * target.to(torch.float32)).sum(1)
+    return -(mass + eps).log().mean()
 
 
 def _candidate_index(n: int, k: int, device, generator: torch.Generator | None) -> torch.Tensor:

@@ -40,3 +40,30 @@ def test_the_import_benchmark_quick_run_prints_parseable_targets(tmp_path):
     names = {t.name for t in targets}
     assert names == {"import_vs_bare_all_cores_300", "import_vs_naive_300", "search_5000_slowest_median"}
     assert all(t.ours > 0 and t.baseline and t.baseline > 0 for t in targets)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_analysis_benchmark_quick_run_prints_parseable_targets():
+    # builds a ViT-S/14 bundle (torch export) and analyses small and real-sized DICOMs written
+    # by the repo's writer: every issue-15 analysis target is printed, in the one format
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/runtime_latency.py", "--only", "analysis", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=880,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("target ")]
+    targets = parse(proc.stdout)
+    assert len(targets) == len(lines) == 6
+    assert {t.name for t in targets} == {
+        "analyze_small_uncompressed_vs_forward",
+        "analyze_small_jpeg_lossless_vs_forward",
+        "analyze_real_size_uncompressed_vs_forward",
+        "analyze_real_size_jpeg_lossless_vs_forward",
+        "analyze_vs_torch_eager",
+        "heatmap_after_analysis",
+    }
+    assert all(t.ours > 0 for t in targets) and "bare image-graph forward" in proc.stdout

@@ -32,7 +32,14 @@ def test_demo_bundle_is_valid_and_small(tmp_path):
     # the domain guard: trained on synthetic frontal phantoms, and the runtime says so
     assert b.synthetic and b.domain_model is not None and b.domain_model.views == ("AP", "PA")
     assert b.card["domain"]["test_false_ood_rate"] <= 0.05
-    assert json.loads((DEMO / "metrics.json").read_text())["metrics"]["domain_test_in_domain_rate"] >= 0.95
+    metrics = json.loads((DEMO / "metrics.json").read_text())["metrics"]
+    assert metrics["domain_test_in_domain_rate"] >= 0.95
+    # heatmaps: the card vouches for a finding exactly when its validation pointing game beat the
+    # positional prior, and the app follows the card (issue 16)
+    g = b.card["grounding"]
+    assert g["evaluated"] and g["split"] == "val" and g["weak_supervision"]["images"] > 0
+    for f, pg in metrics["grounding_val_pointing_game"].items():
+        assert b.grounding(f).validated == (pg > metrics["grounding_val_positional_prior"][f]), f
 
 
 def test_demo_studies_cover_findings_views_and_encodings():
@@ -73,3 +80,6 @@ def test_recipe_rebuilds_the_committed_metrics(tmp_path):
     for key in ("seg_test_dice_positive", "seg_test_dice_mgca"):
         assert new[key] == pytest.approx(old[key], abs=TOL["dice"]), key
     assert new["domain_test_in_domain_rate"] >= 0.95 and new["domain_generated_out_of_domain_rate"] == 1.0
+    # grounding that points: every finding's heatmap beats its positional prior by 0.10 on test
+    for f, pg in new["grounding_test_pointing_game"].items():
+        assert pg >= new["grounding_test_positional_prior"][f] + 0.10, (f, pg)

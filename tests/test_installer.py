@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,7 @@ def built(tmp_path_factory) -> Path:
         timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    (work / "build.log").write_text(proc.stdout + proc.stderr)
     exe = work / "dist" / "adaptor-review" / "adaptor-review"
     assert exe.exists()
     return exe
@@ -88,8 +90,14 @@ def test_bundle_is_torch_free_and_small(built):
     assert not any(n.startswith(("torch", "libtorch", "transformers")) for n in names)
     assert not any("pyqt5" in n or "pyqt6" in n for n in names)
     size = _dir_size(root)
-    print(f"onedir build: {size / 2**20:.0f} MiB")
-    assert size <= 300 * 2**20
+    log = (root.parents[1] / "build.log").read_text()
+    trimmed = "ICU data trimmed" in log
+    if all(shutil.which(t) for t in ("icupkg", "objcopy", "as", "ld")):
+        assert trimmed, [line for line in log.splitlines() if "ICU" in line]  # its tools are here: it must work
+    # without icupkg the spec ships Qt's full ICU data (29 MB more) and says so
+    limit = 250 if trimmed else 280
+    print(f"onedir build: {size / 2**20:.1f} MiB (limit {limit} MiB; ICU data trimmed: {trimmed})")
+    assert size <= limit * 2**20
 
 
 def test_built_app_imports_analyses_and_renders(built, tmp_path):

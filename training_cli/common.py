@@ -34,6 +34,12 @@ def add_train_shortcuts(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--image-encoder", help="encoder preset, transformers id or local folder")
     g.add_argument("--text-encoder", help="encoder preset, transformers id or local folder")
+    g.add_argument(
+        "--tensorboard",
+        action="store_const",
+        const=True,
+        help="also write TensorBoard event files to <out>/tensorboard (train.tensorboard=true)",
+    )
 
 
 def shortcut_overrides(args) -> list[str]:
@@ -45,6 +51,7 @@ def shortcut_overrides(args) -> list[str]:
         "device": "train.device",
         "image_encoder": "encoders.image",
         "text_encoder": "encoders.text",
+        "tensorboard": "train.tensorboard",
     }
     out = []
     for attr, key in mapping.items():

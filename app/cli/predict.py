@@ -92,6 +92,9 @@ def run(args) -> int:
             png = out_dir / f"{i:04d}_{Path(image).stem}_heatmap.png"
             _heatmap_png(load_display(image), heat, png)
             entry["heatmap_png"] = str(png)
+            from app.logic.analysis import grounding_caveat
+
+            entry["heatmap_grounding"] = grounding_caveat(bundle)
         results.append(entry)
         if not args.json:
             _print_entry(entry, bundle)
@@ -159,4 +162,4 @@ def _print_entry(entry: dict, bundle) -> None:
         text = h["text"] if len(h["text"]) < 110 else h["text"][:107] + "..."
         print(f"  similar report {h['id']} ({h['score']:.3f}): {text}")
     if "heatmap_png" in entry:
-        print(f"  heatmap: {entry['heatmap_png']}")
+        print(f"  heatmap: {entry['heatmap_png']} ({entry['heatmap_grounding']})")

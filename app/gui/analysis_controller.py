@@ -177,6 +177,8 @@ class AnalysisController(QObject):
             )
             self.ai.phrase.setText(result.heatmap_phrase)
             self.ai.phrase.setCursorPosition(0)
+        elif result.heatmap_withheld:
+            self._set_heat(None, None, "", empty=result.heatmap_withheld)
         else:
             self._set_heat(None, None, "", empty="No finding reaches its threshold, so no heatmap is drawn by default.")
         if result.similar is not None:
@@ -317,6 +319,7 @@ class AnalysisController(QObject):
         self.ai.show_heatmap_now()  # asked for: shown, also on an image out of the model's domain
         key = (self.bundle_key(), uid, phrase)
         cached = self.heatmaps.fetch(key)
+        source = self._heat_source(source)
         if cached is not None:
             self._set_heat(phrase, cached[0], source, cached[1])
             return
@@ -342,6 +345,11 @@ class AnalysisController(QObject):
             return
         self.ai.set_busy(None)
         self._set_heat(phrase, heat, source, ratio)
+
+    def _heat_source(self, source: str) -> str:
+        """A heatmap the user asked for, with what the model card vouches for beside it."""
+        caveat = analysis_logic.grounding_caveat(self.bundle) if self.bundle is not None else ""
+        return "; ".join(x for x in (source, caveat) if x)
 
     def _heatmap_failed(self, msg: str) -> None:
         self.ai.set_busy(f"Heatmap failed: {msg}")

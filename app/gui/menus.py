@@ -13,7 +13,6 @@ from PySide6.QtWidgets import QMessageBox
 from app.gui.ai_panel import RESEARCH_NOTICE
 from app.gui.dialogs import ModelCardDialog, message
 from app.gui.export_results import export_results_action
-from app.gui.pacs_dialog import pacs_action
 
 
 def _action(window, text: str, slot, shortcut=None, *, context=None, tip: str = "", checkable=False) -> QAction:
@@ -32,6 +31,14 @@ def _action(window, text: str, slot, shortcut=None, *, context=None, tip: str = 
     else:
         action.triggered.connect(lambda _checked=False: slot())
     return action
+
+
+def _open_pacs(window) -> None:
+    # imported on first use: the DICOMweb client (pydicom, requests, urllib3) is not needed for
+    # the window's first paint (benchmarks/app_responsiveness.py, cold start)
+    from app.gui.pacs_dialog import open_pacs_dialog
+
+    open_pacs_dialog(window)
 
 
 def build_actions(window) -> None:
@@ -86,7 +93,12 @@ def build_actions(window) -> None:
     for a in (
         window.act_import_files,
         window.act_import_folder,
-        pacs_action(window),  # File -> Connect to PACS... (app/gui/pacs_dialog.py)
+        _action(  # File -> Connect to PACS... (app/gui/pacs_dialog.py)
+            window,
+            "Connect to PACS…",
+            lambda: _open_pacs(window),
+            tip="Search a DICOMweb server (PACS, Orthanc) and retrieve studies into the library",
+        ),
         window.act_copy,
         None,
         window.act_bundle_dir,

@@ -10,7 +10,6 @@ progress and cancel. Errors arrive as one line in the status label. Research use
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -340,11 +339,3 @@ def open_pacs_dialog(window) -> PacsDialog:
     dialog.raise_()
     dialog.activateWindow()
     return dialog
-
-
-def pacs_action(window) -> QAction:
-    """The File menu's "Connect to PACS…" action (main_window's one-line hook)."""
-    action = QAction("Connect to PACS…", window)
-    action.setStatusTip("Search a DICOMweb server (PACS, Orthanc) and retrieve studies into the library")
-    action.triggered.connect(lambda _checked=False: open_pacs_dialog(window))
-    return action

@@ -29,6 +29,13 @@ Design
   result is the same as with ``workers=1``. A pool that fails hands the rest back to this
   process. As with any multiprocessing, a script that imports from its top level needs the
   ``if __name__ == "__main__":`` guard; the frozen installer reads in this process.
+  Issue 15: the worker's part lives in :mod:`app.library.header_job` (no SQLAlchemy, so the
+  fork server, started in the background as soon as a folder is imported, loads only the
+  imaging layer); headers are read by the fast header walk
+  (:func:`~core_model.imaging.dicom.quick_scan`: one open, one read, only the elements the
+  library needs converted; what it does not take exactly, pydicom reads) in chunks of
+  ``HEADER_CHUNK`` files; the file size comes back with the fields (no second stat) and
+  sidecar reports are looked up in the folder listings of the walk (no stat per image).
 * **Batched commits** (every ``batch_size`` files or ``commit_interval`` seconds) in
   ``BEGIN IMMEDIATE`` transactions; the run row is updated in the same transaction, so after a
   ``kill -9`` the database holds whole batches only and running the import again completes it.
@@ -64,18 +71,21 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from app.library.db import Library, LibraryError, translate_error
+from app.library.header_job import (  # noqa: F401 (re-exported: the importer's fields and header read)
+    FIELD_KEYWORDS,
+    _dicom_fields,
+    _header_job,
+    _name_search,
+    _read_dicom_header,
+    _s,
+    _uid_from,
+    patient_key,
+)
 from app.library.models import ImportRun, Instance, Patient, RejectedFile, Report, Series, Study, utcnow
 from app.library.storage import UnsafePathError, managed_relpath, run_staging_dir, store_new
 from core_model.errors import UserError
 from core_model.fileio import atomic_write
-from core_model.imaging.dicom import (
-    MEDIA_DIRECTORY_SOP_CLASS,
-    _converted,
-    check_header,
-    decode_pixels,
-    read_dataset,
-    scan_header,
-)
+from core_model.imaging.dicom import MEDIA_DIRECTORY_SOP_CLASS, QUICK_READ, decode_pixels, read_dataset, scan_header
 from core_model.imaging.errors import ImageReadError
 from core_model.imaging.limits import MAX_PIXEL_BYTES
 from core_model.imaging.sniff import JPEG_MAGIC, PNG_MAGIC, kind_of_bytes, refusal  # noqa: F401 (re-exported)
@@ -183,6 +193,7 @@ class _Candidate:
     member: str | None = None
     sidecars: tuple[tuple[str, bool], ...] = ()  # zip: (report member name, study-level)
     info: zipfile.ZipInfo | None = None  # zip: this entry (names may repeat inside one archive)
+    abspath: str = ""  # a file on disk: its absolute path (computed once, at enumeration)
 
 
 @dataclass
@@ -204,139 +215,9 @@ def _cancel_fn(cancel) -> Callable[[], bool]:
     raise TypeError("cancel must be a threading.Event or a callable")
 
 
-def _uid_from(text: str) -> str:
-    """A DICOM UID under the 2.25 root (ISO/IEC 9834-8 UUID form) derived from ``text``."""
-    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
-    return "2.25." + str(int.from_bytes(digest, "big"))
-
-
-_TAG_OF: dict[str, int] = {}
-
-
-def _get(ds, keyword: str):
-    """``ds.get(keyword)`` for a top-level element, converted from its raw form by the imaging
-    layer's one conversion, without pydicom's attribute and keyword look-up machinery (the
-    importer's profile: ds.get was a third of the time per header)."""
-    tag = _TAG_OF.get(keyword)
-    if tag is None:
-        from pydicom.datadict import tag_for_keyword
-
-        tag = _TAG_OF[keyword] = int(tag_for_keyword(keyword))  # type: ignore[arg-type]
-    if ds.get_item(tag, keep_deferred=True) is None:
-        return None
-    return _converted(ds, tag).value
-
-
-def _s(ds, keyword: str) -> str:
-    value = _get(ds, keyword)
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value).strip()
-    return str(value).strip()
-
-
-def _int_or_none(value) -> int | None:
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _date(value: str) -> str:
-    value = (value or "").strip()
-    return value if len(value) == 8 and value.isdigit() else ""
-
-
-def _name_search(name: str) -> str:
-    return " ".join(name.replace("^", " ").replace("=", " ").lower().split())
-
-
-def patient_key(patient_id: str, issuer: str, name: str, birth_date: str) -> str:
-    if patient_id:
-        return "id:" + hashlib.sha1(f"{issuer}\0{patient_id}".encode()).hexdigest()
-    if name:
-        return "name:" + hashlib.sha1(f"{name}\0{birth_date}".encode()).hexdigest()
-    return "unknown"
-
-
-def _spacing(ds) -> tuple[float | None, float | None, str | None]:
-    # PS3.3 10.7.1.3: PixelSpacing is calibrated (patient plane) where present; DX detectors give
-    # ImagerPixelSpacing (detector plane) always. Keep which one it is.
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = _get(ds, keyword)
-        try:
-            if value is not None and len(value) == 2:
-                row, col = float(value[0]), float(value[1])
-                if row > 0 and col > 0:
-                    return row, col, keyword
-        except (TypeError, ValueError):
-            continue
-    return None, None, None
-
-
-def _dicom_fields(ds, sop: str, scan) -> dict:
-    pid, issuer, name = _s(ds, "PatientID"), _s(ds, "IssuerOfPatientID"), _s(ds, "PatientName")
-    birth = _date(_s(ds, "PatientBirthDate"))
-    study_uid = _s(ds, "StudyInstanceUID") or _uid_from("study:" + sop)
-    series_uid = _s(ds, "SeriesInstanceUID") or _uid_from("series:" + sop)
-    study_date = next(
-        (d for d in (_date(_s(ds, k)) for k in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")) if d),
-        "",
-    )
-    row, col, kind = _spacing(ds)
-    modality = _s(ds, "Modality")
-    ts = scan.transfer_syntax
-    return {
-        "patient": dict(
-            patient_key=patient_key(pid, issuer, name, birth),
-            patient_id=pid,
-            issuer=issuer,
-            name=name,
-            name_search=_name_search(name),
-            birth_date=birth,
-            sex=_s(ds, "PatientSex"),
-        ),
-        "study": dict(
-            study_uid=study_uid,
-            study_date=study_date,
-            study_time=_s(ds, "StudyTime"),
-            description=_s(ds, "StudyDescription"),
-            accession_number=_s(ds, "AccessionNumber"),
-        ),
-        "series": dict(
-            series_uid=series_uid,
-            modality=modality,
-            series_number=_int_or_none(_get(ds, "SeriesNumber")),
-            description=_s(ds, "SeriesDescription"),
-            body_part=_s(ds, "BodyPartExamined"),
-        ),
-        "instance": dict(
-            sop_instance_uid=sop,
-            sop_class_uid=_s(ds, "SOPClassUID"),
-            study_date=study_date,
-            instance_number=_int_or_none(_get(ds, "InstanceNumber")),
-            source_format="dicom",
-            modality=modality,
-            view_position=_s(ds, "ViewPosition").upper(),
-            photometric=_s(ds, "PhotometricInterpretation").upper(),
-            rows=_int_or_none(_get(ds, "Rows")) or 0,
-            columns=_int_or_none(_get(ds, "Columns")) or 0,
-            frames=_int_or_none(_get(ds, "NumberOfFrames")) or 1,
-            pixel_spacing_row=row,
-            pixel_spacing_col=col,
-            pixel_spacing_kind=kind,
-            transfer_syntax_uid=str(ts or ""),
-            bits_allocated=_int_or_none(_get(ds, "BitsAllocated")) or 0,
-            bits_stored=_int_or_none(_get(ds, "BitsStored")) or _int_or_none(_get(ds, "BitsAllocated")) or 0,
-            pixel_representation=_int_or_none(_get(ds, "PixelRepresentation")) or 0,
-            burned_in_annotation=_s(ds, "BurnedInAnnotation").upper(),
-        ),
-    }
-
-
 PARALLEL_MIN_FILES = 200  # below this, starting worker processes costs more than it saves
 MAX_WORKERS = 8
+HEADER_CHUNK = 64  # files per task sent to a worker (fewer, larger messages between processes)
 
 
 def _default_workers(n_files: int) -> int:
@@ -349,43 +230,38 @@ def _default_workers(n_files: int) -> int:
     return max(1, min(MAX_WORKERS, cores))
 
 
-def _read_dicom_header(path: Path, fields_fn=None, dedupe: set[str] | frozenset[str] = frozenset()) -> tuple:
-    """One DICOM file's header, read and checked (every hardening check of the imaging layer),
-    and its library fields. Touches no library, so worker processes run it. Returns
-    ``("ok", sop, fields)`` (fields None for a UID in ``dedupe``), ``("refused", reason, message)``,
-    ``("missing_uid",)`` or ``("unreadable", why)``."""
-    try:
-        scan = scan_header(path)
-        check_header(scan)
-    except ImageReadError as exc:
-        return ("refused", exc.reason, str(exc))
-    except OSError as exc:
-        return ("unreadable", exc.strerror or type(exc).__name__)
-    ds = scan.dataset
-    with warnings.catch_warnings():  # pydicom's value warnings may quote patient data
-        warnings.simplefilter("ignore")
-        sop = _s(ds, "SOPInstanceUID") or _s(ds.file_meta, "MediaStorageSOPInstanceUID")
-        if not sop:
-            return ("missing_uid",)
-        if sop in dedupe:
-            return ("ok", sop, None)
-        return ("ok", sop, (fields_fn or _dicom_fields)(ds, sop, scan))
+def _pool_context() -> Any:
+    """The multiprocessing context of the header workers: a fork server (or spawn where there
+    is none): never fork a process that may run Qt or database threads. The fork server starts
+    with the header job's module loaded, so each worker starts with it."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["app.library.header_job"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
-def _header_job(path_str: str) -> tuple:
-    """A worker process's part for one plain file: the sniffer, then the DICOM header. Never
-    raises (a bug comes back as ``("internal", exception type name)``); never logs file contents."""
-    path = Path(path_str)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError as exc:
-        return ("unreadable", exc.strerror or type(exc).__name__)
-    try:
-        kind = kind_of_bytes(head)
-        return _read_dicom_header(path) if kind == "dicom" else ("kind", kind)
-    except Exception as exc:
-        return ("internal", type(exc).__name__)
+def _warm_header_workers() -> None:
+    """Start the fork server in the background (it loads the imaging layer: about half a
+    second), so that it is ready when the header workers are wanted. Once per process."""
+    if getattr(sys, "frozen", False) or _default_workers(PARALLEL_MIN_FILES) <= 1:
+        return
+    ctx = _pool_context()
+    if ctx.get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    def start() -> None:
+        try:
+            forkserver.ensure_running()
+        except Exception as exc:  # the pool reports it (and falls back) when it is needed
+            log.debug("could not start the header workers' fork server: %s", type(exc).__name__)
+
+    import threading
+
+    threading.Thread(target=start, name="import-forkserver-start", daemon=True).start()
 
 
 class _WorkerBug(Exception):
@@ -440,6 +316,7 @@ class Importer:
         self._study_reports: set[tuple[str, str]] = set()
         self._unsynced: list[Path] = []
         self._zips: dict[Path, zipfile.ZipFile] = {}
+        self._txt_listed: dict[str, set[str]] = {}  # walked folder -> its .txt names, lower case
 
     # -- public ----------------------------------------------------------------------------
     def run(self, paths: Iterable[str | os.PathLike]) -> ImportSummary:
@@ -453,6 +330,9 @@ class Importer:
 
     def _run(self, paths: list[Path]) -> ImportSummary:
         started = time.monotonic()
+        if self.workers is None or self.workers > 1:  # a folder may hold many files: start the
+            if any(p.is_dir() for p in paths):  # workers' fork server while the folder is listed
+                _warm_header_workers()
         run_id = self._start_run(paths)
         summary = ImportSummary(run_id=run_id, mode=self.mode)
         self.summary = summary
@@ -609,11 +489,11 @@ class Importer:
         seen: set[str] = set()
         data_dir = self.lib.data_dir.resolve()
 
-        def add(path: Path) -> None:
-            key = os.path.abspath(path)
+        def add(path: Path, key: str = "") -> None:
+            key = key or os.path.abspath(path)
             if key not in seen:
                 seen.add(key)
-                out.append(_Candidate(display=str(path), path=path))
+                out.append(_Candidate(display=str(path), path=path, abspath=key))
 
         for root in paths:
             if not root.exists():
@@ -626,6 +506,9 @@ class Importer:
                         dirnames[:] = []
                         continue
                     dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                    absolute = os.path.abspath(dirpath)
+                    # the reports listed here: sidecar look-ups need no stat for the files without one
+                    self._txt_listed[absolute] = {n.lower() for n in filenames if n.lower().endswith(".txt")}
                     for name in sorted(filenames):
                         path = here / name
                         kind = self._name_kind(name)
@@ -634,7 +517,7 @@ class Importer:
                         elif kind == "zip":
                             out.extend(self._zip_members(path))
                         else:
-                            add(path)
+                            add(path, os.path.join(absolute, name))
             elif root.name.upper() == "DICOMDIR" or self._is_dicomdir(root):
                 for path in self._dicomdir_files(root):
                     add(path)
@@ -663,6 +546,12 @@ class Importer:
 
     @staticmethod
     def _is_dicomdir(path: Path) -> bool:
+        try:  # a file given by itself: read its header only when it may name the DICOMDIR class
+            with open(path, "rb") as f:
+                if MEDIA_DIRECTORY_SOP_CLASS.encode() not in f.read(QUICK_READ):
+                    return False
+        except OSError:
+            return False
         try:
             scan = scan_header(path)
         except ImageReadError:
@@ -786,19 +675,11 @@ class Importer:
             for cand in candidates:
                 yield cand, None
             return
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # forkserver/spawn: never fork a process that may run Qt or database threads
-        ctx: Any
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__])  # workers start with the importer imported
-        else:
-            ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context())
         try:
-            results: Iterator[tuple] | None = pool.map(_header_job, plain, chunksize=16)
+            results: Iterator[tuple] | None = pool.map(_header_job, plain, chunksize=HEADER_CHUNK)
             for cand in candidates:
                 header = None
                 if cand.archive is None and results is not None:
@@ -961,7 +842,7 @@ class Importer:
             except ImageReadError as exc:
                 self._reject(cand.display, exc.reason, _with_display(str(exc), path, cand))
                 return
-        location = self._place(cand, path, sop, ".dcm")
+        location = self._place(cand, path, sop, ".dcm", fields["instance"].get("file_size"))
         if location is None:
             return
         file_path, storage, size = location
@@ -969,7 +850,7 @@ class Importer:
             file_path=file_path,
             storage=storage,
             file_size=size,
-            original_path=cand.display if cand.archive else os.path.abspath(path),
+            original_path=cand.display if cand.archive else (cand.abspath or os.path.abspath(path)),
         )
         reports = self._sidecar_reports(cand, path)
         self._known.add(sop)
@@ -1085,11 +966,18 @@ class Importer:
         self._known.add(sop)
         self._pending.append(_Pending(reports=self._sidecar_reports(cand, path), **fields))
 
-    def _place(self, cand: _Candidate, path: Path, sop: str, suffix: str) -> tuple[str, str, int] | None:
-        """Copy (or move, for extracted zip members) into the managed folder, or link."""
+    def _place(
+        self, cand: _Candidate, path: Path, sop: str, suffix: str, size: int | None = None
+    ) -> tuple[str, str, int] | None:
+        """Copy (or move, for extracted zip members) into the managed folder, or link (``size``:
+        the file's size where the header read measured it)."""
         if self.mode == "link" and cand.archive is None:
             try:
-                return os.path.abspath(path), "linked", path.stat().st_size
+                return (
+                    cand.abspath or os.path.abspath(path),
+                    "linked",
+                    size if size is not None else path.stat().st_size,
+                )
             except OSError as exc:
                 self._reject(cand.display, "unreadable", f"{path.name}: {exc.strerror or type(exc).__name__}")
                 return None
@@ -1142,17 +1030,26 @@ class Importer:
                 pass
         else:
             same_stem = path.with_suffix(".txt")
-            if same_stem.is_file():
+            if self._may_be_file(same_stem, cand.abspath) and same_stem.is_file():
                 found.append((_read_text(same_stem), os.path.abspath(same_stem), False))
             if _MIMIC_STUDY.match(path.parent.name):
                 study_txt = path.parent.parent / f"{path.parent.name}.txt"
-                if study_txt.is_file():
+                folder = os.path.dirname(os.path.dirname(cand.abspath)) if cand.abspath else ""
+                if self._may_be_file(study_txt, os.path.join(folder, study_txt.name) if folder else "") and (
+                    study_txt.is_file()
+                ):
                     found.append((_read_text(study_txt), os.path.abspath(study_txt), True))
         return [
             dict(text=t.strip(), source="sidecar_txt", source_path=src, study_level=study_level)
             for t, src, study_level in found
             if t and t.strip()
         ]
+
+    def _may_be_file(self, path: Path, absolute: str) -> bool:
+        """False when ``path`` (a report; ``absolute``: where a candidate's folder puts it) is
+        not in the listing of a walked folder, so the stat can be skipped; True: stat it."""
+        listed = self._txt_listed.get(os.path.dirname(absolute)) if absolute else None
+        return listed is None or path.name.lower() in listed
 
     # -- database ----------------------------------------------------------------------------
     def _flush(self, summary: ImportSummary) -> None:
@@ -1205,7 +1102,7 @@ class Importer:
             )
             fresh = [r for r in rows if r["sop_instance_uid"] not in taken]
             if fresh:
-                conn.execute(insert(Instance), fresh)
+                _insert_rows(conn, Instance, fresh)
             report_rows = self._report_rows(conn, pending, taken)
             if report_rows:
                 conn.execute(insert(Report), report_rows)
@@ -1286,10 +1183,53 @@ class Importer:
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
             cache.update(dict(conn.execute(select(column, model.id).where(column.in_(chunk))).all()))
-        new = [wanted[k] for k in missing if k not in cache]
-        if new:
-            for value, pk in conn.execute(insert(model).returning(column, model.id), new):
-                cache[value] = pk
+        new_keys = [k for k in missing if k not in cache]
+        if new_keys:  # inserted in bulk, then their keys looked up (no per-row RETURNING)
+            _insert_rows(conn, model, [wanted[k] for k in new_keys])
+            for start in range(0, len(new_keys), 500):
+                chunk = new_keys[start : start + 500]
+                cache.update(dict(conn.execute(select(column, model.id).where(column.in_(chunk))).all()))
+
+
+_INSERTS: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[Any, ...]]] = {}
+
+
+def _insert_rows(conn, model, rows: list[dict]) -> None:
+    """``conn.execute(insert(model), rows)`` through the driver's ``executemany``: the same rows
+    (a column a row leaves out gets its scalar default, or NULL), without SQLAlchemy's per-row
+    parameter processing (a third of the import's database time in the issue 15 profile).
+    Rows that differ in their keys, or leave out a column with a computed default, go through
+    SQLAlchemy as before."""
+    keys = tuple(rows[0])
+    if any(len(r) != len(keys) for r in rows):
+        conn.execute(insert(model), rows)
+        return
+    table = model.__table__
+    prepared = _INSERTS.get((table.name, keys))
+    if prepared is None:
+        extra, values = [], []
+        for column in table.columns:
+            if column.key in keys or column.primary_key:
+                continue
+            default = column.default
+            if default is None:
+                continue  # NULL, as SQLAlchemy leaves it
+            if not getattr(default, "is_scalar", False):
+                conn.execute(insert(model), rows)  # a computed default: SQLAlchemy computes it
+                return
+            extra.append(column.name)
+            values.append(default.arg)
+        names = [table.columns[k].name for k in keys] + extra
+        quoted = ", ".join(f'"{n}"' for n in names)
+        sql = f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join("?" * len(names))})'
+        prepared = _INSERTS[(table.name, keys)] = (sql, tuple(values))
+    sql, defaults = prepared
+    try:
+        params = [tuple([r[k] for k in keys]) + defaults for r in rows]
+    except KeyError:  # same number of keys, other keys
+        conn.execute(insert(model), rows)
+        return
+    conn.exec_driver_sql(sql, params)
 
 
 class _TooLarge(Exception):

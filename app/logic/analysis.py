@@ -23,7 +23,9 @@ The default heatmap is the one for the most likely finding other than "normal" *
 its operating threshold* (its phrase is :func:`finding_phrase`), so opening an abnormal study
 shows where the model looks for what it found; when no finding reaches its threshold there is
 no default heatmap (a min-max stretched attention map always has a hot spot, which would look
-like a finding). Every heatmap comes with the peak-to-mean ratio of the runtime's raw patch
+like a finding), and none either when the bundle's model card does not vouch for that
+finding's heatmap (its pointing game on validation did not beat the positional prior, see
+:meth:`Bundle.grounding`): ``heatmap_withheld`` then says why. Every heatmap comes with the peak-to-mean ratio of the runtime's raw patch
 attention (:func:`heatmap_contrast`: 1.0 for a flat map), so the display can say how much the
 relative stretch exaggerated. Heatmaps for other phrases (typed by the user, or a sentence of a
 report) are computed on demand and kept in memory by the app, not stored.
@@ -119,6 +121,9 @@ class AnalysisResult:
     bundle_hash: str | None = None  # the bundle's content hash (None: a row stored before hashes)
     domain: DomainState = field(default_factory=no_domain_state)
     heatmap_peak_to_mean: float | None = None  # of the default heatmap's raw attention map
+    # why no default heatmap is drawn for the finding above its threshold: the model card does
+    # not vouch for that finding's heatmap (its grounding did not beat the positional prior)
+    heatmap_withheld: str | None = None
     runtime: RuntimeAnalysis | None = None  # the runtime's Analysis (reused for phrase heatmaps); never stored
 
     @property
@@ -147,9 +152,9 @@ def finding_phrase(name: str | None) -> str | None:
     return _PHRASES.get(name.lower(), name.replace("_", " "))
 
 
-def default_heatmap_phrase(probabilities: dict[str, float], thresholds: dict[str, float] | None = None) -> str | None:
-    """The phrase of the default heatmap: the most likely finding other than "normal" among
-    those at or above their operating threshold (``thresholds``; a class without one uses
+def default_heatmap_finding(probabilities: dict[str, float], thresholds: dict[str, float] | None = None) -> str | None:
+    """The finding of the default heatmap: the most likely one other than "normal" among those at
+    or above their operating threshold (``thresholds``; a class without one uses
     :data:`DEFAULT_THRESHOLD`), or None when no finding reaches its threshold. Without
     ``thresholds`` at all: the most likely abnormal finding (what the model looks at most)."""
     abnormal = {k: v for k, v in probabilities.items() if k.lower() != "normal" and v is not None}
@@ -157,7 +162,26 @@ def default_heatmap_phrase(probabilities: dict[str, float], thresholds: dict[str
         abnormal = {k: v for k, v in abnormal.items() if v >= float(thresholds.get(k, DEFAULT_THRESHOLD))}
     if not abnormal:
         return None
-    return finding_phrase(max(abnormal, key=lambda k: (abnormal[k], k)))
+    return max(abnormal, key=lambda k: (abnormal[k], k))
+
+
+def default_heatmap_phrase(probabilities: dict[str, float], thresholds: dict[str, float] | None = None) -> str | None:
+    """The phrase of the default heatmap (:func:`default_heatmap_finding`'s finding)."""
+    return finding_phrase(default_heatmap_finding(probabilities, thresholds))
+
+
+def grounding_caveat(bundle: Bundle) -> str:
+    """What the model card vouches for, said beside a heatmap the user asked for (a typed phrase
+    or a report sentence: not checked against any finding's grounding)."""
+    g = bundle.card.get("grounding") if isinstance(bundle.card, dict) else None
+    per = g.get("per_finding") if isinstance(g, dict) else None
+    if not isinstance(per, dict) or not per:
+        return "the model card vouches for no heatmap"
+    ok = bundle.validated_heatmap_findings()
+    rest = sorted(f for f in per if f not in ok)
+    if not ok:
+        return "no finding's heatmap beat the positional prior on validation"
+    return "heatmaps validated for " + ", ".join(ok) + (f"; not for {', '.join(rest)}" if rest else "")
 
 
 def peak_to_mean(raw: np.ndarray) -> float | None:
@@ -174,8 +198,8 @@ def heatmap_contrast(bundle: Bundle, analysis: RuntimeAnalysis, phrase: str) -> 
     """The runtime's heatmap of ``phrase`` (H, W) in [0, 1] (min-max stretched by the runtime)
     and the peak-to-mean ratio of its raw patch attention (:meth:`Bundle.patch_heatmap`, which
     sums to 1), which says how much contrast the stretch had to work with."""
-    heat = np.clip(np.asarray(bundle.heatmap(analysis, phrase), dtype=np.float32), 0.0, 1.0)
-    return heat, peak_to_mean(bundle.patch_heatmap(analysis, phrase))
+    raw = bundle.patch_heatmap(analysis, phrase)
+    return np.asarray(bundle.heatmap_from_patches(analysis, raw), dtype=np.float32), peak_to_mean(raw)
 
 
 def contrast_text(ratio: float | None) -> str:
@@ -293,6 +317,7 @@ def _from_row(library, uid: str, row, *, load_arrays: bool) -> AnalysisResult | 
         bundle_hash=row.bundle_hash,
         domain=domain_from_dict(analysis_domain(row)),
         heatmap_peak_to_mean=float(ratio) if isinstance(ratio, (int, float)) else None,
+        heatmap_withheld=extras.get("heatmap_withheld") if isinstance(extras.get("heatmap_withheld"), str) else None,
     )
 
 
@@ -353,12 +378,16 @@ def run_model(
     probabilities = _finite(dict(a.probabilities))
     thresholds = _finite(dict(bundle.thresholds))
     mask = None if a.mask is None else np.asarray(a.mask, dtype=np.float32)
-    phrase = heat = ratio = None
+    phrase = heat = ratio = withheld = None
     if heatmap:
-        phrase = default_heatmap_phrase(probabilities, thresholds)
-        if phrase:
+        finding = default_heatmap_finding(probabilities, thresholds)
+        verdict = bundle.grounding(finding) if finding else None
+        if verdict is not None and verdict.validated:
+            phrase = verdict.prompt or finding_phrase(finding)  # the phrase the card validated
             heat, ratio = heatmap_contrast(bundle, a, phrase)
             check()
+        elif verdict is not None:
+            withheld = verdict.message()
     similar = None
     if similar_k:
         try:
@@ -384,6 +413,7 @@ def run_model(
         bundle_hash=bundle.content_hash,
         domain=a.domain,
         heatmap_peak_to_mean=ratio,
+        heatmap_withheld=withheld,
         runtime=a,
     )
     if store and not getattr(library, "read_only", False):  # a read-only library: shown, not stored
@@ -403,6 +433,7 @@ def store_result(library, result: AnalysisResult) -> int:
         mask_label=result.mask_label,
         heatmap_phrase=result.heatmap_phrase,
         heatmap_peak_to_mean=result.heatmap_peak_to_mean,
+        heatmap_withheld=result.heatmap_withheld,
         similar=None if result.similar is None else [dict(id=h.id, text=h.text, score=h.score) for h in result.similar],
         embedding=None if result.embedding is None else [float(x) for x in result.embedding],
     )

@@ -265,3 +265,43 @@ def attach_mimic_chexpert(
             rec.labels.update(row)
         result.records.append(rec)
     return result
+
+
+FIVE_BY_200_SEED = 42
+
+
+def chexpert_5x200(
+    records: Iterable[Record], *, per_class: int = 200, seed: int = FIVE_BY_200_SEED
+) -> tuple[list[Record], list[str]]:
+    """The CheXpert 5x200 zero-shot set (GLoRIA / MGCA): for each of the five competition findings
+    (:data:`COMPETITION_TASKS`), ``per_class`` images positive for it and negative for the other
+    four, drawn as pandas' ``sample(n=per_class, random_state=seed)`` (``RandomState(seed).choice``
+    without replacement) from the candidates in file order. Give records read with
+    ``uncertainty="competition", blank="zeros"`` (what GLoRIA does); an uncertain or unknown label
+    among the five disqualifies an image. Returns the records (split ``test``, labels one-hot over
+    the five keys) and the five keys; too few candidates for a class is a DataError."""
+    import numpy as np
+
+    keys = [label_key(c) for c in COMPETITION_TASKS]
+    records = list(records)
+    chosen: list[Record] = []
+    seen: set[str] = set()
+    for key in keys:
+        candidates = [
+            r
+            for r in records
+            if r.labels.get(key) == 1.0 and all(r.labels.get(o) == 0.0 for o in keys if o != key) and r.id not in seen
+        ]
+        if len(candidates) < per_class:
+            raise DataError(
+                f"CheXpert 5x200: only {len(candidates)} images have {key} as their one positive among "
+                f"{', '.join(keys)} ({per_class} needed)"
+            )
+        for i in np.random.RandomState(seed).choice(len(candidates), size=per_class, replace=False):
+            r = candidates[int(i)]
+            seen.add(r.id)
+            r.split = "test"
+            r.labels = {k: float(k == key) for k in keys}
+            r.finding = key
+            chosen.append(r)
+    return chosen, keys

@@ -4,10 +4,11 @@ Two kinds of reading, each a table ``kind -> function``:
 
 - **records** (:func:`read_dataset`): images with their reports, for pretraining, the report bank
   of a bundle and the domain guard. Kinds: ``phantoms`` (generated when missing), ``manifest``,
-  ``mimic``, ``openi``.
+  ``mimic``, ``openi``, ``webdataset`` (tar shards, OpenCLIP convention).
 - **labelled** (:func:`read_labeled`): images with labels or masks and the split protocol of
   their dataset, for fine-tuning and evaluation. Kinds: ``phantoms``, ``manifest``, ``rsna``,
-  ``siim``, ``covidx``, ``chexpert``.
+  ``siim``, ``covidx``, ``chexpert``, ``chexpert5x200`` (the zero-shot set), ``ms_cxr`` (phrase
+  grounding boxes as lesion masks).
 
 A reader is registered with :func:`register_reader` and takes the ``data`` section (a mapping,
 ``data.get(...)``). A missing required key is a :class:`~core_model.errors.ConfigError` that names
@@ -140,6 +141,17 @@ def _openi_records(data: Mapping) -> ReadResult:
     return read_openi(Path(data["path"]), images=Path(data["images"]) if data.get("images") else None)
 
 
+@register_reader("webdataset")
+def _webdataset_records(data: Mapping) -> ReadResult:
+    from core_model.data.webdataset import read_webdataset
+
+    if not data.get("path"):
+        raise ConfigError(
+            "data.path must name the webdataset shards (a .tar, a folder of them, or data-{000000..000009}.tar)"
+        )
+    return read_webdataset(data["path"])
+
+
 # ----------------------------------------------------------------------------------------------
 # Labelled records, each with its dataset's split protocol (core_model.data.splits)
 
@@ -257,3 +269,54 @@ def _chexpert_labeled(data: Mapping, task: str, out_dir: Path | None) -> Labeled
     classes = [label_key(c) for c in (list(data.get("classes") or []) or COMPETITION_TASKS)]
     split = _generic_splits(result, fraction, "chexpert-official")
     return LabeledRead(result, split, classes, data.get("task") or "multilabel", "chexpert")
+
+
+def _evaluation_split(result: ReadResult, protocol: str, note: str) -> SplitAssignment:
+    """Every record in its own split (``test`` unless the file says otherwise): evaluation sets."""
+    split = SplitAssignment(protocol=protocol, protocol_id=protocol)
+    for r in result.records:
+        getattr(split, r.split if r.split in ("train", "val", "test") else "test").append(r.id)
+    split.notes.append(note)
+    return split
+
+
+@register_reader("chexpert5x200", labeled=True)
+def _chexpert_5x200_labeled(data: Mapping, task: str, out_dir: Path | None) -> LabeledRead:
+    """CheXpert 5x200 (zero-shot): ``data.path`` the CheXpert CSV (GLoRIA draws from train.csv),
+    ``data.images`` the folder holding the release folder."""
+    from core_model.data.chexpert import FIVE_BY_200_SEED, chexpert_5x200, read_chexpert
+
+    if task != "classification":
+        raise ConfigError("chexpert5x200 is a classification (zero-shot) set; it has no masks")
+    read = read_chexpert(
+        require(data, "path", "the CheXpert CSV (train.csv)"),
+        data.get("images"),
+        uncertainty="competition",
+        blank="zeros",
+    )
+    per_class = 200
+    chosen, keys = chexpert_5x200(read.records, per_class=per_class, seed=FIVE_BY_200_SEED)
+    result = ReadResult(chosen, read.skipped)
+    split = _evaluation_split(
+        result,
+        "chexpert-5x200",
+        f"CheXpert 5x200: {per_class} images per finding with exactly that one positive among the five "
+        f"competition findings (uncertain labels by the competition policy, blanks 0), drawn with seed "
+        f"{FIVE_BY_200_SEED}; all in the test split",
+    )
+    return LabeledRead(result, split, keys, "multiclass", "chexpert5x200")
+
+
+@register_reader("ms_cxr", labeled=True)
+def _ms_cxr_labeled(data: Mapping, task: str, out_dir: Path | None) -> LabeledRead:
+    """MS-CXR phrase grounding: ``data.path`` the local-alignment CSV, ``data.images`` the
+    MIMIC-CXR-JPG root; box masks are written to ``data.mask_dir`` (default ``<out>/ms_cxr_masks``)."""
+    from core_model.data.mscxr import read_ms_cxr
+
+    result = read_ms_cxr(require(data, "path", "the MS-CXR CSV"), data.get("images"))
+    result.write_mask_pngs(Path(data.get("mask_dir") or Path(out_dir or ".") / "ms_cxr_masks"))
+    classes = list(data.get("classes") or sorted({r.finding for r in result.records if r.finding}))
+    split = _evaluation_split(
+        result, "ms-cxr", "MS-CXR: the file's own split column when it has one (v1.1.0), else every phrase in test"
+    )
+    return LabeledRead(result, split, classes, data.get("task") or "multilabel", "ms_cxr")

@@ -366,6 +366,10 @@ def card_markdown(card: dict) -> str:
         from core_model.export.domain import domain_card_lines
 
         lines += domain_card_lines(card)
+    if card.get("grounding"):
+        from core_model.export.grounding import grounding_card_lines
+
+        lines += grounding_card_lines(card)
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in card["limitations"]]
     lines += ["", f"Code version {card['code_version']}, created {card['created']}.", ""]
     return "\n".join(lines)
@@ -397,8 +401,14 @@ def export_bundle(
     bank_limit: int | None = None,
     bundle_id: str | None = None,
     report_index_min_reports: int | None = None,
+    grounding: str | Path | None = None,
 ) -> Path:
-    """Write a bundle folder (or .zip) at ``out`` from fine-tuning runs; atomic."""
+    """Write a bundle folder (or .zip) at ``out`` from fine-tuning runs; atomic. ``grounding``: a
+    validation grounding evaluation (see :mod:`core_model.export.grounding`) deciding which
+    findings' heatmaps the app shows."""
+    from core_model.export.grounding import grounding_section, read_grounding_eval
+
+    grounding_doc = read_grounding_eval(grounding) if grounding is not None else None
     torch.set_grad_enabled(False)
     cls_meta, seg_meta = _load_heads([Path(r) for r in runs])
     image, text, heat, adaptor, meta, text_encoder = build_graphs(cls_meta, seg_meta)
@@ -450,6 +460,9 @@ def export_bundle(
             "research_use_only": True,
         }
         card = model_card(meta, cls_meta, seg_meta, config)
+        card["grounding"] = grounding_section(
+            grounding_doc if heat else None, (meta.get("data") or {}).get("weak_grounding_supervision")
+        )
         if quantize:
             card["quantization"] = quantize_bundle(tmp, quantize, cls_meta, seg_meta, config)
         # the training domain, on the final image graph (after quantization): see core_model.export.domain

@@ -53,14 +53,21 @@ def ids_digest(ids: list[str]) -> str:
 def data_digest(records, *, image: bool = True, text: bool = True) -> str:
     """Fingerprint of what the features are computed from: each image file's path, size and
     modification time, and each report's text. A cache whose data changed is never reused."""
+    from core_model.data.webdataset import parse_member_ref
+
     h = hashlib.sha256()
+    stats: dict[str, str] = {}  # tar shard -> its size and time (once per shard)
     for r in records:
         if image:
-            try:
-                st = os.stat(r.image_path)
-                h.update(f"{r.image_path}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-            except OSError:
-                h.update(f"{r.image_path}\0missing\0".encode())
+            ref = parse_member_ref(r.image_path)
+            target = ref[0] if ref else r.image_path  # a webdataset member: its tar shard
+            if target not in stats or not ref:
+                try:
+                    st = os.stat(target)
+                    stats[target] = f"{st.st_size}\0{st.st_mtime_ns}"
+                except OSError:
+                    stats[target] = "missing"
+            h.update(f"{r.image_path}\0{stats[target]}\0".encode())
         if text:
             h.update((r.report or "").encode())
             h.update(b"\0")

@@ -46,6 +46,11 @@ def resize_images(
 ) -> list[Record]:
     """Return copies of ``records`` pointing at downsized PNGs in ``out_dir`` (unreadable
     images keep their original path, so precompute reports them with the reason)."""
+    from core_model.data.webdataset import parse_member_ref
+    from core_model.errors import UserError
+
+    if any(parse_member_ref(r.image_path) for r in records[:1]):
+        raise UserError("--resize-cache reads image files; webdataset shards are encoded from the tars directly")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     jobs = [(r.image_path, str(out / cached_name(r.image_path)), max_side) for r in records]

@@ -5,6 +5,9 @@
   ``resize_cache`` in :mod:`core_model.features.image_cache` shrinks a collection once beforehand.
 - On CUDA the encoders run under bf16 autocast with large batches; features are stored as fp16.
 - Under ``torchrun`` each rank fills the shards ``s % world_size == rank``; rank 0 finalises.
+  Records from WebDataset tar shards (``data.kind: webdataset``) are dealt by tar instead: rank
+  ``r`` fills the cache shards that start in the tar shards ``r, r + world, ...``, so each rank
+  reads its own tars (:func:`shard_owners`).
 - Resumable: finished shards are kept, unfinished ones recomputed. A cache built with other
   encoders, preprocessing or items is refused, never mixed.
 """
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from core_model.data.records import Record
+from core_model.data.webdataset import parse_member_ref, prepare_member
 from core_model.errors import UserError
 from core_model.features.cache import (
     FORMAT_VERSION,
@@ -75,7 +79,10 @@ class _ImageDataset(Dataset):
 
     def __getitem__(self, i):
         try:
-            x = prepare_input(self.paths[i], self.spec)
+            if parse_member_ref(self.paths[i]):  # a sample of a webdataset tar shard
+                x = prepare_member(self.paths[i], self.spec)
+            else:
+                x = prepare_input(self.paths[i], self.spec)
             return i, torch.from_numpy(x), ""
         except ImageReadError as exc:
             return i, torch.zeros(self.spec.channels, self.spec.size, self.spec.size), f"{exc.reason}: {exc}"
@@ -195,7 +202,8 @@ def precompute(
 
     device = resolve_device(opts.device)
     n_shards = (len(records) + opts.shard_size - 1) // opts.shard_size
-    todo = [s for s in range(n_shards) if s % world == rank and not (shards_dir / f"{s:05d}.json").exists()]
+    owners = shard_owners(records, opts.shard_size, world)
+    todo = [s for s in range(n_shards) if owners[s] == rank and not (shards_dir / f"{s:05d}.json").exists()]
     if image_encoder is not None:
         image_encoder.to(device)
     if text_encoder is not None:
@@ -277,6 +285,25 @@ def precompute(
         atomic_write_json(out / "manifest.json", final)
     _barrier()
     return FeatureCache(out)
+
+
+def shard_owners(records: list[Record], shard_size: int, world: int) -> list[int]:
+    """The rank that fills each cache shard: ``s % world``, or for records read from tar shards
+    the rank of the tar the cache shard starts in (tars dealt round-robin in record order)."""
+    n_shards = (len(records) + shard_size - 1) // shard_size
+    tars: dict[str, int] = {}
+    owners = []
+    for s in range(n_shards):
+        ref = parse_member_ref(records[s * shard_size].image_path)
+        if ref is None:
+            owners.append(s % world)
+            continue
+        for r in records[s * shard_size : (s + 1) * shard_size]:  # number the tars in record order
+            t = parse_member_ref(r.image_path)
+            if t is not None:
+                tars.setdefault(t[0], len(tars))
+        owners.append(tars[ref[0]] % world)
+    return owners
 
 
 def json_load(path: Path) -> dict:

@@ -36,9 +36,10 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from core_model.imaging.decoders import ensure_gdcm_importable, missing_decoder_message
 
@@ -396,6 +397,99 @@ def scan_header(path: str | os.PathLike) -> HeaderScan:
     return HeaderScan(path, ds, size, pixel, codec_size=codec)
 
 
+@dataclass(frozen=True)
+class QuickScan:
+    """A header-only read by the fast walk (:mod:`core_model.imaging.quick_header`): what
+    :class:`HeaderScan` holds, with ``dataset`` a keyword -> value mapping of the top-level and
+    file meta elements asked for instead of a whole pydicom dataset."""
+
+    path: Path
+    dataset: dict[str, Any]
+    file_size: int
+    pixel: PixelElement
+    positional: bool = True
+    codec_size: DeclaredSize | None = None
+
+    @property
+    def transfer_syntax(self) -> UID | None:
+        uid = self.dataset.get("TransferSyntaxUID")
+        return UID(str(uid)) if uid else None
+
+
+QUICK_READ = 1 << 16  # bytes read at once by quick_scan (a header rarely needs more)
+QUICK_MAX_HEADER = 4 << 20  # headers longer than this are read by pydicom
+_QUICK_ALWAYS = (
+    "TransferSyntaxUID",
+    "MediaStorageSOPClassUID",
+    "SOPClassUID",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "BitsStored",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "ModalityLUTSequence",
+)
+_QUICK_TAGS: dict[tuple[str, ...], dict[int, str]] = {}
+
+
+def quick_scan(
+    path: str | os.PathLike, keywords: tuple[str, ...] = (), head: bytes = b"", fp: BinaryIO | None = None
+) -> QuickScan | None:
+    """The fast header read of :mod:`core_model.imaging.quick_header`, for the import of many
+    files: the values of ``keywords`` (plus what :func:`check_header` reads) and the pixel
+    data element, from one open and one read of a typical file. ``head``: the file's first
+    bytes where the caller has read them already (``fp``: the file, open, where it has).
+    Returns None where the fast walk leaves the file to pydicom (then use :func:`scan_header`,
+    which gives every specific refusal); raises OSError when the file cannot be read. Pass
+    the result to :func:`check_header`."""
+    if fp is None:
+        with open(path, "rb") as f:
+            return quick_scan(path, keywords, head, f)
+    from core_model.imaging.quick_header import ShortHeader, walk_header
+
+    wanted = _QUICK_TAGS.get(keywords)
+    if wanted is None:
+        from pydicom.datadict import tag_for_keyword
+
+        wanted = {}
+        for keyword in _QUICK_ALWAYS + keywords:
+            tag = tag_for_keyword(keyword)
+            if tag is None:
+                raise ValueError(f"not a DICOM keyword: {keyword}")
+            wanted[int(tag)] = keyword
+        _QUICK_TAGS[keywords] = wanted
+    path = Path(path)
+    size = os.fstat(fp.fileno()).st_size
+    buf = head
+    if len(buf) < QUICK_READ and len(buf) < size:
+        fp.seek(len(buf))
+        buf += fp.read(QUICK_READ - len(buf))
+    while True:
+        try:
+            walked = walk_header(buf, wanted)
+            break
+        except ShortHeader:
+            if len(buf) >= size or len(buf) >= QUICK_MAX_HEADER:
+                return None
+            fp.seek(len(buf))
+            buf += fp.read(min(len(buf), QUICK_MAX_HEADER - len(buf)))
+    if walked is None:
+        return None
+    values, position, implicit = walked
+    pixel = _locate_pixel_element(fp, position, size, implicit=implicit, little=True)
+    if pixel is None or pixel.value_offset > size:  # cut inside the element's own header
+        return None
+    codec = None
+    if pixel.first_fragment is not None:
+        fp.seek(pixel.first_fragment)
+        codec = declared_size(fp.read(1 << 16))
+    return QuickScan(path, values, size, pixel, codec_size=codec)
+
+
 def _refuse_deflate_bomb(path: Path) -> None:
     """pydicom inflates a deflated dataset whole as soon as it reads the file, even header
     only: for the Deflated Explicit VR Little Endian syntax, inflate it here first (in
@@ -515,7 +609,10 @@ def _locate_pixel_element(fp, position: int, size: int, *, implicit: bool, littl
     return PixelElement(tag, position, value_offset, None, vr, p, truncated, max(items - 1, 0), malformed, first)
 
 
-def _int(ds: Dataset, keyword: str) -> int | None:
+Header = Dataset | Mapping[str, Any]  # a pydicom dataset, or a QuickScan's keyword -> value
+
+
+def _int(ds: Header, keyword: str) -> int | None:
     try:
         value = ds.get(keyword)
         return None if value is None or value == "" else int(value)
@@ -523,7 +620,7 @@ def _int(ds: Dataset, keyword: str) -> int | None:
         return None
 
 
-def expected_native_length(ds: Dataset) -> int | None:
+def expected_native_length(ds: Header) -> int | None:
     """Bytes of uncompressed pixel data the header describes (PS3.5 8.1.1), None if unknown."""
     rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
     alloc, spp = _int(ds, "BitsAllocated"), _int(ds, "SamplesPerPixel") or 1
@@ -537,11 +634,10 @@ def expected_native_length(ds: Dataset) -> int | None:
     return (bits + 7) // 8
 
 
-def check_transfer_syntax(ds: Dataset, source: str = "") -> UID | None:
+def check_transfer_syntax(ds: Header, source: str = "") -> UID | None:
     """The dataset's transfer syntax, or :class:`UnsupportedImageError` naming a syntax that is
     not a DICOM transfer syntax (a private or unknown UID: nobody can decode it)."""
-    meta = getattr(ds, "file_meta", None)
-    value = meta.get("TransferSyntaxUID") if meta is not None else None
+    value = _meta_value(ds, "TransferSyntaxUID")
     if not value:
         return None
     ts = UID(str(value).strip("\x00 "))
@@ -556,11 +652,21 @@ def check_transfer_syntax(ds: Dataset, source: str = "") -> UID | None:
     return ts
 
 
-def check_budget(scan: HeaderScan | Dataset, source: str = "") -> None:
+def _meta_value(ds: Header, keyword: str) -> Any:
+    """A file meta element's value: from ``file_meta`` of a dataset, or from a QuickScan's
+    mapping (which holds the file meta elements beside the others)."""
+    if isinstance(ds, Dataset):
+        meta = getattr(ds, "file_meta", None)
+        return meta.get(keyword) if meta is not None else None
+    return ds.get(keyword)
+
+
+def check_budget(scan: HeaderScan | QuickScan | Dataset, source: str = "") -> None:
     """Refuse (:class:`ImageTooLargeError`) a file whose header, stored pixel data or first
     compressed frame header declares more than the budgets of :mod:`core_model.imaging.limits`.
     Takes a :class:`HeaderScan` (files) or a dataset (pixel data in memory)."""
-    if isinstance(scan, HeaderScan):
+    ds: Header
+    if isinstance(scan, (HeaderScan, QuickScan)):
         ds, name, pixel, codec = scan.dataset, scan.path.name, scan.pixel, scan.codec_size
         stored = None
         if pixel is not None:
@@ -616,7 +722,7 @@ def _first_fragment(value: bytes) -> bytes:
     return b""
 
 
-def check_rescale(ds: Dataset, source: str = "") -> None:
+def check_rescale(ds: Header, source: str = "") -> None:
     """Rescale Slope / Intercept that would make every pixel NaN or constant: refused
     (:class:`InvalidValuesError`) rather than rendered as a silently black image."""
     name = f"{source}: " if source else ""
@@ -627,7 +733,7 @@ def check_rescale(ds: Dataset, source: str = "") -> None:
     for keyword in ("RescaleSlope", "RescaleIntercept"):
         if keyword not in ds:
             continue
-        raw = ds[keyword].value
+        raw = ds.get(keyword)
         if raw in (None, ""):
             continue
         try:
@@ -640,13 +746,12 @@ def check_rescale(ds: Dataset, source: str = "") -> None:
             raise InvalidValuesError(f"{name}RescaleSlope is 0; every pixel would have the same value")
 
 
-def check_header(scan: HeaderScan) -> None:
+def check_header(scan: HeaderScan | QuickScan) -> None:
     """Raise the specific :class:`ImageReadError` a file would hit when decoded, using only its
     header, the pixel element's position and length and the installed decoders."""
-    ds, name = scan.dataset, scan.path.name
-    sop_class = str(
-        ds.get("SOPClassUID", "") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or ""
-    )
+    ds: Header = scan.dataset
+    name = scan.path.name
+    sop_class = str(ds.get("SOPClassUID", "") or _meta_value(ds, "MediaStorageSOPClassUID") or "")
     if sop_class == MEDIA_DIRECTORY_SOP_CLASS:
         raise NoPixelDataError(f"{name}: a DICOMDIR (media directory), not an image")
     pixel = scan.pixel
@@ -692,17 +797,18 @@ def check_header(scan: HeaderScan) -> None:
                     f"{name}: {frames} frames announced but only {pixel.fragments} compressed fragments stored"
                 )
             codec = scan.codec_size
-            if codec is not None and codec.rows and (codec.rows, codec.columns) != (ds.Rows, ds.Columns):
+            rows, cols = _int(ds, "Rows"), _int(ds, "Columns")  # checked above: positive
+            if codec is not None and codec.rows and (codec.rows, codec.columns) != (rows, cols):
                 raise PixelDataMismatchError(
                     f"{name}: the compressed frame is {codec.columns} x {codec.rows} but the header says "
-                    f"{ds.Columns} x {ds.Rows}"
+                    f"{cols} x {rows}"
                 )
         else:
             expected = expected_native_length(ds)
             if expected is not None and pixel.length is not None and pixel.length < expected:
                 raise PixelDataMismatchError(
                     f"{name}: pixel data inconsistent with its header ({pixel.length} bytes stored, "
-                    f"{expected} expected for {ds.Rows} x {ds.Columns} x {alloc} bits"
+                    f"{expected} expected for {_int(ds, 'Rows')} x {_int(ds, 'Columns')} x {alloc} bits"
                     f"{' x ' + str(spp) + ' samples' if spp > 1 else ''})"
                 )
     if scan.positional and pixel.tag in (0x7FE00008, 0x7FE00009) and pixel.length is not None:
@@ -1031,6 +1137,41 @@ def to_display(unit: np.ndarray, invert: bool) -> np.ndarray:
     return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
 
 
+def _render_by_lut(ds: Dataset, stored: np.ndarray, render) -> np.ndarray | None:
+    """The display of integer stored values through a lookup table: ``render`` (the pipeline
+    of :func:`render_dataset`) applied once to every value from the image's lowest to its
+    highest (in the stored dtype), then indexed by the pixels. Every step of the pipeline is
+    per pixel, and with a linear rescale the lowest / highest modality values (which the
+    full-range preset and VOI LUTs read) come from the lowest / highest stored values, so the
+    result is identical to rendering the whole image, at a fraction of its float64 passes.
+    None where that does not hold (a Modality LUT Sequence, Pixel Padding Value, colour, wide
+    or small images): the caller renders the image itself."""
+    if (
+        stored.ndim != 2
+        or stored.dtype not in (np.uint8, np.uint16, np.int8, np.int16)
+        or not is_monochrome(ds)
+        or "ModalityLUTSequence" in ds
+        or "PixelPaddingValue" in ds
+    ):
+        return None
+    lo, hi = int(stored.min()), int(stored.max())
+    if 4 * (hi - lo + 1) > stored.size:
+        return None
+    domain = np.arange(lo, hi + 1, dtype=np.int64).astype(stored.dtype)[None]
+    table = render(domain)
+    if table is None:
+        return None
+    if stored.dtype.kind == "i":  # order-preserving map of signed values onto 0 .. 2^bits - 1
+        bits = 8 * stored.itemsize
+        index = stored.view(f"u{stored.itemsize}") ^ np.array(1 << (bits - 1), dtype=f"u{stored.itemsize}")
+        offset = lo + (1 << (bits - 1))
+    else:
+        index, offset = stored, lo
+    full = np.zeros(offset + table.shape[1], dtype=np.uint8)
+    full[offset:] = table[0]
+    return full[index]
+
+
 def render_dataset(
     ds: Dataset,
     preset: int | WindowPreset | None = None,
@@ -1047,7 +1188,20 @@ def render_dataset(
     The file's own inversion (MONOCHROME1 / INVERSE) is always applied; ``user_invert``
     inverts once more on top of it (the viewer's "i" key)."""
     if values is None:
-        values = modality_values(ds, decode_pixels(ds, source=source), source=source)
+        stored = decode_pixels(ds, source=source)
+
+        def render(domain: np.ndarray) -> np.ndarray | None:
+            v = modality_values(ds, domain, source=source)
+            if not np.isfinite(v).all():
+                return None  # the whole image gives the specific error
+            return render_dataset(
+                ds, preset, center=center, width=width, user_invert=user_invert, values=v, source=source
+            )
+
+        shown = _render_by_lut(ds, stored, render)
+        if shown is not None:
+            return shown
+        values = modality_values(ds, stored, source=source)
     if isinstance(preset, int) and not isinstance(preset, bool):
         presets = window_presets(ds)
         if not 0 <= preset < len(presets):

@@ -5,7 +5,8 @@ Training (precompute, fine-tuning) and the app's runtime both call :func:`prepar
 the same pixels in both places. Pure numpy + Pillow + pydicom: no torch.
 
 Steps: 8-bit grayscale display (DICOMs through the full display pipeline of
-:mod:`core_model.imaging.dicom`) -> geometry (``letterbox``: pad to a square with black, keeping
+:mod:`core_model.imaging.dicom`; large JPEGs, plain or JPEG Baseline DICOMs with a window, decoded
+at a reduced scale, never below twice the model size) -> geometry (``letterbox``: pad to a square with black, keeping
 the whole image, then resize; ``center_crop``: the paper's resize of the shorter side then a
 centre crop) -> scale to [0, 1] -> ``(x - mean) / std`` -> channels repeated.
 """
@@ -149,15 +150,79 @@ def load_display(source: ImageSource, *, draft_size: int | None = None) -> np.nd
         lo, hi = float(arr.min()), float(arr.max())
         return np.rint((arr - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
 
+    return _display(source, draft_size)[0]
+
+
+def _display(source: ImageSource, draft_size: int | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_display` -> (display, the full-resolution (height, width) of the image)."""
+    if isinstance(source, np.ndarray):
+        gray = load_display(source)
+        return gray, (int(gray.shape[0]), int(gray.shape[1]))
     path = Path(source)
     if not path.exists():
         raise ImageReadError(f"{path}: file not found", reason="missing")
     if image_kind(path) == "dicom":
-        from core_model.imaging.dicom import render_file
+        from core_model.imaging.dicom import modality_values, read_dataset, render_dataset
 
-        return render_file(path)
+        ds = read_dataset(path)
+        small = _reduced_dicom_jpeg(ds, draft_size) if draft_size else None
+        if small is not None:  # (Rows and Columns checked there)
+            shown = render_dataset(ds, values=modality_values(ds, small, source=path.name), source=path.name)
+            return shown, (int(ds.Rows), int(ds.Columns))
+        shown = render_dataset(ds, source=path.name)
+        return shown, (int(shown.shape[0]), int(shown.shape[1]))
     with open_plain_image(path) as img:
-        return decode_plain(img, path.name, draft_size)
+        shape = (int(img.height), int(img.width))
+        return decode_plain(img, path.name, draft_size), shape
+
+
+def _reduced_dicom_jpeg(ds, draft_size: int) -> np.ndarray | None:
+    """The stored values of a single-frame grayscale JPEG Baseline DICOM decoded at a reduced
+    scale (Pillow's draft mode: the JPEG's own DCT scaling by 1/2, 1/4 or 1/8, never below
+    ``draft_size``), as plain JPEGs are for the model. None for anything else, or where that
+    decode fails (the full decode then gives the specific error). JPEG Lossless, JPEG-LS and
+    RLE have no reduced decode (every pixel is predicted from its neighbours); JPEG 2000 has
+    (resolution levels) but is rare in chest radiography and is decoded in full."""
+    import io
+
+    from pydicom.uid import JPEGBaseline8Bit
+
+    from core_model.imaging.dicom import window_presets
+
+    meta = getattr(ds, "file_meta", None)
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        plain = (
+            meta is not None
+            and meta.get("TransferSyntaxUID") == JPEGBaseline8Bit
+            and int(ds.get("SamplesPerPixel", 1) or 1) == 1
+            and int(ds.get("NumberOfFrames", 1) or 1) == 1
+            and int(ds.get("BitsAllocated", 8)) == 8
+            and int(ds.get("BitsStored", 8)) == 8
+            and int(ds.get("PixelRepresentation", 0) or 0) == 0
+            and str(ds.get("PhotometricInterpretation", "")).strip().upper() in ("MONOCHROME1", "MONOCHROME2")
+            and min(rows, cols) >= 2 * draft_size
+            and "PixelData" in ds
+        )
+        # a window maps each pixel alone; the full-range default stretches between the image's
+        # extremes, which a reduced decode smooths away (SIIM's files: 6 grey levels on average)
+        plain = plain and window_presets(ds)[0].kind == "window"
+    except (TypeError, ValueError, AttributeError):
+        return None
+    if not plain:
+        return None
+    try:
+        from pydicom.encaps import generate_frames
+
+        frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+        with Image.open(io.BytesIO(frame)) as img:
+            if img.format != "JPEG" or img.mode != "L" or img.size != (cols, rows):
+                return None
+            img.draft("L", (draft_size, draft_size))
+            arr = np.asarray(img, dtype=np.uint8)
+    except Exception:  # a stream Pillow cannot read: leave it to the full decode and its errors
+        return None
+    return arr if arr.ndim == 2 else None
 
 
 def _pil_to_gray8(img: Image.Image) -> np.ndarray:
@@ -195,13 +260,21 @@ def geometry(height: int, width: int, spec: PreprocessSpec) -> Geometry:
     return Geometry(height, width, scale, (spec.size - new_h) / 2.0, (spec.size - new_w) / 2.0, spec.size)
 
 
+_REDUCING_GAP = 3.0
+
+
 def to_square(gray: np.ndarray, spec: PreprocessSpec, *, resample: int = Image.Resampling.BILINEAR) -> np.ndarray:
     """Place a 2-D array into the model's square frame (same geometry for images and masks)."""
     h, w = gray.shape
     g = geometry(h, w, spec)
     new_h, new_w = max(1, round(h * g.scale)), max(1, round(w * g.scale))
     if gray.dtype == np.uint8:
-        resized = np.asarray(Image.fromarray(gray).resize((new_w, new_h), resample))
+        # A large image is first box-reduced by a whole factor to within 3x of the target, then
+        # resampled (Pillow's reducing_gap): 1.7 ms instead of 8.8 ms for 2,500 x 2,000 -> 224,
+        # within one grey level of the direct resample (mean 0.15); images up to 1,344 px
+        # (factor < 6) are resampled directly, unchanged. Masks (NEAREST) are never reduced.
+        gap = _REDUCING_GAP if resample == Image.Resampling.BILINEAR else None
+        resized = np.asarray(Image.fromarray(gray).resize((new_w, new_h), resample, reducing_gap=gap))
     else:
         resized = np.asarray(Image.fromarray(gray.astype(np.float32), mode="F").resize((new_w, new_h), resample))
     out = np.zeros((spec.size, spec.size), dtype=resized.dtype)
@@ -217,7 +290,8 @@ def to_square(gray: np.ndarray, spec: PreprocessSpec, *, resample: int = Image.R
 
 def from_square(arr: np.ndarray, height: int, width: int, spec: PreprocessSpec) -> np.ndarray:
     """Map a map in model-input space (S x S, e.g. mask probabilities or a heatmap) back onto the
-    original image grid (H x W), bilinear. Regions cropped away by ``center_crop`` get 0."""
+    original image grid (H x W), bilinear, as a new writable float32 array. Regions cropped away
+    by ``center_crop`` get 0."""
     g = geometry(height, width, spec)
     new_h, new_w = max(1, round(height * g.scale)), max(1, round(width * g.scale))
     top, left = int(round(g.top)), int(round(g.left))
@@ -230,7 +304,43 @@ def from_square(arr: np.ndarray, height: int, width: int, spec: PreprocessSpec) 
     if a.shape != (spec.size, spec.size):
         a = np.asarray(Image.fromarray(a, mode="F").resize((spec.size, spec.size), Image.Resampling.BILINEAR))
     canvas[dst_y0 : dst_y0 + hh, dst_x0 : dst_x0 + ww] = a[src_y0 : src_y0 + hh, src_x0 : src_x0 + ww]
-    return np.asarray(Image.fromarray(canvas, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    if height >= new_h and width >= new_w:
+        return upsample_bilinear(canvas, height, width)
+    return np.array(Image.fromarray(canvas, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+
+
+def _taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each output pixel: the input pixel at or left of its centre, and the weight of the next."""
+    x = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    np.clip(x, 0, n_in - 1, out=x)
+    i0 = x.astype(np.intp)
+    return i0, (x - i0).astype(np.float32)
+
+
+def upsample_bilinear(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Enlarge a float32 map to (height, width) as Pillow's BILINEAR does (pixel centres
+    aligned, edge pixels extended; equal to it within float32 rounding, 2e-7), in about a
+    quarter of its time: columns interpolated on the small map, then each band of output rows
+    between two input rows written in one pass. For enlarging only (both sides >= the input's)."""
+    h, w = a.shape
+    if height < h or width < w:
+        raise ValueError(f"upsample_bilinear enlarges only ({h} x {w} -> {height} x {width})")
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    j0, g = _taps(width, w)
+    left = a[:, j0]
+    cols = left + (a[:, np.minimum(j0 + 1, w - 1)] - left) * g  # (h, width)
+    diff = np.zeros_like(cols)
+    np.subtract(cols[1:], cols[:-1], out=diff[:-1])
+    i0, f = _taps(height, h)
+    starts = np.searchsorted(i0, np.arange(h + 1))
+    out = np.empty((height, width), dtype=np.float32)
+    for r in range(h):
+        s, e = int(starts[r]), int(starts[r + 1])
+        if s < e:
+            band = out[s:e]
+            np.multiply(f[s:e, None], diff[r], out=band)
+            band += cols[r]
+    return out
 
 
 def normalize(square_u8: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -265,12 +375,10 @@ def prepare_input_with_shape(
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """:func:`prepare_input` plus the full-resolution (height, width) its outputs map back onto."""
     spec = spec or PreprocessSpec()
-    gray = load_display(source, draft_size=2 * spec.size)
-    drafted = not isinstance(source, np.ndarray) and image_kind(source) == "jpeg"
-    shape = original_shape(source) if drafted else gray.shape
+    gray, shape = _display(source, 2 * spec.size)
     # (reduced-size JPEG decoding keeps the aspect ratio up to rounding, so outputs mapped back
     # with from_square land on the full-resolution grid)
-    return normalize(to_square(gray, spec), spec), (int(shape[0]), int(shape[1]))
+    return normalize(to_square(gray, spec), spec), shape
 
 
 def prepare_batch(sources: list[ImageSource], spec: PreprocessSpec | None = None) -> np.ndarray:

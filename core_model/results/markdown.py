@@ -189,36 +189,51 @@ def zeroshot_section(m: Mapping) -> list[str]:
     if len(rows) > 1:
         rows.append(["**macro**", f"**{_ci(m['auroc_macro'])}**"])
     lines += _table(["class", "AUROC % (95% CI)"], rows)
+    if m.get("accuracy_ci"):
+        lines += ["", f"Top-1 accuracy % (95% CI): {_ci(m['accuracy_ci'], 'value')} ({m.get('accuracy_note', '')})"]
     lines += [
         "",
         "_Scores: softmax over the similarities to the positive and the negative prompt of each class; "
         "no labels used for training. Published zero-shot numbers use other datasets/prompts and are not shown._",
     ]
+    if m.get("prompts"):
+        source = f" (`{m['prompts_file']}`)" if m.get("prompts_file") else ""
+        lines += ["", f"Prompts used: set **{m.get('prompt_set', 'default')}**{source}", ""]
+        for name, p in m["prompts"].items():
+            lines.append(f"- {name}: positive {p['positive']}; negative {p['negative']}")
     return lines
 
 
 def retrieval_section(m: Mapping) -> list[str]:
     lines = ["## Image-report retrieval", ""]
-    ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("i2t_R@"))
-    rows = [
-        [f"R@{k}", _pct(m.get(f"i2t_R@{k}")), _pct(m.get(f"t2i_R@{k}")), _pct(m.get(f"chance_R@{k}"), 2)] for k in ks
-    ]
-    lines += _table(["metric", "image -> report %", "report -> image %", "chance %"], rows)
-    pks = sorted(int(k.split("@")[1].split("_")[0]) for k in m if k.startswith("i2t_P@"))
+
+    def cell(key: str) -> str:  # the value, with its bootstrap interval when computed
+        ci = m.get(f"{key}_ci")
+        return _ci(ci, "value") if ci else _pct(m.get(key))
+
+    ks = sorted(int(k.split("@")[1]) for k in m if k.startswith("i2t_R@") and not k.endswith("_ci"))
+    header = ["metric", "image -> report %", "report -> image %", "chance %"]
+    if any(k.endswith("_ci") for k in m):
+        header[1:3] = ["image -> report % (95% CI)", "report -> image % (95% CI)"]
+    rows = [[f"R@{k}", cell(f"i2t_R@{k}"), cell(f"t2i_R@{k}"), _pct(m.get(f"chance_R@{k}"), 2)] for k in ks]
+    lines += _table(header, rows)
+    pks = sorted(int(k.split("@")[1].split("_")[0]) for k in m if k.startswith("i2t_P@") and not k.endswith("_ci"))
     if pks:
         lines += [""] + _table(
-            ["metric", "image -> report %", "report -> image %", "chance %"],
+            header,
             [
                 [
                     f"P@{k} (same finding)",
-                    _pct(m.get(f"i2t_P@{k}_finding")),
-                    _pct(m.get(f"t2i_P@{k}_finding")),
+                    cell(f"i2t_P@{k}_finding"),
+                    cell(f"t2i_P@{k}_finding"),
                     _pct(m.get("chance_P_finding"), 2),
                 ]
                 for k in pks
             ],
         )
     lines += ["", f"_{m.get('n', '?')} image-report pairs; the candidate pool is the whole test set._"]
+    if m.get("bootstrap"):
+        lines += ["", f"_Intervals: {m['bootstrap']['method']}, {m['bootstrap']['n_boot']} resamples._"]
     return lines
 
 

@@ -67,10 +67,7 @@ class SessionSet:
                 file = self.graphs.get(name)
                 if not file:
                     raise BundleError(f"this bundle has no {name} graph")
-                opts = ort.SessionOptions()
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                if self.threads:
-                    opts.intra_op_num_threads = self.threads
+                opts = session_options(ort, self.threads)
                 try:
                     self._sessions[name] = ort.InferenceSession(
                         str(self.folder / file), sess_options=opts, providers=["CPUExecutionProvider"]
@@ -81,6 +78,38 @@ class SessionSet:
                         f"the {name} graph ({file}) cannot be loaded: it is damaged or not an ONNX model ({why[:200]})"
                     ) from exc
             return self._sessions[name]
+
+
+def session_options(ort, threads: int = 0):
+    """The options of every bundle session: all graph optimisations, one graph node at a time
+    (sequential; the graphs are chains), memory pattern planning, ``threads`` intra-op threads
+    (0: onnxruntime's default, one per physical core), and threads that sleep between runs
+    instead of spinning: a spinning pool holds the cores that the analysis' own numpy work
+    (decode, domain guard, mask) and the app need right after each run."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_mem_pattern = True
+    opts.inter_op_num_threads = 1
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
+@dataclass(frozen=True)
+class GroundingVerdict:
+    """Whether a finding's heatmap is vouched for by the model card, and why (for the UI)."""
+
+    finding: str
+    validated: bool
+    reason: str
+    prompt: str | None = None  # the phrase whose heatmap was validated (the card's), when known
+
+    def message(self) -> str:
+        if self.validated:
+            return f"heatmap validated for {self.finding}: {self.reason}"
+        return f"The model has no reliable heatmap for {self.finding or 'this finding'}: {self.reason}."
 
 
 def _sigmoid(x):
@@ -166,6 +195,38 @@ class Bundle:
             return bool(d["synthetic"])
         return bool(self.config.get("synthetic", False))
 
+    def grounding(self, finding: str | None) -> GroundingVerdict:
+        """Whether the card vouches for ``finding``'s heatmap: its pointing game on validation beat
+        the positional prior (see :mod:`core_model.export.grounding`). Bundles exported without
+        a grounding evaluation vouch for none."""
+        g = self.card.get("grounding") if isinstance(self.card, dict) else None
+        name = (finding or "").strip()
+        if not self.has_heatmaps():
+            return GroundingVerdict(name, False, "this model has no heatmaps")
+        if not isinstance(g, dict) or not g.get("evaluated"):
+            return GroundingVerdict(
+                name, False, "the model card has no grounding evaluation, so no heatmap is vouched for"
+            )
+        e = (g.get("per_finding") or {}).get(name) or (g.get("per_finding") or {}).get(name.lower())
+        if not isinstance(e, dict):
+            return GroundingVerdict(name, False, f"grounding of {name or 'this finding'} was not evaluated")
+        pg, prior = e.get("pointing_game"), e.get("positional_prior")
+        figures = ""
+        if isinstance(pg, (int, float)) and isinstance(prior, (int, float)):
+            figures = f"pointing game {100 * pg:.0f} % vs positional prior {100 * prior:.0f} % on validation"
+        raw_prompt = e.get("prompt")
+        prompt = raw_prompt if isinstance(raw_prompt, str) and raw_prompt.strip() else None
+        if e.get("validated"):
+            return GroundingVerdict(name, True, figures, prompt)
+        return GroundingVerdict(
+            name, False, f"its heatmap did not beat the positional prior ({figures})" if figures else "not validated"
+        )
+
+    def validated_heatmap_findings(self) -> list[str]:
+        g = self.card.get("grounding") if isinstance(self.card, dict) else None
+        per = g.get("per_finding") if isinstance(g, dict) else None
+        return sorted(f for f in (per if isinstance(per, dict) else {}) if self.grounding(f).validated)
+
     # ---- image ------------------------------------------------------------------------------
     def _image_session(self):
         session = self.sessions.get("image")
@@ -181,7 +242,7 @@ class Bundle:
         return session
 
     def _run_image(self, batch: np.ndarray):
-        return self._image_session().run(None, {"pixel_values": batch.astype(np.float32)})
+        return self._image_session().run(None, {"pixel_values": batch.astype(np.float32, copy=False)})
 
     @property
     def domain_model(self) -> DomainModel | None:
@@ -215,8 +276,8 @@ class Bundle:
             mask = mask_sq = area = None
             if self.mask_label:
                 mask_sq = _sigmoid(mask_logits[i, 0]).astype(np.float32)
-                mask = from_square(mask_sq, shape[0], shape[1], self.preprocess).astype(np.float32)
-                area = float((mask >= self.mask_threshold).mean())
+                mask = from_square(mask_sq, shape[0], shape[1], self.preprocess).astype(np.float32, copy=False)
+                area = np.count_nonzero(mask >= self.mask_threshold) / mask.size
             out.append(
                 Analysis(
                     probabilities={c: float(probs[i, k]) for k, c in enumerate(self.classes)},
@@ -308,15 +369,19 @@ class Bundle:
         min-max to [0, 1] over the image (attention is relative: the raw map sums to 1 over the
         patches, see :meth:`patch_heatmap`). Padding outside the image is 0."""
         a = image_or_analysis if isinstance(image_or_analysis, Analysis) else self.analyze(image_or_analysis)
-        grid = self.patch_heatmap(a, phrase)
+        return self.heatmap_from_patches(a, self.patch_heatmap(a, phrase))
+
+    def heatmap_from_patches(self, a: Analysis, grid: np.ndarray) -> np.ndarray:
+        """:meth:`heatmap` from a :meth:`patch_heatmap` result already computed (the text and
+        heatmap graphs run once when both the raw map and the image-grid map are wanted)."""
         lo, hi = float(grid.min()), float(grid.max())
         unit = (grid - lo) / (hi - lo) if hi > lo else np.zeros_like(grid)
         size = self.preprocess.size
         sq = np.asarray(
             Image.fromarray(unit.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
         )
-        h = from_square(sq, a.image_shape[0], a.image_shape[1], self.preprocess)
-        return np.clip(h, 0.0, 1.0).astype(np.float32)
+        h = from_square(sq, a.image_shape[0], a.image_shape[1], self.preprocess).astype(np.float32, copy=False)
+        return np.clip(h, 0.0, 1.0, out=h)
 
     # ---- retrieval --------------------------------------------------------------------------
     def similar_reports(self, query: Analysis | ImageLike, k: int = 5) -> list[ReportHit]:

@@ -37,6 +37,10 @@ class LossConfig:
     image_to_text_weight: float = 0.75
     local_weight: float = 1.0
     local_candidates: int = 16
+    # weak grounding supervision (see core_model.training.grounding): the weight of the lesion
+    # term and the seeded share of the training images with a lesion mask that lend it (0 = off)
+    grounding_weight: float = 0.0
+    grounding_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class CacheConfig:
     workers: int = 2
     shard_size: int = 256
     device: str = "auto"
+    # pretraining reads the cache as sequential shard streams (core_model/features/stream.py):
+    # auto = when it is larger than stream_memory_share of the available memory; on; off
+    stream: str | bool = "auto"  # YAML reads a bare on / off as true / false
+    stream_memory_share: float = 0.5
+    stream_buffer_shards: int = 4  # samples are shuffled within a buffer of this many shards
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ class PretrainTrainConfig:
     device: str = "auto"
     threads: int | None = 0  # torch CPU threads (0: torch's default)
     ram_limit_gb: float = 8  # caches smaller than this are loaded into memory
+    tensorboard: bool = False  # TensorBoard event files in <out>/tensorboard (core_model.training.tracking)
+    wandb: str | None = None  # a W&B project to log to (needs the wandb package)
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,8 @@ class FinetuneTrainConfig:
     device: str = "auto"
     threads: int | None = 0
     ram_limit_gb: float = 8
+    tensorboard: bool = False
+    wandb: str | None = None
 
 
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -133,6 +146,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
         "text_pool": "mean",
         "local_mixing": 0,  # conv blocks over the patch grid before attention (0: none)
         "cross_tokens": "regional",  # patch tokens report words attend to: regional | contextual
+        "paper_released_code": False,  # preset paper only: the released code's batch-wide attention
     },
     "loss": LossConfig(),
     "train": PretrainTrainConfig(),
@@ -155,6 +169,8 @@ FINETUNE_DEFAULTS: dict = {
         "task": "multilabel",  # binary | multilabel | multiclass (classification)
         "mask_label": "pneumothorax",  # segmentation: which finding the masks show
         "fraction": 1.0,  # share of the training split with labels (1 / 10 / 100 %)
+        "shots": None,  # few-shot: k labelled training images per class instead of a fraction
+        "shot_seed": 0,  # few-shot: the draw (fold) of those images
         "split_file": None,
         "split_protocol": None,
         "uncertainty": "as_is",
@@ -213,7 +229,7 @@ def _section(cls, values: dict, where: str):
         elif kinds[0] == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"config key {path!r} must be a number, got {value!r}")
-        elif not isinstance(value, _KINDS[kinds[0]]):
+        elif not isinstance(value, tuple(_KINDS[k] for k in kinds if k in _KINDS)):
             raise ConfigError(f"config key {path!r} must be a {kinds[0]}, got {value!r}")
         checked[f.name] = value
     return cls(**checked)

@@ -149,7 +149,7 @@ def evaluate(
             adaptor, loss_fn, meta, pairs, records, ok, labeled.classes, prompts, device, n_boot
         )
     elif task == "retrieval":
-        result["metrics"] = _eval_retrieval(adaptor, pairs, records, ok, device)
+        result["metrics"] = _eval_retrieval(adaptor, pairs, records, ok, device, n_boot, out)
     elif task == "grounding":
         train = [labeled.records[i] for i in labeled.by_split("train")]
         result["metrics"] = _eval_grounding(
@@ -248,42 +248,49 @@ def _eval_zeroshot(adaptor, loss_fn, meta, pairs, records, ok, classes, prompts,
     y = _label_matrix([records[i] for i in ok], classes, "multilabel")
     tau = float(loss_fn.global_nce.temperature)
     out = zero_shot_evaluate(img, emb, y, tau=tau, n_boot=n_boot)
-    out.pop("scores", None)
+    scores = out.pop("scores")
+    single = np.nansum(y == 1, axis=1) == 1
+    if len(classes) > 1 and single.all():  # one finding per image (CheXpert 5x200, COVIDx): top-1 too
+        from core_model.metrics.bootstrap import accuracy_ci
+
+        ci = accuracy_ci(np.nanargmax(y, axis=1), scores, n_boot=n_boot, seed=0)
+        out["accuracy"] = ci["value"]
+        out["accuracy_ci"] = ci
+        out["accuracy_note"] = "top-1 over the classes' positive-vs-negative scores; each image has one class"
+    out["prompt_set"] = getattr(prompts, "name", "default")
+    out["prompts_file"] = getattr(prompts, "source", None)
     out["prompts"] = {c: {"positive": list(prompts[c][0]), "negative": list(prompts[c][1])} for c in classes}
     out["temperature"] = tau
     return out
 
 
-def _eval_retrieval(adaptor, pairs, records, ok, device) -> dict:
-    from core_model.metrics.retrieval import retrieval_metrics
+def _eval_retrieval(adaptor, pairs, records, ok, device, n_boot: int = 1000, out: Path | None = None) -> dict:
+    """Recall@K / Precision@K by finding with bootstrap intervals over the queries; the
+    per-query values go to ``per_query_test.csv`` (a protocol's cells resample and pair them)."""
+    from core_model.metrics.retrieval import per_query_hits, retrieval_metrics
+    from core_model.training.finetune import _write_csv
     from core_model.training.pretrain import embed
 
+    if adaptor.config.mode == "identity":
+        raise UserError(
+            "retrieval needs an Adaptor: without one (adaptor.preset=none) images and reports are not in one space"
+        )
     img, txt = embed(adaptor, pairs, ok, 256, device)
     labels = np.array([records[i].finding or "" for i in ok], dtype=object)
-    return retrieval_metrics(img, txt, labels=labels if any(labels) else None)
-
-
-def _lesion_cells(record, spec, rows: int, cols: int, hit_share: float) -> np.ndarray:
-    """(rows, cols) bool: the patches of ``record``'s lesion mask holding >= ``hit_share`` lesion."""
-    from PIL import Image
-
-    from core_model.imaging.preprocess import to_square
-
-    with Image.open(record.lesion_mask_path) as im:
-        mask = np.asarray(im.convert("L")) > 127
-    sq = to_square(mask.astype(np.uint8) * 255, spec, resample=Image.NEAREST) > 127
-    return sq.reshape(rows, sq.shape[0] // rows, cols, sq.shape[1] // cols).mean(axis=(1, 3)) >= hit_share
-
-
-def positional_prior(train_records, findings, spec, rows: int, cols: int, hit_share: float) -> dict:
-    """Per finding, the patch that is most often a lesion patch in the *training* masks: a
-    constant "heatmap" peaking there is the baseline a grounding model must beat (not chance)."""
-    counts: dict[str, np.ndarray] = {}
-    for r in train_records:
-        if r.lesion_mask_path and r.finding in findings:
-            c = counts.setdefault(r.finding, np.zeros((rows, cols)))
-            c += _lesion_cells(r, spec, rows, cols, hit_share)
-    return {f: divmod(int(c.argmax()), cols) for f, c in counts.items()}
+    labels = labels if any(labels) else None
+    m = retrieval_metrics(img, txt, labels=labels, n_boot=n_boot)
+    if out is not None:
+        hits = per_query_hits(img, txt, labels)
+        names = list(hits)
+        _write_csv(
+            out / "per_query_test.csv",
+            ["id", *names],
+            [
+                [records[i].id, *("" if np.isnan(hits[k][j]) else f"{hits[k][j]:.6g}" for k in names)]
+                for j, i in enumerate(ok)
+            ],
+        )
+    return m
 
 
 @torch.no_grad()
@@ -308,6 +315,7 @@ def _eval_grounding(
     from core_model.encoders import create_text_encoder
     from core_model.imaging.preprocess import PreprocessSpec
     from core_model.metrics.bootstrap import mean_ci, paired_bootstrap
+    from core_model.training.grounding import lesion_cells, positional_prior
 
     if adaptor.cross is None:
         raise UserError("grounding needs a tokens Adaptor (the paper preset has no heatmaps)")
@@ -318,26 +326,37 @@ def _eval_grounding(
     rows, cols = tuple(cache.manifest["image"]["grid"])
     prior = positional_prior(train_records, set(prompts), spec, rows, cols, hit_share)
     hits: dict[str, dict[str, list]] = {}
-    for i in ok:
-        r = records[i]
-        if not r.lesion_mask_path or r.finding not in prompts:
-            continue
-        cell = _lesion_cells(r, spec, rows, cols, hit_share)
-        batch = pairs.batch([i], device)
+    prompt_words: dict[str, tuple] = {}  # finding -> its prompt's (words, weights), encoded once
+    chosen = [int(i) for i in ok if records[i].lesion_mask_path and records[i].finding in prompts]
+    for start in range(0, len(chosen), 64):
+        part = chosen[start : start + 64]
+        batch = pairs.batch(part, device)
         image = adaptor.encode_image(batch["image_pooled"], batch.get("image_tokens"))
-        entry = hits.setdefault(r.finding, {"prompt": [], "report": [], "chance": [], "prior": []})
-        if r.finding in prior:
-            entry["prior"].append(bool(cell[prior[r.finding][0], prior[r.finding][1]]))
-        for kind, text in (("prompt", prompts[r.finding][0][0]), ("report", r.report or "")):
-            t = enc.tokenize([text])
-            ids, mask_t = t["input_ids"].to(device), t["attention_mask"].to(device)
-            pooled, tokens = enc(ids, mask_t)
-            words = adaptor.encode_text(pooled, tokens, mask_t.bool())
-            weights = torch.tensor([[0.0 if int(x) in special else 1.0 for x in ids[0]]], device=device)
-            heat = adaptor.heatmap(image, words, weights)[0].reshape(rows, cols).cpu().numpy()
-            y, x = np.unravel_index(int(heat.argmax()), heat.shape)
-            entry[kind].append(bool(cell[y, x]))
-        entry["chance"].append(float(cell.mean()))
+        reports = adaptor.encode_text(batch["text_pooled"], batch["text_tokens"], batch["text_mask"])
+        ids = batch["text_ids"]
+        report_w = torch.tensor(
+            [[0.0 if int(x) in special else 1.0 for x in row] for row in ids.tolist()], device=device
+        )
+        report_heat = adaptor.heatmap(image, reports, report_w).reshape(len(part), rows, cols).cpu().numpy()
+        for k, i in enumerate(part):
+            r = records[i]
+            if r.finding not in prompt_words:
+                t = enc.tokenize([prompts[r.finding][0][0]])
+                pid, pmask = t["input_ids"].to(device), t["attention_mask"].to(device)
+                pooled, tokens = enc(pid, pmask)
+                w = torch.tensor([[0.0 if int(x) in special else 1.0 for x in pid[0]]], device=device)
+                prompt_words[r.finding] = (adaptor.encode_text(pooled, tokens, pmask.bool()), w)
+            words, w = prompt_words[r.finding]
+            one = type(image)(image.pooled[k : k + 1], None, image.features[k : k + 1], image.regions[k : k + 1])
+            heat_p = adaptor.heatmap(one, words, w)[0].reshape(rows, cols).cpu().numpy()
+            cell = lesion_cells(r.lesion_mask_path, spec, rows, cols, hit_share)
+            entry = hits.setdefault(r.finding, {"prompt": [], "report": [], "chance": [], "prior": []})
+            if r.finding in prior:
+                entry["prior"].append(bool(cell[prior[r.finding][0], prior[r.finding][1]]))
+            for kind, heat in (("prompt", heat_p), ("report", report_heat[k])):
+                y, x = np.unravel_index(int(heat.argmax()), heat.shape)
+                entry[kind].append(bool(cell[y, x]))
+            entry["chance"].append(float(cell.mean()))
     if not hits:
         raise UserError("grounding needs images with lesion masks (a 'lesion_mask' column, e.g. phantoms)")
 
@@ -425,15 +444,65 @@ def _write_report(out: Path, result: dict, labeled) -> None:
     )
 
 
-def load_prompts(path: str | None) -> dict | None:
+PROMPTS_DIR = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+
+
+class PromptSet(dict):
+    """``{class: ([positive...], [negative...])}`` with the set's ``name`` and ``source`` file."""
+
+    name: str = "default"
+    source: str | None = None
+    description: str = ""
+
+
+def shipped_prompt_sets() -> list[str]:
+    """The prompt sets in ``configs/prompts`` (``--prompts NAME`` takes one by name)."""
+    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
+
+
+def _prompt_list(value, where: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(t, str) and t.strip() for t in items):
+        raise ConfigError(f"{where} must be a non-empty list of prompt texts")
+    return list(items)
+
+
+def load_prompts(path: str | None) -> PromptSet | None:
+    """A prompts file: ``class: [[positive...], [negative...]]`` per class, or a named set
+    (``name``, ``description``, ``classes: {class: {positive: [...], negative: [...]}}``, the
+    format of ``configs/prompts/*.yaml``); a name without a path is a shipped set."""
     if not path:
         return None
     from core_model.training.config import read_yaml_mapping
 
-    data = read_yaml_mapping(path, "prompts file")
-    out = {}
+    p = Path(path)
+    if not p.is_file() and not p.suffix and (PROMPTS_DIR / f"{path}.yaml").is_file():
+        p = PROMPTS_DIR / f"{path}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"prompts file {path} not found; shipped prompt sets: {', '.join(shipped_prompt_sets())}")
+    data = read_yaml_mapping(p, "prompts file")
+    out = PromptSet()
+    out.source = str(p)
+    out.name = p.stem
+    if "classes" in data:
+        unknown = sorted(set(data) - {"name", "description", "classes"})
+        if unknown:
+            raise ConfigError(f"{p}: unknown key(s) {', '.join(unknown)}; known: name, description, classes")
+        out.name = str(data.get("name") or p.stem)
+        out.description = " ".join(str(data.get("description") or "").split())
+        classes = data["classes"]
+        if not isinstance(classes, dict) or not classes:
+            raise ConfigError(f"{p}: classes must map class names to {{positive: [...], negative: [...]}}")
+        for c, v in classes.items():
+            if not isinstance(v, dict) or set(v) != {"positive", "negative"}:
+                raise ConfigError(f"{p}: classes.{c} must have exactly 'positive' and 'negative' prompt lists")
+            out[str(c)] = (
+                _prompt_list(v["positive"], f"{p}: classes.{c}.positive"),
+                _prompt_list(v["negative"], f"{p}: classes.{c}.negative"),
+            )
+        return out
     for c, v in data.items():
         if not (isinstance(v, (list, tuple)) and len(v) == 2):
             raise ConfigError(f"prompts for {c!r} must be [[positive...], [negative...]]")
-        out[c] = ([v[0]] if isinstance(v[0], str) else list(v[0]), [v[1]] if isinstance(v[1], str) else list(v[1]))
+        out[c] = (_prompt_list(v[0], f"prompts for {c!r}"), _prompt_list(v[1], f"prompts for {c!r}"))
     return out

@@ -27,8 +27,9 @@ from core_model.losses import seg_loss
 from core_model.training.artifacts import code_version, load_adaptor
 from core_model.training.batches import CachedPairs
 from core_model.training.checkpoint import save_tensors
-from core_model.training.config import CacheConfig, FinetuneTrainConfig
+from core_model.training.config import CacheConfig, FinetuneTrainConfig, config_to_dict
 from core_model.training.pipeline import ensure_pretrained
+from core_model.training.tracking import tracker_for
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
     pos_weight, class_weight = _class_weights(t.class_weights, y[idx["train"]], multiclass, n_out, device)
     best = {"score": -math.inf, "state": None, "epoch": 0}
     history = []
+    tracker = tracker_for(t, out, "finetune-cls", config_to_dict(cfg))
     bs = t.batch_size
     n_train = len(idx["train"])
     t0 = time.perf_counter()
@@ -193,6 +195,7 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
         history.append(
             {"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else math.nan, "val_score": score}
         )
+        tracker.log(epoch + 1, history[-1], "finetune-cls/")
         if score > best["score"]:
             best = {
                 "score": score,
@@ -214,6 +217,8 @@ def finetune_classification(cfg: dict, out: Path, progress: bool = True) -> dict
         n_boot=int(ev.get("bootstrap", 1000)),
         seed=t.seed,
     )
+    tracker.log(t.epochs, {**metrics, "auroc_macro": metrics.get("auroc_macro", {}).get("auroc")}, "test/")
+    tracker.close()
     head_meta = {
         "format": HEAD_FORMAT,
         "kind": "classification_head",
@@ -451,6 +456,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
 
     best = {"score": -math.inf, "state": None, "epoch": 0}
     history = []
+    tracker = tracker_for(t, out, "finetune-seg", config_to_dict(cfg))
     t0 = time.perf_counter()
     n_train = len(idx["train"])
     for epoch in range(t.epochs):
@@ -478,6 +484,7 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
                 "val_dice_mgca": val["dice_mgca"],
             }
         )
+        tracker.log(epoch + 1, history[-1], "finetune-seg/")
         if progress:
             print(
                 f"epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f} | val Dice (positive) "
@@ -499,6 +506,8 @@ def finetune_segmentation(cfg: dict, out: Path, progress: bool = True) -> dict:
     test_metrics["bootstrap"] = dice_bootstrap(
         *test_acc.counts(), n_boot=int(cfg["eval"].get("bootstrap", 1000)), seed=t.seed
     )
+    tracker.log(t.epochs, test_metrics, "test/")
+    tracker.close()
     if test_metrics.get("warning"):
         print("WARNING: " + test_metrics["warning"])
     head_meta = {

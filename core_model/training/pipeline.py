@@ -73,6 +73,7 @@ def pretrain(
         [r.split for r in recs],
         progress=progress,
         data_summary=summary(result),
+        lesion_masks=[r.lesion_mask_path for r in recs],
     )
     return trainer.run(resume=resume)
 

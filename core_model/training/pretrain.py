@@ -2,7 +2,9 @@
 
 Deterministic on CPU for a given seed: each epoch's order comes from ``seed + epoch`` and each
 step's randomness (dropout, local-loss candidates) from ``seed`` and the global step, so a run
-resumed from any checkpoint reaches the same weights as an uninterrupted one.
+resumed from any checkpoint reaches the same weights as an uninterrupted one. A cache larger than
+memory is read as sequential shard streams (:class:`~core_model.training.batches.StreamingPairs`,
+:mod:`core_model.features.stream`); the checkpoint keeps which reader the run started with.
 
 This module is the training loop; the saved Adaptor's I/O is in :mod:`.artifacts`, the DDP
 helpers in :mod:`.distributed`, the LR schedule in :mod:`.scheduler`, and building a run from a
@@ -28,11 +30,12 @@ from core_model.fileio import atomic_write_bytes, atomic_write_json, jsonable
 from core_model.losses import AdaptorLoss
 from core_model.metrics.retrieval import retrieval_metrics
 from core_model.training.artifacts import adaptor_metadata, load_state, save_adaptor, state_tensors
-from core_model.training.batches import CachedPairs, report_groups
+from core_model.training.batches import CachedPairs, report_groups, training_pairs
 from core_model.training.checkpoint import CheckpointDir, optimizer_from_tensors, optimizer_to_tensors
-from core_model.training.config import LossConfig, PretrainTrainConfig
+from core_model.training.config import LossConfig, PretrainTrainConfig, config_to_dict
 from core_model.training.distributed import average_gradients, dist_info, gather
 from core_model.training.scheduler import linear_warmup_decay
+from core_model.training.tracking import tracker_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ def adaptor_config_from(cfg_adaptor: dict, cache: FeatureCache) -> AdaptorConfig
         if not (cache.manifest["image"].get("tokens") and cache.manifest["text"].get("tokens")):
             raise UserError("the tokens Adaptor needs token features: precompute with image_tokens and text_tokens on")
         opts["patch_grid"] = tuple(cache.manifest["image"]["grid"])
+        if opts.get("paper_released_code"):
+            raise ConfigError(
+                "adaptor.paper_released_code needs adaptor.preset=paper (the released code's pooled Adaptor)"
+            )
         return make_config("tokens", image_dim, text_dim, **opts)
     if preset not in PRESET_KEYS:
         raise ConfigError(f"adaptor.preset must be tokens, paper or none, not {preset!r}")
@@ -63,7 +70,10 @@ def adaptor_config_from(cfg_adaptor: dict, cache: FeatureCache) -> AdaptorConfig
 
 
 #: adaptor keys each non-default preset applies when set (every other key must keep its default)
-PRESET_KEYS = {"paper": ("dim", "heads", "layers", "ffn_dim", "dropout", "share_layers"), "none": ()}
+PRESET_KEYS = {
+    "paper": ("dim", "heads", "layers", "ffn_dim", "dropout", "share_layers", "paper_released_code"),
+    "none": (),
+}
 
 
 def preset_overrides(preset: str, cfg_adaptor: dict) -> dict:
@@ -154,6 +164,7 @@ class Pretrainer:
         *,
         progress: bool = True,
         data_summary: dict | None = None,
+        lesion_masks: list[str | None] | None = None,
     ):
         self.cfg = cfg
         self.train_cfg: PretrainTrainConfig = cfg["train"]
@@ -199,7 +210,9 @@ class Pretrainer:
             image_to_text_weight=lc.image_to_text_weight,
             local_weight=lc.local_weight if self.adaptor.cross is not None else 0.0,
             local_candidates=lc.local_candidates,
+            grounding_weight=lc.grounding_weight if self.adaptor.cross is not None else 0.0,
         ).to(self.device)
+        self.grounding = self._grounding_targets(lc, lesion_masks)
         self.params = [p for m in (self.adaptor, self.loss_fn) for p in m.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(_param_groups([self.adaptor, self.loss_fn], t.weight_decay), lr=t.lr)
         self.batch_size = t.batch_size
@@ -211,11 +224,50 @@ class Pretrainer:
         self.steps_per_epoch = max(1, len(train_idx) // global_batch)
         self.global_batch = global_batch
         self.total_steps = self.steps_per_epoch * t.epochs
+        self.train_pairs = self._training_pairs()
         warmup = int(round(float(t.warmup) * self.total_steps))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, linear_warmup_decay(self.total_steps, warmup))
         self.ckpt = CheckpointDir(self.out / "checkpoint")
         self.history: list[dict] = []
         self.step = 0
+
+    def _grounding_targets(self, lc: LossConfig, lesion_masks) -> dict[int, np.ndarray]:
+        """Weak grounding supervision: item -> lesion patches, for a seeded share of the training
+        images with a lesion mask (empty when off). Recorded in the run's data summary."""
+        if not (self.loss_fn.grounding_weight > 0 and lc.grounding_fraction > 0):
+            return {}
+        from core_model.imaging.preprocess import PreprocessSpec
+        from core_model.training.grounding import weak_grounding_targets
+
+        if not lesion_masks or not any(lesion_masks[i] for i in self.train_idx):
+            raise UserError(
+                "loss.grounding_weight is set but no training image has a lesion mask "
+                "(a 'lesion_mask' column, e.g. phantoms); set loss.grounding_weight=0"
+            )
+        spec = PreprocessSpec.from_dict(self.cache.manifest["image"]["preprocess"])
+        rows, cols = tuple(self.cache.manifest["image"]["grid"])
+        targets = weak_grounding_targets(
+            lesion_masks, self.train_idx, lc.grounding_fraction, self.seed, spec, rows, cols
+        )
+        with_mask = sum(1 for i in self.train_idx if lesion_masks[i])
+        self.data_summary = {
+            **self.data_summary,
+            "weak_grounding_supervision": {
+                "images": len(targets),
+                "of_training_images_with_lesion_masks": with_mask,
+                "fraction": lc.grounding_fraction,
+                "weight": lc.grounding_weight,
+                "what": "the report heatmap of these training images is asked to fall on their lesion mask",
+            },
+        }
+        return targets
+
+    def _grounding_batch(self, local: np.ndarray):
+        rows = [k for k, i in enumerate(local) if int(i) in self.grounding]
+        if not rows:
+            return None
+        target = np.stack([self.grounding[int(local[k])] for k in rows])
+        return torch.tensor(rows, device=self.device), torch.from_numpy(target).to(self.device)
 
     # -- parameter accounting
     def parameter_summary(self) -> dict:
@@ -227,7 +279,23 @@ class Pretrainer:
             "trainable_share": trainable / max(trainable + frozen, 1),
         }
 
+    def _training_pairs(self, state: dict | None = None) -> CachedPairs:
+        """Random access (``self.pairs``) or shard streams for a cache larger than memory."""
+        return training_pairs(
+            self.pairs,
+            self.cfg["cache"],
+            self.train_idx,
+            seed=self.seed,
+            rank=self.rank,
+            world=self.world,
+            steps=self.steps_per_epoch,
+            batch=self.global_batch,
+            state=state,
+        )
+
     def _epoch_order(self, epoch: int) -> np.ndarray:
+        if self.train_pairs is not self.pairs:  # streaming: shard order, shuffled within a buffer
+            return self.train_pairs.epoch_order(epoch)
         g = torch.Generator().manual_seed(self.seed * 1000 + epoch)
         perm = torch.randperm(len(self.train_idx), generator=g).numpy()
         return self.train_idx[perm]
@@ -247,6 +315,7 @@ class Pretrainer:
                 "optimizer_groups": groups,
                 "scheduler": self.sched.state_dict(),
                 "history": self.history,
+                "reader": self.train_pairs.reader_state(),
             },
         )
 
@@ -257,6 +326,9 @@ class Pretrainer:
         self.sched.load_state_dict(state["scheduler"])
         self.history = state["history"]
         self.step = int(state["step"])
+        reader = state.get("reader", {"mode": "random"})
+        if reader != self.train_pairs.reader_state():  # keep the order the run started with
+            self.train_pairs = self._training_pairs(reader)
         log.info("resumed from step %d (epoch %d)", self.step, state["epoch"] + 1)
         return int(state["epoch"]), int(state["step_in_epoch"])
 
@@ -265,7 +337,7 @@ class Pretrainer:
         torch.manual_seed(self.seed * 1_000_003 + self.step)  # dropout of this step
         gen = torch.Generator().manual_seed(self.seed * 7_919 + self.step)  # local-loss candidates
         local = idx[self.rank :: self.world]
-        batch = self.pairs.batch(local, self.device)
+        batch = self.train_pairs.batch(local, self.device)
         gathered = np.concatenate([idx[r :: self.world] for r in range(self.world)])  # all_gather order
         groups = torch.from_numpy(self.groups[gathered]).to(self.device)
         local_groups = torch.from_numpy(self.groups[local]).to(self.device)
@@ -276,7 +348,14 @@ class Pretrainer:
             if self.world > 1:  # negatives from every process's share of the batch
                 global_sim = gather(io_.pooled.float()) @ gather(to_.pooled.float()).t()
             loss, parts = self.loss_fn(
-                self.adaptor, io_, to_, local_groups, generator=gen, global_sim=global_sim, global_groups=groups
+                self.adaptor,
+                io_,
+                to_,
+                local_groups,
+                generator=gen,
+                global_sim=global_sim,
+                global_groups=groups,
+                grounding=self._grounding_batch(local) if self.grounding else None,
             )
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -317,8 +396,10 @@ class Pretrainer:
                 f"pairs: {len(self.train_idx)} train, {len(self.val_idx)} val; "
                 f"{self.steps_per_epoch} steps/epoch x {t.epochs} epochs, global batch {self.global_batch}, "
                 f"device {self.device}{' bf16' if self.amp else ''}, {self.world} process(es)"
+                + (", cache read as shard streams" if self.train_pairs.mode == "stream" else "")
             )
         every = t.checkpoint_every or 0
+        tracker = tracker_for(t, self.out, "pretrain", config_to_dict(self.cfg), enabled=self.rank == 0)
         bar = None
         if self.progress and self.rank == 0:
             from tqdm import tqdm
@@ -328,11 +409,15 @@ class Pretrainer:
             order = self._epoch_order(epoch)
             t0 = time.perf_counter()
             losses = []
+            part_sums: dict[str, list[float]] = {}
             first = skip if epoch == start_epoch else 0
             for s in range(first, self.steps_per_epoch):
                 idx = order[s * self.global_batch : (s + 1) * self.global_batch]
                 out = self.train_step(idx)
                 losses.append(out["loss"])
+                for k, v in out.items():
+                    if k != "loss":
+                        part_sums.setdefault(k, []).append(v)
                 if bar is not None:
                     rate = (s + 1 - first) * self.global_batch / max(time.perf_counter() - t0, 1e-9)
                     bar.update(1)
@@ -344,6 +429,7 @@ class Pretrainer:
                 "epoch": epoch + 1,
                 "step": self.step,
                 "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                **{f"train_{k}": float(np.mean(v)) for k, v in part_sums.items()},
                 "lr": self.sched.get_last_lr()[0],
                 "temperature": self.loss_fn.global_nce.temperature,
                 "pairs_per_s": (self.steps_per_epoch - first) * self.global_batch / max(seconds, 1e-9),
@@ -353,6 +439,7 @@ class Pretrainer:
                 row.update(self.evaluate())
                 self.history.append(row)
                 self._write_logs()
+                tracker.log(self.step, row, "pretrain/")  # TensorBoard / W&B when asked (the CSV stays)
                 if bar is not None:
                     bar.write(_epoch_line(row))
                 else:
@@ -360,6 +447,7 @@ class Pretrainer:
             self._save_checkpoint(epoch + 1, 0)
         if bar is not None:
             bar.close()
+        tracker.close()
         final = self.history[-1] if self.history else {}
         if self.rank == 0:
             self._write_final(final, ps)
@@ -386,7 +474,11 @@ class Pretrainer:
             "history": self.history,
             "parameters": params,
             "data": self.data_summary,
-            "cache": {"path": str(self.cache.path), "bytes_per_item": self.cache.manifest.get("bytes_per_item")},
+            "cache": {
+                "path": str(self.cache.path),
+                "bytes_per_item": self.cache.manifest.get("bytes_per_item"),
+                "reader": self.train_pairs.mode,
+            },
         }
         atomic_write_json(self.out / "metrics.json", jsonable(metrics))
 

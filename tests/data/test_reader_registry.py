@@ -35,17 +35,26 @@ def _manifest(tmp_path, rows):
 
 
 def test_the_kinds_each_table_serves():
-    assert reader_kinds() == ["phantoms", "manifest", "mimic", "openi"]
-    assert reader_kinds(labeled=True) == ["phantoms", "manifest", "rsna", "siim", "covidx", "chexpert"]
+    assert reader_kinds() == ["phantoms", "manifest", "mimic", "openi", "webdataset"]
+    assert reader_kinds(labeled=True) == [
+        "phantoms",
+        "manifest",
+        "rsna",
+        "siim",
+        "covidx",
+        "chexpert",
+        "chexpert5x200",
+        "ms_cxr",
+    ]
 
 
 def test_unknown_kind_lists_the_kinds_there_are():
-    with pytest.raises(ConfigError, match=r"unknown data.kind 'nih': phantoms, manifest, mimic or openi$"):
+    with pytest.raises(ConfigError, match=r"unknown data.kind 'nih': phantoms, manifest, mimic, openi or webdataset$"):
         read_dataset({"kind": "nih"})
     with pytest.raises(
         ConfigError,
         match=r"unknown data.kind 'mimic' for fine-tuning: phantoms, manifest, rsna, "
-        r"siim, covidx, chexpert$",
+        r"siim, covidx, chexpert, chexpert5x200, ms_cxr$",
     ):
         read_labeled({"kind": "mimic"}, "classification")
     with pytest.raises(ConfigError, match="unknown data.kind None"):
@@ -59,6 +68,7 @@ def test_unknown_kind_lists_the_kinds_there_are():
         ({"kind": "phantoms"}, None, "data.path must name the folder of the phantom set"),
         ({"kind": "mimic", "images": "x"}, None, "data.images (MIMIC-CXR-JPG root) and data.reports"),
         ({"kind": "openi"}, None, "data.path must name the Open-I reports archive"),
+        ({"kind": "webdataset"}, None, "data.path must name the webdataset shards"),
         ({"kind": "manifest"}, "classification", "data.path must give the manifest CSV/JSONL"),
         ({"kind": "rsna", "path": "labels.csv"}, "classification", "data.images must give the RSNA DICOM folder"),
         ({"kind": "siim"}, "segmentation", "data.path must give the SIIM train-rle.csv"),
@@ -68,6 +78,8 @@ def test_unknown_kind_lists_the_kinds_there_are():
             "data.test_path must give the COVIDx test label file",
         ),
         ({"kind": "chexpert"}, "classification", "data.path must give the CheXpert CSV"),
+        ({"kind": "chexpert5x200"}, "classification", "data.path must give the CheXpert CSV (train.csv)"),
+        ({"kind": "ms_cxr"}, "classification", "data.path must give the MS-CXR CSV"),
         ({"kind": "rsna", "fraction": 0}, "classification", "data.fraction must be in (0, 1], not 0.0"),
     ],
 )

@@ -310,7 +310,29 @@ def exported_bundle(request) -> Path:
     if env:
         assert Path(env).exists(), f"$CXR_ADAPTOR_TEST_BUNDLE={env} does not exist"
         return Path(env)
-    return Path(request.getfixturevalue("tiny_bundle"))
+    # the tiny bundle is exported without a grounding evaluation, so it vouches for no heatmap
+    # (tests/logic/test_grounding_gate.py checks what the app does then); these suites test how
+    # heatmaps are computed and shown, so their copy's card vouches for every finding's
+    tiny = Path(request.getfixturevalue("tiny_bundle"))
+    return copy_bundle(
+        tiny, request.getfixturevalue("tmp_path_factory").mktemp("vouched") / "bundle", card=vouch_all(tiny)
+    )
+
+
+def vouch_all(bundle: Path) -> dict:
+    """A model card ``grounding`` section that vouches for every class's heatmap (test fixture:
+    no figures, the reason says so)."""
+    import json
+
+    classes = json.loads((bundle / "config.json").read_text())["classes"]
+    return {
+        "grounding": {
+            "evaluated": True,
+            "split": "val",
+            "rule": "test fixture: every finding's heatmap is vouched for",
+            "per_finding": {c: {"validated": True, "pointing_game": None, "positional_prior": None} for c in classes},
+        }
+    }
 
 
 @pytest.fixture(scope="session")
@@ -324,10 +346,12 @@ def loaded_bundle(exported_bundle):
     return open_bundle(exported_bundle, threads=gui_threads())
 
 
-def copy_bundle(src: Path, dest: Path, *, version: str | None = None, config: dict | None = None) -> Path:
+def copy_bundle(
+    src: Path, dest: Path, *, version: str | None = None, config: dict | None = None, card: dict | None = None
+) -> Path:
     """A copy of a real bundle folder, optionally as another ``version`` (the manifest's, which is
-    not hashed: what a re-export would change) or with ``config.json`` keys replaced (its
-    SHA-256 in the manifest updated, so the bundle still passes its checks)."""
+    not hashed: what a re-export would change) or with ``config.json`` / ``model_card.json`` keys
+    replaced (their SHA-256 in the manifest updated, so the bundle still passes its checks)."""
     import hashlib
     import json
     import shutil
@@ -342,6 +366,11 @@ def copy_bundle(src: Path, dest: Path, *, version: str | None = None, config: di
             cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
         (dest / "config.json").write_text(json.dumps(cfg, indent=2))
         manifest["files"]["config.json"] = hashlib.sha256((dest / "config.json").read_bytes()).hexdigest()
+    if card:
+        doc = json.loads((dest / "model_card.json").read_text())
+        doc.update(card)
+        (dest / "model_card.json").write_text(json.dumps(doc, indent=2))
+        manifest["files"]["model_card.json"] = hashlib.sha256((dest / "model_card.json").read_bytes()).hexdigest()
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return dest
 

@@ -103,8 +103,10 @@ def test_analysis_shows_probabilities_thresholds_mask_heatmap_and_reports(
         qtbot.mouseClick(
             window.reports.text.viewport(), Qt.MouseButton.LeftButton, pos=window.reports.link_position(similar[0])
         )
-    assert window.current_heat[2] == "similar report #2"
-    assert window.ai.heat_label.text().endswith("(similar report #2)")
+    # a heatmap asked for says what the model card vouches for beside its source
+    caveat = "heatmaps validated for " + ", ".join(loaded_bundle.validated_heatmap_findings())
+    assert window.current_heat[2] == f"similar report #2; {caveat}"
+    assert window.ai.heat_label.text().endswith(f"(similar report #2; {caveat})")
     assert window.current_heat[0] in want[1].text
     np.testing.assert_allclose(window.current_heat[1], loaded_bundle.heatmap(direct, window.current_heat[0]), atol=1e-5)
     pos = window.reports.link_position(phrases.index(sentence))

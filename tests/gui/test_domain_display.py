@@ -234,7 +234,7 @@ def test_a_lateral_phantom_is_flagged(qtbot, windows, tmp_path, demo, demo_bundl
 def test_no_default_heatmap_below_threshold_and_the_stretch_says_what_it_stretched(
     qtbot, windows, tmp_path, demo, demo_bundle
 ):
-    from app.logic.analysis import LOW_CONTRAST_PEAK_TO_MEAN, default_heatmap_phrase
+    from app.logic.analysis import LOW_CONTRAST_PEAK_TO_MEAN, default_heatmap_finding, default_heatmap_phrase
 
     files = phantom_dicoms(demo)
     lib = open_lib(tmp_path, "heat", files)
@@ -261,10 +261,13 @@ def test_no_default_heatmap_below_threshold_and_the_stretch_says_what_it_stretch
     if ratio < LOW_CONTRAST_PEAK_TO_MEAN:
         assert "low contrast" in window.ai.heat_contrast.text()
     assert any(f"peak {ratio:.2f}" in line for line in window.export_legend().lines)
-    # at or above threshold: the finding's heatmap by default, with the same label
+    # at or above threshold: the finding's heatmap by default (the card vouches for it: the phrase
+    # is the prompt its grounding was validated with), with the same label
     r = wait_result(qtbot, window, uid_of(lib, above[0]))
     d = by_name[above[0]]
-    phrase = default_heatmap_phrase(d.probabilities, demo_bundle.thresholds)
+    verdict = demo_bundle.grounding(default_heatmap_finding(d.probabilities, demo_bundle.thresholds))
+    assert verdict.validated and verdict.prompt
+    phrase = verdict.prompt
     assert r.heatmap_phrase == phrase and window.current_heat[0] == phrase
     raw = demo_bundle.patch_heatmap(d, phrase)
     assert r.heatmap_peak_to_mean == pytest.approx(float(raw.max() / raw.mean()), rel=1e-4)
@@ -418,3 +421,41 @@ def test_a_bundle_without_a_domain_record_is_shown_as_unknown(qtbot, windows, tm
     assert window.ai.mask_visible.isChecked()  # overlays as the user set them: less alarming than out of domain
     assert finding_cell(window, r.uid).endswith("(domain unknown)")
     assert any(line.startswith("Domain: domain unknown") for line in window.export_legend().lines)
+
+
+# -- heatmaps the model card does not vouch for (issue 16) -----------------------------------------
+
+
+def test_heatmap_withheld_when_the_card_does_not_vouch_for_the_finding(qtbot, windows, tmp_path, demo, demo_bundle):
+    """The same demo model with a card whose validation says pneumonia's grounding did not beat
+    the positional prior: a pneumonia phantom gets no default heatmap, and the panel says why; a
+    phrase the user types is still drawn, with the card's verdicts beside it."""
+    from tests.gui.conftest import shoot
+
+    card = json.loads((demo.bundle / "model_card.json").read_text())
+    grounding = card["grounding"]
+    grounding["per_finding"]["pneumonia"] = {
+        **grounding["per_finding"]["pneumonia"],
+        "validated": False,
+        "pointing_game": 0.0,  # the recipe without weak supervision measured 0.00 vs a prior of 0.37
+        "positional_prior": 0.37,
+    }
+    folder = copy_bundle(demo.bundle, tmp_path / "unvouched" / "bundle", card={"grounding": grounding})
+    files = phantom_dicoms(demo)
+    lib = open_lib(tmp_path, "withheld", files)
+    pneumonia = [
+        f for f in files
+        if max((d := direct_analysis(demo_bundle, lib, uid_of(lib, f.name))).probabilities.items(), key=lambda kv: kv[1])[0]
+        == "pneumonia" and d.probabilities["pneumonia"] >= demo_bundle.thresholds["pneumonia"]
+    ]  # fmt: skip
+    assert pneumonia, "the demo studies hold a pneumonia phantom above its threshold"
+    window = windows(lib, bundle=folder, select_first=False)
+    r = wait_result(qtbot, window, uid_of(lib, pneumonia[0].name))
+    assert r.heatmap is None and r.heatmap_phrase is None and window.current_heat is None
+    label = window.ai.heat_label.text()
+    assert "no reliable heatmap for pneumonia" in label and "positional prior 37 %" in label
+    shoot(window.ai, "heatmap_withheld_panel")
+    with qtbot.waitSignal(window.heatmap_shown, timeout=60000):
+        window.request_heatmap("consolidation", "typed phrase")
+    assert window.current_heat is not None and "not for pneumonia" in window.current_heat[2]
+    assert "not for pneumonia" in window.ai.heat_label.text()

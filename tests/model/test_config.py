@@ -80,6 +80,8 @@ def test_saved_config_is_plain_yaml_and_loads_back_to_the_same_config(tmp_path):
         "device",
         "threads",
         "ram_limit_gb",
+        "tensorboard",
+        "wandb",
     ]
     assert saved == config_to_dict(cfg) and saved["train"]["grad_clip"] is None
     again = load_config(PRETRAIN_DEFAULTS, tmp_path / "config.yaml")
@@ -127,7 +129,8 @@ def test_a_typo_in_a_config_is_one_line_on_the_command_line(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "adaptor-train pretrain: error: unknown config key 'train.learning_rate'; known keys here: batch_size, "
-        "checkpoint_every, device, epochs, grad_clip, lr, ram_limit_gb, seed, threads, warmup, weight_decay"
+        "checkpoint_every, device, epochs, grad_clip, lr, ram_limit_gb, seed, tensorboard, threads, wandb, warmup, "
+        "weight_decay"
     ]
 
 
@@ -159,5 +162,8 @@ def test_cache_section_is_typed_with_its_own_keys_per_command(tmp_path):
         "workers",
         "shard_size",
         "device",
+        "stream",
+        "stream_memory_share",
+        "stream_buffer_shards",
     ]
     assert load_config(PRETRAIN_DEFAULTS, tmp_path / "config.yaml") == cfg

@@ -47,6 +47,7 @@ def _train(cache, records, out, extra=(), resume=False):
         [r.finding for r in records],
         [r.split for r in records],
         progress=False,
+        lesion_masks=[r.lesion_mask_path for r in records],
     )
     return t, t.run(resume=resume)
 
@@ -260,3 +261,82 @@ def test_identity_preset_passes_the_frozen_features_through(cache, small_records
     assert torch.allclose(out.pooled.norm(dim=-1), torch.ones(4))
     with pytest.raises(ConfigError, match="adaptor.local_mixing has no effect with adaptor.preset=none"):
         _train(cache, small_records, tmp_path / "bad", reset + ["adaptor.local_mixing=1", "train.epochs=0"])
+
+
+# ---- weak grounding supervision ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def masked_records(small_records, tmp_path_factory):
+    """The pneumonia images with a lesion mask where their consolidation is drawn."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("lesions")
+    size = 160
+    yy, xx = np.mgrid[:size, :size] / size
+    blob = (np.exp(-(((yy - 0.7) ** 2 + (xx - 0.3) ** 2) / 0.01)) > 0.3).astype(np.uint8) * 255
+    path = root / "pneumonia-lesion.png"
+    Image.fromarray(blob).save(path)
+    return [replace(r, lesion_mask_path=str(path)) if r.finding == "pneumonia" else r for r in small_records]
+
+
+def _heat_on_lesion(run, cache, records, idx) -> float:
+    """Mean share of the report heatmap on the lesion patches, over the images ``idx``."""
+    import torch
+
+    from core_model.losses import inner_words
+    from core_model.training.batches import CachedPairs
+    from core_model.training.grounding import lesion_cells
+
+    adaptor, _, _ = load_adaptor(run)
+    adaptor.eval()
+    pairs = CachedPairs(cache)
+    spec = PreprocessSpec.from_dict(cache.manifest["image"]["preprocess"])
+    rows, cols = cache.manifest["image"]["grid"]
+    cells = torch.from_numpy(
+        np.stack([lesion_cells(records[i].lesion_mask_path, spec, rows, cols, 0.1).reshape(-1) for i in idx])
+    )
+    with torch.no_grad():
+        b = pairs.batch(np.array(idx), "cpu")
+        image = adaptor.encode_image(b["image_pooled"], b["image_tokens"])
+        text = adaptor.encode_text(b["text_pooled"], b["text_tokens"], b["text_mask"])
+        heat = adaptor.heatmap(image, text, inner_words(text.mask))
+    return float((heat * cells).sum(1).mean())
+
+
+def test_weak_grounding_supervision_moves_held_out_heatmaps_onto_the_lesion(cache, masked_records, tmp_path):
+    """Lesion masks of some training images teach where a report looks: on the images whose
+    masks were not used, the report heatmap puts more of its mass on the lesion than the same run
+    without weak supervision."""
+    extra = ["train.epochs=4", "loss.local_weight=0"]
+    plain = _train(cache, masked_records, tmp_path / "plain", extra)[0]
+    assert not plain.grounding  # off by default even when masks exist
+    t, _ = _train(
+        cache, masked_records, tmp_path / "weak", extra + ["loss.grounding_weight=1", "loss.grounding_fraction=0.5"]
+    )
+    used = t.data_summary["weak_grounding_supervision"]
+    n_train_masks = sum(1 for r in masked_records if r.split == "train" and r.lesion_mask_path)
+    assert used["of_training_images_with_lesion_masks"] == n_train_masks
+    assert used["images"] == round(0.5 * n_train_masks)
+    assert all(masked_records[i].split == "train" for i in t.grounding)  # never a validation mask
+    saved = json.loads((tmp_path / "weak" / "metrics.json").read_text())
+    assert saved["data"]["weak_grounding_supervision"]["images"] == used["images"]
+    hist = saved["history"]
+    assert hist[-1]["train_grounding"] < hist[0]["train_grounding"]
+    unused = [i for i, r in enumerate(masked_records) if r.lesion_mask_path and i not in t.grounding]
+    assert len(unused) >= 8
+    on_plain = _heat_on_lesion(tmp_path / "plain", cache, masked_records, unused)
+    on_weak = _heat_on_lesion(tmp_path / "weak", cache, masked_records, unused)
+    assert on_weak > on_plain + 0.1, (on_plain, on_weak)
+
+
+def test_weak_grounding_without_masks_is_refused(cache, small_records, tmp_path):
+    from core_model.errors import UserError
+
+    with pytest.raises(UserError, match="no training image has a lesion mask"):
+        _train(
+            cache,
+            small_records,
+            tmp_path / "x",
+            ["train.epochs=1", "loss.grounding_weight=1", "loss.grounding_fraction=0.1"],
+        )

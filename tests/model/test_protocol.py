@@ -39,6 +39,7 @@ def _write_protocol(root: Path) -> Path:
         pretrain: {{config: {root / "pretrain.yaml"}}}
         controls: [frozen, random, paper]
         heads: [linear]
+        few_shot: {{k: [3], folds: 2}}
         tasks:
           - name: cls
             task: classification
@@ -50,6 +51,11 @@ def _write_protocol(root: Path) -> Path:
             metric: dice_positive
             overrides: ["{data}", "data.n=120", "data.seed=5", "head.kind=light", "train.epochs=1",
                         "train.batch_size=16", "cache.workers=0", "cache.patch_pool=2", "eval.examples=1"]
+          - name: retr
+            task: retrieval
+            metric: i2t_P@5_finding
+            overrides: ["{data}", "data.n=120", "data.seed=5", "data.classes=[normal, pneumonia, covid19]",
+                        "cache.workers=0"]
           - name: covidx
             task: classification
             metric: accuracy
@@ -90,6 +96,8 @@ def test_protocol_writes_every_cell_with_controls_seeds_and_intervals(tiny_proto
     paper_seg = [c for c in cells if c["task"] == "seg" and c["row"] == "paper"]
     assert paper_seg and all("not applicable" in c["reason"] for c in paper_seg)
     for c in measured:
+        if c["task"] == "retr":  # one pretraining run per row: retrieval has one replicate
+            continue
         assert c["seeds"] == [0, 1] and len(c["values"]) == 2
         assert c["mean"] == pytest.approx(sum(c["values"]) / 2)
         assert c["ci_low"] <= c["mean"] <= c["ci_high"]
@@ -179,9 +187,62 @@ def test_shipped_protocols_load():
 
     root = Path(__file__).resolve().parents[2] / "configs" / "protocols"
     names = {p.stem: load_protocol(p) for p in root.glob("*.yaml")}
-    assert {"phantoms-smoke", "paper-table1", "paper-table2"} <= set(names)
+    assert {"phantoms-smoke", "paper-table1", "paper-table2", "paper-ablations", "phantoms-ablations"} <= set(names)
+    assert names["paper-table1"].few_shot_k == [16] and names["paper-table1"].few_shot_folds == 5
+    ablations = {r.name for r in names["paper-ablations"].rows if r.ablation}
+    assert {"width-128", "depth-2", "pooled", "pooled-released-code", "patch-pool-1", "contextual"} <= ablations
     t1 = names["paper-table1"]
     assert t1.fractions == [0.01, 0.1, 1.0] and len(t1.seeds) == 3
     assert {r.name for r in t1.rows} == {"adaptor", "frozen", "random", "paper"}
     assert {(t.dataset, t.metric) for t in t1.tasks} == {("rsna", "auroc"), ("covidx", "accuracy")}
     assert math.isclose(sum(names["paper-table2"].fractions), 1.11)
+
+
+@pytest.mark.slow
+def test_few_shot_columns_sit_beside_the_fractions_with_folds_and_intervals(tiny_protocol):
+    """k-shot probes: k balanced training images per class, one seeded draw per fold; the cell is
+    mean +- sd over the folds with the bootstrap interval of the fold mean."""
+    _, out = tiny_protocol
+    results = json.loads((out / "results.json").read_text())
+    assert results["few_shot"] == {"k": [3], "folds": 2}
+    shot = [c for c in results["cells"] if c["task"] == "cls" and c.get("shots") == 3]
+    assert {c["row"] for c in shot} == {"adaptor", "frozen", "random", "paper"}
+    assert not [c for c in results["cells"] if c["task"] == "seg" and c.get("shots")]  # classification only
+    for c in shot:
+        assert c["status"] == "measured" and c["folds"] == [0, 1] and c["column"] == "3-shot"
+        assert c["fraction"] is None and c["ci_low"] <= c["mean"] <= c["ci_high"]
+    runs = [Path(r) for r in shot[0]["runs"]]
+    sizes = []
+    for run in runs:
+        m = json.loads((run / "metrics.json").read_text())
+        sizes.append(m["split"]["sizes"])
+        assert any("few-shot: 3 training images per class" in n for n in m["split"]["notes"])
+        with open(run / "splits.csv", newline="") as fh:
+            train = [r for r in csv.DictReader(fh) if r["split"] == "train"]
+        assert len(train) == 3 * 4  # normal, pneumonia, covid19 and 3 negatives for all (pneumothorax)
+    # the folds draw different images, and validation / test stay whole
+    assert (runs[0] / "splits.csv").read_text() != (runs[1] / "splits.csv").read_text()
+    assert sizes[0]["test"] == sizes[1]["test"] and sizes[0]["val"] == sizes[1]["val"]
+    assert any(k["column"] == "3-shot" for k in results["comparisons"])
+    md = (out / "results.md").read_text()
+    assert "3-shot" in md and "k-shot columns" in md
+
+
+@pytest.mark.slow
+def test_retrieval_cells_have_intervals_and_are_paired_against_the_controls(tiny_protocol):
+    _, out = tiny_protocol
+    results = json.loads((out / "results.json").read_text())
+    retr = [c for c in results["cells"] if c["task"] == "retr"]
+    by_row = {c["row"]: c for c in retr}
+    assert set(by_row) == {"adaptor", "frozen", "random", "paper"}
+    assert "not applicable" in by_row["frozen"]["reason"]  # no Adaptor: no common space
+    for name in ("adaptor", "random", "paper"):
+        c = by_row[name]
+        assert c["status"] == "measured" and c["seeds"] == [0]  # one pretraining run per row
+        assert c["ci_low"] <= c["mean"] <= c["ci_high"]
+        m = json.loads((Path(c["runs"][0]) / "metrics.json").read_text())["metrics"]
+        assert c["mean"] == pytest.approx(m["i2t_P@5_finding"])
+        ci = m["i2t_P@5_finding_ci"]
+        assert ci["ci_low"] <= m["i2t_P@5_finding"] <= ci["ci_high"]
+    assert {k["control"] for k in results["comparisons"] if k["task"] == "retr"} == {"random", "paper"}
+    assert "Precision@5 by finding" in (out / "results.md").read_text()

@@ -36,6 +36,7 @@ from core_model.runtime.domain import (
     header_view_modality,
     ledoit_wolf,
     normalize_view,
+    whitener,
 )
 from core_model.training.evaluate_domain import generated_non_chest_images, variants
 from tests.real_data import real_file
@@ -328,6 +329,31 @@ def test_fit_thresholds_on_validation_and_flags_shifted_features():
     assert np.all(model.scores(*sample(50, shift=1.5)) > model.threshold)
     state = model.assess(float(test[0]), view="PA", modality="DX")
     assert state.status in (IN_DOMAIN, OUT_OF_DOMAIN) and state.threshold == model.threshold
+
+
+def test_scores_by_the_whitener_equal_the_mahalanobis_distance_of_the_precision():
+    # the runtime scores with a factor W of each precision P (one product, W W^T = P); the
+    # distances must be those of P itself, for one image (numpy's loop) and a big batch (BLAS)
+    rng = np.random.default_rng(2)
+    emb, pat = rng.normal(size=(300, 24)).astype(np.float32), rng.normal(size=(300, 16, 24)).astype(np.float32)
+    model, _ = fit_domain_model((emb[:200], pat[:200]), (emb[200:], pat[200:]), grid=[4, 4])
+
+    def direct(x, comp):
+        xc = np.asarray(x, np.float64) - model.arrays[f"{comp}_mean"]
+        return np.sqrt(np.einsum("...i,ij,...j->...", xc, model.arrays[f"{comp}_precision"].astype(np.float64), xc))
+
+    for n in (1, 3000):  # 3000 x 16 patches x 24^2 is past the einsum limit: BLAS
+        e, p = rng.normal(size=(n, 24)).astype(np.float32), rng.normal(size=(n, 16, 24)).astype(np.float32)
+        d = model.distances(e, p)
+        np.testing.assert_allclose(d["embedding"], direct(e, "embedding"), rtol=1e-4)
+        np.testing.assert_allclose(d["patch_mean"], direct(p.mean(axis=1), "patch_mean"), rtol=1e-4)
+        np.testing.assert_allclose(d["patch_local"], direct(p, "patch_local").mean(axis=1), rtol=1e-4)
+    # a precision that rounding left not quite positive definite still gives its distances
+    v = np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    p8 = (v * np.array([1e-9, -1e-12] + [1.0] * 6)) @ v.T
+    w = whitener(p8)
+    x = rng.normal(size=(5, 8))
+    np.testing.assert_allclose(np.sum((x @ w) ** 2, axis=1), np.einsum("bi,ij,bj->b", x, p8, x), atol=1e-5)
 
 
 # ---- adaptor-train evaluate --task domain -----------------------------------------------------------

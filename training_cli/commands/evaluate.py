@@ -31,7 +31,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="YAML with a 'data' section (the dataset to score on)")
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
-    p.add_argument("--prompts", metavar="FILE", help="zero-shot prompts: YAML class: [[positive...], [negative...]]")
+    p.add_argument(
+        "--prompts",
+        metavar="FILE",
+        help="zero-shot / grounding prompts: a YAML file (configs/prompts/*.yaml, or class: [[positive...], "
+        "[negative...]]) or a shipped set by name (chexpert-5x200, rsna-pneumonia, covidx, phantoms); "
+        "also the --config file's 'prompts' key",
+    )
     p.add_argument(
         "--ood",
         action="append",
@@ -54,11 +60,16 @@ def run(args) -> int:
     from core_model.training.evaluate import evaluate, load_prompts
 
     data = None
+    prompts = args.prompts
     if args.config:
         doc = read_yaml_mapping(args.config)
         if "data" not in doc:
             raise ConfigError(f"{args.config} has no 'data' section")
         data = doc["data"]
+        if not prompts and doc.get("prompts"):  # a path relative to the config's folder, or a set name
+            given = Path(str(doc["prompts"]))
+            beside = Path(args.config).parent / given
+            prompts = str(beside if not given.is_absolute() and beside.is_file() else given)
     out = prepare_out(args.out)
     if args.task == "domain":
         from core_model.training.evaluate_domain import evaluate_domain, summary_lines
@@ -78,7 +89,7 @@ def run(args) -> int:
         data,
         out,
         split=args.split,
-        prompts=load_prompts(args.prompts),
+        prompts=load_prompts(prompts),
         progress=not args.no_progress,
         n_boot=args.bootstrap,
     )
@@ -88,6 +99,11 @@ def run(args) -> int:
         for name, e in m["per_class"].items():
             print(f"  {name:>14}: AUROC {e.get('auroc', float('nan')):.3f}")
         print(f"  {'macro':>14}: AUROC {m['auroc_macro'].get('auroc', float('nan')):.3f}")
+        if result["task"] == "zeroshot":
+            if "accuracy" in m:
+                ci = m["accuracy_ci"]
+                print(f"  {'top-1':>14}: accuracy {m['accuracy']:.3f} [{ci['ci_low']:.3f}, {ci['ci_high']:.3f}]")
+            print(f"  prompts: {m['prompt_set']}" + (f" ({m['prompts_file']})" if m.get("prompts_file") else ""))
     elif result["task"] == "segmentation":
         print(
             f"  Dice positive {m['dice_positive']:.3f} | aggregate {m['dice_aggregate']:.3f} | MGCA {m['dice_mgca']:.3f} "

@@ -25,6 +25,13 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--zip", action="store_true", help="write a single .zip instead of a folder")
     p.add_argument("--report-bank-limit", type=int, help="at most this many reports in the retrieval bank")
+    p.add_argument(
+        "--grounding",
+        metavar="EVAL_DIR",
+        help="a grounding evaluation of the validation split (evaluate --task grounding --split val): "
+        "the card then says which findings' heatmaps beat the positional prior, and the app shows only "
+        "those (without it no heatmap is vouched for)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -47,7 +54,13 @@ def run(args) -> int:
     if not runs:
         raise UserError("give --run DIR (fine-tuning runs) or --config FILE")
     path = export_bundle(
-        runs, Path(args.out), quantize=quantize, make_zip=make_zip, bank_limit=limit, report_index_min_reports=index_min
+        runs,
+        Path(args.out),
+        quantize=quantize,
+        make_zip=make_zip,
+        bank_limit=limit,
+        report_index_min_reports=index_min,
+        grounding=args.grounding,
     )
     size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
     print(f"wrote bundle {path} ({size / 2**20:.1f} MiB). {RESEARCH_NOTE}")

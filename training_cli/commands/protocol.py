@@ -27,6 +27,11 @@ def add_parser(sub) -> None:
         help="override a protocol value (repeatable), e.g. --set seeds=1",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    p.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="TensorBoard event files: every run's in its folder, the table's cells in --out/tensorboard",
+    )
     p.add_argument("--report-only", action="store_true", help="train nothing: rewrite results.* from the runs there")
     p.set_defaults(func=run)
 
@@ -34,7 +39,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from core_model.training.protocol import collect_results, load_protocol, run_protocol, write_results
 
-    protocol = load_protocol(args.config, args.overrides)
+    overrides = list(args.overrides) + (["tensorboard=true"] if args.tensorboard else [])
+    protocol = load_protocol(args.config, overrides)
     out = prepare_out(args.out)
     if args.report_only:
         results = collect_results(protocol, out)
