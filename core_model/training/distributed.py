@@ -70,11 +70,24 @@ def gather(x: torch.Tensor) -> torch.Tensor:
 
 
 def average_gradients(params) -> None:
-    """All-reduce and average the gradients of ``params`` over the processes."""
+    """All-reduce and average the gradients of ``params`` over the processes.
+
+    A parameter may have a gradient on some processes only (e.g. the weak grounding term when
+    a process's share of the batch holds no supervised image and the local term is off): which
+    ones have one is agreed first, so every process reduces the same tensors (no hang), and a
+    missing gradient counts as zero; one unused everywhere stays without a gradient."""
     _, world = dist_info()
     if world == 1:
         return
-    for p in params:
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= world
+    params = list(params)
+    if not params:
+        return
+    has = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+    torch.distributed.all_reduce(has)
+    for p, n in zip(params, has.tolist()):
+        if n == 0:
+            continue
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
