@@ -302,7 +302,12 @@ def read_dataset(path: str | os.PathLike, *, header_only: bool = False) -> Datas
     force = _open_kind(path)
     ds = _read(str(path), header_only=header_only, force=force, source=path.name)
     if not header_only:
-        raw = _raw_pixel_element(ds)
+        try:
+            raw = _raw_pixel_element(ds)
+        except (NotImplementedError, ValueError, KeyError) as exc:  # e.g. an unknown VR on the pixel data
+            raise NotDicomError(
+                f"{path.name}: its pixel data element is malformed ({str(exc).splitlines()[0][:200]})"
+            ) from None
         if raw is None and _pixel_tag_in_file(path):
             # pydicom drops an encapsulated element whose delimiter is missing
             raise TruncatedFileError(f"{path.name}: the file ends before its pixel data does")

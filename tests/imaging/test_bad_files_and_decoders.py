@@ -248,3 +248,20 @@ def test_decoders_doc_names_every_package_and_licence():
     for package in packages:
         assert package in text, package
     assert "GPL" in text  # the document must say where GPL stands
+
+
+def test_unknown_vr_on_the_pixel_data_is_a_clear_refusal(tmp_path):
+    """A pixel data element whose VR bytes are not a VR (found by the fuzz test: b"O\\x00")."""
+    from core_model.imaging.dicom import read_dataset
+    from core_model.imaging.errors import NotDicomError
+    from tests.imaging.builders import gradient, write
+
+    path = write(tmp_path / "ok.dcm", gradient(), ts="1.2.840.10008.1.2.1")
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"\xe0\x7f\x10\x00OW")
+    assert at > 0
+    data[at + 4 : at + 6] = b"O\x00"
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(NotDicomError, match="bad.dcm: its pixel data element is malformed"):
+        read_dataset(bad)
